@@ -1,0 +1,64 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NATIVE := $(wildcard native/*.pyx native/*.pxd native/*.pxi)
+PROTOS := $(wildcard proto/edgekv/v1/*.proto)
+PYTEST_ARGS ?=
+
+.PHONY: build run test test-unit test-integration test-purepython lint fmt proto bench debug clean
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet "Cython>=3.0,<4" "grpcio-tools>=1.60"
+	$(PY) -m pip install --quiet --no-build-isolation -e '.[test]'
+	touch $(STAMP)
+
+# Rebuild the extension and the generated gRPC code whenever their sources change.
+edgekv/.built: $(STAMP) $(NATIVE) $(PROTOS) setup.py
+	$(PY) setup.py --quiet build_ext --inplace
+	$(PY) -c "import edgekv.native as n; assert n.ACTIVE == 'cython', n.ACTIVE; print('edgekv: compiled read path active')"
+	touch $@
+
+build: edgekv/.built
+
+proto: $(STAMP)
+	$(PY) setup.py --quiet build_ext --inplace
+
+run: build
+	$(PY) -m edgekv.local.demo
+
+test: build
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: build
+	$(PY) -m pytest tests/unit tests/parity tests/property $(PYTEST_ARGS)
+
+test-integration: build
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-purepython: build
+	EDGEKV_PUREPYTHON=1 $(PY) -m pytest tests/unit tests/parity tests/property $(PYTEST_ARGS)
+
+lint: build
+	$(VENV)/bin/ruff check edgekv tests bench setup.py
+	$(VENV)/bin/mypy
+	$(VENV)/bin/cython-lint native
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format edgekv tests bench setup.py
+	$(VENV)/bin/ruff check --fix edgekv tests bench setup.py
+
+bench: build
+	$(PY) -m pytest bench/micro --benchmark-only --benchmark-columns=min,median,mean,max,rounds
+	$(PY) -m bench.e2e.load
+
+debug: $(STAMP)
+	EDGEKV_DEBUG=1 $(PY) setup.py build_ext --inplace --force
+	rm -f edgekv/.built
+
+clean:
+	rm -rf build dist *.egg-info edgekv/_speedups*.so native/*.c native/*.html edgekv/.built
+	rm -f edgekv/v1/*_pb2*.py edgekv/v1/*_pb2*.pyi

@@ -1,0 +1,240 @@
+"""Pure-Python twins of edgekv._speedups: same names, signatures and errors.
+
+Used when the extension is missing (with a warning) or EDGEKV_PUREPYTHON=1.
+tests/parity runs every case through both; keep them in step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edgekv.errors import CorruptRecord, InvalidArgument
+from edgekv.limits import MAX_KEY_BYTES
+from edgekv.storage.record import (
+    FLAG_EXPIRES,
+    FLAG_TOMBSTONE,
+    FORMAT_VERSION,
+    KNOWN_FLAGS,
+    MAX_U64,
+    OFF_EXPIRES,
+    OFF_FLAGS,
+    OFF_ORIGIN,
+    OFF_ORIGIN_LEN,
+    OFF_TIMESTAMP,
+)
+
+RECORD_LAYOUT = {
+    "FORMAT_VERSION": FORMAT_VERSION,
+    "FLAG_TOMBSTONE": FLAG_TOMBSTONE,
+    "FLAG_EXPIRES": FLAG_EXPIRES,
+    "OFF_TIMESTAMP": OFF_TIMESTAMP,
+    "OFF_EXPIRES": OFF_EXPIRES,
+    "OFF_ORIGIN_LEN": OFF_ORIGIN_LEN,
+    "OFF_ORIGIN": OFF_ORIGIN,
+    "MAX_KEY_BYTES": MAX_KEY_BYTES,
+}
+
+_from_be = int.from_bytes
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _check_header(buf: bytes) -> int:
+    n = len(buf)
+    if n < OFF_ORIGIN + 1:
+        raise CorruptRecord(f"record is {n} bytes; a record is at least {OFF_ORIGIN + 1}")
+    if buf[0] != FORMAT_VERSION:
+        raise CorruptRecord(
+            f"record format version {buf[0]} is not supported (this build reads 1)"
+        )
+    flags = buf[OFF_FLAGS]
+    if flags & ~KNOWN_FLAGS:
+        raise CorruptRecord(f"record flags 0x{flags:02x} have unknown bits")
+    origin_len = buf[OFF_ORIGIN_LEN]
+    if origin_len == 0:
+        raise CorruptRecord("record origin id is empty")
+    if OFF_ORIGIN + origin_len > n:
+        raise CorruptRecord(
+            f"record origin id needs {origin_len} bytes but only {n - OFF_ORIGIN} remain"
+        )
+    if flags & FLAG_TOMBSTONE and OFF_ORIGIN + origin_len != n:
+        raise CorruptRecord("tombstone record carries value bytes")
+    return OFF_ORIGIN + origin_len
+
+
+def _require_bytes(name: str, value: object) -> None:
+    if type(value) is not bytes:
+        raise TypeError(
+            f"Argument '{name}' has incorrect type (expected bytes, got {type(value).__name__})"
+        )
+
+
+def decode_record(buf: bytes) -> tuple[bool, int, int, str, bytes]:
+    """Decode a record into (tombstone, timestamp, expires_at_ms, origin, value).
+
+    Raises CorruptRecord for bytes that are not a record of a known format version.
+    """
+    _require_bytes("buf", buf)
+    off = _check_header(buf)
+    return (
+        bool(buf[OFF_FLAGS] & FLAG_TOMBSTONE),
+        _from_be(buf[OFF_TIMESTAMP:OFF_EXPIRES]),
+        _from_be(buf[OFF_EXPIRES:OFF_ORIGIN_LEN]),
+        buf[OFF_ORIGIN:off].decode("ascii"),
+        buf[off:],
+    )
+
+
+def record_version(buf: bytes) -> tuple[int, str]:
+    """The (timestamp, origin) of a record without copying its value."""
+    _require_bytes("buf", buf)
+    off = _check_header(buf)
+    return _from_be(buf[OFF_TIMESTAMP:OFF_EXPIRES]), buf[OFF_ORIGIN:off].decode("ascii")
+
+
+def encode_record(
+    tombstone: bool, timestamp: int, expires_at_ms: int, origin: bytes, value: bytes
+) -> bytes:
+    """Encode a record; ``origin`` is the ASCII node id (1..255 bytes).
+
+    A tombstone must have an empty value. Raises InvalidArgument otherwise.
+    """
+    _require_bytes("origin", origin)
+    _require_bytes("value", value)
+    for name, number in (("timestamp", timestamp), ("expires_at_ms", expires_at_ms)):
+        if not 0 <= number <= MAX_U64:
+            raise OverflowError(f"{name} {number} does not fit in an unsigned 64-bit integer")
+    if not 1 <= len(origin) <= 255:
+        raise InvalidArgument(f"origin id is {len(origin)} bytes; it must be 1 to 255")
+    flags = 0
+    if tombstone:
+        if value:
+            raise InvalidArgument("a tombstone has no value")
+        flags |= FLAG_TOMBSTONE
+    if expires_at_ms:
+        flags |= FLAG_EXPIRES
+    return b"".join(
+        (
+            bytes((FORMAT_VERSION, flags)),
+            timestamp.to_bytes(8, "big"),
+            expires_at_ms.to_bytes(8, "big"),
+            bytes((len(origin),)),
+            origin,
+            value,
+        )
+    )
+
+
+def _check_key(key: bytes) -> None:
+    n = len(key)
+    if n == 0:
+        raise InvalidArgument("key is empty; keys are 1 to 1024 bytes")
+    if n > MAX_KEY_BYTES:
+        raise InvalidArgument(f"key is {n} bytes; the limit is {MAX_KEY_BYTES}")
+
+
+def _live_item(raw: object, now_ms: int) -> tuple[bytes, int, str, int] | None:
+    if type(raw) is not bytes:
+        raise CorruptRecord(f"stored record is {type(raw).__name__}, not bytes")
+    off = _check_header(raw)
+    flags = raw[OFF_FLAGS]
+    expires_at_ms = 0
+    if flags & FLAG_TOMBSTONE:
+        return None
+    if flags & FLAG_EXPIRES:
+        expires_at_ms = _from_be(raw[OFF_EXPIRES:OFF_ORIGIN_LEN])
+        if now_ms < 0:
+            now_ms = _wall_ms()
+        if expires_at_ms <= now_ms:
+            return None
+    return (
+        raw[off:],
+        _from_be(raw[OFF_TIMESTAMP:OFF_EXPIRES]),
+        raw[OFF_ORIGIN:off].decode("ascii"),
+        expires_at_ms,
+    )
+
+
+class Reader:
+    """Point reads and scans of one data column family.
+
+    ``get`` is the column family's bound ``Rdict.get`` (raw mode): it takes a key
+    or a list of keys. ``now_ms`` < 0 means "read the wall clock"; tests pass a
+    fixed time. Safe to call from several threads: it holds no mutable state.
+    """
+
+    __slots__ = ("_get",)
+
+    def __init__(self, get: Callable[[Any], Any]) -> None:
+        self._get = get
+
+    def get(self, key: bytes, now_ms: int = -1) -> tuple[bytes, int, str, int] | None:
+        """The live item under ``key``, or None (absent, deleted or expired)."""
+        _require_bytes("key", key)
+        _check_key(key)
+        raw = self._get(key)
+        if raw is None:
+            return None
+        return _live_item(raw, now_ms)
+
+    def get_many(
+        self, keys: list[bytes], now_ms: int = -1
+    ) -> list[tuple[bytes, int, str, int] | None]:
+        """``get`` for each key, in order, through one RocksDB multi-get."""
+        if type(keys) is not list:
+            raise TypeError(
+                f"Argument 'keys' has incorrect type (expected list, got {type(keys).__name__})"
+            )
+        for i, key in enumerate(keys):
+            if type(key) is not bytes:
+                raise InvalidArgument(f"keys[{i}] must be bytes, got {type(key).__name__}")
+            _check_key(key)
+        if now_ms < 0:
+            now_ms = _wall_ms()
+        raws = self._get(keys)
+        return [None if raw is None else _live_item(raw, now_ms) for raw in raws]
+
+    def scan(
+        self,
+        it: Any,
+        start: bytes,
+        end: bytes,
+        limit: int,
+        max_examined: int = 0,
+        now_ms: int = -1,
+    ) -> tuple[list[tuple[bytes, bytes, int, str, int]], bytes | None]:
+        """Live items with start <= key < end (``end`` empty = no bound), in key order.
+
+        ``it`` is a fresh RdictIter of the data column family. Returns
+        ``(items, next_key)``: items are (key, value, timestamp, origin,
+        expires_at_ms); ``next_key`` is the last key looked at when more may
+        follow, else None. At most ``max_examined`` records are read (0 = no cap),
+        so a run of tombstones cannot make one page unbounded work.
+        """
+        _require_bytes("start", start)
+        _require_bytes("end", end)
+        if limit < 1:
+            raise InvalidArgument(f"scan limit is {limit}; it must be at least 1")
+        if now_ms < 0:
+            now_ms = _wall_ms()
+        items: list[tuple[bytes, bytes, int, str, int]] = []
+        examined = 0
+        last = None
+        it.seek(start)
+        while it.valid():
+            key = it.key()
+            if end and key >= end:
+                return items, None
+            if len(items) >= limit or (max_examined and examined >= max_examined):
+                return items, last
+            item = _live_item(it.value(), now_ms)
+            examined += 1
+            if item is not None:
+                items.append((key, *item))
+            last = key
+            it.next()
+        return items, None

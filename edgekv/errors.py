@@ -1,0 +1,99 @@
+"""Error classes shared by the node, the SDK and the CLI.
+
+Inside the node every failure is raised as an :class:`EdgeKVError` subclass. At the
+gRPC edge one table (:data:`GRPC_CODE_BY_ERROR`) maps the class to a status code, and
+the SDK maps the code back to the same class (:func:`error_from_code`), so callers
+catch the same exception whether they use the engine in-process or a remote node.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class EdgeKVError(Exception):
+    """Base class of every error edgekv raises on purpose."""
+
+
+class InvalidArgument(EdgeKVError, ValueError):
+    """The request is malformed: bad key, oversized value, bad range, bad option."""
+
+
+class NotFound(EdgeKVError, KeyError):
+    """The named thing does not exist (used only where the API says so)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class FailedPrecondition(EdgeKVError):
+    """A condition the caller asked for does not hold."""
+
+
+class ResourceExhausted(EdgeKVError):
+    """A size, rate or concurrency limit was hit."""
+
+
+class Unavailable(EdgeKVError):
+    """The node (or every node allowed to serve the key) cannot be reached now."""
+
+
+class DeadlineExceeded(EdgeKVError):
+    """The call did not finish within its deadline."""
+
+
+class Unauthenticated(EdgeKVError):
+    """The caller presented no valid credentials."""
+
+
+class PermissionDenied(EdgeKVError):
+    """The caller's credentials do not allow this call."""
+
+
+class Internal(EdgeKVError):
+    """A bug or a storage failure on the node; the message says which."""
+
+
+class StorageError(Internal):
+    """RocksDB refused an operation or returned something unreadable."""
+
+
+class CorruptRecord(StorageError):
+    """A stored record does not parse; the message says where and why."""
+
+
+class ConfigError(EdgeKVError, ValueError):
+    """The cluster file is invalid; the message names the entry."""
+
+
+GRPC_CODE_BY_ERROR: dict[type[EdgeKVError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Internal: grpc.StatusCode.INTERNAL,
+    ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+_ERROR_BY_CODE: dict[grpc.StatusCode, type[EdgeKVError]] = {
+    code: cls for cls, code in GRPC_CODE_BY_ERROR.items() if cls is not ConfigError
+}
+
+
+def grpc_code_for(exc: EdgeKVError) -> grpc.StatusCode:
+    """The status code for ``exc``: the entry of its nearest class in the table."""
+    for cls in type(exc).__mro__:
+        code = GRPC_CODE_BY_ERROR.get(cls)  # type: ignore[call-overload]
+        if code is not None:
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def error_from_code(code: grpc.StatusCode, message: str) -> EdgeKVError:
+    """The SDK side of the table: an exception of the class the node raised."""
+    cls = _ERROR_BY_CODE.get(code, EdgeKVError)
+    return cls(message)

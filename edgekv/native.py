@@ -1,0 +1,42 @@
+"""Selects the read path: the compiled edgekv._speedups, or the pure-Python twin.
+
+This is the only module that imports either one; everyone else calls
+``native.decode_record(...)``, ``native.Reader(...)``. ``ACTIVE`` says which is in
+use ("cython" or "python"); ``edgekv doctor`` and ``Cluster.Status`` report it.
+``EDGEKV_PUREPYTHON=1`` forces the fallback. A missing extension falls back with
+a warning, never silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+if os.environ.get("EDGEKV_PUREPYTHON") == "1":
+    from edgekv import _fallback as _impl
+
+    ACTIVE = "python"
+else:
+    try:
+        from edgekv import _speedups as _impl  # type: ignore[no-redef]
+
+        ACTIVE = "cython"
+    except ImportError as exc:  # pragma: no cover - exercised by a fresh checkout without a build
+        from edgekv import _fallback as _impl  # type: ignore[no-redef]
+
+        ACTIVE = "python"
+        log.warning(
+            "edgekv: the compiled read path is missing (%s); using the slower pure-Python "
+            "fallback. Run `make build` to compile it.",
+            exc,
+        )
+
+decode_record = _impl.decode_record
+encode_record = _impl.encode_record
+record_version = _impl.record_version
+Reader = _impl.Reader
+RECORD_LAYOUT = _impl.RECORD_LAYOUT
+
+__all__ = ["ACTIVE", "RECORD_LAYOUT", "Reader", "decode_record", "encode_record", "record_version"]

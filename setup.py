@@ -1,0 +1,87 @@
+"""Build only: compile native/ into edgekv._speedups and proto/ into edgekv/v1/.
+
+Metadata lives in pyproject.toml. A failed Cython compile fails the install: the
+pure-Python fallback exists for parity tests and odd platforms, not to hide a
+broken build.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext as _build_ext
+from setuptools.command.build_py import build_py as _build_py
+
+ROOT = Path(__file__).resolve().parent
+PROTO_DIR = ROOT / "proto"
+DEBUG = os.environ.get("EDGEKV_DEBUG") == "1"
+
+
+def compile_protos() -> None:
+    """Generate edgekv/v1/*_pb2*.py(i) from proto/edgekv/v1/*.proto."""
+    import grpc_tools
+    from grpc_tools import protoc
+
+    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in (PROTO_DIR / "edgekv" / "v1").glob("*.proto"))
+    if not protos:
+        return
+    include = str(Path(grpc_tools.__file__).parent / "_proto")
+    args = [
+        "grpc_tools.protoc",
+        f"-I{PROTO_DIR}",
+        f"-I{include}",
+        f"--python_out={ROOT}",
+        f"--grpc_python_out={ROOT}",
+        f"--pyi_out={ROOT}",
+        *protos,
+    ]
+    cwd = os.getcwd()
+    os.chdir(PROTO_DIR)
+    try:
+        if protoc.main(args) != 0:
+            sys.exit("protoc failed; see the messages above")
+    finally:
+        os.chdir(cwd)
+
+
+class build_py(_build_py):
+    def run(self) -> None:
+        compile_protos()
+        super().run()
+
+
+class build_ext(_build_ext):
+    def run(self) -> None:
+        compile_protos()  # editable installs run build_ext but may skip build_py
+        super().run()
+
+
+def extensions() -> list[Extension]:
+    from Cython.Build import cythonize
+
+    ext = Extension(
+        "edgekv._speedups",
+        ["native/_speedups.pyx"],
+        extra_compile_args=["-O2"] if not DEBUG else ["-O0", "-g"],
+        define_macros=[("CYTHON_TRACE", "1")] if DEBUG else [],
+    )
+    return cythonize(
+        [ext],
+        include_path=["native"],
+        annotate=DEBUG,
+        compiler_directives={
+            "language_level": "3",
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "embedsignature": True,
+            "linetrace": DEBUG,
+            "profile": DEBUG,
+        },
+    )
+
+
+setup(ext_modules=extensions(), cmdclass={"build_py": build_py, "build_ext": build_ext})
