@@ -238,3 +238,53 @@ class Reader:
             last = key
             it.next()
         return items, None
+
+
+_FNV_OFFSET = 0xCBF29CE484222325
+_FNV_PRIME = 0x100000001B3
+_M64 = (1 << 64) - 1
+_BUCKET_BITS = 16
+
+
+def _fnv1a(h: int, data: bytes) -> int:
+    for byte in data:
+        h = ((h ^ byte) * _FNV_PRIME) & _M64
+    return h
+
+
+def _fmix64(k: int) -> int:
+    k ^= k >> 33
+    k = (k * 0xFF51AFD7ED558CCD) & _M64
+    k ^= k >> 33
+    k = (k * 0xC4CEB9FE1A85EC53) & _M64
+    k ^= k >> 33
+    return k
+
+
+def key_bucket(key: bytes) -> int:
+    """The digest bucket (0..65535) of a key; it never changes with the version."""
+    _require_bytes("key", key)
+    return _fmix64(_fnv1a(_FNV_OFFSET, key)) >> (64 - _BUCKET_BITS)
+
+
+def version_hash(key: bytes, timestamp: int, origin: bytes) -> int:
+    """64-bit hash of (key, version): XOR-ed into the key's bucket digest."""
+    _require_bytes("key", key)
+    _require_bytes("origin", origin)
+    if not 0 <= timestamp <= MAX_U64:
+        raise OverflowError(f"timestamp {timestamp} does not fit in an unsigned 64-bit integer")
+    h = _fnv1a(_FNV_OFFSET, key)
+    h = _fnv1a(h ^ 0xFF, timestamp.to_bytes(8, "big"))
+    h = _fnv1a(h, origin)
+    return _fmix64(h)
+
+
+def record_hash(key: bytes, record: bytes) -> int:
+    """``version_hash`` of a stored record's version, read straight from its header."""
+    _require_bytes("key", key)
+    _require_bytes("record", record)
+    off = _check_header(record)
+    h = _fnv1a(_FNV_OFFSET, key)
+    h = _fnv1a(h ^ 0xFF, record[OFF_TIMESTAMP:OFF_EXPIRES])
+    h = _fnv1a(h, record[OFF_ORIGIN:off])
+    return _fmix64(h)

@@ -37,6 +37,19 @@ decode_record = _impl.decode_record
 encode_record = _impl.encode_record
 record_version = _impl.record_version
 Reader = _impl.Reader
+key_bucket = _impl.key_bucket
+version_hash = _impl.version_hash
+record_hash = _impl.record_hash
 RECORD_LAYOUT = _impl.RECORD_LAYOUT
 
-__all__ = ["ACTIVE", "RECORD_LAYOUT", "Reader", "decode_record", "encode_record", "record_version"]
+__all__ = [
+    "ACTIVE",
+    "RECORD_LAYOUT",
+    "Reader",
+    "decode_record",
+    "encode_record",
+    "key_bucket",
+    "record_hash",
+    "record_version",
+    "version_hash",
+]

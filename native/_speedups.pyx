@@ -10,6 +10,7 @@ include "common.pxi"
 include "consts.pxi"
 include "record.pyx"
 include "lookup.pyx"
+include "digest.pyx"
 
 RECORD_LAYOUT = {
     "FORMAT_VERSION": FORMAT_VERSION,

@@ -7,8 +7,11 @@ One RocksDB database per node, three column families:
   key, record. Every local write appends here in the same WriteBatch that
   changes the data, so the log is exactly the sequence of local writes.
 * ``meta``    — engine state: the last seq, the clock's high-water mark, the
-  node id that owns the directory. Updated in every write batch, so a crash
-  can never leave the counters behind the data.
+  node id that owns the directory, replication cursors, anti-entropy bucket
+  digests. Updated in the write batch that changes the data, so a crash can
+  never leave them behind the data.
+* ``digest``  — the anti-entropy index (storage/digest.py): every key's
+  version by placement group and bucket.
 
 Concurrency: reads may run on any thread. Writes are serialised by one lock
 (seq and clock order must match log order); a node's event loop calls them
@@ -17,10 +20,11 @@ inline because each is a few microseconds.
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -35,17 +39,21 @@ from rocksdict import (
 )
 
 from edgekv import native
-from edgekv.errors import FailedPrecondition, InvalidArgument, StorageError
+from edgekv.errors import EdgeKVError, FailedPrecondition, InvalidArgument, StorageError
 from edgekv.limits import DEFAULT_LIMITS, Limits
+from edgekv.storage import digest
 from edgekv.storage.clock import DEFAULT_MAX_SKEW_MS, HybridClock, wall_ms
 from edgekv.storage.record import Item, Version
 
 LOG_CF = "log"
 META_CF = "meta"
+DIGEST_CF = "digest"
 _META_SEQ = b"seq"
 _META_HLC = b"hlc"
 _META_NODE_ID = b"node_id"
 _META_FORMAT = b"engine_format"
+_META_PLACEMENT = b"placement_fingerprint"
+_META_CURSOR = b"cursor/"
 ENGINE_FORMAT = b"1"
 
 _U64 = struct.Struct(">Q")
@@ -56,6 +64,7 @@ MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000  # ten years: beyond that it is a bug, 
 # so a long run of tombstones costs a short page, not an unbounded one.
 _SCAN_EXAMINE_FACTOR = 8
 _SCAN_EXAMINE_FLOOR = 1024
+_PENDING = EdgeKVError("pending")  # write_group placeholder for a batch not yet committed
 
 
 class PutOp(NamedTuple):
@@ -107,6 +116,21 @@ class EngineOptions:
     sync_writes: bool = False
     block_cache_mb: int = 64
     max_clock_skew_ms: int = DEFAULT_MAX_SKEW_MS
+    # Maps a key to its placement group (the matching rule's prefix; b"" = global).
+    # Digests are kept per group so two nodes compare only what both may hold.
+    placement_of: Callable[[bytes], bytes] | None = None
+    # Changes whenever the placement rules change; the digest index is rebuilt then.
+    placement_fingerprint: bytes = b""
+
+
+class Change(NamedTuple):
+    """A record that became this node's version of ``key`` (local write or apply)."""
+
+    key: bytes
+    record: bytes
+
+
+ChangeListener = Callable[[list[Change], int, bool], None]
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -118,6 +142,10 @@ def prefix_end(prefix: bytes) -> bytes:
     if not stripped:
         return b""
     return stripped[:-1] + bytes((stripped[-1] + 1,))
+
+
+def _global_placement(key: bytes) -> bytes:
+    return b""
 
 
 def _encode_log_value(key: bytes, record: bytes) -> bytes:
@@ -154,6 +182,9 @@ class Engine:
         self._log_handle = self._db.get_column_family_handle(LOG_CF)
         self._meta = self._db.get_column_family(META_CF)
         self._meta_handle = self._db.get_column_family_handle(META_CF)
+        self._digest = self._db.get_column_family(DIGEST_CF)
+        self._digest_handle = self._db.get_column_family_handle(DIGEST_CF)
+        self._placement_of = self.options.placement_of or _global_placement
         self._write_opts = WriteOptions()
         self._write_opts.sync = self.options.sync_writes
         self._check_owner()
@@ -162,6 +193,9 @@ class Engine:
         self.clock = HybridClock(
             self._read_u64_meta(_META_HLC), max_skew_ms=self.options.max_clock_skew_ms
         )
+        self._trees: dict[bytes, digest.DigestTree] = {}  # guarded by _lock
+        self._listeners: list[ChangeListener] = []
+        self._load_digests()
         self._reader = native.Reader(self._db.get)
         # The read hot path: bound straight to the compiled Reader, no Python frame.
         self.get = self._reader.get
@@ -183,13 +217,15 @@ class Engine:
         opts.create_if_missing(True)
         opts.create_missing_column_families(True)
         opts.set_max_background_jobs(2)
-        log_opts = Options(raw_mode=True)
-        meta_opts = Options(raw_mode=True)
         try:
             return Rdict(
                 str(self.path),
                 opts,
-                column_families={LOG_CF: log_opts, META_CF: meta_opts},
+                column_families={
+                    LOG_CF: Options(raw_mode=True),
+                    META_CF: Options(raw_mode=True),
+                    DIGEST_CF: Options(raw_mode=True),
+                },
             )
         except Exception as exc:  # rocksdict raises plain Exception for I/O and lock errors
             raise StorageError(f"cannot open RocksDB at {self.path}: {exc}") from exc
@@ -293,9 +329,35 @@ class Engine:
         A key may appear once per batch (two writes with one version would
         replicate ambiguously). Validation happens before anything is written.
         """
-        self.limits.check_batch(len(ops))
+        return self._commit([self._stage(ops, wall_ms())])[0]
+
+    def write_group(
+        self, batches: Sequence[Sequence[PutOp | DeleteOp]]
+    ) -> list[Version | EdgeKVError]:
+        """Group commit: several independent ``write`` batches in one RocksDB write.
+
+        Each batch keeps its own version and atomicity; an invalid batch fails
+        alone (its slot holds the error) and the others commit. With
+        ``sync_writes`` the whole group shares one fsync.
+        """
         now = wall_ms()
-        staged: list[tuple[bytes, bool, int, bytes]] = []  # key, tombstone, expires, value
+        results: list[Version | EdgeKVError] = []
+        staged: list[list[tuple[bytes, bool, int, bytes]]] = []
+        for ops in batches:
+            try:
+                staged.append(self._stage(ops, now))
+                results.append(_PENDING)
+            except EdgeKVError as exc:
+                results.append(exc)
+        versions = iter(self._commit(staged) if staged else ())
+        return [next(versions) if r is _PENDING else r for r in results]
+
+    def _stage(
+        self, ops: Sequence[PutOp | DeleteOp], now: int
+    ) -> list[tuple[bytes, bool, int, bytes]]:
+        """Validate a batch; return (key, tombstone, expires_at_ms, value) per op."""
+        self.limits.check_batch(len(ops))
+        staged: list[tuple[bytes, bool, int, bytes]] = []
         seen: set[bytes] = set()
         for i, op in enumerate(ops):
             key = op.key
@@ -309,8 +371,10 @@ class Engine:
             elif isinstance(op, DeleteOp):
                 staged.append((key, True, 0, b""))
             else:
-                raise InvalidArgument(f"ops[{i}] is {type(op).__name__}; expected PutOp or DeleteOp")
-        return self._commit(staged)
+                raise InvalidArgument(
+                    f"ops[{i}] is {type(op).__name__}; expected PutOp or DeleteOp"
+                )
+        return staged
 
     @staticmethod
     def _expiry(ttl_ms: int, now_ms: int, index: int) -> int:
@@ -322,24 +386,99 @@ class Engine:
             )
         return now_ms + ttl_ms if ttl_ms else 0
 
-    def _commit(self, staged: list[tuple[bytes, bool, int, bytes]]) -> Version:
+    def _commit(self, groups: list[list[tuple[bytes, bool, int, bytes]]]) -> list[Version]:
+        """Write validated batches in one WriteBatch; each gets its own timestamp."""
         encode = native.encode_record
         origin = self._origin
+        log_handle = self._log_handle
+        versions: list[Version] = []
+        changes: list[Change] = []
         with self._lock:
             self._check_open()
-            timestamp = self.clock.now()
             seq = self._seq
             wb = WriteBatch(raw_mode=True)
-            for key, tombstone, expires_at_ms, value in staged:
-                record = encode(tombstone, timestamp, expires_at_ms, origin, value)
-                seq += 1
-                wb.put(key, record)
-                wb.put(_U64.pack(seq), _encode_log_value(key, record), self._log_handle)
+            timestamp = 0
+            for staged in groups:
+                timestamp = self.clock.now()
+                for key, tombstone, expires_at_ms, value in staged:
+                    record = encode(tombstone, timestamp, expires_at_ms, origin, value)
+                    seq += 1
+                    wb.put(key, record)
+                    wb.put(_U64.pack(seq), _encode_log_value(key, record), log_handle)
+                    changes.append(Change(key, record))
+                versions.append(Version(timestamp, self.node_id))
+            buckets = self._stage_digests(wb, changes)
             wb.put(_META_SEQ, _U64.pack(seq), self._meta_handle)
             wb.put(_META_HLC, _U64.pack(timestamp), self._meta_handle)
             self._write_batch(wb)
             self._seq = seq
-        return Version(timestamp, self.node_id)
+            self._publish(buckets, changes, seq, True)
+        return versions
+
+    def _stage_digests(
+        self, wb: WriteBatch, changes: list[Change]
+    ) -> dict[tuple[bytes, int], int]:
+        """Add the digest index and bucket updates for ``changes`` to ``wb``.
+
+        Returns the new bucket digests; they go live in memory only after the
+        batch is written (``_publish``), so a failed write changes nothing.
+        """
+        record_hash = native.record_hash
+        key_bucket = native.key_bucket
+        placement_of = self._placement_of
+        db_get = self._db.get
+        buckets: dict[tuple[bytes, int], int] = {}
+        latest: dict[bytes, bytes] = {}  # a key written twice in one group
+        for key, record in changes:
+            placement = placement_of(key)
+            bucket = key_bucket(key)
+            slot = (placement, bucket)
+            current = buckets.get(slot)
+            if current is None:
+                current = self._tree(placement).buckets[bucket]
+            previous = latest.get(key) or db_get(key)
+            if previous is not None:
+                current ^= record_hash(key, previous)
+            buckets[slot] = current ^ record_hash(key, record)
+            latest[key] = record
+            wb.put(
+                digest.index_key(placement, bucket, key),
+                digest.index_version_of(record),
+                self._digest_handle,
+            )
+        for (placement, bucket), value in buckets.items():
+            wb.put(digest.meta_key(placement, bucket), _U64.pack(value), self._meta_handle)
+        return buckets
+
+    def _publish(
+        self,
+        buckets: dict[tuple[bytes, int], int],
+        changes: list[Change],
+        last_seq: int,
+        local: bool,
+    ) -> None:
+        for (placement, bucket), value in buckets.items():
+            self._tree(placement).set_bucket(bucket, value)
+        for listener in self._listeners:
+            try:
+                listener(changes, last_seq, local)
+            except Exception:  # a consumer's bug must not fail a committed write
+                logging.getLogger(__name__).exception("change listener failed")
+
+    def _tree(self, placement: bytes) -> digest.DigestTree:
+        tree = self._trees.get(placement)
+        if tree is None:
+            tree = self._trees[placement] = digest.DigestTree()
+        return tree
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener(changes, last_seq, local)`` after every write or apply that changed data.
+
+        Called under the write lock, possibly from a worker thread (group
+        commit): it must be quick and thread-safe (e.g. hand off to a loop with
+        ``call_soon_threadsafe``). ``last_seq`` is the log's newest seq.
+        """
+        self._listeners.append(listener)
 
     def _write_batch(self, wb: WriteBatch) -> None:
         try:
@@ -391,11 +530,147 @@ class Engine:
             if not pending:
                 return 0
             wb = WriteBatch(raw_mode=True)
-            for key, (_, record) in pending.items():
+            changes = [Change(key, record) for key, (_, record) in pending.items()]
+            for key, record in changes:
                 wb.put(key, record)
+            buckets = self._stage_digests(wb, changes)
             wb.put(_META_HLC, _U64.pack(self.clock.last), self._meta_handle)
             self._write_batch(wb)
-            return len(pending)
+            self._publish(buckets, changes, self._seq, False)
+            return len(changes)
+
+    def records(self, keys: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
+        """(key, stored record) for each key that has one, tombstones included."""
+        raws = self._db.get(list(keys)) if keys else []
+        return [(k, r) for k, r in zip(keys, raws, strict=True) if r is not None]
+
+    # -- anti-entropy digests ------------------------------------------------
+
+    def group_digests(self, placement: bytes) -> list[int]:
+        """The 256 top-level digests of a placement group."""
+        with self._lock:
+            return self._tree(placement).group_digests()
+
+    def bucket_digests(self, placement: bytes, group: int) -> list[int]:
+        """The 256 bucket digests of one top-level group."""
+        if not 0 <= group < digest.GROUPS:
+            raise InvalidArgument(f"digest group {group} is out of range 0..{digest.GROUPS - 1}")
+        with self._lock:
+            return self._tree(placement).bucket_digests(group)
+
+    def placements(self) -> list[bytes]:
+        """Placement groups this node holds data of."""
+        with self._lock:
+            return sorted(self._trees)
+
+    def list_bucket(self, placement: bytes, bucket: int) -> list[tuple[bytes, int, str]]:
+        """(key, timestamp, origin) of every record in a bucket, in key order."""
+        if not 0 <= bucket < digest.BUCKETS:
+            raise InvalidArgument(f"bucket {bucket} is out of range 0..{digest.BUCKETS - 1}")
+        prefix = digest.bucket_index_prefix(placement, bucket)
+        out: list[tuple[bytes, int, str]] = []
+        it = self._digest.iter()
+        it.seek(prefix)
+        n = len(prefix)
+        while it.valid():
+            ikey = it.key()
+            if not ikey.startswith(prefix):
+                break
+            timestamp, origin = digest.decode_index_version(it.value())
+            out.append((ikey[n:], timestamp, origin))
+            it.next()
+        return out
+
+    def _load_digests(self) -> None:
+        fingerprint = self._meta.get(_META_PLACEMENT)
+        if fingerprint is not None and fingerprint != self.options.placement_fingerprint:
+            self.rebuild_digests()
+            return
+        if fingerprint is None:
+            if self._first_key(self._db) is not None:  # data from before digests existed
+                self.rebuild_digests()
+                return
+            self._meta.put(_META_PLACEMENT, self.options.placement_fingerprint)
+        it = self._meta.iter()
+        it.seek(digest.META_PREFIX)
+        while it.valid():
+            raw = it.key()
+            if not raw.startswith(digest.META_PREFIX):
+                break
+            placement, bucket = digest.parse_meta_key(raw)
+            self._tree(placement).set_bucket(bucket, digest.decode_u64(it.value()))
+            it.next()
+
+    @staticmethod
+    def _first_key(cf: Rdict) -> bytes | None:
+        it = cf.iter()
+        it.seek_to_first()
+        return it.key() if it.valid() else None
+
+    def rebuild_digests(self) -> None:
+        """Recompute the digest index and trees from the data (placement rules changed)."""
+        with self._lock:
+            self._check_open()
+            while (first := self._first_key(self._digest)) is not None:
+                wb = WriteBatch(raw_mode=True)
+                it = self._digest.iter()
+                it.seek(first)
+                for _ in range(10_000):
+                    if not it.valid():
+                        break
+                    wb.delete(it.key(), self._digest_handle)
+                    it.next()
+                self._write_batch(wb)
+            self._meta.delete_range(digest.META_PREFIX, digest.META_PREFIX[:-1] + b"0")
+            self._trees.clear()
+            it = self._db.iter()
+            it.seek_to_first()
+            batch: list[Change] = []
+            while True:
+                valid = it.valid()
+                if valid:
+                    batch.append(Change(it.key(), it.value()))
+                    it.next()
+                if len(batch) >= 1000 or (not valid and batch):
+                    wb = WriteBatch(raw_mode=True)
+                    # The index is empty, so no previous version may be XOR-ed out.
+                    buckets = self._stage_rebuild(wb, batch)
+                    self._write_batch(wb)
+                    for (placement, bucket), value in buckets.items():
+                        self._tree(placement).set_bucket(bucket, value)
+                    batch = []
+                if not valid:
+                    break
+            self._meta.put(_META_PLACEMENT, self.options.placement_fingerprint)
+
+    def _stage_rebuild(
+        self, wb: WriteBatch, changes: list[Change]
+    ) -> dict[tuple[bytes, int], int]:
+        buckets: dict[tuple[bytes, int], int] = {}
+        for key, record in changes:
+            placement = self._placement_of(key)
+            bucket = native.key_bucket(key)
+            slot = (placement, bucket)
+            current = buckets.get(slot, self._tree(placement).buckets[bucket])
+            buckets[slot] = current ^ native.record_hash(key, record)
+            wb.put(
+                digest.index_key(placement, bucket, key),
+                digest.index_version_of(record),
+                self._digest_handle,
+            )
+        for (placement, bucket), value in buckets.items():
+            wb.put(digest.meta_key(placement, bucket), _U64.pack(value), self._meta_handle)
+        return buckets
+
+    # -- replication cursors -------------------------------------------------
+
+    def load_cursor(self, peer_id: str) -> int:
+        """The highest seq ``peer_id`` acknowledged (0 if none)."""
+        return self._read_u64_meta(_META_CURSOR + peer_id.encode())
+
+    def save_cursor(self, peer_id: str, seq: int) -> None:
+        """Persist ``peer_id``'s acknowledged seq (not fsynced: re-delivery is harmless)."""
+        self._meta.put(_META_CURSOR + peer_id.encode(), _U64.pack(seq))
 
     # -- replication log -----------------------------------------------------
 
@@ -458,7 +733,8 @@ class Engine:
         # alive until they are closed or dropped too.
         self._log.close()
         self._meta.close()
-        del self._log_handle, self._meta_handle
+        self._digest.close()
+        del self._log_handle, self._meta_handle, self._digest_handle
         self._db.close()
 
     def __enter__(self) -> Engine:

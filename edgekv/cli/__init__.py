@@ -1,0 +1,1 @@
+"""The `edgekv` command line."""

@@ -1,0 +1,1 @@
+"""Cluster topology: placement rules, membership, routing."""

@@ -1,0 +1,142 @@
+"""Placement (data residency): which regions may hold a key, from the key alone.
+
+Rules map a key prefix to the regions allowed to hold it; the longest matching
+prefix wins; a key that matches no rule is global (every region may hold it).
+Every node computes the same answer from the cluster file, so routing needs no
+lookup. A key's *placement group* is its rule's prefix (``b""`` for global):
+anti-entropy digests are kept per group, so two nodes compare only the keys
+both may hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from edgekv.config import PlacementRule
+from edgekv.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from edgekv.config import ClusterConfig
+
+__all__ = ["GLOBAL", "PlacementRules"]
+
+GLOBAL = b""  # the placement group of keys that match no rule
+
+
+class PlacementRules:
+    """Longest-prefix placement lookup over a fixed set of rules.
+
+    Immutable after construction, so it may be shared by any number of threads
+    and tasks. Lookups cost one dict probe per *distinct prefix length* (not per
+    rule), longest first, and allocate nothing but the probe slices.
+    """
+
+    __slots__ = (
+        "_lengths",
+        "_regions_by_prefix",
+        "_rule_by_prefix",
+        "all_regions",
+        "rules",
+    )
+
+    def __init__(self, rules: Iterable[PlacementRule], all_regions: Iterable[str]) -> None:
+        """Index ``rules``; ``all_regions`` are every region of the cluster (the global set).
+
+        Raises InvalidArgument for an empty or duplicate prefix, a rule with no
+        regions, or a rule naming a region not in ``all_regions``. (The cluster
+        file parser reports the same problems with the entry's path first.)
+        """
+        self.rules: tuple[PlacementRule, ...] = tuple(rules)
+        self.all_regions: frozenset[str] = frozenset(all_regions)
+        self._rule_by_prefix: dict[bytes, PlacementRule] = {}
+        self._regions_by_prefix: dict[bytes, frozenset[str]] = {}
+        for rule in self.rules:
+            if not rule.prefix:
+                raise InvalidArgument("a placement rule has an empty prefix")
+            if rule.prefix in self._rule_by_prefix:
+                raise InvalidArgument(f"duplicate placement prefix {rule.prefix!r}")
+            allowed = frozenset(rule.regions)
+            if not allowed:
+                raise InvalidArgument(f"placement rule {rule.prefix!r} allows no region")
+            unknown = allowed - self.all_regions
+            if unknown:
+                raise InvalidArgument(
+                    f"placement rule {rule.prefix!r} names unknown regions "
+                    f"{', '.join(sorted(unknown))} (known: {', '.join(sorted(self.all_regions))})"
+                )
+            self._rule_by_prefix[rule.prefix] = rule
+            self._regions_by_prefix[rule.prefix] = allowed
+        # Prefixes are unique, so one dict serves every length: probing
+        # key[:n] for each existing length n, longest first, finds the longest
+        # matching prefix. A key shorter than n probes the whole key, which can
+        # only hit a prefix equal to the key -- still a match, and no longer
+        # one can exist.
+        self._lengths: tuple[int, ...] = tuple(
+            sorted({len(p) for p in self._rule_by_prefix}, reverse=True)
+        )
+
+    @classmethod
+    def from_config(cls, config: ClusterConfig) -> PlacementRules:
+        """The rules of a cluster file; the global set is every declared region."""
+        return cls(config.placement, (r.name for r in config.regions))
+
+    def regions_for(self, key: bytes) -> frozenset[str]:
+        """The regions allowed to hold ``key``: its longest matching rule's, else all.
+
+        Called on every request; returns a shared frozenset (do not mutate).
+        """
+        get = self._regions_by_prefix.get
+        for n in self._lengths:
+            allowed = get(key[:n])
+            if allowed is not None:
+                return allowed
+        return self.all_regions
+
+    def allows(self, key: bytes, region: str) -> bool:
+        """Whether a node in ``region`` may store, log, cache or replicate ``key``."""
+        return region in self.regions_for(key)
+
+    def rule_for(self, key: bytes) -> PlacementRule | None:
+        """The rule that governs ``key`` (longest matching prefix), or None if global."""
+        get = self._rule_by_prefix.get
+        for n in self._lengths:
+            rule = get(key[:n])
+            if rule is not None:
+                return rule
+        return None
+
+    def group_of(self, key: bytes) -> bytes:
+        """The key's placement group: its rule's prefix, or ``GLOBAL`` (b"")."""
+        rule = self.rule_for(key)
+        return GLOBAL if rule is None else rule.prefix
+
+    def is_global(self) -> bool:
+        """True when there are no rules: every region may hold every key."""
+        return not self.rules
+
+    def groups_shared_by(self, regions: Iterable[str]) -> list[bytes]:
+        """Placement groups whose keys every one of ``regions`` may hold, sorted.
+
+        The global group is included when all of ``regions`` are known regions.
+        """
+        wanted = frozenset(regions)
+        groups = [GLOBAL] if wanted <= self.all_regions else []
+        groups += sorted(p for p, allowed in self._regions_by_prefix.items() if wanted <= allowed)
+        return groups
+
+    def fingerprint(self) -> bytes:
+        """16 bytes that change whenever the rules do, whatever their order in the file.
+
+        The engine stores it and rebuilds its per-group digest index when it
+        changes. Only the rules count: adding a region changes no key's group.
+        """
+        h = hashlib.sha256()
+        for rule in sorted(self.rules, key=lambda r: r.prefix):
+            h.update(len(rule.prefix).to_bytes(2, "big") + rule.prefix)
+            h.update(",".join(sorted(rule.regions)).encode() + b";")
+        return h.digest()[:16]
+
+    def __repr__(self) -> str:
+        return f"PlacementRules(rules={self.rules!r}, all_regions={sorted(self.all_regions)!r})"

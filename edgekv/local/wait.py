@@ -1,0 +1,93 @@
+"""Polling with a deadline, for launchers, demos and tests (never a bare sleep)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T], *, timeout_s: float = 10.0, what: str = "condition",
+    interval_s: float = 0.01,
+) -> T:
+    """Call ``predicate`` until it returns a truthy value, and return that value.
+
+    Exceptions from the predicate count as "not yet". Raises TimeoutError naming
+    ``what`` and the last exception seen when ``timeout_s`` passes.
+    """
+    deadline = time.monotonic() + timeout_s
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_exc!r})" if last_exc else ""
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}{detail}")
+        time.sleep(interval_s)
+
+
+def dump_node(endpoint: str, prefix: bytes = b"", timeout_s: float = 10.0) -> dict[bytes, tuple[bytes, int, str]]:
+    """Every live key under ``prefix`` on one node: key -> (value, timestamp, origin)."""
+    import grpc
+
+    from edgekv.v1 import kv_pb2, kv_pb2_grpc
+
+    out: dict[bytes, tuple[bytes, int, str]] = {}
+    with grpc.insecure_channel(endpoint) as channel:
+        stub = kv_pb2_grpc.KVStub(channel)
+        token = b""
+        while True:
+            page = stub.Scan(
+                kv_pb2.ScanRequest(prefix=prefix, limit=5000, page_token=token), timeout=timeout_s
+            )
+            for item in page.items:
+                out[item.key] = (item.value, item.version.timestamp, item.version.origin)
+            token = page.next_page_token
+            if not token:
+                return out
+
+
+def converged(endpoints: dict[str, str], prefix: bytes = b"") -> tuple[bool, str]:
+    """Whether every node holds the same data under ``prefix``, and a diff if not."""
+    dumps = {name: dump_node(ep, prefix) for name, ep in endpoints.items()}
+    names = sorted(dumps)
+    first = dumps[names[0]]
+    problems = []
+    for name in names[1:]:
+        other = dumps[name]
+        missing = first.keys() - other.keys()
+        extra = other.keys() - first.keys()
+        differ = [k for k in first.keys() & other.keys() if first[k] != other[k]]
+        if missing or extra or differ:
+            problems.append(
+                f"{name} vs {names[0]}: {len(missing)} missing, {len(extra)} extra, "
+                f"{len(differ)} different (e.g. {sorted(missing | extra | set(differ))[:3]!r})"
+            )
+    return (not problems, "; ".join(problems))
+
+
+def assert_converged(
+    endpoints: dict[str, str], prefix: bytes = b"", *, timeout_s: float = 30.0
+) -> dict[bytes, tuple[bytes, int, str]]:
+    """Poll until all nodes hold identical data under ``prefix``; return it.
+
+    Raises AssertionError with the differences at the deadline (like raft's EnsureSame).
+    """
+    deadline = time.monotonic() + timeout_s
+    detail = ""
+    while time.monotonic() < deadline:
+        try:
+            ok, detail = converged(endpoints, prefix)
+        except Exception as exc:  # a node may still be starting
+            ok, detail = False, repr(exc)
+        if ok:
+            return dump_node(next(iter(endpoints.values())), prefix)
+        time.sleep(0.1)
+    raise AssertionError(f"nodes did not converge within {timeout_s}s: {detail}")

@@ -1,0 +1,216 @@
+"""Ships this node's replication log to one peer over a long-lived gRPC stream.
+
+One ``PeerSender`` per peer holds all of that peer's state (cursor, in-flight
+batches, failures, last contact), as hashicorp/raft's followerReplication does.
+Shipping starts the moment a write commits (the change feed wakes the
+sender); there is no polling interval. At most ``max_inflight`` unacknowledged
+batches are outstanding, and batches are read from the on-disk log, so a slow
+or dead peer costs bounded memory and never slows local writes or other peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+
+from edgekv.errors import EdgeKVError
+from edgekv.storage.clock import physical_ms, wall_ms
+from edgekv.storage.engine import Engine
+from edgekv.v1 import replication_pb2, replication_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SenderSettings:
+    batch_entries: int = 512
+    max_inflight: int = 4
+    initial_backoff_s: float = 0.05
+    max_backoff_s: float = 2.0
+    # An idle stream still sends an empty batch this often, so the peer's lag
+    # figures stay fresh and a dead connection is noticed.
+    keepalive_s: float = 5.0
+
+
+class PeerSender:
+    """Replication of the local log to one peer.
+
+    ``acked_seq`` is the highest seq the peer made durable; it is persisted in
+    the engine (``save_cursor``), and a restarted stream resumes after it.
+    ``needs_repair`` is set when the peer's cursor fell below the trimmed log:
+    the anti-entropy loop repairs it, then log shipping resumes at the log's
+    start. Runs on the node's event loop only.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        peer_id: str,
+        address: str,
+        hello: replication_pb2.PeerHello,
+        allowed: Callable[[bytes], bool],
+        channel_factory: Callable[[str], grpc.aio.Channel],
+        settings: SenderSettings = SenderSettings(),
+        on_repair_needed: Callable[[str], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.peer_id = peer_id
+        self.address = address
+        self._hello = hello
+        self._allowed = allowed  # may this peer hold the key? (data residency)
+        self._channel_factory = channel_factory
+        self.settings = settings
+        self._on_repair_needed = on_repair_needed
+        self.acked_seq = engine.load_cursor(peer_id)
+        self.sent_seq = self.acked_seq
+        self.connected = False
+        self.failures = 0
+        self.last_error = ""
+        self.last_ack_monotonic = 0.0
+        self.needs_repair = False
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """The local log grew: ship now (change-feed callback)."""
+        self._wake.set()
+
+    # -- lag, for Members and metrics ----------------------------------------
+
+    def lag_entries(self) -> int:
+        return max(0, self.engine.last_seq - self.acked_seq)
+
+    def lag_seconds(self) -> float:
+        """Age of the oldest local write the peer has not acknowledged."""
+        if self.engine.last_seq <= self.acked_seq:
+            return 0.0
+        oldest = self.engine.read_log(self.acked_seq + 1, 1)
+        if not oldest:
+            return 0.0
+        from edgekv import native
+
+        timestamp, _ = native.record_version(oldest[0].record)
+        return max(0.0, (wall_ms() - physical_ms(timestamp)) / 1000.0)
+
+    # -- the loop -------------------------------------------------------------
+
+    async def run_sender(self) -> None:
+        """Ship forever, reconnecting with jittered exponential backoff."""
+        backoff = self.settings.initial_backoff_s
+        while True:
+            try:
+                await self._stream_once()
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                self._failed(f"{exc.code().name}: {exc.details()}")
+            except Exception as exc:  # task boundary: log, back off, retry
+                log.exception("sender to %s failed at seq %d", self.peer_id, self.sent_seq)
+                self._failed(repr(exc))
+            else:
+                backoff = self.settings.initial_backoff_s
+                continue
+            if self.last_ack_monotonic and time.monotonic() - self.last_ack_monotonic < 1.0:
+                backoff = self.settings.initial_backoff_s  # it was working a moment ago
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, self.settings.max_backoff_s)
+
+    def _failed(self, error: str) -> None:
+        if self.connected or not self.failures:
+            log.warning("replication to %s interrupted at seq %d: %s", self.peer_id, self.acked_seq, error)
+        self.connected = False
+        self.failures += 1
+        self.last_error = error
+
+    async def _stream_once(self) -> None:
+        channel = self._channel_factory(self.address)
+        stub = replication_pb2_grpc.ReplicationStub(channel)
+        call = stub.Replicate()
+        inflight = asyncio.Semaphore(self.settings.max_inflight)
+        reader = asyncio.create_task(self._read_acks(call, inflight))
+        try:
+            await call.write(replication_pb2.ReplicateRequest(hello=self._hello))
+            await self._ship(call, inflight, reader)
+        finally:
+            reader.cancel()
+            call.cancel()
+
+    async def _read_acks(self, call: grpc.aio.StreamStreamCall, inflight: asyncio.Semaphore) -> None:
+        async for ack in call:
+            if ack.acked_seq > self.acked_seq:
+                self.acked_seq = ack.acked_seq
+                self.engine.save_cursor(self.peer_id, ack.acked_seq)
+            if not self.connected:
+                log.info("replication to %s connected; acked through seq %d", self.peer_id, self.acked_seq)
+            self.connected = True
+            self.failures = 0
+            self.last_error = ""
+            self.last_ack_monotonic = time.monotonic()
+            inflight.release()
+        raise EdgeKVError(f"peer {self.peer_id} closed the replication stream")
+
+    async def _ship(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        inflight: asyncio.Semaphore,
+        reader: asyncio.Task[None],
+    ) -> None:
+        engine = self.engine
+        settings = self.settings
+        next_seq = self.acked_seq + 1
+        while True:
+            first = engine.first_log_seq()
+            if next_seq < first:
+                # The log we would need is trimmed: anti-entropy repairs the peer.
+                if not self.needs_repair:
+                    log.warning(
+                        "peer %s needs seq %d but the log starts at %d; repairing by anti-entropy",
+                        self.peer_id, next_seq, first,
+                    )  # fmt: skip
+                    self.needs_repair = True
+                    if self._on_repair_needed is not None:
+                        self._on_repair_needed(self.peer_id)
+                next_seq = first
+            await inflight.acquire()
+            if reader.done():
+                reader.result()  # re-raise why the ack stream ended
+            self._wake.clear()
+            entries = engine.read_log(next_seq, settings.batch_entries)
+            if not entries:
+                inflight.release()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), settings.keepalive_s)
+                except TimeoutError:
+                    await inflight.acquire()
+                    await call.write(self._batch([], next_seq - 1))
+                continue
+            through = entries[-1].seq
+            allowed = self._allowed
+            shipped = [
+                replication_pb2.LogEntry(seq=e.seq, key=e.key, record=e.record)
+                for e in entries
+                if allowed(e.key)
+            ]
+            await call.write(self._batch(shipped, through))
+            self.sent_seq = through
+            next_seq = through + 1
+
+    def _batch(
+        self, entries: list[replication_pb2.LogEntry], through: int
+    ) -> replication_pb2.ReplicateRequest:
+        return replication_pb2.ReplicateRequest(
+            entries=entries,
+            through_seq=through,
+            origin_last_seq=self.engine.last_seq,
+            sent_at_ms=wall_ms(),
+        )
+
+    def repaired(self) -> None:
+        """Anti-entropy finished with this peer: clear the repair flag."""
+        self.needs_repair = False

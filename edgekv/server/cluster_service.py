@@ -1,0 +1,95 @@
+"""The Cluster gRPC service: what this node is, and the cluster as it sees it."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+
+from edgekv import __version__, native
+from edgekv.v1 import cluster_pb2, cluster_pb2_grpc
+
+if TYPE_CHECKING:
+    from edgekv.server.node import Node
+
+
+class ClusterService(cluster_pb2_grpc.ClusterServicer):
+    """Status and Members of one node; reads the node's live state, changes nothing."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._started = time.monotonic()
+        config = node.config
+        self._regions = [
+            cluster_pb2.Region(name=r.name, latitude=r.location[0], longitude=r.location[1])
+            for r in config.regions
+        ]
+        self._placement = [
+            cluster_pb2.PlacementRule(prefix=rule.prefix, regions=list(rule.regions))
+            for rule in config.placement
+        ]
+
+    async def Status(
+        self, request: cluster_pb2.StatusRequest, context: grpc.aio.ServicerContext
+    ) -> cluster_pb2.StatusResponse:
+        node = self._node
+        engine = node.engine
+        assert engine is not None
+        return cluster_pb2.StatusResponse(
+            node_id=node.spec.id,
+            region=node.spec.region,
+            cluster=node.config.cluster,
+            uptime_s=time.monotonic() - self._started,
+            key_count=engine.approximate_key_count(),
+            read_path=native.ACTIVE,
+            server_version=__version__,
+            last_seq=engine.last_seq,
+            hlc_timestamp=engine.clock.last,
+            sync_writes=engine.options.sync_writes,
+        )
+
+    async def Members(
+        self, request: cluster_pb2.MembersRequest, context: grpc.aio.ServicerContext
+    ) -> cluster_pb2.MembersResponse:
+        node = self._node
+        members = []
+        for spec in node.config.nodes:
+            if spec.id == node.spec.id:
+                members.append(
+                    cluster_pb2.Member(
+                        node_id=spec.id,
+                        region=spec.region,
+                        endpoint=node.endpoint,
+                        peer_endpoint=node.peer_endpoint,
+                        is_self=True,
+                        reachable=True,
+                        last_seen_s=0.0,
+                    )
+                )
+                continue
+            health = node.membership.peers[spec.id] if node.membership else None
+            sender = node.senders.get(spec.id)
+            members.append(
+                cluster_pb2.Member(
+                    node_id=spec.id,
+                    region=spec.region,
+                    endpoint=spec.listen,
+                    peer_endpoint=spec.peer_listen or "",
+                    is_self=False,
+                    reachable=bool(health and health.reachable),
+                    rtt_ms=health.rtt_ms if health else 0.0,
+                    lag_entries=sender.lag_entries() if sender else 0,
+                    lag_seconds=sender.lag_seconds() if sender else 0.0,
+                    last_seen_s=health.last_seen_s() if health else -1.0,
+                    last_error=(health.last_error if health else "")
+                    or (sender.last_error if sender else ""),
+                )
+            )
+        return cluster_pb2.MembersResponse(
+            cluster=node.config.cluster,
+            self_id=node.spec.id,
+            regions=self._regions,
+            members=members,
+            placement=self._placement,
+        )

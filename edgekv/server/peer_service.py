@@ -1,0 +1,162 @@
+"""The peer gRPC service (edgekv.v1.Replication): the receiving side of replication.
+
+Check the request, call the engine, answer. Every request names its sender
+(PeerHello); a node refuses peers of another cluster or unknown node ids.
+Applying is last-writer-wins and idempotent (Engine.apply_many), so batches
+may arrive twice or out of order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Collection
+
+import grpc
+
+from edgekv.errors import EdgeKVError, InvalidArgument
+from edgekv.server.kv_service import abort_with
+from edgekv.storage.clock import wall_ms
+from edgekv.storage.engine import Engine
+from edgekv.v1 import replication_pb2, replication_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+MAX_LIST_BUCKETS = 4096
+MAX_FETCH_KEYS = 10_000
+
+
+class PeerService(replication_pb2_grpc.ReplicationServicer):
+    """Serves log shipping, heartbeats and anti-entropy to the other nodes."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        node_id: str,
+        region: str,
+        cluster: str,
+        known_nodes: Collection[str],
+        may_hold: Callable[[bytes], bool],
+    ) -> None:
+        self._engine = engine
+        self._node_id = node_id
+        self._region = region
+        self._cluster = cluster
+        self._known = frozenset(known_nodes)
+        # Defence in depth for data residency: never apply a key this node's
+        # region may not hold, whatever a (misconfigured) peer sends.
+        self._may_hold = may_hold
+        self.refused_records = 0
+        # origin id -> (through_seq, origin_last_seq, sent_at_ms) of the last batch.
+        self.inbound: dict[str, tuple[int, int, int]] = {}
+
+    def _check_hello(self, hello: replication_pb2.PeerHello) -> str:
+        if hello.cluster != self._cluster:
+            raise InvalidArgument(
+                f"peer {hello.node_id!r} belongs to cluster {hello.cluster!r}; this node is in "
+                f"{self._cluster!r}"
+            )
+        if hello.node_id not in self._known or hello.node_id == self._node_id:
+            raise InvalidArgument(f"peer {hello.node_id!r} is not a node of this cluster file")
+        return hello.node_id
+
+    def _apply(self, pairs: list[tuple[bytes, bytes]]) -> int:
+        allowed = [(k, r) for k, r in pairs if self._may_hold(k)]
+        if len(allowed) != len(pairs):
+            self.refused_records += len(pairs) - len(allowed)
+            log.warning("refused %d records this region may not hold", len(pairs) - len(allowed))
+        return self._engine.apply_many(allowed) if allowed else 0
+
+    async def Replicate(
+        self,
+        request_iterator: AsyncIterator[replication_pb2.ReplicateRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[replication_pb2.ReplicateAck]:
+        origin = ""
+        try:
+            async for request in request_iterator:
+                if not origin:
+                    origin = self._check_hello(request.hello)
+                    continue  # the hello message carries no entries and gets no ack
+                applied = 0
+                if request.entries:
+                    applied = self._apply([(e.key, e.record) for e in request.entries])
+                self.inbound[origin] = (
+                    request.through_seq, request.origin_last_seq, request.sent_at_ms
+                )
+                yield replication_pb2.ReplicateAck(acked_seq=request.through_seq, applied=applied)
+        except EdgeKVError as exc:
+            log.warning("replication stream from %s refused: %s", origin or "?", exc)
+            await abort_with(context, exc)
+
+    async def Heartbeat(
+        self, request: replication_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> replication_pb2.HeartbeatResponse:
+        try:
+            self._check_hello(request.hello)
+        except EdgeKVError as exc:
+            await abort_with(context, exc)
+        return replication_pb2.HeartbeatResponse(
+            node_id=self._node_id,
+            region=self._region,
+            last_seq=self._engine.last_seq,
+            now_ms=wall_ms(),
+        )
+
+    async def GetDigests(
+        self, request: replication_pb2.DigestRequest, context: grpc.aio.ServicerContext
+    ) -> replication_pb2.DigestResponse:
+        try:
+            self._check_hello(request.hello)
+            groups = self._engine.group_digests(request.placement)
+            buckets: list[int] = []
+            for group in request.groups:
+                buckets += self._engine.bucket_digests(request.placement, group)
+        except EdgeKVError as exc:
+            await abort_with(context, exc)
+        return replication_pb2.DigestResponse(group_digests=groups, bucket_digests=buckets)
+
+    async def ListBuckets(
+        self, request: replication_pb2.ListBucketsRequest, context: grpc.aio.ServicerContext
+    ) -> replication_pb2.ListBucketsResponse:
+        try:
+            self._check_hello(request.hello)
+            if len(request.buckets) > MAX_LIST_BUCKETS:
+                raise InvalidArgument(
+                    f"{len(request.buckets)} buckets requested; the limit is {MAX_LIST_BUCKETS}"
+                )
+            entries = [
+                replication_pb2.KeyVersion(key=key, timestamp=ts, origin=origin)
+                for bucket in request.buckets
+                for key, ts, origin in self._engine.list_bucket(request.placement, bucket)
+            ]
+        except EdgeKVError as exc:
+            await abort_with(context, exc)
+        return replication_pb2.ListBucketsResponse(entries=entries)
+
+    async def FetchRecords(
+        self, request: replication_pb2.FetchRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> replication_pb2.RecordBatch:
+        try:
+            requester = self._check_hello(request.hello)
+            if len(request.keys) > MAX_FETCH_KEYS:
+                raise InvalidArgument(
+                    f"{len(request.keys)} keys requested; the limit is {MAX_FETCH_KEYS}"
+                )
+            records = self._engine.records(list(request.keys))
+        except EdgeKVError as exc:
+            await abort_with(context, exc)
+        log.debug("served %d records to %s", len(records), requester)
+        return replication_pb2.RecordBatch(
+            records=[replication_pb2.KeyRecord(key=k, record=r) for k, r in records]
+        )
+
+    async def PushRecords(
+        self, request: replication_pb2.RecordBatch, context: grpc.aio.ServicerContext
+    ) -> replication_pb2.PushRecordsResponse:
+        try:
+            self._check_hello(request.hello)
+            applied = self._apply([(r.key, r.record) for r in request.records])
+        except EdgeKVError as exc:
+            await abort_with(context, exc)
+        return replication_pb2.PushRecordsResponse(applied=applied)
