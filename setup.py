@@ -25,7 +25,9 @@ def compile_protos() -> None:
     import grpc_tools
     from grpc_tools import protoc
 
-    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in (PROTO_DIR / "edgekv" / "v1").glob("*.proto"))
+    protos = sorted(
+        str(p.relative_to(PROTO_DIR)) for p in (PROTO_DIR / "edgekv" / "v1").glob("*.proto")
+    )
     if not protos:
         return
     include = str(Path(grpc_tools.__file__).parent / "_proto")

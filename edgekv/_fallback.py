@@ -48,9 +48,7 @@ def _check_header(buf: bytes) -> int:
     if n < OFF_ORIGIN + 1:
         raise CorruptRecord(f"record is {n} bytes; a record is at least {OFF_ORIGIN + 1}")
     if buf[0] != FORMAT_VERSION:
-        raise CorruptRecord(
-            f"record format version {buf[0]} is not supported (this build reads 1)"
-        )
+        raise CorruptRecord(f"record format version {buf[0]} is not supported (this build reads 1)")
     flags = buf[OFF_FLAGS]
     if flags & ~KNOWN_FLAGS:
         raise CorruptRecord(f"record flags 0x{flags:02x} have unknown bits")

@@ -87,7 +87,7 @@ _ERROR_BY_CODE: dict[grpc.StatusCode, type[EdgeKVError]] = {
 def grpc_code_for(exc: EdgeKVError) -> grpc.StatusCode:
     """The status code for ``exc``: the entry of its nearest class in the table."""
     for cls in type(exc).__mro__:
-        code = GRPC_CODE_BY_ERROR.get(cls)  # type: ignore[call-overload]
+        code = GRPC_CODE_BY_ERROR.get(cls)
         if code is not None:
             return code
     return grpc.StatusCode.UNKNOWN

@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 log = logging.getLogger(__name__)
 
+_impl: Any
 if os.environ.get("EDGEKV_PUREPYTHON") == "1":
     from edgekv import _fallback as _impl
 
     ACTIVE = "python"
 else:
     try:
-        from edgekv import _speedups as _impl  # type: ignore[no-redef]
+        from edgekv import _speedups as _impl
 
         ACTIVE = "cython"
     except ImportError as exc:  # pragma: no cover - exercised by a fresh checkout without a build
-        from edgekv import _fallback as _impl  # type: ignore[no-redef]
+        from edgekv import _fallback as _impl
 
         ACTIVE = "python"
         log.warning(

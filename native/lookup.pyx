@@ -12,7 +12,7 @@ cdef inline int check_key(bytes key) except -1:
 
 
 cdef object live_item(object raw, int64_t now_ms):
-    """(value, timestamp, origin, expires_at_ms) of a stored record, or None if it reads as absent."""
+    """(value, timestamp, origin, expires_at_ms) of a record, or None if it reads as absent."""
     if type(raw) is not bytes:
         raise CorruptRecord(f"stored record is {type(raw).__name__}, not bytes")
     cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(raw)

@@ -25,7 +25,9 @@ def _parse_peer_addresses(values: tuple[str, ...]) -> dict[str, str]:
     for value in values:
         node, sep, address = value.partition("=")
         if not sep or not node or not address:
-            raise click.BadParameter(f"{value!r} is not NODE=HOST:PORT", param_hint="--peer-address")
+            raise click.BadParameter(
+                f"{value!r} is not NODE=HOST:PORT", param_hint="--peer-address"
+            )
         out[node] = address
     return out
 

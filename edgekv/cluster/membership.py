@@ -36,8 +36,10 @@ class PeerHealth:
     consecutive_failures: int = 0
 
     def observe_rtt(self, sample_ms: float) -> None:
-        self.rtt_ms = sample_ms if self.rtt_ms == 0 else (
-            _RTT_ALPHA * sample_ms + (1 - _RTT_ALPHA) * self.rtt_ms
+        self.rtt_ms = (
+            sample_ms
+            if self.rtt_ms == 0
+            else (_RTT_ALPHA * sample_ms + (1 - _RTT_ALPHA) * self.rtt_ms)
         )
 
     def last_seen_s(self) -> float:

@@ -91,9 +91,7 @@ class FaultProxy:
         upstream_writer: asyncio.StreamWriter | None = None
         try:
             up_reader, upstream_writer = await asyncio.open_connection(*self.target)
-            await asyncio.gather(
-                self._pump(reader, upstream_writer), self._pump(up_reader, writer)
-            )
+            await asyncio.gather(self._pump(reader, upstream_writer), self._pump(up_reader, writer))
         except (OSError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
@@ -144,7 +142,9 @@ class ProxyHost:
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="faultproxy", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="faultproxy", daemon=True
+        )
         self._thread.start()
         self.proxies: list[FaultProxy] = []
 

@@ -62,7 +62,7 @@ class NodeProcess:
         return self.proc.poll() is None
 
     def stop(self, grace_s: float = DEFAULT_STOP_GRACE_S) -> int:
-        """SIGTERM, wait up to ``grace_s`` for a clean drain, then SIGKILL. Returns the exit code."""
+        """SIGTERM, wait up to ``grace_s`` for a clean drain, then SIGKILL; the exit code."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -194,9 +194,7 @@ def write_cluster_file(
         ],
     }
     if placement:
-        doc["placement"] = [
-            {"prefix": prefix, "regions": list(rs)} for prefix, rs in placement
-        ]
+        doc["placement"] = [{"prefix": prefix, "regions": list(rs)} for prefix, rs in placement]
     doc.update(extra or {})
     path = directory / "cluster.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")

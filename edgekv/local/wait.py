@@ -10,7 +10,10 @@ T = TypeVar("T")
 
 
 def wait_until(
-    predicate: Callable[[], T], *, timeout_s: float = 10.0, what: str = "condition",
+    predicate: Callable[[], T],
+    *,
+    timeout_s: float = 10.0,
+    what: str = "condition",
     interval_s: float = 0.01,
 ) -> T:
     """Call ``predicate`` until it returns a truthy value, and return that value.
@@ -33,7 +36,9 @@ def wait_until(
         time.sleep(interval_s)
 
 
-def dump_node(endpoint: str, prefix: bytes = b"", timeout_s: float = 10.0) -> dict[bytes, tuple[bytes, int, str]]:
+def dump_node(
+    endpoint: str, prefix: bytes = b"", timeout_s: float = 10.0
+) -> dict[bytes, tuple[bytes, int, str]]:
     """Every live key under ``prefix`` on one node: key -> (value, timestamp, origin)."""
     import grpc
 

@@ -78,13 +78,22 @@ async def sync_with_peer(
         buckets: list[int] = []
         for i, group in enumerate(groups):
             local = engine.bucket_digests(placement, group)
-            remote_b = resp.bucket_digests[i * digest.BUCKETS_PER_GROUP : (i + 1) * digest.BUCKETS_PER_GROUP]
+            remote_b = resp.bucket_digests[
+                i * digest.BUCKETS_PER_GROUP : (i + 1) * digest.BUCKETS_PER_GROUP
+            ]
             base = group * digest.BUCKETS_PER_GROUP
-            buckets += [base + j for j in range(digest.BUCKETS_PER_GROUP) if remote_b[j] != local[j]]
+            buckets += [
+                base + j for j in range(digest.BUCKETS_PER_GROUP) if remote_b[j] != local[j]
+            ]
         stats.buckets_differing += len(buckets)
         for b_start in range(0, len(buckets), _BUCKETS_PER_CALL):
             await _reconcile_buckets(
-                engine, stub, hello, placement, buckets[b_start : b_start + _BUCKETS_PER_CALL], stats
+                engine,
+                stub,
+                hello,
+                placement,
+                buckets[b_start : b_start + _BUCKETS_PER_CALL],
+                stats,
             )
     stats.duration_s = time.monotonic() - started
     return stats
@@ -112,7 +121,9 @@ async def _reconcile_buckets(
     push = [k for k, v in ours.items() if (other := theirs.get(k)) is None or other < v]
     for start in range(0, len(pull), _RECORDS_PER_CALL):
         batch = await stub.FetchRecords(
-            replication_pb2.FetchRecordsRequest(hello=hello, keys=pull[start : start + _RECORDS_PER_CALL]),
+            replication_pb2.FetchRecordsRequest(
+                hello=hello, keys=pull[start : start + _RECORDS_PER_CALL]
+            ),
             timeout=_CALL_TIMEOUT_S,
         )
         stats.pulled += engine.apply_many((r.key, r.record) for r in batch.records)
@@ -208,7 +219,11 @@ class AntiEntropy:
                 if stats.pulled or stats.pushed:
                     log.info(
                         "anti-entropy with %s: %d buckets differed, pulled %d, pushed %d in %.2fs",
-                        peer_id, stats.buckets_differing, stats.pulled, stats.pushed, stats.duration_s,
-                    )  # fmt: skip
+                        peer_id,
+                        stats.buckets_differing,
+                        stats.pulled,
+                        stats.pushed,
+                        stats.duration_s,
+                    )
                 if self._on_synced is not None:
                     self._on_synced(peer_id, stats)

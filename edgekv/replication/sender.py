@@ -123,7 +123,9 @@ class PeerSender:
 
     def _failed(self, error: str) -> None:
         if self.connected or not self.failures:
-            log.warning("replication to %s interrupted at seq %d: %s", self.peer_id, self.acked_seq, error)
+            log.warning(
+                "replication to %s interrupted at seq %d: %s", self.peer_id, self.acked_seq, error
+            )
         self.connected = False
         self.failures += 1
         self.last_error = error
@@ -141,13 +143,19 @@ class PeerSender:
             reader.cancel()
             call.cancel()
 
-    async def _read_acks(self, call: grpc.aio.StreamStreamCall, inflight: asyncio.Semaphore) -> None:
+    async def _read_acks(
+        self, call: grpc.aio.StreamStreamCall, inflight: asyncio.Semaphore
+    ) -> None:
         async for ack in call:
             if ack.acked_seq > self.acked_seq:
                 self.acked_seq = ack.acked_seq
                 self.engine.save_cursor(self.peer_id, ack.acked_seq)
             if not self.connected:
-                log.info("replication to %s connected; acked through seq %d", self.peer_id, self.acked_seq)
+                log.info(
+                    "replication to %s connected; acked through seq %d",
+                    self.peer_id,
+                    self.acked_seq,
+                )
             self.connected = True
             self.failures = 0
             self.last_error = ""

@@ -13,9 +13,14 @@ from typing import NoReturn
 
 import grpc
 
-from edgekv.errors import EdgeKVError, InvalidArgument, grpc_code_for
 from edgekv import native
-from edgekv.errors import ResourceExhausted, Unavailable
+from edgekv.errors import (
+    EdgeKVError,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+    grpc_code_for,
+)
 from edgekv.replication.changefeed import ChangeFeed, WatchOverflow
 from edgekv.storage.engine import DeleteOp, Engine, PutOp, prefix_end
 from edgekv.storage.group_commit import GroupCommitter
@@ -104,7 +109,7 @@ class KVService(kv_pb2_grpc.KVServicer):
             found_list = self._engine.get_many(keys)
         except EdgeKVError as exc:
             await abort_with(context, exc)
-        results = []
+        results: list[kv_pb2.KeyResult] = []
         append = results.append
         for key, found in zip(keys, found_list, strict=True):
             if found is None:

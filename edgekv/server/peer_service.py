@@ -82,7 +82,9 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
                 if request.entries:
                     applied = self._apply([(e.key, e.record) for e in request.entries])
                 self.inbound[origin] = (
-                    request.through_seq, request.origin_last_seq, request.sent_at_ms
+                    request.through_seq,
+                    request.origin_last_seq,
+                    request.sent_at_ms,
                 )
                 yield replication_pb2.ReplicateAck(acked_seq=request.through_seq, applied=applied)
         except EdgeKVError as exc:

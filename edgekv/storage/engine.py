@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from rocksdict import (
     BlockBasedOptions,
@@ -168,7 +168,9 @@ class Engine:
     the clock high-water mark, so no seq or timestamp is ever reused.
     """
 
-    def __init__(self, path: str | os.PathLike[str], node_id: str, options: EngineOptions | None = None):
+    def __init__(
+        self, path: str | os.PathLike[str], node_id: str, options: EngineOptions | None = None
+    ):
         self.options = options or EngineOptions()
         self.limits = self.options.limits
         self.path = Path(path)
@@ -415,9 +417,7 @@ class Engine:
             self._publish(buckets, changes, seq, True)
         return versions
 
-    def _stage_digests(
-        self, wb: WriteBatch, changes: list[Change]
-    ) -> dict[tuple[bytes, int], int]:
+    def _stage_digests(self, wb: WriteBatch, changes: list[Change]) -> dict[tuple[bytes, int], int]:
         """Add the digest index and bucket updates for ``changes`` to ``wb``.
 
         Returns the new bucket digests; they go live in memory only after the
@@ -541,7 +541,9 @@ class Engine:
 
     def records(self, keys: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
         """(key, stored record) for each key that has one, tombstones included."""
-        raws = self._db.get(list(keys)) if keys else []
+        if not keys:
+            return []
+        raws = cast("list[bytes | None]", self._db.get(list(keys)))
         return [(k, r) for k, r in zip(keys, raws, strict=True) if r is not None]
 
     # -- anti-entropy digests ------------------------------------------------
@@ -643,9 +645,7 @@ class Engine:
                     break
             self._meta.put(_META_PLACEMENT, self.options.placement_fingerprint)
 
-    def _stage_rebuild(
-        self, wb: WriteBatch, changes: list[Change]
-    ) -> dict[tuple[bytes, int], int]:
+    def _stage_rebuild(self, wb: WriteBatch, changes: list[Change]) -> dict[tuple[bytes, int], int]:
         buckets: dict[tuple[bytes, int], int] = {}
         for key, record in changes:
             placement = self._placement_of(key)
@@ -690,7 +690,9 @@ class Engine:
     def read_log(self, from_seq: int, limit: int = 1000) -> list[LogEntry]:
         """Up to ``limit`` log entries with seq >= ``from_seq``, in seq order."""
         if from_seq < 0 or limit < 1:
-            raise InvalidArgument(f"read_log(from_seq={from_seq}, limit={limit}): both must be >= 0/1")
+            raise InvalidArgument(
+                f"read_log(from_seq={from_seq}, limit={limit}): both must be >= 0/1"
+            )
         out: list[LogEntry] = []
         it = self._log.iter()
         it.seek(_U64.pack(from_seq))

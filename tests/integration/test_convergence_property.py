@@ -25,7 +25,9 @@ NODES = ("a-1", "b-1", "c-1")
 KEYS = 6
 
 op_strategy = st.one_of(
-    st.tuples(st.just("put"), st.sampled_from(NODES), st.integers(0, KEYS - 1), st.binary(max_size=8)),
+    st.tuples(
+        st.just("put"), st.sampled_from(NODES), st.integers(0, KEYS - 1), st.binary(max_size=8)
+    ),
     st.tuples(st.just("delete"), st.sampled_from(NODES), st.integers(0, KEYS - 1)),
     st.tuples(st.just("isolate"), st.sampled_from(NODES)),
     st.tuples(st.just("heal")),

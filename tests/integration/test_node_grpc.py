@@ -69,7 +69,8 @@ def test_put_with_ttl_expires(kv_stub: kv_pb2_grpc.KVStub) -> None:
     assert got.found and got.expires_at_ms > 0
     wait_until(
         lambda: not kv_stub.Get(kv_pb2.GetRequest(key=b"ttl")).found,
-        timeout_s=5, what="the TTL'd key to expire",
+        timeout_s=5,
+        what="the TTL'd key to expire",
     )
 
 
