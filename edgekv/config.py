@@ -130,6 +130,17 @@ class ReplicationSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WanSettings:
+    """One-way delays between regions for the local launcher's WAN emulation.
+
+    ``delays_ms[(a, b)]`` is symmetric; pairs not listed are derived from the
+    great-circle distance between the regions (cluster/geo.py).
+    """
+
+    delays_ms: Mapping[tuple[str, str], float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterConfig:
     """A validated cluster file. Immutable, so it may be shared freely.
 
@@ -148,6 +159,7 @@ class ClusterConfig:
     storage: StorageConfig = StorageConfig()
     source: Path | None = None
     replication: ReplicationSettings = ReplicationSettings()
+    wan: WanSettings = WanSettings()
     # Lookup tables derived from the fields above; never compared or printed.
     _node_by_id: dict[str, NodeConfig] = field(init=False, repr=False, compare=False)
     _region_by_name: dict[str, Region] = field(init=False, repr=False, compare=False)
@@ -228,7 +240,7 @@ def parse_config(doc: object, base_dir: Path) -> ClusterConfig:
         top,
         "cluster file",
         required=("cluster", "regions", "nodes"),
-        optional=("placement", "limits", "storage", "replication"),
+        optional=("placement", "limits", "storage", "replication", "wan"),
     )
     cluster = _ident(top["cluster"], "cluster", "cluster name")
     regions = _parse_regions(top["regions"])
@@ -243,6 +255,7 @@ def parse_config(doc: object, base_dir: Path) -> ClusterConfig:
         limits=_parse_limits(top.get("limits")),
         storage=_parse_storage(top.get("storage")),
         replication=_parse_replication(top.get("replication")),
+        wan=_parse_wan(top.get("wan"), region_names),
     )
 
 
@@ -516,6 +529,26 @@ def _parse_replication(value: object) -> ReplicationSettings:
     )
 
 
+def _parse_wan(value: object, region_names: set[str]) -> WanSettings:
+    if value is None:
+        return WanSettings()
+    entry = _mapping(value, "wan")
+    _check_keys(entry, "wan", required=(), optional=("delays_ms",))
+    delays: dict[tuple[str, str], float] = {}
+    matrix = _mapping(entry.get("delays_ms", {}), "wan.delays_ms")
+    for a, row in matrix.items():
+        if a not in region_names:
+            raise ConfigError(f"wan.delays_ms: unknown region {_show(a)}")
+        for b, ms in _mapping(row, f"wan.delays_ms.{a}").items():
+            where = f"wan.delays_ms.{a}.{b}"
+            if b not in region_names:
+                raise ConfigError(f"wan.delays_ms.{a}: unknown region {_show(b)}")
+            if not isinstance(ms, int | float) or isinstance(ms, bool) or ms < 0:
+                raise ConfigError(f"{where}: {ms!r} is not allowed; use milliseconds >= 0")
+            delays[(a, b)] = delays[(b, a)] = float(ms)
+    return WanSettings(delays)
+
+
 # -- scalar checks ------------------------------------------------------------
 
 
@@ -635,6 +668,7 @@ def _with_source(config: ClusterConfig, source: Path) -> ClusterConfig:
         storage=config.storage,
         source=source,
         replication=config.replication,
+        wan=config.wan,
     )
 
 

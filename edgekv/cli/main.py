@@ -20,13 +20,13 @@ def main() -> None:
     """edgekv: an edge-native, globally replicated key-value store."""
 
 
-def _parse_peer_addresses(values: tuple[str, ...]) -> dict[str, str]:
+def _parse_peer_addresses(values: tuple[str, ...], option: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for value in values:
         node, sep, address = value.partition("=")
         if not sep or not node or not address:
             raise click.BadParameter(
-                f"{value!r} is not NODE=HOST:PORT", param_hint="--peer-address"
+                f"{value!r} is not NODE=HOST:PORT", param_hint=option
             )
         out[node] = address
     return out
@@ -41,21 +41,104 @@ def _parse_peer_addresses(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--peer-address", "peer_addresses", multiple=True, metavar="NODE=HOST:PORT",
-              help="Dial this peer at another address (a proxy); repeatable.")
+              help="Dial this peer's replication port at another address (a proxy); repeatable.")
+@click.option("--forward-address", "forward_addresses", multiple=True, metavar="NODE=HOST:PORT",
+              help="Forward client calls to this node at another address (a proxy); repeatable.")
 def serve(
     config_path: str,
     node_id: str,
     ready_file: str | None,
     log_level: str,
     peer_addresses: tuple[str, ...],
+    forward_addresses: tuple[str, ...],
 ) -> None:
     """Run one PoP node until SIGTERM/SIGINT (drains, flushes, exits 0)."""
     from edgekv.server.node import serve as serve_node
 
     code = serve_node(
-        config_path, node_id, ready_file, log_level, _parse_peer_addresses(peer_addresses)
+        config_path,
+        node_id,
+        ready_file,
+        log_level,
+        _parse_peer_addresses(peer_addresses, "--peer-address"),
+        _parse_peer_addresses(forward_addresses, "--forward-address"),
     )
     sys.exit(code)
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Cluster file (YAML).")
+@click.option("--node", "node_id", required=True, help="The node to audit.")
+@click.option("--offline", is_flag=True,
+              help="Open the stopped node's data directory instead of asking the live node.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def audit(config_path: str, node_id: str, offline: bool, as_json: bool) -> None:
+    """Prove data residency: list keys stored on a node that its placement forbids.
+
+    Asks the live node (Cluster.Audit); when it is not running, or with
+    --offline, opens its data directory read-only. Exit 0 when compliant,
+    5 when any key violates the placement rules.
+    """
+    import json as _json
+
+    from edgekv.cluster.audit import AuditReport, audit_directory
+    from edgekv.cluster.placement import PlacementRules
+    from edgekv.config import load_config
+    from edgekv.errors import EdgeKVError
+
+    try:
+        config = load_config(config_path)
+        spec = config.node(node_id)
+        rules = PlacementRules.from_config(config)
+        report = None if offline else _audit_live(spec.listen)
+        mode = "live"
+        if report is None:
+            mode = "offline"
+            report = audit_directory(
+                spec.data_dir, spec.id, spec.region, lambda k: rules.allows(k, spec.region)
+            )
+    except EdgeKVError as exc:
+        click.echo(f"edgekv: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    assert isinstance(report, AuditReport)
+    if as_json:
+        click.echo(_json.dumps({
+            "node_id": report.node_id, "region": report.region, "mode": mode,
+            "checked": report.checked, "violations": report.total_violations,
+            "samples": [{"column_family": cf, "key": k.decode("utf-8", "backslashreplace")}
+                        for cf, k in report.samples],
+        }))  # fmt: skip
+    else:
+        click.echo(
+            f"audit of {report.node_id} ({report.region}, {mode}): {report.checked} entries "
+            f"checked, {report.total_violations} violations"
+        )
+        for cf, key in report.samples:
+            click.echo(f"  {cf:6}  {key.decode('utf-8', 'backslashreplace')}")
+    sys.exit(EXIT_AUDIT_VIOLATIONS if report.total_violations else EXIT_OK)
+
+
+def _audit_live(endpoint: str) -> object | None:
+    """The node's own audit over gRPC, or None if it is not running."""
+    import grpc
+
+    from edgekv.cluster.audit import AuditReport
+    from edgekv.v1 import cluster_pb2, cluster_pb2_grpc
+
+    with grpc.insecure_channel(endpoint) as channel:
+        try:
+            resp = cluster_pb2_grpc.ClusterStub(channel).Audit(
+                cluster_pb2.AuditRequest(), timeout=120, wait_for_ready=False
+            )
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                return None
+            raise
+    report = AuditReport(resp.node_id, resp.region, checked=resp.checked)
+    report.violations = {"all": resp.violations} if resp.violations else {}
+    report.samples = [(v.column_family, v.key) for v in resp.samples]
+    return report
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from edgekv.cluster.geo import one_way_delay_ms
 from edgekv.config import ClusterConfig, load_config
 from edgekv.local.faultproxy import FaultProxy, ProxyHost
 from edgekv.local.launcher import DEFAULT_START_TIMEOUT_S, NodeProcess, start_node
@@ -32,6 +33,7 @@ class LocalCluster:
         *,
         run_dir: str | os.PathLike[str] | None = None,
         proxies: bool = True,
+        wan: bool = False,
         env: dict[str, str] | None = None,
         log_level: str = "info",
     ) -> None:
@@ -43,7 +45,9 @@ class LocalCluster:
         self._env = env
         self._log_level = log_level
         self._host: ProxyHost | None = ProxyHost() if proxies else None
+        # (src, dst) -> proxy on src's path to dst's peer port / client port.
         self.links: dict[tuple[str, str], FaultProxy] = {}
+        self.client_links: dict[tuple[str, str], FaultProxy] = {}
         if self._host is not None:
             own_ports = frozenset(
                 int(addr.rsplit(":", 1)[1])
@@ -53,10 +57,17 @@ class LocalCluster:
             )
             for src in self.config.nodes:
                 for dst in self.config.nodes:
-                    if src.id != dst.id and dst.peer_listen:
+                    if src.id == dst.id:
+                        continue
+                    if dst.peer_listen:
                         self.links[(src.id, dst.id)] = self._host.add(
                             dst.peer_listen, name=f"{src.id}->{dst.id}", avoid=own_ports
                         )
+                    self.client_links[(src.id, dst.id)] = self._host.add(
+                        dst.listen, name=f"{src.id}=>{dst.id}", avoid=own_ports
+                    )
+            if wan:
+                self.apply_wan_delays()
 
     @property
     def node_ids(self) -> list[str]:
@@ -82,6 +93,9 @@ class LocalCluster:
         for (src, dst), proxy in self.links.items():
             if src == node_id:
                 args += ["--peer-address", f"{dst}=127.0.0.1:{proxy.port}"]
+        for (src, dst), proxy in self.client_links.items():
+            if src == node_id:
+                args += ["--forward-address", f"{dst}=127.0.0.1:{proxy.port}"]
         return start_node(
             self.config_path,
             node_id,
@@ -111,16 +125,20 @@ class LocalCluster:
             raise RuntimeError("this cluster was started without fault proxies")
         return self._host
 
+    def _link_proxies(self, a: str, b: str) -> list[FaultProxy]:
+        pairs = ((a, b), (b, a))
+        return [m[p] for m in (self.links, self.client_links) for p in pairs if p in m]
+
     def cut(self, a: str, b: str) -> None:
-        """Cut the link between a and b, both directions."""
+        """Cut every connection between a and b (peer and forwarded traffic), both ways."""
         host = self._require_host()
-        host.cut(self.links[(a, b)])
-        host.cut(self.links[(b, a)])
+        for proxy in self._link_proxies(a, b):
+            host.cut(proxy)
 
     def restore(self, a: str, b: str) -> None:
         host = self._require_host()
-        host.restore(self.links[(a, b)])
-        host.restore(self.links[(b, a)])
+        for proxy in self._link_proxies(a, b):
+            host.restore(proxy)
 
     def partition(self, *groups: Sequence[str]) -> None:
         """Cut every link between nodes of different groups."""
@@ -132,13 +150,32 @@ class LocalCluster:
     def heal(self) -> None:
         """Restore every link."""
         host = self._require_host()
-        for proxy in self.links.values():
+        for proxy in (*self.links.values(), *self.client_links.values()):
             host.restore(proxy)
 
     def set_delay(self, a: str, b: str, one_way_ms: float) -> None:
+        """One-way delay on every connection between a and b, both directions."""
         host = self._require_host()
-        host.set_delay(self.links[(a, b)], one_way_ms)
-        host.set_delay(self.links[(b, a)], one_way_ms)
+        for proxy in self._link_proxies(a, b):
+            host.set_delay(proxy, one_way_ms)
+
+    def wan_delay_ms(self, region_a: str, region_b: str) -> float:
+        """The emulated one-way delay between two regions (cluster file, else distance)."""
+        if region_a == region_b:
+            return 0.0
+        configured = self.config.wan.delays_ms.get((region_a, region_b))
+        if configured is not None:
+            return configured
+        return one_way_delay_ms(
+            self.config.region(region_a).location, self.config.region(region_b).location
+        )
+
+    def apply_wan_delays(self) -> None:
+        """Put the emulated inter-region delay on every link."""
+        for a in self.config.nodes:
+            for b in self.config.nodes:
+                if a.id < b.id:
+                    self.set_delay(a.id, b.id, self.wan_delay_ms(a.region, b.region))
 
     # -- lifecycle -------------------------------------------------------------
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
 import grpc
 
 from edgekv import __version__, native
+from edgekv.cluster.audit import AuditReport, audit_column_families
 from edgekv.v1 import cluster_pb2, cluster_pb2_grpc
 
 if TYPE_CHECKING:
@@ -92,4 +94,32 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             regions=self._regions,
             members=members,
             placement=self._placement,
+        )
+
+    async def Audit(
+        self, request: cluster_pb2.AuditRequest, context: grpc.aio.ServicerContext
+    ) -> cluster_pb2.AuditResponse:
+        node = self._node
+        engine = node.engine
+        assert engine is not None
+        region = node.spec.region
+        data, log, index = engine.column_families()
+        report = AuditReport(node.spec.id, region)
+        # A full walk of the database: off the event loop.
+        await asyncio.to_thread(
+            audit_column_families,
+            report,
+            data,
+            log,
+            index,
+            lambda key: node.placement.allows(key, region),
+        )
+        return cluster_pb2.AuditResponse(
+            node_id=report.node_id,
+            region=report.region,
+            checked=report.checked,
+            violations=report.total_violations,
+            samples=[
+                cluster_pb2.AuditViolation(column_family=cf, key=key) for cf, key in report.samples
+            ],
         )

@@ -9,20 +9,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 
 from edgekv import native
+from edgekv.cluster.routing import (
+    FORWARDED_BY,
+    Router,
+    ScanSource,
+    intersect,
+    merge_scan_pages,
+    overlaps,
+    rule_range,
+)
 from edgekv.errors import (
     EdgeKVError,
+    FailedPrecondition,
     InvalidArgument,
     ResourceExhausted,
     Unavailable,
     grpc_code_for,
 )
 from edgekv.replication.changefeed import ChangeFeed, WatchOverflow
-from edgekv.storage.engine import DeleteOp, Engine, PutOp, prefix_end
+from edgekv.storage.engine import DeleteOp, Engine, PutOp, ScanItem, ScanPage, prefix_end
 from edgekv.storage.group_commit import GroupCommitter
 from edgekv.storage.record import Version
 from edgekv.v1 import common_pb2, kv_pb2, kv_pb2_grpc
@@ -61,7 +71,12 @@ def scan_bounds(prefix: bytes, start: bytes, end: bytes) -> tuple[bytes, bytes]:
 
 
 class KVService(kv_pb2_grpc.KVServicer):
-    """gRPC edge of the engine for one node."""
+    """gRPC edge of the engine for one node, with geo-routing for pinned keys.
+
+    A key this node's region may not hold is never touched locally: the call
+    goes to the nearest allowed node (``Router``) and its answer, with its
+    ``served_by``, is returned as it is.
+    """
 
     def __init__(
         self,
@@ -69,6 +84,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         node_id: str,
         committer: GroupCommitter | None = None,
         feed: ChangeFeed | None = None,
+        router: Router | None = None,
     ) -> None:
         self._engine = engine
         self._get = engine.get  # bound native Reader.get: the hot path
@@ -77,15 +93,36 @@ class KVService(kv_pb2_grpc.KVServicer):
         # Set with sync_writes: writes then share fsyncs; otherwise they run inline.
         self._committer = committer
         self._feed = feed
+        self._router = router
+        # Fast path: with no placement rules nothing is ever forwarded.
+        self._all_local = router is None or router.everything_local
 
     async def _write(self, ops: list[PutOp | DeleteOp]) -> Version:
         if self._committer is None:
             return self._engine.write(ops)
         return await self._committer.write(ops)
 
+    async def _forward(
+        self, method: str, request: Any, key: bytes, context: grpc.aio.ServicerContext
+    ) -> Any:
+        """Serve ``request`` at the nearest node allowed to hold ``key``."""
+        router = self._router
+        assert router is not None
+        forwarded_by = _forwarded_by(context)
+        try:
+            if forwarded_by is not None:
+                router.refuse_misrouted(forwarded_by)
+            return await router.forward(method, request, key, timeout_s=_remaining(context))
+        except EdgeKVError as exc:
+            await abort_with(context, exc)
+        except grpc.aio.AioRpcError as exc:  # the allowed node's own answer
+            await context.abort(exc.code(), exc.details() or "")
+
     async def Get(
         self, request: kv_pb2.GetRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.GetResponse:
+        if not self._all_local and not self._router.is_local(request.key):  # type: ignore[union-attr]
+            return await self._forward("Get", request, request.key, context)
         try:
             found = self._get(request.key)
         except EdgeKVError as exc:
@@ -105,13 +142,24 @@ class KVService(kv_pb2_grpc.KVServicer):
         self, request: kv_pb2.BatchGetRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.BatchGetResponse:
         keys = list(request.keys)
+        remote: dict[bytes, list[int]] = {}  # placement group -> positions in keys
+        if not self._all_local:
+            router = self._router
+            assert router is not None
+            for i, key in enumerate(keys):
+                if not router.is_local(key):
+                    remote.setdefault(router.placement.group_of(key), []).append(i)
+        local_keys = keys
+        if remote:
+            far = {i for positions in remote.values() for i in positions}
+            local_keys = [k for i, k in enumerate(keys) if i not in far]
         try:
-            found_list = self._engine.get_many(keys)
+            found_list = self._engine.get_many(local_keys)
         except EdgeKVError as exc:
             await abort_with(context, exc)
         results: list[kv_pb2.KeyResult] = []
         append = results.append
-        for key, found in zip(keys, found_list, strict=True):
+        for key, found in zip(local_keys, found_list, strict=True):
             if found is None:
                 append(_KeyResult(key=key))
             else:
@@ -125,11 +173,43 @@ class KVService(kv_pb2_grpc.KVServicer):
                         expires_at_ms=expires_at_ms,
                     )
                 )
-        return kv_pb2.BatchGetResponse(results=results, served_by=self._node_id)
+        if not remote:
+            return kv_pb2.BatchGetResponse(results=results, served_by=self._node_id)
+        return await self._batch_get_stitched(keys, remote, results, context)
+
+    async def _batch_get_stitched(
+        self,
+        keys: list[bytes],
+        remote: dict[bytes, list[int]],
+        local_results: list[kv_pb2.KeyResult],
+        context: grpc.aio.ServicerContext,
+    ) -> kv_pb2.BatchGetResponse:
+        by_position: dict[int, kv_pb2.KeyResult] = {}
+        far = sorted(i for positions in remote.values() for i in positions)
+        local_positions = [i for i in range(len(keys)) if i not in set(far)]
+        by_position.update(zip(local_positions, local_results, strict=True))
+        replies = await asyncio.gather(
+            *(
+                self._forward(
+                    "BatchGet",
+                    kv_pb2.BatchGetRequest(keys=[keys[i] for i in positions]),
+                    keys[positions[0]],
+                    context,
+                )
+                for positions in remote.values()
+            )
+        )
+        for positions, reply in zip(remote.values(), replies, strict=True):
+            by_position.update(zip(positions, reply.results, strict=True))
+        return kv_pb2.BatchGetResponse(
+            results=[by_position[i] for i in range(len(keys))], served_by=self._node_id
+        )
 
     async def Put(
         self, request: kv_pb2.PutRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.PutResponse:
+        if not self._all_local and not self._router.is_local(request.key):  # type: ignore[union-attr]
+            return await self._forward("Put", request, request.key, context)
         try:
             version = await self._write([PutOp(request.key, request.value, request.ttl_ms)])
         except EdgeKVError as exc:
@@ -142,6 +222,8 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def Delete(
         self, request: kv_pb2.DeleteRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.DeleteResponse:
+        if not self._all_local and not self._router.is_local(request.key):  # type: ignore[union-attr]
+            return await self._forward("Delete", request, request.key, context)
         try:
             version = await self._write([DeleteOp(request.key)])
         except EdgeKVError as exc:
@@ -156,12 +238,36 @@ class KVService(kv_pb2_grpc.KVServicer):
     ) -> kv_pb2.WriteResponse:
         try:
             ops = [_write_op(i, op) for i, op in enumerate(request.ops)]
+            if not self._all_local and ops:
+                target = self._write_target(ops)
+                if target is not None:
+                    return await self._forward("Write", request, target, context)
             version = await self._write(ops)
         except EdgeKVError as exc:
             await abort_with(context, exc)
         return kv_pb2.WriteResponse(
             version=_Version(timestamp=version.timestamp, origin=version.origin),
             served_by=self._node_id,
+        )
+
+    def _write_target(self, ops: list[PutOp | DeleteOp]) -> bytes | None:
+        """None to apply ``ops`` here, or a key whose placement serves the whole batch.
+
+        A batch is atomic on one node only, so it must fall in one placement
+        group (or all in groups this node holds). A batch that spans groups held
+        by different nodes is refused rather than applied half here, half there.
+        """
+        router = self._router
+        assert router is not None
+        groups = {router.placement.group_of(op.key): op.key for op in ops}
+        if all(router.is_local(key) for key in groups.values()):
+            return None
+        if len(groups) == 1:
+            return next(iter(groups.values()))
+        shown = ", ".join(repr(g.decode("utf-8", "replace") or "(global)") for g in sorted(groups))
+        raise InvalidArgument(
+            f"batch spans placement groups {shown} that are held by different regions; a Write "
+            f"is atomic only within one placement, so split it into one Write per placement"
         )
 
     async def Scan(
@@ -178,53 +284,180 @@ class KVService(kv_pb2_grpc.KVServicer):
                     )
                 lo = token
             limit = request.limit or DEFAULT_SCAN_LIMIT
-            if limit > _SCAN_INLINE_MAX:
-                page = await asyncio.to_thread(self._engine.scan, lo, hi, limit=limit)
-            else:
-                page = self._engine.scan(lo, hi, limit=limit)
+            remote = [] if self._all_local else self._remote_ranges(lo, hi)
+            if remote:
+                return await self._scan_stitched(request, lo, hi, limit, remote, context)
+            page = await self._scan_local(lo, hi, limit)
         except EdgeKVError as exc:
             await abort_with(context, exc)
-        keys_only = request.keys_only
-        items = [
+        return kv_pb2.ScanResponse(
+            items=self._scan_items(page.items, request.keys_only),
+            next_page_token=page.next_start or b"",
+            served_by=self._node_id,
+        )
+
+    async def _scan_local(self, lo: bytes, hi: bytes, limit: int) -> ScanPage:
+        if limit > _SCAN_INLINE_MAX:
+            return await asyncio.to_thread(self._engine.scan, lo, hi, limit=limit)
+        return self._engine.scan(lo, hi, limit=limit)
+
+    @staticmethod
+    def _scan_items(items: list[ScanItem], keys_only: bool) -> list[kv_pb2.KeyValue]:
+        return [
             kv_pb2.KeyValue(
                 key=item.key,
                 value=b"" if keys_only else item.value,
                 version=_Version(timestamp=item.timestamp, origin=item.origin),
                 expires_at_ms=item.expires_at_ms,
             )
-            for item in page.items
+            for item in items
         ]
-        return kv_pb2.ScanResponse(
-            items=items, next_page_token=page.next_start or b"", served_by=self._node_id
+
+    def _remote_ranges(self, lo: bytes, hi: bytes) -> list[tuple[bytes, bytes, bytes]]:
+        """(start, end, rule prefix) of each part of [lo, hi) this node may not hold."""
+        router = self._router
+        assert router is not None
+        parts = []
+        for rule in router.placement.rules:
+            if router.region in rule.regions:
+                continue
+            r_lo, r_hi = rule_range(rule.prefix)
+            if overlaps(lo, hi, r_lo, r_hi):
+                start, end = intersect(lo, hi, r_lo, r_hi)
+                parts.append((start, end, rule.prefix))
+        return parts
+
+    async def _scan_stitched(
+        self,
+        request: kv_pb2.ScanRequest,
+        lo: bytes,
+        hi: bytes,
+        limit: int,
+        remote: list[tuple[bytes, bytes, bytes]],
+        context: grpc.aio.ServicerContext,
+    ) -> kv_pb2.ScanResponse:
+        """A scan over several placements: each part from a node that holds it, merged."""
+        if _forwarded_by(context) is not None and self._router is not None:
+            self._router.refuse_misrouted(_forwarded_by(context))
+        local = await self._scan_local(lo, hi, limit)
+        sources = [
+            ScanSource(self._scan_items(local.items, request.keys_only), local.next_start or b"")
+        ]
+        replies = await asyncio.gather(
+            *(
+                self._forward(
+                    "Scan",
+                    kv_pb2.ScanRequest(
+                        start=start, end=end, limit=limit, keys_only=request.keys_only
+                    ),
+                    prefix,
+                    context,
+                )
+                for start, end, prefix in remote
+            )
         )
+        sources += [ScanSource(list(r.items), r.next_page_token) for r in replies]
+        items, token = merge_scan_pages(sources, limit)
+        return kv_pb2.ScanResponse(items=items, next_page_token=token, served_by=self._node_id)
 
     async def Watch(
         self, request: kv_pb2.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[kv_pb2.WatchEvent]:
         if self._feed is None:
             await abort_with(context, Unavailable("this node does not serve Watch"))
+        remote = (
+            []
+            if self._all_local
+            else self._remote_ranges(request.prefix, prefix_end(request.prefix))
+        )
+        if remote and _forwarded_by(context) is not None:
+            await abort_with(
+                context, FailedPrecondition("forwarded Watch spans placements held elsewhere")
+            )
+        queue: asyncio.Queue[kv_pb2.WatchEvent | BaseException] = asyncio.Queue(10_000)
+        pumps = [asyncio.create_task(self._pump_local_watch(request.prefix, queue))]
+        for _, _, rule_prefix in remote:
+            watch_prefix = max(rule_prefix, request.prefix, key=len)
+            pumps.append(
+                asyncio.create_task(self._pump_remote_watch(watch_prefix, rule_prefix, queue))
+            )
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    if isinstance(item, EdgeKVError):
+                        await abort_with(context, item)
+                    raise item
+                yield item
+        finally:
+            for pump in pumps:
+                pump.cancel()
+
+    async def _pump_local_watch(
+        self, prefix: bytes, queue: asyncio.Queue[kv_pb2.WatchEvent | BaseException]
+    ) -> None:
         feed = self._feed
         assert feed is not None
-        watcher = feed.watch(request.prefix)
+        watcher = feed.watch(prefix)
         decode = native.decode_record
         try:
             while True:
                 try:
                     change, local = await watcher.next()
                 except WatchOverflow as exc:
-                    await abort_with(context, ResourceExhausted(str(exc)))
+                    await queue.put(ResourceExhausted(str(exc)))
+                    return
                 tombstone, timestamp, expires_at_ms, origin, value = decode(change.record)
-                yield kv_pb2.WatchEvent(
-                    key=change.key,
-                    value=value,
-                    version=_Version(timestamp=timestamp, origin=origin),
-                    deleted=tombstone,
-                    expires_at_ms=expires_at_ms,
-                    local=local,
-                    served_by=self._node_id,
+                await queue.put(
+                    kv_pb2.WatchEvent(
+                        key=change.key,
+                        value=value,
+                        version=_Version(timestamp=timestamp, origin=origin),
+                        deleted=tombstone,
+                        expires_at_ms=expires_at_ms,
+                        local=local,
+                        served_by=self._node_id,
+                    )
                 )
         finally:
             feed.unwatch(watcher)
+
+    async def _pump_remote_watch(
+        self,
+        prefix: bytes,
+        rule_prefix: bytes,
+        queue: asyncio.Queue[kv_pb2.WatchEvent | BaseException],
+    ) -> None:
+        """Relay a Watch from the nearest node that holds ``rule_prefix``'s keys."""
+        router = self._router
+        assert router is not None
+        tried = router.candidates(rule_prefix)
+        for node_id in tried:
+            call = router.stub(node_id).Watch(
+                kv_pb2.WatchRequest(prefix=prefix),
+                metadata=((FORWARDED_BY, router.spec.id),),
+            )
+            try:
+                async for event in call:
+                    await queue.put(event)
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    await queue.put(exc)
+                    return
+        await queue.put(router._unavailable(rule_prefix, tried, "watch"))
+
+
+def _forwarded_by(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == FORWARDED_BY:
+            return str(value)
+    return None
+
+
+def _remaining(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else max(0.001, remaining)
 
 
 def _write_op(index: int, op: kv_pb2.WriteOp) -> PutOp | DeleteOp:

@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from edgekv import __version__, native
 from edgekv.cluster.membership import Membership
 from edgekv.cluster.placement import PlacementRules
+from edgekv.cluster.routing import Router
 from edgekv.config import ClusterConfig, NodeConfig, load_config
 from edgekv.errors import ConfigError, EdgeKVError
 from edgekv.replication.antientropy import AntiEntropy, SyncStats
@@ -69,6 +70,7 @@ class Node:
         node_id: str,
         *,
         peer_addresses: Mapping[str, str] | None = None,
+        forward_addresses: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
         self.spec: NodeConfig = config.node(node_id)
@@ -82,6 +84,10 @@ class Node:
             peer: overrides.get(peer) or _require_peer_listen(config.node(peer))
             for peer in self.peer_ids
         }
+        self._forward_addresses = dict(forward_addresses or {})
+        if set(self._forward_addresses) - set(self.peer_ids):
+            raise ConfigError("--forward-address names unknown nodes")
+        self.router: Router | None = None
         if self.peer_ids and not self.spec.peer_listen:
             raise ConfigError(f"node {node_id}: peer_listen is required when the cluster has peers")
         self.engine: Engine | None = None
@@ -138,10 +144,18 @@ class Node:
         if self.peer_ids:
             await self._start_peer_server()
             self._start_replication(hello)
+        self.router = Router(
+            config,
+            spec,
+            self.placement,
+            membership=self.membership,
+            forward_addresses=self._forward_addresses,
+            channel_factory=self._client_channel,
+        )
         max_message = max(limits_message(config))
         server = grpc.aio.server(options=_server_options(max_message))
         kv_pb2_grpc.add_KVServicer_to_server(
-            KVService(engine, spec.id, self._committer, self.feed), server
+            KVService(engine, spec.id, self._committer, self.feed, self.router), server
         )
         cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -241,6 +255,20 @@ class Node:
             self._channels[peer] = channel
         return channel
 
+    def _client_channel(self, address: str) -> grpc.aio.Channel:
+        """A channel to another node's client port, for forwarded calls."""
+        max_message = max(limits_message(self.config))
+        return grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", max_message),
+                ("grpc.max_send_message_length", max_message),
+                ("grpc.keepalive_time_ms", 10_000),
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 2_000),
+            ],
+        )
+
     def _stub(self, peer: str) -> replication_pb2_grpc.ReplicationStub:
         return replication_pb2_grpc.ReplicationStub(self._channel(peer))
 
@@ -319,6 +347,8 @@ class Node:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+        if self.router is not None:
+            await self.router.close()
         if self.engine is not None:
             self.engine.close()
             self.engine = None
@@ -401,8 +431,11 @@ async def _serve(
     node_id: str,
     ready_file: str | None,
     peer_addresses: Mapping[str, str] | None,
+    forward_addresses: Mapping[str, str] | None,
 ) -> None:
-    node = Node(config, node_id, peer_addresses=peer_addresses)
+    node = Node(
+        config, node_id, peer_addresses=peer_addresses, forward_addresses=forward_addresses
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -431,6 +464,7 @@ def serve(
     ready_file: str | None = None,
     log_level: str = "info",
     peer_addresses: Mapping[str, str] | None = None,
+    forward_addresses: Mapping[str, str] | None = None,
 ) -> int:
     """Run one node until SIGTERM/SIGINT; return the process exit code.
 
@@ -445,7 +479,7 @@ def serve(
         config.node(node_id)
         if ready_file:
             Path(ready_file).unlink(missing_ok=True)
-        uvloop.run(_serve(config, node_id, ready_file, peer_addresses))
+        uvloop.run(_serve(config, node_id, ready_file, peer_addresses, forward_addresses))
     except ConfigError as exc:
         print(f"edgekv: {config_path}: {exc}", file=sys.stderr)
         return 1

@@ -311,6 +311,11 @@ class Engine:
         """``scan`` of every key that starts with ``prefix``, resuming at ``start``."""
         return self.scan(max(prefix, start), prefix_end(prefix), limit=limit)
 
+    def column_families(self) -> tuple[Rdict, Rdict, Rdict]:
+        """(data, log, digest index) for read-only walks such as the residency audit."""
+        self._check_open()
+        return self._db, self._log, self._digest
+
     def approximate_key_count(self) -> int:
         """RocksDB's estimate of the number of records (tombstones included)."""
         return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)

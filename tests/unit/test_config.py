@@ -342,7 +342,7 @@ def test_parse_config_unknown_top_level_key_rejected(doc: dict[str, Any]) -> Non
     doc["nodez"] = []
     assert error_of(doc) == (
         'cluster file: unknown key "nodez" (allowed: cluster, regions, nodes, placement, '
-        "limits, storage, replication)"
+        "limits, storage, replication, wan)"
     )
 
 
@@ -744,3 +744,16 @@ def test_launcher_style_document_round_trips_through_yaml(tmp_path: Path) -> Non
     # The local launcher writes files with yaml.safe_dump; they must load back.
     path = write(tmp_path, yaml.safe_dump(DOC, sort_keys=False))
     assert load_config(path) == dataclasses.replace(parse_config(DOC, tmp_path), source=path)
+
+
+def test_parse_config_wan_delays_symmetric(doc: dict[str, Any]) -> None:
+    names = [r["name"] for r in doc["regions"]]
+    doc["wan"] = {"delays_ms": {names[0]: {names[1]: 45}}}
+    config = parse_config(doc, Path("/tmp"))
+    assert config.wan.delays_ms[(names[0], names[1])] == 45.0
+    assert config.wan.delays_ms[(names[1], names[0])] == 45.0
+
+
+def test_parse_config_wan_unknown_region_rejected(doc: dict[str, Any]) -> None:
+    doc["wan"] = {"delays_ms": {"mars": {}}}
+    assert error_of(doc) == 'wan.delays_ms: unknown region "mars"'

@@ -1,0 +1,201 @@
+"""Geo-routing: which PoP serves a key this node may not hold, and forwarding to it.
+
+A node outside a key's placement stores nothing for it: it forwards the call
+to the nearest node in an allowed region — nearest by measured heartbeat RTT,
+falling back to the great-circle distance between region locations for nodes
+not measured yet — and fails over to the next one. If none answers, the call
+fails with UNAVAILABLE; it never falls back to storing locally. Forwarded calls
+carry ``edgekv-forwarded-by`` metadata so a misrouted call is refused instead
+of bouncing between nodes. Keys and values of forwarded calls are never logged
+at info level, cached or queued for replication here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from edgekv.cluster.geo import great_circle_km
+from edgekv.cluster.membership import Membership
+from edgekv.cluster.placement import PlacementRules
+from edgekv.config import ClusterConfig, NodeConfig
+from edgekv.errors import FailedPrecondition, Unavailable
+from edgekv.v1 import kv_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+FORWARDED_BY = "edgekv-forwarded-by"
+DEFAULT_FORWARD_TIMEOUT_S = 10.0
+# Codes after which the next allowed PoP is tried; anything else is the answer.
+_FAILOVER_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+class Router:
+    """Placement checks and forwarding for one node. Runs on the node's loop."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        self_spec: NodeConfig,
+        placement: PlacementRules,
+        *,
+        membership: Membership | None,
+        forward_addresses: Mapping[str, str] | None = None,
+        channel_factory: Callable[[str], grpc.aio.Channel] | None = None,
+    ) -> None:
+        self.config = config
+        self.spec = self_spec
+        self.region = self_spec.region
+        self.placement = placement
+        self.membership = membership
+        self._addresses = {
+            n.id: (forward_addresses or {}).get(n.id, n.listen)
+            for n in config.nodes
+            if n.id != self_spec.id
+        }
+        self._channel_factory = channel_factory or grpc.aio.insecure_channel
+        self._stubs: dict[str, kv_pb2_grpc.KVStub] = {}
+        self._channels: list[grpc.aio.Channel] = []
+        self._distance_km = {
+            r.name: great_circle_km(config.region(self.region).location, r.location)
+            for r in config.regions
+        }
+        # With no placement rules every key is local: skip the lookup entirely.
+        self.everything_local = placement.is_global()
+        self.forwarded_calls = 0
+
+    def is_local(self, key: bytes) -> bool:
+        """May this node hold ``key``?"""
+        return self.everything_local or self.region in self.placement.regions_for(key)
+
+    def candidates(self, key: bytes) -> list[str]:
+        """Nodes that may hold ``key``, nearest first (RTT, then distance)."""
+        regions = self.placement.regions_for(key)
+        nodes = [n for n in self.config.nodes if n.region in regions and n.id != self.spec.id]
+        return sorted((n.id for n in nodes), key=self._distance_rank)
+
+    def _distance_rank(self, node_id: str) -> tuple[int, float]:
+        health = self.membership.peers.get(node_id) if self.membership else None
+        if health is not None and health.reachable and health.rtt_ms > 0:
+            return (0, health.rtt_ms)
+        region = self.config.node(node_id).region
+        # Unmeasured: ~1 ms of RTT per 100 km is the right order for fibre.
+        estimate = self._distance_km[region] / 100.0
+        return (1 if health is None or health.reachable else 2, estimate)
+
+    def stub(self, node_id: str) -> kv_pb2_grpc.KVStub:
+        stub = self._stubs.get(node_id)
+        if stub is None:
+            channel = self._channel_factory(self._addresses[node_id])
+            self._channels.append(channel)
+            stub = self._stubs[node_id] = kv_pb2_grpc.KVStub(channel)
+        return stub
+
+    async def forward(
+        self,
+        method: str,
+        request: Any,
+        key: bytes,
+        *,
+        timeout_s: float | None = None,
+        targets: Sequence[str] | None = None,
+    ) -> Any:
+        """Call ``method`` on the nearest reachable node allowed to hold ``key``.
+
+        Raises Unavailable naming the nodes tried when none answers.
+        """
+        tried: list[str] = []
+        last_error = ""
+        for node_id in targets if targets is not None else self.candidates(key):
+            tried.append(node_id)
+            call = getattr(self.stub(node_id), method)
+            try:
+                self.forwarded_calls += 1
+                return await call(
+                    request,
+                    timeout=timeout_s or DEFAULT_FORWARD_TIMEOUT_S,
+                    metadata=((FORWARDED_BY, self.spec.id),),
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in _FAILOVER_CODES:
+                    raise
+                last_error = f"{node_id}: {exc.code().name}"
+                log.debug("forward %s to %s failed: %s", method, node_id, exc.code().name)
+        raise self._unavailable(key, tried, last_error)
+
+    def _unavailable(self, key: bytes, tried: list[str], last_error: str) -> Unavailable:
+        regions = ", ".join(sorted(self.placement.regions_for(key)))
+        if not tried:
+            return Unavailable(f"no node in the key's allowed regions ({regions}) is configured")
+        return Unavailable(
+            f"no node allowed to hold this key (regions: {regions}) is reachable; "
+            f"tried {', '.join(tried)} (last: {last_error})"
+        )
+
+    def refuse_misrouted(self, forwarded_by: str | None) -> None:
+        """A forwarded call for a key we may not hold: refuse rather than bounce it on."""
+        raise FailedPrecondition(
+            f"node {self.spec.id} (region {self.region}) may not hold this key and the call was "
+            f"already forwarded by {forwarded_by}; the nodes disagree on placement rules"
+        )
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+        self._channels.clear()
+        self._stubs.clear()
+
+
+def rule_range(prefix: bytes) -> tuple[bytes, bytes]:
+    """The key range [prefix, end) a placement rule governs (end b"" = unbounded)."""
+    from edgekv.storage.engine import prefix_end
+
+    return prefix, prefix_end(prefix)
+
+
+def overlaps(lo: bytes, hi: bytes, start: bytes, end: bytes) -> bool:
+    """Whether [lo, hi) and [start, end) intersect (b"" as an end means unbounded)."""
+    return (not end or lo < end) and (not hi or start < hi)
+
+
+def intersect(lo: bytes, hi: bytes, start: bytes, end: bytes) -> tuple[bytes, bytes]:
+    new_lo = max(lo, start)
+    if not hi:
+        return new_lo, end
+    if not end:
+        return new_lo, hi
+    return new_lo, min(hi, end)
+
+
+class ScanSource:
+    """One source's page of a stitched scan: its items and where it would resume."""
+
+    __slots__ = ("items", "resume")
+
+    def __init__(self, items: list[Any], resume: bytes) -> None:
+        self.items = items  # objects with a ``key`` attribute, in key order
+        self.resume = resume  # b"" when the source has nothing more in its range
+
+
+def merge_scan_pages(sources: Sequence[ScanSource], limit: int) -> tuple[list[Any], bytes]:
+    """Merge pages of several sources into one page of at most ``limit`` items.
+
+    Items are deduplicated by key (nested placement rules can make two sources
+    hold one key; any holder's copy converges to the same value). Nothing is
+    emitted past the lowest point where a source still has more, so no key is
+    skipped; the returned token resumes exactly there.
+    """
+    cut = min((s.resume for s in sources if s.resume), default=b"")
+    merged: dict[bytes, Any] = {}
+    for source in sources:
+        for item in source.items:
+            if (not cut or item.key < cut) and item.key not in merged:
+                merged[item.key] = item
+    items = [merged[k] for k in sorted(merged)]
+    if len(items) > limit:
+        items = items[:limit]
+        return items, items[-1].key + b"\x00"
+    return items, cut
