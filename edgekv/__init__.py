@@ -1,10 +1,49 @@
-"""edgekv: an edge-native, globally replicated key-value store."""
+"""edgekv: an edge-native, globally replicated key-value store.
+
+The SDK: ``edgekv.Client`` (sync) and ``edgekv.AsyncClient`` (asyncio).
+"""
 
 from __future__ import annotations
 
-from edgekv.errors import EdgeKVError
+from edgekv.client import (
+    AsyncClient,
+    Client,
+    Delete,
+    Entry,
+    Put,
+    RetryPolicy,
+    Version,
+    WatchEvent,
+    WriteResult,
+)
+from edgekv.errors import (
+    EdgeKVError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from edgekv.native import ACTIVE as READ_PATH
 
 __version__ = "0.1.0"
 
-__all__ = ["READ_PATH", "EdgeKVError", "__version__"]
+__all__ = [
+    "READ_PATH",
+    "AsyncClient",
+    "Client",
+    "Delete",
+    "EdgeKVError",
+    "Entry",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "Put",
+    "ResourceExhausted",
+    "RetryPolicy",
+    "Unavailable",
+    "Version",
+    "WatchEvent",
+    "WriteResult",
+    "__version__",
+]
