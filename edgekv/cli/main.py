@@ -6,12 +6,9 @@ import sys
 
 import click
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_UNAVAILABLE = 4
-EXIT_AUDIT_VIOLATIONS = 5
+from edgekv.cli import exitcodes as codes
+from edgekv.cli.cluster import cluster
+from edgekv.cli.kv import delete, get, put, scan, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,30 +17,70 @@ def main() -> None:
     """edgekv: an edge-native, globally replicated key-value store."""
 
 
+for _command in (get, put, delete, scan, status, cluster):
+    main.add_command(_command)
+
+
+@main.command()
+def doctor() -> None:
+    """Show the installation: versions and which read path (compiled or Python) is active."""
+    import platform
+    from importlib.metadata import version
+
+    from edgekv import __version__, native
+
+    click.echo(f"edgekv      {__version__}")
+    click.echo(f"read path   {native.ACTIVE}" + ("" if native.ACTIVE == "cython" else
+               "  (slow fallback: run `make build` to compile native/)"))  # fmt: skip
+    click.echo(f"python      {platform.python_version()} ({platform.machine()})")
+    for dist in ("grpcio", "protobuf", "rocksdict", "uvloop"):
+        click.echo(f"{dist:<11} {version(dist)}")
+
+
 def _parse_peer_addresses(values: tuple[str, ...], option: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for value in values:
         node, sep, address = value.partition("=")
         if not sep or not node or not address:
-            raise click.BadParameter(
-                f"{value!r} is not NODE=HOST:PORT", param_hint=option
-            )
+            raise click.BadParameter(f"{value!r} is not NODE=HOST:PORT", param_hint=option)
         out[node] = address
     return out
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="Cluster file (YAML).")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Cluster file (YAML).",
+)
 @click.option("--node", "node_id", required=True, help="This node's id in the cluster file.")
-@click.option("--ready-file", type=click.Path(dir_okay=False),
-              help="Write a JSON line with the bound addresses here once serving.")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--peer-address", "peer_addresses", multiple=True, metavar="NODE=HOST:PORT",
-              help="Dial this peer's replication port at another address (a proxy); repeatable.")
-@click.option("--forward-address", "forward_addresses", multiple=True, metavar="NODE=HOST:PORT",
-              help="Forward client calls to this node at another address (a proxy); repeatable.")
+@click.option(
+    "--ready-file",
+    type=click.Path(dir_okay=False),
+    help="Write a JSON line with the bound addresses here once serving.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.option(
+    "--peer-address",
+    "peer_addresses",
+    multiple=True,
+    metavar="NODE=HOST:PORT",
+    help="Dial this peer's replication port at another address (a proxy); repeatable.",
+)
+@click.option(
+    "--forward-address",
+    "forward_addresses",
+    multiple=True,
+    metavar="NODE=HOST:PORT",
+    help="Forward client calls to this node at another address (a proxy); repeatable.",
+)
 def serve(
     config_path: str,
     node_id: str,
@@ -67,11 +104,19 @@ def serve(
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="Cluster file (YAML).")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Cluster file (YAML).",
+)
 @click.option("--node", "node_id", required=True, help="The node to audit.")
-@click.option("--offline", is_flag=True,
-              help="Open the stopped node's data directory instead of asking the live node.")
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Open the stopped node's data directory instead of asking the live node.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def audit(config_path: str, node_id: str, offline: bool, as_json: bool) -> None:
     """Prove data residency: list keys stored on a node that its placement forbids.
@@ -100,7 +145,7 @@ def audit(config_path: str, node_id: str, offline: bool, as_json: bool) -> None:
             )
     except EdgeKVError as exc:
         click.echo(f"edgekv: {exc}", err=True)
-        sys.exit(EXIT_ERROR)
+        sys.exit(codes.ERROR)
     assert isinstance(report, AuditReport)
     if as_json:
         click.echo(_json.dumps({
@@ -116,7 +161,7 @@ def audit(config_path: str, node_id: str, offline: bool, as_json: bool) -> None:
         )
         for cf, key in report.samples:
             click.echo(f"  {cf:6}  {key.decode('utf-8', 'backslashreplace')}")
-    sys.exit(EXIT_AUDIT_VIOLATIONS if report.total_violations else EXIT_OK)
+    sys.exit(codes.AUDIT_VIOLATIONS if report.total_violations else codes.OK)
 
 
 def _audit_live(endpoint: str) -> object | None:

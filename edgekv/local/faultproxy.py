@@ -62,7 +62,9 @@ class FaultProxy:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            conns = list(self._conns)
             self._drop_all()
+            await asyncio.gather(*conns, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
 
@@ -129,6 +131,8 @@ class FaultProxy:
             await deliverer
         finally:
             deliverer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await deliverer
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:
@@ -184,6 +188,12 @@ class ProxyHost:
 
         async def stop_all() -> None:
             await asyncio.gather(*(p.stop() for p in self.proxies), return_exceptions=True)
+            # Connections still being torn down (or accepted meanwhile): finish them
+            # here, so no coroutine is left suspended when the loop closes.
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
 
         with contextlib.suppress(Exception):
             self._run(stop_all())

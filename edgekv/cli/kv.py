@@ -1,0 +1,217 @@
+"""Client commands: get, put, delete, scan, status, members.
+
+Each takes ``--endpoint HOST:PORT`` or ``--config FILE --node ID``; ``--json``
+prints one JSON object per result for scripts. Bytes print as UTF-8 text when
+they decode, otherwise as base64 with ``"encoding": "base64"`` in JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from edgekv.cli import exitcodes as codes
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def endpoint_options(fn: F) -> F:
+    """--endpoint, or --config/--node, plus --timeout and --json."""
+    fn = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")(fn)
+    fn = click.option("--timeout", "timeout_s", type=float, default=5.0, show_default=True,
+                      help="Seconds per call.")(fn)  # fmt: skip
+    fn = click.option("--node", "node_id", help="Node id in --config.")(fn)
+    fn = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                      help="Cluster file; with --node, talk to that node.")(fn)  # fmt: skip
+    fn = click.option("--endpoint", "-e", envvar="EDGEKV_ENDPOINT",
+                      help="Node address HOST:PORT (or $EDGEKV_ENDPOINT).")(fn)  # fmt: skip
+    return fn
+
+
+def resolve_endpoint(endpoint: str | None, config_path: str | None, node_id: str | None) -> str:
+    if endpoint:
+        return endpoint
+    if config_path and node_id:
+        from edgekv.config import load_config
+
+        return load_config(config_path).node(node_id).listen
+    raise click.UsageError("give --endpoint HOST:PORT, or --config FILE and --node ID")
+
+
+def handle_errors(fn: F) -> F:
+    """Map EdgeKVError to a one-line message on stderr and the documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from edgekv.errors import EdgeKVError, NotFound, Unavailable
+
+        try:
+            return fn(*args, **kwargs)
+        except EdgeKVError as exc:
+            click.echo(f"edgekv: {exc}", err=True)
+            if isinstance(exc, Unavailable):
+                sys.exit(codes.UNAVAILABLE)
+            if isinstance(exc, NotFound):
+                sys.exit(codes.NOT_FOUND)
+            sys.exit(codes.ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def client_for(endpoint: str, timeout_s: float) -> Any:
+    from edgekv.client import Client
+
+    # One node was named: talk to it, do not re-route (forwarding still applies).
+    return Client(endpoint, timeout_s=timeout_s, discover=False)
+
+
+def render_bytes(data: bytes) -> dict[str, str]:
+    try:
+        return {"text": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode("ascii")}
+
+
+def entry_json(entry: Any) -> dict[str, Any]:
+    key, value = render_bytes(entry.key), render_bytes(entry.value)
+    return {
+        "key": key.get("text", key.get("base64")),
+        "key_encoding": "utf-8" if "text" in key else "base64",
+        "value": value.get("text", value.get("base64")),
+        "value_encoding": "utf-8" if "text" in value else "base64",
+        "version": {"timestamp": entry.version.timestamp, "origin": entry.version.origin},
+        "expires_at_ms": entry.expires_at_ms,
+        "served_by": entry.served_by,
+    }
+
+
+def show_bytes(data: bytes) -> str:
+    return data.decode("utf-8", "backslashreplace")
+
+
+@click.command()
+@click.argument("key")
+@endpoint_options
+@handle_errors
+def get(key: str, endpoint: str | None, config_path: str | None, node_id: str | None,
+        timeout_s: float, as_json: bool) -> None:  # fmt: skip
+    """Print the value of KEY (raw bytes on stdout); exit 3 if it is absent."""
+    with client_for(resolve_endpoint(endpoint, config_path, node_id), timeout_s) as client:
+        entry = client.get(key)
+    if entry is None:
+        if as_json:
+            click.echo(json.dumps({"key": key, "found": False}))
+        else:
+            click.echo(f"edgekv: key {key!r} not found", err=True)
+        sys.exit(codes.NOT_FOUND)
+    if as_json:
+        click.echo(json.dumps({"found": True, **entry_json(entry)}))
+    else:
+        sys.stdout.buffer.write(entry.value)
+        if sys.stdout.isatty():
+            sys.stdout.buffer.write(b"\n")
+        sys.stdout.flush()
+
+
+@click.command()
+@click.argument("key")
+@click.argument("value", required=False)
+@click.option("--ttl-ms", type=click.IntRange(min=0), default=0, help="Expire after this long.")
+@endpoint_options
+@handle_errors
+def put(key: str, value: str | None, ttl_ms: int, endpoint: str | None, config_path: str | None,
+        node_id: str | None, timeout_s: float, as_json: bool) -> None:  # fmt: skip
+    """Store VALUE under KEY; VALUE omitted or "-" reads stdin (bytes as they are)."""
+    data = sys.stdin.buffer.read() if value in (None, "-") else value.encode("utf-8")
+    with client_for(resolve_endpoint(endpoint, config_path, node_id), timeout_s) as client:
+        result = client.put(key, data, ttl_ms=ttl_ms)
+    report_write("stored", key, result, as_json)
+
+
+@click.command()
+@click.argument("key")
+@endpoint_options
+@handle_errors
+def delete(key: str, endpoint: str | None, config_path: str | None, node_id: str | None,
+           timeout_s: float, as_json: bool) -> None:  # fmt: skip
+    """Delete KEY (succeeds for a missing key too)."""
+    with client_for(resolve_endpoint(endpoint, config_path, node_id), timeout_s) as client:
+        result = client.delete(key)
+    report_write("deleted", key, result, as_json)
+
+
+def report_write(what: str, key: str, result: Any, as_json: bool) -> None:
+    version = result.version
+    if as_json:
+        click.echo(json.dumps({
+            "key": key, "version": {"timestamp": version.timestamp, "origin": version.origin},
+            "served_by": result.served_by,
+        }))  # fmt: skip
+    else:
+        click.echo(f"{what} {key} (version {version.timestamp}@{version.origin}, "
+                   f"served by {result.served_by})")  # fmt: skip
+
+
+@click.command()
+@click.argument("prefix", required=False, default="")
+@click.option("--start", default="", help="Inclusive lower bound.")
+@click.option("--end", default="", help="Exclusive upper bound.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N items in all.")
+@click.option("--keys-only", is_flag=True, help="Print keys only.")
+@endpoint_options
+@handle_errors
+def scan(prefix: str, start: str, end: str, limit: int | None, keys_only: bool,
+         endpoint: str | None, config_path: str | None, node_id: str | None,
+         timeout_s: float, as_json: bool) -> None:  # fmt: skip
+    """List keys under PREFIX (and/or in [--start, --end)), paging as needed."""
+    with client_for(resolve_endpoint(endpoint, config_path, node_id), timeout_s) as client:
+        for entry in client.scan(prefix, start=start, end=end, keys_only=keys_only, limit=limit):
+            if as_json:
+                click.echo(json.dumps(entry_json(entry)))
+            elif keys_only:
+                click.echo(show_bytes(entry.key))
+            else:
+                click.echo(f"{show_bytes(entry.key)}\t{show_bytes(entry.value)}")
+
+
+@click.command()
+@endpoint_options
+@handle_errors
+def status(endpoint: str | None, config_path: str | None, node_id: str | None, timeout_s: float,
+           as_json: bool) -> None:  # fmt: skip
+    """Show the node's status and the cluster as it sees it (RTT, lag)."""
+    with client_for(resolve_endpoint(endpoint, config_path, node_id), timeout_s) as client:
+        st = client.status()
+        members = client.members()
+    if as_json:
+        click.echo(json.dumps({
+            "node_id": st.node_id, "region": st.region, "cluster": st.cluster,
+            "uptime_s": st.uptime_s, "key_count": st.key_count, "read_path": st.read_path,
+            "server_version": st.server_version, "last_seq": st.last_seq,
+            "sync_writes": st.sync_writes,
+            "members": [dataclasses.asdict(m) for m in members],
+        }))  # fmt: skip
+        return
+    click.echo(f"node      {st.node_id} ({st.region}) in cluster {st.cluster}")
+    click.echo(f"version   edgekv {st.server_version}, read path {st.read_path}")
+    click.echo(f"uptime    {st.uptime_s:.0f} s, ~{st.key_count} records, last seq {st.last_seq}")
+    durability = "fsync per write (group commit)" if st.sync_writes else "WAL, no fsync"
+    click.echo(f"durable   {durability}")
+    click.echo("")
+    rows = [("NODE", "REGION", "ENDPOINT", "STATE", "RTT ms", "LAG entries", "LAG s")]
+    for m in members:
+        state = "self" if m.is_self else ("up" if m.reachable else "DOWN")
+        rtt = "-" if m.is_self else f"{m.rtt_ms:.2f}"
+        lag_e = "-" if m.is_self else str(m.lag_entries)
+        lag_s = "-" if m.is_self else f"{m.lag_seconds:.3f}"
+        rows.append((m.node_id, m.region, m.endpoint, state, rtt, lag_e, lag_s))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
