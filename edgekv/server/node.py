@@ -10,6 +10,7 @@ response is sent, so a drain-then-close loses nothing.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -426,6 +427,16 @@ def _write_ready_file(path: str, node: Node) -> None:
     os.replace(tmp, path)
 
 
+def _tune_gc() -> None:
+    """Fewer, later collections: a request allocates only short-lived objects that
+    reference counting frees, and the long-lived ones built at start-up never need
+    scanning again. Cuts the p99 pauses of the cyclic collector."""
+    gc.collect()
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, 50_000), gen1, gen2)
+
+
 async def _serve(
     config: ClusterConfig,
     node_id: str,
@@ -441,6 +452,7 @@ async def _serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await node.start()
+    _tune_gc()
     if ready_file:
         _write_ready_file(ready_file, node)
     await stop.wait()
