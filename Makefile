@@ -28,7 +28,7 @@ proto: $(STAMP)
 	$(PY) setup.py --quiet build_ext --inplace
 
 run: build
-	$(PY) -m edgekv.local.demo
+	$(VENV)/bin/edgekv cluster up --config deploy/local/cluster.yaml --wan --demo
 
 test: build
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
 import threading
@@ -27,7 +26,9 @@ def cluster() -> None:
     help="Emulate inter-region delays (cluster file's wan.delays_ms, else distance).",
 )
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Where node logs go.")
-def up(config_path: str, wan: bool, run_dir: str | None) -> None:
+@click.option("--demo", is_flag=True,
+              help="Once up, run the tour: replication lag, local vs forwarded reads, audit.")
+def up(config_path: str, wan: bool, run_dir: str | None, demo: bool) -> None:
     """Start every node of the cluster file and serve until Ctrl-C."""
     from edgekv.errors import EdgeKVError
     from edgekv.local.cluster import LocalCluster
@@ -38,7 +39,8 @@ def up(config_path: str, wan: bool, run_dir: str | None) -> None:
         click.echo(f"edgekv: {exc}", err=True)
         sys.exit(codes.ERROR)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     with local:
         try:
             local.start()
@@ -50,7 +52,10 @@ def up(config_path: str, wan: bool, run_dir: str | None) -> None:
             click.echo(f"{spec.id:<10} {spec.region:<14} {proc.endpoint:<22} log {proc.log_path}")
         if wan:
             click.echo("WAN emulation on: inter-region links carry realistic one-way delays")
+        if demo:
+            from edgekv.local.demo import tour
+
+            tour(local)
         click.echo("serving; Ctrl-C stops every node cleanly")
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+        stop.wait()
         click.echo("stopping...")
