@@ -123,7 +123,7 @@ class ReplicationSettings:
     heartbeat_interval_s: float = 1.0
     antientropy_interval_s: float = 30.0
     batch_entries: int = 512
-    max_inflight_batches: int = 4
+    max_inflight_batches: int = 64
     log_trim_interval_s: float = 5.0
     log_retention_entries: int = 1_000_000
     log_retention_s: float = 24 * 3600.0

@@ -3,9 +3,10 @@
 One ``PeerSender`` per peer holds all of that peer's state (cursor, in-flight
 batches, failures, last contact), as hashicorp/raft's followerReplication does.
 Shipping starts the moment a write commits (the change feed wakes the
-sender); there is no polling interval. At most ``max_inflight`` unacknowledged
-batches are outstanding, and batches are read from the on-disk log, so a slow
-or dead peer costs bounded memory and never slows local writes or other peers.
+sender); there is no polling interval. Unacknowledged batches are bounded in
+count and bytes (a window sized for long, fat WAN links, so a 100 ms link still
+streams), and batches are read from the on-disk log, so a slow or dead peer
+costs bounded memory and never slows local writes or other peers.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,12 +32,48 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class SenderSettings:
     batch_entries: int = 512
-    max_inflight: int = 4
+    max_batch_bytes: int = 4 * 1024 * 1024
+    max_inflight: int = 64  # unacknowledged batches
+    max_inflight_bytes: int = 16 * 1024 * 1024
     initial_backoff_s: float = 0.05
     max_backoff_s: float = 2.0
     # An idle stream still sends an empty batch this often, so the peer's lag
     # figures stay fresh and a dead connection is noticed.
     keepalive_s: float = 5.0
+
+
+class _Window:
+    """Batches sent but not yet acknowledged: bounded in count and bytes.
+
+    One batch is always allowed, however large, so progress never stalls.
+    Owned by one stream of one PeerSender.
+    """
+
+    def __init__(self, max_batches: int, max_bytes: int) -> None:
+        self._max_batches = max_batches
+        self._max_bytes = max_bytes
+        self._pending: deque[tuple[int, int]] = deque()  # (through_seq, bytes)
+        self.bytes = 0
+        self._changed = asyncio.Event()
+
+    def has_room(self) -> bool:
+        return not self._pending or (
+            len(self._pending) < self._max_batches and self.bytes < self._max_bytes
+        )
+
+    async def wait_for_room(self) -> None:
+        while not self.has_room():
+            self._changed.clear()
+            await self._changed.wait()
+
+    def sent(self, through_seq: int, nbytes: int) -> None:
+        self._pending.append((through_seq, nbytes))
+        self.bytes += nbytes
+
+    def acked(self, seq: int) -> None:
+        while self._pending and self._pending[0][0] <= seq:
+            self.bytes -= self._pending.popleft()[1]
+        self._changed.set()
 
 
 class PeerSender:
@@ -134,7 +172,7 @@ class PeerSender:
         channel = self._channel_factory(self.address)
         stub = replication_pb2_grpc.ReplicationStub(channel)
         call = stub.Replicate()
-        inflight = asyncio.Semaphore(self.settings.max_inflight)
+        inflight = _Window(self.settings.max_inflight, self.settings.max_inflight_bytes)
         reader = asyncio.create_task(self._read_acks(call, inflight))
         try:
             await call.write(replication_pb2.ReplicateRequest(hello=self._hello))
@@ -143,9 +181,7 @@ class PeerSender:
             reader.cancel()
             call.cancel()
 
-    async def _read_acks(
-        self, call: grpc.aio.StreamStreamCall, inflight: asyncio.Semaphore
-    ) -> None:
+    async def _read_acks(self, call: grpc.aio.StreamStreamCall, inflight: _Window) -> None:
         async for ack in call:
             if ack.acked_seq > self.acked_seq:
                 self.acked_seq = ack.acked_seq
@@ -160,13 +196,13 @@ class PeerSender:
             self.failures = 0
             self.last_error = ""
             self.last_ack_monotonic = time.monotonic()
-            inflight.release()
+            inflight.acked(ack.acked_seq)
         raise EdgeKVError(f"peer {self.peer_id} closed the replication stream")
 
     async def _ship(
         self,
         call: grpc.aio.StreamStreamCall,
-        inflight: asyncio.Semaphore,
+        inflight: _Window,
         reader: asyncio.Task[None],
     ) -> None:
         engine = self.engine
@@ -185,26 +221,29 @@ class PeerSender:
                     if self._on_repair_needed is not None:
                         self._on_repair_needed(self.peer_id)
                 next_seq = first
-            await inflight.acquire()
+            await inflight.wait_for_room()
             if reader.done():
                 reader.result()  # re-raise why the ack stream ended
             self._wake.clear()
             entries = engine.read_log(next_seq, settings.batch_entries)
             if not entries:
-                inflight.release()
                 try:
                     await asyncio.wait_for(self._wake.wait(), settings.keepalive_s)
                 except TimeoutError:
-                    await inflight.acquire()
+                    inflight.sent(next_seq - 1, 0)
                     await call.write(self._batch([], next_seq - 1))
                 continue
-            through = entries[-1].seq
             allowed = self._allowed
-            shipped = [
-                replication_pb2.LogEntry(seq=e.seq, key=e.key, record=e.record)
-                for e in entries
-                if allowed(e.key)
-            ]
+            shipped = []
+            nbytes = 0
+            for e in entries:
+                if allowed(e.key):
+                    shipped.append(replication_pb2.LogEntry(seq=e.seq, key=e.key, record=e.record))
+                    nbytes += len(e.key) + len(e.record)
+                through = e.seq
+                if nbytes >= settings.max_batch_bytes:
+                    break  # the rest goes in the next batch
+            inflight.sent(through, nbytes)
             await call.write(self._batch(shipped, through))
             self.sent_seq = through
             next_seq = through + 1
