@@ -90,6 +90,7 @@ class NodeConfig:
     listen: str
     peer_listen: str | None
     data_dir: Path
+    metrics_listen: str | None = None  # Prometheus /metrics over HTTP, host:port
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,53 @@ class ReplicationSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """TLS for the client port and mutual TLS between peers.
+
+    ``cert_file`` and ``key_file`` may contain ``{node}``, replaced by the node
+    id, so one cluster file serves every node. Peers must present a certificate
+    signed by ``ca_file``; clients verify the node's certificate with it.
+    """
+
+    ca_file: Path
+    cert_file: str
+    key_file: str
+
+    def cert_for(self, node_id: str) -> Path:
+        return Path(self.cert_file.replace("{node}", node_id))
+
+    def key_for(self, node_id: str) -> Path:
+        return Path(self.key_file.replace("{node}", node_id))
+
+
+AUTH_SCOPES = ("read", "write", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSpec:
+    """A bearer token, by its SHA-256 (never the secret), with a scope and prefixes."""
+
+    name: str
+    sha256: bytes
+    scope: str  # read < write < admin
+    prefixes: tuple[bytes, ...] = ()  # empty: every key
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """``mode: tokens`` checks bearer tokens; ``disabled`` is for local development only."""
+
+    mode: str
+    tokens: tuple[TokenSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    tls: TlsSettings | None = None
+    auth: AuthSettings | None = None  # None: not configured, the node refuses to start
+
+
+@dataclass(frozen=True, slots=True)
 class WanSettings:
     """One-way delays between regions for the local launcher's WAN emulation.
 
@@ -160,6 +208,7 @@ class ClusterConfig:
     source: Path | None = None
     replication: ReplicationSettings = ReplicationSettings()
     wan: WanSettings = WanSettings()
+    security: SecuritySettings = SecuritySettings()
     # Lookup tables derived from the fields above; never compared or printed.
     _node_by_id: dict[str, NodeConfig] = field(init=False, repr=False, compare=False)
     _region_by_name: dict[str, Region] = field(init=False, repr=False, compare=False)
@@ -240,7 +289,7 @@ def parse_config(doc: object, base_dir: Path) -> ClusterConfig:
         top,
         "cluster file",
         required=("cluster", "regions", "nodes"),
-        optional=("placement", "limits", "storage", "replication", "wan"),
+        optional=("placement", "limits", "storage", "replication", "wan", "security"),
     )
     cluster = _ident(top["cluster"], "cluster", "cluster name")
     regions = _parse_regions(top["regions"])
@@ -256,6 +305,7 @@ def parse_config(doc: object, base_dir: Path) -> ClusterConfig:
         storage=_parse_storage(top.get("storage")),
         replication=_parse_replication(top.get("replication")),
         wan=_parse_wan(top.get("wan"), region_names),
+        security=_parse_security(top.get("security"), base_dir),
     )
 
 
@@ -351,7 +401,7 @@ def _parse_nodes(value: object, region_names: set[str], base_dir: Path) -> tuple
             entry,
             where,
             required=("id", "region", "listen", "data_dir"),
-            optional=("peer_listen",),
+            optional=("peer_listen", "metrics_listen"),
         )
         node_id = _ident(entry["id"], f"{where}.id", "node id")
         if node_id in first_index:
@@ -380,6 +430,11 @@ def _parse_nodes(value: object, region_names: set[str], base_dir: Path) -> tuple
                 listen=listen,
                 peer_listen=peer_listen,
                 data_dir=_data_dir(entry["data_dir"], f"{where}.data_dir", base_dir),
+                metrics_listen=(
+                    None
+                    if entry.get("metrics_listen") is None
+                    else _address(entry["metrics_listen"], f"{where}.metrics_listen", addresses)
+                ),
             )
         )
     return tuple(nodes)
@@ -529,6 +584,70 @@ def _parse_replication(value: object) -> ReplicationSettings:
     )
 
 
+def _parse_security(value: object, base_dir: Path) -> SecuritySettings:
+    if value is None:
+        return SecuritySettings()
+    entry = _mapping(value, "security")
+    _check_keys(entry, "security", required=(), optional=("tls", "auth"))
+    tls = None
+    if entry.get("tls") is not None:
+        t = _mapping(entry["tls"], "security.tls")
+        _check_keys(t, "security.tls", required=("ca_file", "cert_file", "key_file"), optional=())
+
+        def path(key: str) -> str:
+            text = _string(t[key], f"security.tls.{key}")
+            return text if Path(text).is_absolute() else str(base_dir / text)
+
+        tls = TlsSettings(Path(path("ca_file")), path("cert_file"), path("key_file"))
+    auth = None
+    if entry.get("auth") is not None:
+        a = _mapping(entry["auth"], "security.auth")
+        _check_keys(a, "security.auth", required=("mode",), optional=("tokens",))
+        mode = a["mode"]
+        if mode not in ("tokens", "disabled"):
+            raise ConfigError(
+                f"security.auth.mode: {_show(mode)} is not allowed; use tokens, or disabled "
+                "(local development only)"
+            )
+        tokens = []
+        names: set[str] = set()
+        raw_tokens = a.get("tokens") or []
+        if not isinstance(raw_tokens, list):
+            raise ConfigError(f"security.auth.tokens: expected a list, got {_show(raw_tokens)}")
+        for i, item in enumerate(raw_tokens):
+            where = f"security.auth.tokens[{i}]"
+            tok = _mapping(item, where)
+            _check_keys(tok, where, required=("name", "sha256", "scope"), optional=("prefixes",))
+            name = _string(tok["name"], f"{where}.name")
+            if name in names:
+                raise ConfigError(f"{where}.name: duplicate token name {_show(name)}")
+            names.add(name)
+            digest = _string(tok["sha256"], f"{where}.sha256").lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise ConfigError(
+                    f"{where}.sha256: expected 64 hex digits (sha256 of the token, never the "
+                    "token itself)"
+                )
+            scope = tok["scope"]
+            if scope not in AUTH_SCOPES:
+                raise ConfigError(
+                    f"{where}.scope: {_show(scope)} is not allowed; use one of "
+                    f"{', '.join(AUTH_SCOPES)}"
+                )
+            raw_prefixes = tok.get("prefixes") or []
+            if not isinstance(raw_prefixes, list):
+                raise ConfigError(f"{where}.prefixes: expected a list, got {_show(raw_prefixes)}")
+            prefixes = tuple(
+                _string(p, f"{where}.prefixes[{j}]").encode("utf-8")
+                for j, p in enumerate(raw_prefixes)
+            )
+            tokens.append(TokenSpec(name, bytes.fromhex(digest), scope, prefixes))
+        if mode == "tokens" and not tokens:
+            raise ConfigError("security.auth.tokens: mode is tokens but no token is configured")
+        auth = AuthSettings(mode, tuple(tokens))
+    return SecuritySettings(tls, auth)
+
+
 def _parse_wan(value: object, region_names: set[str]) -> WanSettings:
     if value is None:
         return WanSettings()
@@ -669,6 +788,7 @@ def _with_source(config: ClusterConfig, source: Path) -> ClusterConfig:
         source=source,
         replication=config.replication,
         wan=config.wan,
+        security=config.security,
     )
 
 

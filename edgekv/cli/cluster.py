@@ -26,8 +26,11 @@ def cluster() -> None:
     help="Emulate inter-region delays (cluster file's wan.delays_ms, else distance).",
 )
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Where node logs go.")
-@click.option("--demo", is_flag=True,
-              help="Once up, run the tour: replication lag, local vs forwarded reads, audit.")
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Once up, run the tour: replication lag, local vs forwarded reads, audit.",
+)
 def up(config_path: str, wan: bool, run_dir: str | None, demo: bool) -> None:
     """Start every node of the cluster file and serve until Ctrl-C."""
     from edgekv.errors import EdgeKVError

@@ -13,6 +13,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -23,8 +24,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def endpoint_options(fn: F) -> F:
-    """--endpoint, or --config/--node, plus --timeout and --json."""
+    """--endpoint, or --config/--node, plus --timeout, --json, --token and --ca-file."""
     fn = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")(fn)
+    fn = click.option("--token", envvar="EDGEKV_TOKEN",
+                      help="Bearer token (or $EDGEKV_TOKEN).")(fn)  # fmt: skip
+    fn = click.option("--ca-file", envvar="EDGEKV_CA_FILE", type=click.Path(dir_okay=False),
+                      help="CA certificate for TLS (default: the cluster file's).")(fn)  # fmt: skip
     fn = click.option("--timeout", "timeout_s", type=float, default=5.0, show_default=True,
                       help="Seconds per call.")(fn)  # fmt: skip
     fn = click.option("--node", "node_id", help="Node id in --config.")(fn)
@@ -35,14 +40,36 @@ def endpoint_options(fn: F) -> F:
     return fn
 
 
-def resolve_endpoint(endpoint: str | None, config_path: str | None, node_id: str | None) -> str:
-    if endpoint:
-        return endpoint
-    if config_path and node_id:
-        from edgekv.config import load_config
+class Target:
+    """Where and how to connect: endpoint, token, CA file."""
 
-        return load_config(config_path).node(node_id).listen
-    raise click.UsageError("give --endpoint HOST:PORT, or --config FILE and --node ID")
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        endpoint = kwargs.pop("endpoint")
+        config_path = kwargs.pop("config_path")
+        node_id = kwargs.pop("node_id")
+        self.token: str | None = kwargs.pop("token")
+        self.ca_file: str | None = kwargs.pop("ca_file")
+        self.timeout_s: float = kwargs.pop("timeout_s")
+        if config_path and (not endpoint or not self.ca_file):
+            from edgekv.config import load_config
+
+            config = load_config(config_path)
+            if config.security.tls is not None and not self.ca_file:
+                self.ca_file = str(config.security.tls.ca_file)
+            if not endpoint and node_id:
+                endpoint = config.node(node_id).listen
+        if not endpoint:
+            raise click.UsageError("give --endpoint HOST:PORT, or --config FILE and --node ID")
+        self.endpoint: str = endpoint
+
+    def client(self) -> Any:
+        from edgekv.client import Client
+
+        # One node was named: talk to it, do not re-route (forwarding still applies).
+        return Client(
+            self.endpoint, timeout_s=self.timeout_s, discover=False, token=self.token,
+            tls_ca_file=self.ca_file,
+        )  # fmt: skip
 
 
 def handle_errors(fn: F) -> F:
@@ -63,13 +90,6 @@ def handle_errors(fn: F) -> F:
             sys.exit(codes.ERROR)
 
     return wrapper  # type: ignore[return-value]
-
-
-def client_for(endpoint: str, timeout_s: float) -> Any:
-    from edgekv.client import Client
-
-    # One node was named: talk to it, do not re-route (forwarding still applies).
-    return Client(endpoint, timeout_s=timeout_s, discover=False)
 
 
 def render_bytes(data: bytes) -> dict[str, str]:
@@ -100,10 +120,9 @@ def show_bytes(data: bytes) -> str:
 @click.argument("key")
 @endpoint_options
 @handle_errors
-def get(key: str, endpoint: str | None, config_path: str | None, node_id: str | None,
-        timeout_s: float, as_json: bool) -> None:  # fmt: skip
+def get(key: str, as_json: bool, **conn: Any) -> None:
     """Print the value of KEY (raw bytes on stdout); exit 3 if it is absent."""
-    with client_for(resolve_endpoint(endpoint, config_path, node_id), timeout_s) as client:
+    with Target(conn).client() as client:
         entry = client.get(key)
     if entry is None:
         if as_json:
@@ -126,11 +145,10 @@ def get(key: str, endpoint: str | None, config_path: str | None, node_id: str | 
 @click.option("--ttl-ms", type=click.IntRange(min=0), default=0, help="Expire after this long.")
 @endpoint_options
 @handle_errors
-def put(key: str, value: str | None, ttl_ms: int, endpoint: str | None, config_path: str | None,
-        node_id: str | None, timeout_s: float, as_json: bool) -> None:  # fmt: skip
+def put(key: str, value: str | None, ttl_ms: int, as_json: bool, **conn: Any) -> None:
     """Store VALUE under KEY; VALUE omitted or "-" reads stdin (bytes as they are)."""
     data = sys.stdin.buffer.read() if value in (None, "-") else value.encode("utf-8")
-    with client_for(resolve_endpoint(endpoint, config_path, node_id), timeout_s) as client:
+    with Target(conn).client() as client:
         result = client.put(key, data, ttl_ms=ttl_ms)
     report_write("stored", key, result, as_json)
 
@@ -139,10 +157,9 @@ def put(key: str, value: str | None, ttl_ms: int, endpoint: str | None, config_p
 @click.argument("key")
 @endpoint_options
 @handle_errors
-def delete(key: str, endpoint: str | None, config_path: str | None, node_id: str | None,
-           timeout_s: float, as_json: bool) -> None:  # fmt: skip
+def delete(key: str, as_json: bool, **conn: Any) -> None:
     """Delete KEY (succeeds for a missing key too)."""
-    with client_for(resolve_endpoint(endpoint, config_path, node_id), timeout_s) as client:
+    with Target(conn).client() as client:
         result = client.delete(key)
     report_write("deleted", key, result, as_json)
 
@@ -167,11 +184,10 @@ def report_write(what: str, key: str, result: Any, as_json: bool) -> None:
 @click.option("--keys-only", is_flag=True, help="Print keys only.")
 @endpoint_options
 @handle_errors
-def scan(prefix: str, start: str, end: str, limit: int | None, keys_only: bool,
-         endpoint: str | None, config_path: str | None, node_id: str | None,
-         timeout_s: float, as_json: bool) -> None:  # fmt: skip
+def scan(prefix: str, start: str, end: str, limit: int | None, keys_only: bool, as_json: bool,
+         **conn: Any) -> None:  # fmt: skip
     """List keys under PREFIX (and/or in [--start, --end)), paging as needed."""
-    with client_for(resolve_endpoint(endpoint, config_path, node_id), timeout_s) as client:
+    with Target(conn).client() as client:
         for entry in client.scan(prefix, start=start, end=end, keys_only=keys_only, limit=limit):
             if as_json:
                 click.echo(json.dumps(entry_json(entry)))
@@ -184,10 +200,9 @@ def scan(prefix: str, start: str, end: str, limit: int | None, keys_only: bool,
 @click.command()
 @endpoint_options
 @handle_errors
-def status(endpoint: str | None, config_path: str | None, node_id: str | None, timeout_s: float,
-           as_json: bool) -> None:  # fmt: skip
+def status(as_json: bool, **conn: Any) -> None:
     """Show the node's status and the cluster as it sees it (RTT, lag)."""
-    with client_for(resolve_endpoint(endpoint, config_path, node_id), timeout_s) as client:
+    with Target(conn).client() as client:
         st = client.status()
         members = client.members()
     if as_json:
@@ -215,3 +230,32 @@ def status(endpoint: str | None, config_path: str | None, node_id: str | None, t
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@click.command()
+@endpoint_options
+def health(as_json: bool, **conn: Any) -> None:
+    """Exit 0 if the node's gRPC health check says SERVING, else 4 (for probes)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    target = Target(conn)
+    if target.ca_file:
+        creds = grpc.ssl_channel_credentials(Path(target.ca_file).read_bytes())
+        channel = grpc.secure_channel(target.endpoint, creds)
+    else:
+        channel = grpc.insecure_channel(target.endpoint)
+    with channel:
+        try:
+            resp = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=target.timeout_s
+            )
+            serving = resp.status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.RpcError as exc:
+            click.echo(f"edgekv: {target.endpoint}: {exc.code().name}", err=True)
+            serving = False
+    if as_json:
+        click.echo(json.dumps({"endpoint": target.endpoint, "serving": serving}))
+    elif serving:
+        click.echo(f"{target.endpoint}: SERVING")
+    sys.exit(codes.OK if serving else codes.UNAVAILABLE)

@@ -8,7 +8,8 @@ import click
 
 from edgekv.cli import exitcodes as codes
 from edgekv.cli.cluster import cluster
-from edgekv.cli.kv import delete, get, put, scan, status
+from edgekv.cli.kv import delete, get, health, put, scan, status
+from edgekv.cli.security import certs, token
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,7 +18,7 @@ def main() -> None:
     """edgekv: an edge-native, globally replicated key-value store."""
 
 
-for _command in (get, put, delete, scan, status, cluster):
+for _command in (get, put, delete, scan, status, health, cluster, certs, token):
     main.add_command(_command)
 
 

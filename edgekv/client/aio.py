@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -35,6 +36,8 @@ class AsyncClient:
         rtt_probes: int = 3,
         channel_options: Sequence[tuple[str, Any]] = (),
         endpoint_overrides: Mapping[str, str] | None = None,
+        token: str | None = None,
+        tls_ca_file: str | None = None,
     ) -> None:
         seeds = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not seeds:
@@ -48,12 +51,21 @@ class AsyncClient:
         self._discover = discover
         self._rtt_probes = rtt_probes
         self._overrides = dict(endpoint_overrides or {})
+        # Sent with every call; None keeps the no-auth path free of metadata.
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._tls = (
+            grpc.ssl_channel_credentials(Path(tls_ca_file).read_bytes()) if tls_ca_file else None
+        )
         self._connected = not discover
 
     def _channel(self, endpoint: str) -> grpc.aio.Channel:
         channel = self._channels.get(endpoint)
         if channel is None:
-            channel = self._channels[endpoint] = grpc.aio.insecure_channel(endpoint, self._options)
+            if self._tls is not None:
+                channel = grpc.aio.secure_channel(endpoint, self._tls, self._options)
+            else:
+                channel = grpc.aio.insecure_channel(endpoint, self._options)
+            self._channels[endpoint] = channel
         return channel
 
     def _kv(self, node: NodeRoute) -> kv_pb2_grpc.KVStub:
@@ -74,7 +86,9 @@ class AsyncClient:
         for node in self.topology.nearest():
             stub = cluster_pb2_grpc.ClusterStub(self._channel(node.endpoint))
             try:
-                resp = await stub.Members(cluster_pb2.MembersRequest(), timeout=self.timeout_s)
+                resp = await stub.Members(
+                    cluster_pb2.MembersRequest(), timeout=self.timeout_s, metadata=self._metadata
+                )
             except grpc.RpcError as exc:
                 last = exc
                 continue
@@ -91,7 +105,11 @@ class AsyncClient:
         for _ in range(self._rtt_probes):
             start = time.perf_counter()
             try:
-                await stub.Status(cluster_pb2.StatusRequest(), timeout=min(self.timeout_s, 2.0))
+                await stub.Status(
+                    cluster_pb2.StatusRequest(),
+                    timeout=min(self.timeout_s, 2.0),
+                    metadata=self._metadata,
+                )
             except grpc.RpcError:
                 node.failures += 1
                 return
@@ -116,7 +134,9 @@ class AsyncClient:
             while True:
                 attempt += 1
                 try:
-                    resp = await getattr(self._kv(node), method)(request, timeout=timeout)
+                    resp = await getattr(self._kv(node), method)(
+                        request, timeout=timeout, metadata=self._metadata
+                    )
                 except grpc.RpcError as exc:
                     code = exc.code()
                     if code != grpc.StatusCode.UNAVAILABLE:
@@ -213,7 +233,9 @@ class AsyncClient:
             await self.connect()
         p = codec.to_bytes(prefix)
         node = self.topology.route(p)[0] if p else self.topology.nearest()[0]
-        call = self._kv(node).Watch(kv_pb2.WatchRequest(prefix=p), timeout=timeout_s)
+        call = self._kv(node).Watch(
+            kv_pb2.WatchRequest(prefix=p), timeout=timeout_s, metadata=self._metadata
+        )
         try:
             async for event in call:
                 yield codec.watch_event(event)
@@ -240,7 +262,9 @@ class AsyncClient:
         for node in self.topology.nearest():
             stub = cluster_pb2_grpc.ClusterStub(self._channel(node.endpoint))
             try:
-                return await getattr(stub, method)(request, timeout=timeout_s or self.timeout_s)
+                return await getattr(stub, method)(
+                    request, timeout=timeout_s or self.timeout_s, metadata=self._metadata
+                )
             except grpc.RpcError as exc:
                 last = codec.error_from_rpc(exc, node.endpoint)
                 if not isinstance(last, Unavailable):

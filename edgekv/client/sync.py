@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -50,6 +51,8 @@ class Client:
         rtt_probes: int = 3,
         channel_options: Sequence[tuple[str, Any]] = (),
         endpoint_overrides: Mapping[str, str] | None = None,
+        token: str | None = None,
+        tls_ca_file: str | None = None,
     ) -> None:
         seeds = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not seeds:
@@ -62,6 +65,11 @@ class Client:
         self.topology = Topology.static(seeds)
         self._rtt_probes = rtt_probes
         self._overrides = dict(endpoint_overrides or {})
+        # Sent with every call; None keeps the no-auth path free of metadata.
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._tls = (
+            grpc.ssl_channel_credentials(Path(tls_ca_file).read_bytes()) if tls_ca_file else None
+        )
         if discover:
             self.refresh_topology()
 
@@ -70,7 +78,11 @@ class Client:
     def _channel(self, endpoint: str) -> grpc.Channel:
         channel = self._channels.get(endpoint)
         if channel is None:
-            channel = self._channels[endpoint] = grpc.insecure_channel(endpoint, self._options)
+            if self._tls is not None:
+                channel = grpc.secure_channel(endpoint, self._tls, self._options)
+            else:
+                channel = grpc.insecure_channel(endpoint, self._options)
+            self._channels[endpoint] = channel
         return channel
 
     def _kv(self, node: NodeRoute) -> kv_pb2_grpc.KVStub:
@@ -85,7 +97,9 @@ class Client:
         for node in self.topology.nearest():
             stub = cluster_pb2_grpc.ClusterStub(self._channel(node.endpoint))
             try:
-                resp = stub.Members(cluster_pb2.MembersRequest(), timeout=self.timeout_s)
+                resp = stub.Members(
+                    cluster_pb2.MembersRequest(), timeout=self.timeout_s, metadata=self._metadata
+                )
             except grpc.RpcError as exc:
                 last = exc
                 continue
@@ -103,7 +117,11 @@ class Client:
         for _ in range(self._rtt_probes):
             start = time.perf_counter()
             try:
-                stub.Status(cluster_pb2.StatusRequest(), timeout=min(self.timeout_s, 2.0))
+                stub.Status(
+                    cluster_pb2.StatusRequest(),
+                    timeout=min(self.timeout_s, 2.0),
+                    metadata=self._metadata,
+                )
             except grpc.RpcError:
                 node.failures += 1
                 return
@@ -126,7 +144,9 @@ class Client:
             while True:
                 attempt += 1
                 try:
-                    resp = getattr(self._kv(node), method)(request, timeout=timeout)
+                    resp = getattr(self._kv(node), method)(
+                        request, timeout=timeout, metadata=self._metadata
+                    )
                 except grpc.RpcError as exc:
                     code = exc.code()
                     if code != grpc.StatusCode.UNAVAILABLE:
@@ -224,7 +244,9 @@ class Client:
         """
         p = codec.to_bytes(prefix)
         node = self.topology.route(p)[0] if p else self.topology.nearest()[0]
-        call = self._kv(node).Watch(kv_pb2.WatchRequest(prefix=p), timeout=timeout_s)
+        call = self._kv(node).Watch(
+            kv_pb2.WatchRequest(prefix=p), timeout=timeout_s, metadata=self._metadata
+        )
         try:
             for event in call:
                 yield codec.watch_event(event)
@@ -251,7 +273,9 @@ class Client:
         for node in self.topology.nearest():
             stub = cluster_pb2_grpc.ClusterStub(self._channel(node.endpoint))
             try:
-                return getattr(stub, method)(request, timeout=timeout_s or self.timeout_s)
+                return getattr(stub, method)(
+                    request, timeout=timeout_s or self.timeout_s, metadata=self._metadata
+                )
             except grpc.RpcError as exc:
                 last = codec.error_from_rpc(exc, node.endpoint)
                 if not isinstance(last, Unavailable):

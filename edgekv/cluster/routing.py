@@ -102,6 +102,7 @@ class Router:
         *,
         timeout_s: float | None = None,
         targets: Sequence[str] | None = None,
+        credentials: str | None = None,
     ) -> Any:
         """Call ``method`` on the nearest reachable node allowed to hold ``key``.
 
@@ -109,6 +110,9 @@ class Router:
         """
         tried: list[str] = []
         last_error = ""
+        metadata: tuple[tuple[str, str], ...] = ((FORWARDED_BY, self.spec.id),)
+        if credentials is not None:  # the caller's token: the target checks it too
+            metadata += (("authorization", credentials),)
         for node_id in targets if targets is not None else self.candidates(key):
             tried.append(node_id)
             call = getattr(self.stub(node_id), method)
@@ -117,7 +121,7 @@ class Router:
                 return await call(
                     request,
                     timeout=timeout_s or DEFAULT_FORWARD_TIMEOUT_S,
-                    metadata=((FORWARDED_BY, self.spec.id),),
+                    metadata=metadata,
                 )
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _FAILOVER_CODES:

@@ -193,6 +193,8 @@ def write_cluster_file(
             for node_id, region in nodes
         ],
     }
+    # Local clusters run without tokens, on purpose and visibly (the node warns).
+    doc["security"] = {"auth": {"mode": "disabled"}}
     if placement:
         doc["placement"] = [{"prefix": prefix, "regions": list(rs)} for prefix, rs in placement]
     doc.update(extra or {})

@@ -10,6 +10,9 @@ import grpc
 
 from edgekv import __version__, native
 from edgekv.cluster.audit import AuditReport, audit_column_families
+from edgekv.errors import EdgeKVError
+from edgekv.server.auth import Authorizer
+from edgekv.server.kv_service import abort_with
 from edgekv.v1 import cluster_pb2, cluster_pb2_grpc
 
 if TYPE_CHECKING:
@@ -19,8 +22,9 @@ if TYPE_CHECKING:
 class ClusterService(cluster_pb2_grpc.ClusterServicer):
     """Status and Members of one node; reads the node's live state, changes nothing."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, auth: Authorizer | None = None) -> None:
         self._node = node
+        self._auth = auth
         self._started = time.monotonic()
         config = node.config
         self._regions = [
@@ -32,9 +36,18 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             for rule in config.placement
         ]
 
+    async def _authorize(self, context: grpc.aio.ServicerContext, scope: str) -> None:
+        if self._auth is None:
+            return
+        try:
+            self._auth.authorize(context, scope)
+        except EdgeKVError as exc:
+            await abort_with(context, exc)
+
     async def Status(
         self, request: cluster_pb2.StatusRequest, context: grpc.aio.ServicerContext
     ) -> cluster_pb2.StatusResponse:
+        await self._authorize(context, "read")
         node = self._node
         engine = node.engine
         assert engine is not None
@@ -54,6 +67,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
     async def Members(
         self, request: cluster_pb2.MembersRequest, context: grpc.aio.ServicerContext
     ) -> cluster_pb2.MembersResponse:
+        await self._authorize(context, "read")
         node = self._node
         members = []
         for spec in node.config.nodes:
@@ -99,6 +113,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
     async def Audit(
         self, request: cluster_pb2.AuditRequest, context: grpc.aio.ServicerContext
     ) -> cluster_pb2.AuditResponse:
+        await self._authorize(context, "admin")
         node = self._node
         engine = node.engine
         assert engine is not None

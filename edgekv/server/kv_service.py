@@ -8,7 +8,7 @@ work (performance-notes.md). Only scans big enough to matter leave the loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -32,6 +32,7 @@ from edgekv.errors import (
     grpc_code_for,
 )
 from edgekv.replication.changefeed import ChangeFeed, WatchOverflow
+from edgekv.server.auth import AUTHORIZATION, Authorizer
 from edgekv.storage.engine import DeleteOp, Engine, PutOp, ScanItem, ScanPage, prefix_end
 from edgekv.storage.group_commit import GroupCommitter
 from edgekv.storage.record import Version
@@ -85,6 +86,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         committer: GroupCommitter | None = None,
         feed: ChangeFeed | None = None,
         router: Router | None = None,
+        auth: Authorizer | None = None,
     ) -> None:
         self._engine = engine
         self._get = engine.get  # bound native Reader.get: the hot path
@@ -96,6 +98,20 @@ class KVService(kv_pb2_grpc.KVServicer):
         self._router = router
         # Fast path: with no placement rules nothing is ever forwarded.
         self._all_local = router is None or router.everything_local
+        self._auth = auth  # None: auth disabled (local development only)
+
+    async def _authorize(
+        self,
+        context: grpc.aio.ServicerContext,
+        scope: str,
+        keys: Sequence[bytes] = (),
+        key_range: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        assert self._auth is not None
+        try:
+            self._auth.authorize(context, scope, keys, key_range)
+        except EdgeKVError as exc:
+            await abort_with(context, exc)
 
     async def _write(self, ops: list[PutOp | DeleteOp]) -> Version:
         if self._committer is None:
@@ -112,7 +128,13 @@ class KVService(kv_pb2_grpc.KVServicer):
         try:
             if forwarded_by is not None:
                 router.refuse_misrouted(forwarded_by)
-            return await router.forward(method, request, key, timeout_s=_remaining(context))
+            return await router.forward(
+                method,
+                request,
+                key,
+                timeout_s=_remaining(context),
+                credentials=_authorization(context),
+            )
         except EdgeKVError as exc:
             await abort_with(context, exc)
         except grpc.aio.AioRpcError as exc:  # the allowed node's own answer
@@ -121,6 +143,8 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def Get(
         self, request: kv_pb2.GetRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.GetResponse:
+        if self._auth is not None:
+            await self._authorize(context, "read", (request.key,))
         if not self._all_local and not self._router.is_local(request.key):  # type: ignore[union-attr]
             return await self._forward("Get", request, request.key, context)
         try:
@@ -142,6 +166,8 @@ class KVService(kv_pb2_grpc.KVServicer):
         self, request: kv_pb2.BatchGetRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.BatchGetResponse:
         keys = list(request.keys)
+        if self._auth is not None:
+            await self._authorize(context, "read", keys)
         remote: dict[bytes, list[int]] = {}  # placement group -> positions in keys
         if not self._all_local:
             router = self._router
@@ -208,6 +234,8 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def Put(
         self, request: kv_pb2.PutRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.PutResponse:
+        if self._auth is not None:
+            await self._authorize(context, "write", (request.key,))
         if not self._all_local and not self._router.is_local(request.key):  # type: ignore[union-attr]
             return await self._forward("Put", request, request.key, context)
         try:
@@ -222,6 +250,8 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def Delete(
         self, request: kv_pb2.DeleteRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.DeleteResponse:
+        if self._auth is not None:
+            await self._authorize(context, "write", (request.key,))
         if not self._all_local and not self._router.is_local(request.key):  # type: ignore[union-attr]
             return await self._forward("Delete", request, request.key, context)
         try:
@@ -236,6 +266,9 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def Write(
         self, request: kv_pb2.WriteRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.WriteResponse:
+        if self._auth is not None:
+            keys = [op.put.key if op.HasField("put") else op.delete.key for op in request.ops]
+            await self._authorize(context, "write", keys)
         try:
             ops = [_write_op(i, op) for i, op in enumerate(request.ops)]
             if not self._all_local and ops:
@@ -284,6 +317,8 @@ class KVService(kv_pb2_grpc.KVServicer):
                     )
                 lo = token
             limit = request.limit or DEFAULT_SCAN_LIMIT
+            if self._auth is not None:
+                self._auth.authorize(context, "read", key_range=(lo, hi))
             remote = [] if self._all_local else self._remote_ranges(lo, hi)
             if remote:
                 return await self._scan_stitched(request, lo, hi, limit, remote, context)
@@ -363,6 +398,10 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def Watch(
         self, request: kv_pb2.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[kv_pb2.WatchEvent]:
+        if self._auth is not None:
+            await self._authorize(
+                context, "read", key_range=(request.prefix, prefix_end(request.prefix))
+            )
         if self._feed is None:
             await abort_with(context, Unavailable("this node does not serve Watch"))
         remote = (
@@ -379,7 +418,11 @@ class KVService(kv_pb2_grpc.KVServicer):
         for _, _, rule_prefix in remote:
             watch_prefix = max(rule_prefix, request.prefix, key=len)
             pumps.append(
-                asyncio.create_task(self._pump_remote_watch(watch_prefix, rule_prefix, queue))
+                asyncio.create_task(
+                    self._pump_remote_watch(
+                        watch_prefix, rule_prefix, queue, _authorization(context)
+                    )
+                )
             )
         try:
             while True:
@@ -427,15 +470,19 @@ class KVService(kv_pb2_grpc.KVServicer):
         prefix: bytes,
         rule_prefix: bytes,
         queue: asyncio.Queue[kv_pb2.WatchEvent | BaseException],
+        credentials: str | None,
     ) -> None:
         """Relay a Watch from the nearest node that holds ``rule_prefix``'s keys."""
         router = self._router
         assert router is not None
+        metadata: tuple[tuple[str, str], ...] = ((FORWARDED_BY, router.spec.id),)
+        if credentials is not None:
+            metadata += ((AUTHORIZATION, credentials),)
         tried = router.candidates(rule_prefix)
         for node_id in tried:
             call = router.stub(node_id).Watch(
                 kv_pb2.WatchRequest(prefix=prefix),
-                metadata=((FORWARDED_BY, router.spec.id),),
+                metadata=metadata,
             )
             try:
                 async for event in call:
@@ -451,6 +498,14 @@ class KVService(kv_pb2_grpc.KVServicer):
 def _forwarded_by(context: grpc.aio.ServicerContext) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key == FORWARDED_BY:
+            return str(value)
+    return None
+
+
+def _authorization(context: grpc.aio.ServicerContext) -> str | None:
+    """The caller's bearer token header, passed on to the node a call is forwarded to."""
+    for key, value in context.invocation_metadata() or ():
+        if key == AUTHORIZATION:
             return str(value)
     return None
 

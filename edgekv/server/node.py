@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from edgekv import __version__, native
+from edgekv import __version__, native, tls
 from edgekv.cluster.membership import Membership
 from edgekv.cluster.placement import PlacementRules
 from edgekv.cluster.routing import Router
@@ -35,6 +35,7 @@ from edgekv.errors import ConfigError, EdgeKVError
 from edgekv.replication.antientropy import AntiEntropy, SyncStats
 from edgekv.replication.changefeed import ChangeFeed
 from edgekv.replication.sender import PeerSender, SenderSettings
+from edgekv.server.auth import Authorizer
 from edgekv.server.cluster_service import ClusterService
 from edgekv.server.kv_service import KVService
 from edgekv.server.peer_service import PeerService
@@ -89,6 +90,7 @@ class Node:
         if set(self._forward_addresses) - set(self.peer_ids):
             raise ConfigError("--forward-address names unknown nodes")
         self.router: Router | None = None
+        self.auth = _authorizer(config)
         if self.peer_ids and not self.spec.peer_listen:
             raise ConfigError(f"node {node_id}: peer_listen is required when the cluster has peers")
         self.engine: Engine | None = None
@@ -156,9 +158,9 @@ class Node:
         max_message = max(limits_message(config))
         server = grpc.aio.server(options=_server_options(max_message))
         kv_pb2_grpc.add_KVServicer_to_server(
-            KVService(engine, spec.id, self._committer, self.feed, self.router), server
+            KVService(engine, spec.id, self._committer, self.feed, self.router, self.auth), server
         )
-        cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self), server)
+        cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self, self.auth), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
@@ -169,7 +171,10 @@ class Node:
             ),
             server,
         )
-        self.port = _bind(server, spec.listen)
+        creds = None
+        if config.security.tls is not None:
+            creds = tls.server_credentials(config.security.tls, spec.id, require_client_auth=False)
+        self.port = _bind(server, spec.listen, creds)
         await server.start()
         self._server = server
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -189,7 +194,11 @@ class Node:
         )
         server = grpc.aio.server(options=_server_options(max(limits_message(config)) * 4))
         replication_pb2_grpc.add_ReplicationServicer_to_server(self.peer_service, server)
-        self.peer_port = _bind(server, spec.peer_listen)
+        creds = None
+        if config.security.tls is not None:
+            # Mutual TLS: only certificates signed by the cluster CA may replicate.
+            creds = tls.server_credentials(config.security.tls, spec.id, require_client_auth=True)
+        self.peer_port = _bind(server, spec.peer_listen, creds)
         await server.start()
         self._peer_server = server
 
@@ -242,9 +251,9 @@ class Node:
     def _channel(self, peer: str) -> grpc.aio.Channel:
         channel = self._channels.get(peer)
         if channel is None:
-            channel = grpc.aio.insecure_channel(
+            channel = self._dial(
                 self._peer_address[peer],
-                options=[
+                [
                     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                     ("grpc.max_send_message_length", 64 * 1024 * 1024),
                     ("grpc.keepalive_time_ms", 10_000),
@@ -259,9 +268,9 @@ class Node:
     def _client_channel(self, address: str) -> grpc.aio.Channel:
         """A channel to another node's client port, for forwarded calls."""
         max_message = max(limits_message(self.config))
-        return grpc.aio.insecure_channel(
+        return self._dial(
             address,
-            options=[
+            [
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.max_send_message_length", max_message),
                 ("grpc.keepalive_time_ms", 10_000),
@@ -269,6 +278,13 @@ class Node:
                 ("grpc.max_reconnect_backoff_ms", 2_000),
             ],
         )
+
+    def _dial(self, address: str, options: list[tuple[str, int]]) -> grpc.aio.Channel:
+        settings = self.config.security.tls
+        if settings is None:
+            return grpc.aio.insecure_channel(address, options=options)
+        creds = tls.channel_credentials(settings, self.spec.id)
+        return grpc.aio.secure_channel(address, creds, options=options)
 
     def _stub(self, peer: str) -> replication_pb2_grpc.ReplicationStub:
         return replication_pb2_grpc.ReplicationStub(self._channel(peer))
@@ -370,6 +386,23 @@ class Node:
             await asyncio.sleep(0.01)
 
 
+def _authorizer(config: ClusterConfig) -> Authorizer | None:
+    """The token checker, or None when auth is explicitly disabled (with a loud warning)."""
+    auth = config.security.auth
+    if auth is None:
+        raise ConfigError(
+            "security.auth is not configured: set security.auth.mode to tokens (with "
+            "security.auth.tokens), or to disabled for local development only"
+        )
+    if auth.mode == "disabled":
+        log.warning(
+            "AUTHENTICATION IS DISABLED (security.auth.mode: disabled): anyone who can reach "
+            "this node can read and write every key. Use this for local development only."
+        )
+        return None
+    return Authorizer(auth)
+
+
 def limits_message(config: ClusterConfig) -> tuple[int, int]:
     limits = config.limits
     return limits.max_message_bytes, limits.max_value_bytes + _MESSAGE_SLACK_BYTES
@@ -390,9 +423,14 @@ def _server_options(max_message: int) -> list[tuple[str, int]]:
     ]
 
 
-def _bind(server: grpc.aio.Server, address: str) -> int:
+def _bind(
+    server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None = None
+) -> int:
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise EdgeKVError(f"cannot listen on {address}: {exc}") from exc
     if port == 0:

@@ -1,0 +1,122 @@
+"""Bearer-token authentication and scope/prefix authorization for the client API.
+
+Tokens arrive as ``authorization: Bearer <token>`` metadata. The cluster file
+holds only their SHA-256 (``security.auth.tokens``), each with a scope
+(read < write < admin) and optional key prefixes. A presented token is hashed
+and compared with every configured digest in constant time. Health checks and
+reflection need no token (probes); the peer port is protected by mutual TLS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from edgekv.config import AUTH_SCOPES, AuthSettings
+from edgekv.errors import PermissionDenied, Unauthenticated
+
+log = logging.getLogger(__name__)
+
+AUTHORIZATION = "authorization"
+_LEVEL = {scope: i for i, scope in enumerate(AUTH_SCOPES)}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the token's name, scope and key prefixes (empty = all keys)."""
+
+    name: str
+    scope: str
+    prefixes: tuple[bytes, ...]
+
+    def may(self, scope: str) -> bool:
+        return _LEVEL[self.scope] >= _LEVEL[scope]
+
+    def covers(self, key: bytes) -> bool:
+        return not self.prefixes or any(key.startswith(p) for p in self.prefixes)
+
+    def covers_range(self, start: bytes, end: bytes) -> bool:
+        """Whether every key in [start, end) starts with one of the prefixes."""
+        if not self.prefixes:
+            return True
+        from edgekv.storage.engine import prefix_end
+
+        for p in self.prefixes:
+            p_end = prefix_end(p)
+            if start >= p and end and (not p_end or end <= p_end):
+                return True
+        return False
+
+
+def hash_token(token: str | bytes) -> bytes:
+    raw = token.encode("utf-8") if isinstance(token, str) else token
+    return hashlib.sha256(raw).digest()
+
+
+class Authorizer:
+    """Checks calls against the configured tokens. Immutable; safe from any thread."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self._tokens = [(t.sha256, Principal(t.name, t.scope, t.prefixes)) for t in settings.tokens]
+
+    def authenticate(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Principal:
+        """The caller's principal, or Unauthenticated with a message saying what is missing."""
+        header = None
+        for key, value in metadata or ():
+            if key == AUTHORIZATION:
+                header = value if isinstance(value, str) else value.decode("latin-1")
+                break
+        if header is None:
+            raise Unauthenticated(
+                'missing "authorization: Bearer <token>" metadata; this node requires a token'
+            )
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated('authorization metadata must be "Bearer <token>"')
+        digest = hash_token(token.strip())
+        found = None
+        for expected, principal in self._tokens:  # no early exit: constant time in the match
+            if hmac.compare_digest(digest, expected):
+                found = principal
+        if found is None:
+            raise Unauthenticated("the bearer token is not valid for this cluster")
+        return found
+
+    def authorize(
+        self,
+        context: grpc.aio.ServicerContext,
+        scope: str,
+        keys: Sequence[bytes] = (),
+        key_range: tuple[bytes, bytes] | None = None,
+    ) -> Principal:
+        """Authenticate the call and check its scope and key prefixes.
+
+        Raises Unauthenticated or PermissionDenied with a message naming the
+        token, what it may do and what was asked.
+        """
+        principal = self.authenticate(context.invocation_metadata())
+        if not principal.may(scope):
+            raise PermissionDenied(
+                f"token {principal.name!r} has scope {principal.scope}; this call needs {scope}"
+            )
+        for key in keys:
+            if not principal.covers(key):
+                raise PermissionDenied(
+                    f"token {principal.name!r} may only use keys under "
+                    f"{_show(principal.prefixes)}; got {key[:64]!r}"
+                )
+        if key_range is not None and not principal.covers_range(*key_range):
+            raise PermissionDenied(
+                f"token {principal.name!r} may only use keys under {_show(principal.prefixes)}; "
+                f"the requested range starts at {key_range[0][:64]!r}"
+            )
+        return principal
+
+
+def _show(prefixes: tuple[bytes, ...]) -> str:
+    return ", ".join(repr(p.decode("utf-8", "backslashreplace")) for p in prefixes)
