@@ -69,6 +69,13 @@ def _parse_peer_addresses(values: tuple[str, ...], option: str) -> dict[str, str
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
 @click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+    help="json: one JSON object per line, for log shippers.",
+)
+@click.option(
     "--peer-address",
     "peer_addresses",
     multiple=True,
@@ -87,6 +94,7 @@ def serve(
     node_id: str,
     ready_file: str | None,
     log_level: str,
+    log_format: str,
     peer_addresses: tuple[str, ...],
     forward_addresses: tuple[str, ...],
 ) -> None:
@@ -100,6 +108,7 @@ def serve(
         log_level,
         _parse_peer_addresses(peer_addresses, "--peer-address"),
         _parse_peer_addresses(forward_addresses, "--forward-address"),
+        log_format,
     )
     sys.exit(code)
 

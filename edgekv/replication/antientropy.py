@@ -52,6 +52,8 @@ class PeerSyncState:
     last_stats: SyncStats = field(default_factory=SyncStats)
     last_error: str = ""
     syncs: int = 0
+    pulled_total: int = 0
+    pushed_total: int = 0
 
 
 async def sync_with_peer(
@@ -215,6 +217,8 @@ class AntiEntropy:
                 state.syncs += 1
                 state.last_sync_monotonic = time.monotonic()
                 state.last_stats = stats
+                state.pulled_total += stats.pulled
+                state.pushed_total += stats.pushed
                 self.repaired_records += stats.pulled + stats.pushed
                 if stats.pulled or stats.pushed:
                     log.info(

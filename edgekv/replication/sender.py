@@ -114,12 +114,17 @@ class PeerSender:
         self.last_ack_monotonic = 0.0
         self.needs_repair = False
         self._wake = asyncio.Event()
+        self._window: _Window | None = None  # the current stream's, for metrics
 
     def wake(self) -> None:
         """The local log grew: ship now (change-feed callback)."""
         self._wake.set()
 
     # -- lag, for Members and metrics ----------------------------------------
+
+    @property
+    def inflight_bytes(self) -> int:
+        return self._window.bytes if self._window is not None else 0
 
     def lag_entries(self) -> int:
         return max(0, self.engine.last_seq - self.acked_seq)
@@ -172,7 +177,9 @@ class PeerSender:
         channel = self._channel_factory(self.address)
         stub = replication_pb2_grpc.ReplicationStub(channel)
         call = stub.Replicate()
-        inflight = _Window(self.settings.max_inflight, self.settings.max_inflight_bytes)
+        inflight = self._window = _Window(
+            self.settings.max_inflight, self.settings.max_inflight_bytes
+        )
         reader = asyncio.create_task(self._read_acks(call, inflight))
         try:
             await call.write(replication_pb2.ReplicateRequest(hello=self._hello))

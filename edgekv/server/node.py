@@ -32,6 +32,7 @@ from edgekv.cluster.placement import PlacementRules
 from edgekv.cluster.routing import Router
 from edgekv.config import ClusterConfig, NodeConfig, load_config
 from edgekv.errors import ConfigError, EdgeKVError
+from edgekv.metrics import NodeMetrics
 from edgekv.replication.antientropy import AntiEntropy, SyncStats
 from edgekv.replication.changefeed import ChangeFeed
 from edgekv.replication.sender import PeerSender, SenderSettings
@@ -91,6 +92,8 @@ class Node:
             raise ConfigError("--forward-address names unknown nodes")
         self.router: Router | None = None
         self.auth = _authorizer(config)
+        self.metrics = NodeMetrics(self)
+        self.metrics_port = 0
         if self.peer_ids and not self.spec.peer_listen:
             raise ConfigError(f"node {node_id}: peer_listen is required when the cluster has peers")
         self.engine: Engine | None = None
@@ -156,7 +159,9 @@ class Node:
             channel_factory=self._client_channel,
         )
         max_message = max(limits_message(config))
-        server = grpc.aio.server(options=_server_options(max_message))
+        server = grpc.aio.server(
+            options=_server_options(max_message), interceptors=[self.metrics.interceptor()]
+        )
         kv_pb2_grpc.add_KVServicer_to_server(
             KVService(engine, spec.id, self._committer, self.feed, self.router, self.auth), server
         )
@@ -177,6 +182,8 @@ class Node:
         self.port = _bind(server, spec.listen, creds)
         await server.start()
         self._server = server
+        if spec.metrics_listen:
+            self.metrics_port = self.metrics.serve(spec.metrics_listen)
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         for service in ("edgekv.v1.KV", "edgekv.v1.Cluster"):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -366,6 +373,7 @@ class Node:
         self._channels.clear()
         if self.router is not None:
             await self.router.close()
+        self.metrics.close()
         if self.engine is not None:
             self.engine.close()
             self.engine = None
@@ -456,6 +464,7 @@ def _write_ready_file(path: str, node: Node) -> None:
         "region": node.spec.region,
         "endpoint": node.endpoint,
         "peer_endpoint": node.peer_endpoint,
+        "metrics_port": node.metrics_port,
         "pid": os.getpid(),
         "read_path": native.ACTIVE,
     }
@@ -500,12 +509,34 @@ async def _serve(
     log.info("node %s: drained and closed in %.2fs", node_id, time.monotonic() - started)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers (``--log-format json``)."""
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__()
+        self._node_id = node_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "node": self._node_id,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(level: str, log_format: str = "text", node_id: str = "") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter(node_id))
+        logging.Formatter.converter = time.gmtime
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
 def serve(
@@ -515,6 +546,7 @@ def serve(
     log_level: str = "info",
     peer_addresses: Mapping[str, str] | None = None,
     forward_addresses: Mapping[str, str] | None = None,
+    log_format: str = "text",
 ) -> int:
     """Run one node until SIGTERM/SIGINT; return the process exit code.
 
@@ -523,7 +555,7 @@ def serve(
     """
     import uvloop
 
-    configure_logging(log_level)
+    configure_logging(log_level, log_format, node_id)
     try:
         config = load_config(config_path)
         config.node(node_id)

@@ -316,6 +316,10 @@ class Engine:
         self._check_open()
         return self._db, self._log, self._digest
 
+    def property_int(self, name: str) -> int:
+        """A RocksDB integer property of the data column family (0 if unknown)."""
+        return int(self._db.property_int_value(name) or 0)
+
     def approximate_key_count(self) -> int:
         """RocksDB's estimate of the number of records (tombstones included)."""
         return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)

@@ -1,0 +1,73 @@
+"""Prometheus metrics of a real node: the text scrape parses and has the named series."""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import edgekv
+from edgekv import Client
+from edgekv.local.cluster import LocalCluster
+from edgekv.local.launcher import free_ports, write_cluster_file
+
+pytestmark = pytest.mark.integration
+
+
+def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def test_scrape_has_request_replication_storage_and_clock_series(tmp_path: Path) -> None:
+    path = write_cluster_file(
+        tmp_path,
+        regions=(("r1", 0.0, 0.0), ("r2", 1.0, 1.0)),
+        nodes=(("a-1", "r1"), ("b-1", "r2")),
+        extra={"replication": {"heartbeat_interval_s": 0.2}},
+    )
+    text = path.read_text()
+    ports = iter(free_ports(2))
+    for node in ("a-1", "b-1"):  # add metrics_listen to each node entry
+        text = text.replace(
+            f"id: {node}\n", f"id: {node}\n  metrics_listen: 127.0.0.1:{next(ports)}\n"
+        )
+    path.write_text(text)
+    with LocalCluster(path) as cluster:
+        cluster.start()
+        port = cluster.nodes["a-1"].info["metrics_port"]
+        assert port
+        with Client(cluster.endpoint("a-1"), discover=False) as c:
+            c.put("m/1", "v")
+            c.get("m/1")
+            c.get("m/none")
+            with pytest.raises(edgekv.InvalidArgument):
+                c.put("", "bad")
+        m = scrape(port)
+        ok_gets = [v for labels, v in m["edgekv_requests_total"]
+                   if labels == {"service": "KV", "method": "Get", "code": "OK"}]  # fmt: skip
+        assert ok_gets == [2.0]
+        assert any(
+            labels.get("code") == "INVALID_ARGUMENT" for labels, _ in m["edgekv_requests_total"]
+        )
+        assert any(
+            labels.get("method") == "Put"
+            for labels, _ in m["edgekv_request_duration_seconds_bucket"]
+        )
+        for name in (
+            "edgekv_replication_lag_entries", "edgekv_replication_lag_seconds",
+            "edgekv_replication_inflight_bytes", "edgekv_peer_reachable", "edgekv_peer_rtt_seconds",
+            "edgekv_antientropy_repaired_records_total", "edgekv_rocksdb_size_bytes",
+            "edgekv_keys_estimate", "edgekv_clock_max_skew_seen_seconds",
+            "edgekv_clock_max_skew_allowed_seconds", "edgekv_clock_skew_rejections_total",
+        ):  # fmt: skip
+            assert name in m, f"{name} missing from the scrape"
+        assert m["edgekv_replication_lag_entries"][0][0] == {"peer": "b-1"}
+        assert m["edgekv_clock_max_skew_allowed_seconds"][0][1] == 0.5
