@@ -8,7 +8,7 @@ import click
 
 from edgekv.cli import exitcodes as codes
 from edgekv.cli.cluster import cluster
-from edgekv.cli.kv import delete, get, health, put, scan, status
+from edgekv.cli.kv import backup, delete, get, health, put, scan, status
 from edgekv.cli.security import certs, token
 
 
@@ -18,8 +18,34 @@ def main() -> None:
     """edgekv: an edge-native, globally replicated key-value store."""
 
 
-for _command in (get, put, delete, scan, status, health, cluster, certs, token):
+for _command in (get, put, delete, scan, status, health, backup, cluster, certs, token):
     main.add_command(_command)
+
+
+@main.command()
+@click.option("--from", "source", required=True, type=click.Path(file_okay=False, exists=True),
+              help="A checkpoint written by `edgekv backup`.")  # fmt: skip
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Cluster file.")  # fmt: skip
+@click.option("--node", "node_id", required=True,
+              help="The node to restore; its data_dir must be missing or empty.")  # fmt: skip
+def restore(source: str, config_path: str, node_id: str) -> None:
+    """Restore a stopped node's data directory from a backup, then start it normally.
+
+    Replication and anti-entropy bring it up to date with the cluster. The
+    backup may come from another node (replacing a dead PoP).
+    """
+    from edgekv.config import load_config
+    from edgekv.errors import EdgeKVError
+    from edgekv.storage.backup import restore as restore_data
+
+    try:
+        spec = load_config(config_path).node(node_id)
+        restore_data(source, spec.data_dir, spec.id)
+    except EdgeKVError as exc:
+        click.echo(f"edgekv: {exc}", err=True)
+        sys.exit(codes.ERROR)
+    click.echo(f"restored {spec.data_dir} for {node_id} from {source}; start the node to catch up")
 
 
 @main.command()

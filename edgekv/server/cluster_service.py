@@ -13,6 +13,7 @@ from edgekv.cluster.audit import AuditReport, audit_column_families
 from edgekv.errors import EdgeKVError
 from edgekv.server.auth import Authorizer
 from edgekv.server.kv_service import abort_with
+from edgekv.storage.backup import create_checkpoint
 from edgekv.v1 import cluster_pb2, cluster_pb2_grpc
 
 if TYPE_CHECKING:
@@ -138,3 +139,17 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
                 cluster_pb2.AuditViolation(column_family=cf, key=key) for cf, key in report.samples
             ],
         )
+
+    async def Backup(
+        self, request: cluster_pb2.BackupRequest, context: grpc.aio.ServicerContext
+    ) -> cluster_pb2.BackupResponse:
+        await self._authorize(context, "admin")
+        engine = self._node.engine
+        assert engine is not None
+        last_seq, hlc = engine.last_seq, engine.clock.last
+        try:
+            # Flush + checkpoint touch the disk: off the event loop.
+            path = await asyncio.to_thread(create_checkpoint, engine, request.dest_path)
+        except EdgeKVError as exc:
+            await abort_with(context, exc)
+        return cluster_pb2.BackupResponse(path=str(path), last_seq=last_seq, hlc_timestamp=hlc)
