@@ -16,6 +16,10 @@ DEFAULT_MAX_BATCH_OPS = 1000
 DEFAULT_MAX_SCAN_LIMIT = 10_000
 # A gRPC message must hold the largest value plus its key and framing.
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# Calls one client address may have in flight, and all clients together: a flood
+# gets RESOURCE_EXHAUSTED instead of memory growth; replication has its own port.
+DEFAULT_MAX_INFLIGHT_PER_CLIENT = 1024
+DEFAULT_MAX_CONCURRENT_RPCS = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +30,18 @@ class Limits:
     max_batch_ops: int = DEFAULT_MAX_BATCH_OPS
     max_scan_limit: int = DEFAULT_MAX_SCAN_LIMIT
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_inflight_per_client: int = DEFAULT_MAX_INFLIGHT_PER_CLIENT
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
 
     def __post_init__(self) -> None:
-        for name in ("max_value_bytes", "max_batch_ops", "max_scan_limit", "max_message_bytes"):
+        for name in (
+            "max_value_bytes",
+            "max_batch_ops",
+            "max_scan_limit",
+            "max_message_bytes",
+            "max_inflight_per_client",
+            "max_concurrent_rpcs",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidArgument(f"{name} must be a positive integer, got {value!r}")

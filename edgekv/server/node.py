@@ -38,6 +38,7 @@ from edgekv.replication.changefeed import ChangeFeed
 from edgekv.replication.sender import PeerSender, SenderSettings
 from edgekv.server.auth import Authorizer
 from edgekv.server.cluster_service import ClusterService
+from edgekv.server.interceptors import InflightLimiter
 from edgekv.server.kv_service import KVService
 from edgekv.server.peer_service import PeerService
 from edgekv.storage.clock import physical_ms, wall_ms
@@ -159,8 +160,11 @@ class Node:
             channel_factory=self._client_channel,
         )
         max_message = max(limits_message(config))
+        self.limiter = InflightLimiter(config.limits.max_inflight_per_client)
         server = grpc.aio.server(
-            options=_server_options(max_message), interceptors=[self.metrics.interceptor()]
+            options=_server_options(max_message),
+            interceptors=[self.metrics.interceptor(), self.limiter],
+            maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs,
         )
         kv_pb2_grpc.add_KVServicer_to_server(
             KVService(engine, spec.id, self._committer, self.feed, self.router, self.auth), server

@@ -1,0 +1,69 @@
+"""Admission control for the client port: a per-client limit on calls in flight.
+
+A client (by peer address) with ``max_inflight_per_client`` calls running gets
+RESOURCE_EXHAUSTED for the next one, with the limit and the setting named; the
+server as a whole stops at ``max_concurrent_rpcs`` (gRPC's own limit). One
+misbehaving client cannot take the node's memory or starve the others, and the
+replication port is a separate server that client traffic never queues behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+
+def client_of(peer: str) -> str:
+    """The client's address without the port: "ipv4:1.2.3.4:5678" -> "ipv4:1.2.3.4"."""
+    return peer.rsplit(":", 1)[0]
+
+
+class InflightLimiter(grpc.aio.ServerInterceptor):
+    """Counts calls in flight per client address; owned by the node's event loop."""
+
+    def __init__(self, max_inflight_per_client: int) -> None:
+        self.limit = max_inflight_per_client
+        self.inflight: dict[str, int] = {}
+        self.rejected = 0
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        cached = self._wrapped.get(details.method)
+        if cached is not None:
+            return cached
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler  # streams (Watch) hold no per-call work worth limiting here
+        inner = handler.unary_unary
+
+        async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            client = client_of(context.peer())
+            count = self.inflight.get(client, 0)
+            if count >= self.limit:
+                self.rejected += 1
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"client {client} has {count} calls in flight; the limit is {self.limit} "
+                    "(max_inflight_per_client)",
+                )
+            self.inflight[client] = count + 1
+            try:
+                return await inner(request, context)
+            finally:
+                left = self.inflight[client] - 1
+                if left:
+                    self.inflight[client] = left
+                else:
+                    del self.inflight[client]
+
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            limited, handler.request_deserializer, handler.response_serializer
+        )
+        self._wrapped[details.method] = wrapped
+        return wrapped
