@@ -5,26 +5,27 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import grpc
 
 from edgekv.client import _codec as codec
+from edgekv.client._base import DEFAULT_TIMEOUT_S, ClientBase
 from edgekv.client._types import Delete, Entry, Member, NodeStatus, Put, WatchEvent, WriteResult
 from edgekv.client.discovery import NodeRoute, Topology
 from edgekv.client.retry import RetryPolicy
-from edgekv.client.sync import _CHANNEL_OPTIONS, DEFAULT_TIMEOUT_S
 from edgekv.errors import EdgeKVError, Unavailable
-from edgekv.v1 import cluster_pb2, cluster_pb2_grpc, kv_pb2, kv_pb2_grpc
+from edgekv.v1 import cluster_pb2, cluster_pb2_grpc, kv_pb2
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """An asyncio edgekv client; see ``edgekv.Client`` for the contract.
 
     Discovery runs on the first call (or ``await client.connect()``). Use
     ``async with AsyncClient(...) as client``. One instance per event loop.
     """
+
+    _grpc = grpc.aio
 
     def __init__(
         self,
@@ -39,40 +40,12 @@ class AsyncClient:
         token: str | None = None,
         tls_ca_file: str | None = None,
     ) -> None:
-        seeds = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-        if not seeds:
-            raise ValueError("give at least one endpoint (host:port)")
-        self.timeout_s = timeout_s
-        self._retry = retry or RetryPolicy()
-        self._options = (*_CHANNEL_OPTIONS, *channel_options)
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        self._kv_stubs: dict[str, kv_pb2_grpc.KVStub] = {}
-        self.topology = Topology.static(seeds)
-        self._discover = discover
-        self._rtt_probes = rtt_probes
-        self._overrides = dict(endpoint_overrides or {})
-        # Sent with every call; None keeps the no-auth path free of metadata.
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
-        self._tls = (
-            grpc.ssl_channel_credentials(Path(tls_ca_file).read_bytes()) if tls_ca_file else None
-        )
+        super().__init__(
+            endpoints, timeout_s=timeout_s, retry=retry, rtt_probes=rtt_probes,
+            channel_options=channel_options, endpoint_overrides=endpoint_overrides, token=token,
+            tls_ca_file=tls_ca_file,
+        )  # fmt: skip
         self._connected = not discover
-
-    def _channel(self, endpoint: str) -> grpc.aio.Channel:
-        channel = self._channels.get(endpoint)
-        if channel is None:
-            if self._tls is not None:
-                channel = grpc.aio.secure_channel(endpoint, self._tls, self._options)
-            else:
-                channel = grpc.aio.insecure_channel(endpoint, self._options)
-            self._channels[endpoint] = channel
-        return channel
-
-    def _kv(self, node: NodeRoute) -> kv_pb2_grpc.KVStub:
-        stub = self._kv_stubs.get(node.endpoint)
-        if stub is None:
-            stub = self._kv_stubs[node.endpoint] = kv_pb2_grpc.KVStub(self._channel(node.endpoint))
-        return stub
 
     async def connect(self) -> None:
         """Discover the topology now (otherwise done on the first call)."""

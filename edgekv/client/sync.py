@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import grpc
 
 from edgekv.client import _codec as codec
+from edgekv.client._base import DEFAULT_TIMEOUT_S, ClientBase
 from edgekv.client._types import Delete, Entry, Member, NodeStatus, Put, WatchEvent, WriteResult
 from edgekv.client.discovery import NodeRoute, Topology
 from edgekv.client.retry import RetryPolicy
 from edgekv.errors import EdgeKVError, Unavailable
-from edgekv.v1 import cluster_pb2, cluster_pb2_grpc, kv_pb2, kv_pb2_grpc
-
-DEFAULT_TIMEOUT_S = 5.0
-_CHANNEL_OPTIONS = (
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
-)
+from edgekv.v1 import cluster_pb2, cluster_pb2_grpc, kv_pb2
 
 
-class Client:
+class Client(ClientBase):
     """A synchronous edgekv client.
 
     ``endpoints`` is one "host:port" or several seeds. With ``discover`` (the
@@ -54,42 +46,15 @@ class Client:
         token: str | None = None,
         tls_ca_file: str | None = None,
     ) -> None:
-        seeds = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-        if not seeds:
-            raise ValueError("give at least one endpoint (host:port)")
-        self.timeout_s = timeout_s
-        self._retry = retry or RetryPolicy()
-        self._options = (*_CHANNEL_OPTIONS, *channel_options)
-        self._channels: dict[str, grpc.Channel] = {}
-        self._kv_stubs: dict[str, kv_pb2_grpc.KVStub] = {}
-        self.topology = Topology.static(seeds)
-        self._rtt_probes = rtt_probes
-        self._overrides = dict(endpoint_overrides or {})
-        # Sent with every call; None keeps the no-auth path free of metadata.
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
-        self._tls = (
-            grpc.ssl_channel_credentials(Path(tls_ca_file).read_bytes()) if tls_ca_file else None
-        )
+        super().__init__(
+            endpoints, timeout_s=timeout_s, retry=retry, rtt_probes=rtt_probes,
+            channel_options=channel_options, endpoint_overrides=endpoint_overrides, token=token,
+            tls_ca_file=tls_ca_file,
+        )  # fmt: skip
         if discover:
             self.refresh_topology()
 
     # -- plumbing --------------------------------------------------------------
-
-    def _channel(self, endpoint: str) -> grpc.Channel:
-        channel = self._channels.get(endpoint)
-        if channel is None:
-            if self._tls is not None:
-                channel = grpc.secure_channel(endpoint, self._tls, self._options)
-            else:
-                channel = grpc.insecure_channel(endpoint, self._options)
-            self._channels[endpoint] = channel
-        return channel
-
-    def _kv(self, node: NodeRoute) -> kv_pb2_grpc.KVStub:
-        stub = self._kv_stubs.get(node.endpoint)
-        if stub is None:
-            stub = self._kv_stubs[node.endpoint] = kv_pb2_grpc.KVStub(self._channel(node.endpoint))
-        return stub
 
     def refresh_topology(self) -> None:
         """Re-read Cluster.Members from the nearest answering node and re-measure RTTs."""

@@ -426,11 +426,15 @@ class Engine:
             self._publish(buckets, changes, seq, True)
         return versions
 
-    def _stage_digests(self, wb: WriteBatch, changes: list[Change]) -> dict[tuple[bytes, int], int]:
+    def _stage_digests(
+        self, wb: WriteBatch, changes: list[Change], *, replacing: bool = True
+    ) -> dict[tuple[bytes, int], int]:
         """Add the digest index and bucket updates for ``changes`` to ``wb``.
 
-        Returns the new bucket digests; they go live in memory only after the
-        batch is written (``_publish``), so a failed write changes nothing.
+        Each change replaces the key's stored record, whose hash is XOR-ed out
+        first (``replacing=False`` when rebuilding an empty index). Returns the
+        new bucket digests; they go live in memory only after the batch is
+        written (``_publish``), so a failed write changes nothing.
         """
         record_hash = native.record_hash
         key_bucket = native.key_bucket
@@ -445,7 +449,7 @@ class Engine:
             current = buckets.get(slot)
             if current is None:
                 current = self._tree(placement).buckets[bucket]
-            previous = latest.get(key) or db_get(key)
+            previous = latest.get(key) or (db_get(key) if replacing else None)
             if previous is not None:
                 current ^= record_hash(key, previous)
             buckets[slot] = current ^ record_hash(key, record)
@@ -645,7 +649,7 @@ class Engine:
                 if len(batch) >= 1000 or (not valid and batch):
                     wb = WriteBatch(raw_mode=True)
                     # The index is empty, so no previous version may be XOR-ed out.
-                    buckets = self._stage_rebuild(wb, batch)
+                    buckets = self._stage_digests(wb, batch, replacing=False)
                     self._write_batch(wb)
                     for (placement, bucket), value in buckets.items():
                         self._tree(placement).set_bucket(bucket, value)
@@ -653,23 +657,6 @@ class Engine:
                 if not valid:
                     break
             self._meta.put(_META_PLACEMENT, self.options.placement_fingerprint)
-
-    def _stage_rebuild(self, wb: WriteBatch, changes: list[Change]) -> dict[tuple[bytes, int], int]:
-        buckets: dict[tuple[bytes, int], int] = {}
-        for key, record in changes:
-            placement = self._placement_of(key)
-            bucket = native.key_bucket(key)
-            slot = (placement, bucket)
-            current = buckets.get(slot, self._tree(placement).buckets[bucket])
-            buckets[slot] = current ^ native.record_hash(key, record)
-            wb.put(
-                digest.index_key(placement, bucket, key),
-                digest.index_version_of(record),
-                self._digest_handle,
-            )
-        for (placement, bucket), value in buckets.items():
-            wb.put(digest.meta_key(placement, bucket), _U64.pack(value), self._meta_handle)
-        return buckets
 
     # -- replication cursors -------------------------------------------------
 
