@@ -230,6 +230,43 @@ def status(as_json: bool, **conn: Any) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if st.metrics_endpoint:
+        click.echo("")
+        for line in metrics_summary(st.metrics_endpoint):
+            click.echo(line)
+
+
+def metrics_summary(endpoint: str) -> list[str]:
+    """A few lines for humans from the node's Prometheus endpoint."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    host, _, port = endpoint.rpartition(":")
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]", "") else host
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=3) as resp:
+            text = resp.read().decode()
+    except OSError as exc:
+        return [f"metrics   {endpoint}: unreachable ({exc})"]
+    calls: dict[str, float] = {}
+    gauges: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "edgekv_requests_total":
+                code = sample.labels.get("code", "?")
+                calls[code] = calls.get(code, 0) + sample.value
+            elif not sample.labels:
+                gauges[sample.name] = sample.value
+    by_code = ", ".join(f"{code} {int(n)}" for code, n in sorted(calls.items())) or "none yet"
+    size_mb = sum(v for k, v in gauges.items() if k.startswith("edgekv_rocksdb")) / 1e6
+    skew_ms = gauges.get("edgekv_clock_max_skew_seen_seconds", 0) * 1000
+    refused = int(gauges.get("edgekv_clock_skew_rejections_total", 0))
+    return [
+        f"metrics   http://{host}:{port}/metrics",
+        f"calls     {by_code}",
+        f"skew      peers up to {skew_ms:.0f} ms ahead; {refused} timestamps refused",
+    ] + ([f"rocksdb   {size_mb:.1f} MB"] if size_mb else [])
 
 
 @click.command()

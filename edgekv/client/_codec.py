@@ -99,7 +99,7 @@ def watch_event(e: kv_pb2.WatchEvent) -> WatchEvent:
 def node_status(s: cluster_pb2.StatusResponse) -> NodeStatus:
     return NodeStatus(
         s.node_id, s.region, s.cluster, s.uptime_s, s.key_count, s.read_path,
-        s.server_version, s.last_seq, s.sync_writes,
+        s.server_version, s.last_seq, s.sync_writes, s.metrics_endpoint,
     )  # fmt: skip
 
 

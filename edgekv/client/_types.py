@@ -68,6 +68,7 @@ class NodeStatus:
     server_version: str
     last_seq: int
     sync_writes: bool
+    metrics_endpoint: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             last_seq=engine.last_seq,
             hlc_timestamp=engine.clock.last,
             sync_writes=engine.options.sync_writes,
+            metrics_endpoint=node.metrics_endpoint,
         )
 
     async def Members(

@@ -347,6 +347,13 @@ class Node:
         return f"{host}:{self.port}"
 
     @property
+    def metrics_endpoint(self) -> str:
+        if not self.spec.metrics_listen or not self.metrics_port:
+            return ""
+        host = self.spec.metrics_listen.rsplit(":", 1)[0]
+        return f"{host}:{self.metrics_port}"
+
+    @property
     def peer_endpoint(self) -> str:
         if not self.spec.peer_listen or not self.peer_port:
             return ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -71,3 +73,10 @@ def test_scrape_has_request_replication_storage_and_clock_series(tmp_path: Path)
             assert name in m, f"{name} missing from the scrape"
         assert m["edgekv_replication_lag_entries"][0][0] == {"peer": "b-1"}
         assert m["edgekv_clock_max_skew_allowed_seconds"][0][1] == 0.5
+        # edgekv status reads them for humans.
+        out = subprocess.run(
+            [sys.executable, "-m", "edgekv.cli.main", "status", "--endpoint",
+             cluster.endpoint("a-1")], capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert "metrics   http://127.0.0.1:" in out.stdout and "INVALID_ARGUMENT 1" in out.stdout
