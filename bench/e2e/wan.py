@@ -44,6 +44,41 @@ def timed(fn: object, n: int) -> list[float]:
     return out
 
 
+def echo_through_delay(tmp: str, one_way_ms: float, n: int) -> list[float]:
+    """Round trips of a bare gRPC echo through a fault proxy with ``one_way_ms``.
+
+    The emulation's own cost (the proxy releases bytes on the event loop's ~1 ms
+    timer) is in this floor too, so forwarded reads can be compared with it.
+    """
+    import json
+    import subprocess
+    import sys
+
+    import grpc
+
+    from edgekv.local.faultproxy import ProxyHost
+    from edgekv.local.wait import wait_until
+
+    ready = Path(tmp) / "echo.ready.json"
+    echo = subprocess.Popen(
+        [sys.executable, "-m", "bench.e2e.echo_server", "--ready-file", str(ready)],
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    host = ProxyHost()
+    try:
+        wait_until(ready.exists, timeout_s=20, what="the echo server")
+        proxy = host.add(json.loads(ready.read_text())["endpoint"])
+        host.set_delay(proxy, one_way_ms)
+        with grpc.insecure_channel(f"127.0.0.1:{proxy.port}") as channel:
+            call = channel.unary_unary("/edgekv.bench.Echo/Echo")
+            call(b"warm-up", timeout=10)
+            return timed(lambda: call(b"\x0a\x08eu/bench", timeout=10), max(20, n))
+    finally:
+        host.close()
+        echo.terminate()
+        echo.wait(10)
+
+
 def lag_between(cluster: LocalCluster, src: str, dst: str, writes: int) -> list[float]:
     seen: dict[bytes, float] = {}
     acked: dict[bytes, float] = {}
@@ -106,7 +141,12 @@ def main() -> None:
                 s = timed(lambda n=n: clients[n.id].get(f"g/{n.id}"), args.reads)
                 p50, p99 = pct(s, 0.5), pct(s, 0.99)
                 print(f"  {n.id:<7} ({n.region:<13}) p50 {p50:7.3f} ms  p99 {p99:7.3f} ms")
+            floor = echo_through_delay(
+                tmp, cluster.wan_delay_ms("us-east", region[pinned_home]), args.reads // 10
+            )
             print(f"\nforwarded reads (eu/ key, held only by {pinned_home})")
+            print(f"  floor: bare gRPC echo through the same emulated link (us-east): "
+                  f"p50 {pct(floor, 0.5):.1f} ms")  # fmt: skip
             for n in nodes:
                 if n.id == pinned_home:
                     continue

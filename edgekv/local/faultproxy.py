@@ -95,7 +95,7 @@ class FaultProxy:
             up_reader, upstream_writer = await asyncio.open_connection(*self.target)
             await asyncio.gather(self._pump(reader, upstream_writer), self._pump(up_reader, writer))
         except (OSError, asyncio.IncompleteReadError):
-            pass
+            pass  # an end closed or the target is down: drop the connection, as a link would
         except asyncio.CancelledError:
             pass  # cut() or stop(): the connection dies, as on a real broken link
         finally:

@@ -22,7 +22,7 @@ def test_flood_gets_resource_exhausted_node_and_replication_keep_going(tmp_path:
         tmp_path,
         regions=(("r1", 0.0, 0.0), ("r2", 1.0, 1.0)),
         nodes=(("a-1", "r1"), ("b-1", "r2")),
-        extra={"limits": {"max_inflight_per_client": 4}},
+        extra={"limits": {"max_inflight_per_client": 1}},
     )
     with LocalCluster(path) as cluster:
         cluster.start()
@@ -36,13 +36,13 @@ def test_flood_gets_resource_exhausted_node_and_replication_keep_going(tmp_path:
 
                 async def one() -> grpc.StatusCode:
                     try:
-                        await kv.Scan(kv_pb2.ScanRequest(prefix=b"f/", limit=5000), timeout=30)
+                        await kv.Scan(kv_pb2.ScanRequest(prefix=b"f/", limit=10_000), timeout=30)
                         return grpc.StatusCode.OK
                     except grpc.aio.AioRpcError as exc:
                         assert "max_inflight_per_client" in (exc.details() or "")
                         return exc.code()
 
-                return await asyncio.gather(*(one() for _ in range(40)))
+                return await asyncio.gather(*(one() for _ in range(100)))
 
         codes = asyncio.run(flood())
         assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes and grpc.StatusCode.OK in codes

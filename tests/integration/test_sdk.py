@@ -169,7 +169,7 @@ def test_client_routes_to_nearest_allowed_pop_and_fails_over(tmp_path: Path) -> 
                 started = time.perf_counter()
                 assert c.put("eu/k", "v").served_by == "fra-1"
                 direct_ms = (time.perf_counter() - started) * 1000
-                assert direct_ms < 60, f"{direct_ms:.1f} ms: went through iad, not straight to fra"
+                assert direct_ms < 70, f"{direct_ms:.1f} ms: went through iad, not straight to fra"
                 cluster.kill("iad-1")
                 entry = wait_until(lambda: c.get("global/k"), timeout_s=20, what="failover read")
                 assert entry.served_by == "fra-1"  # the next nearest
