@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 
 import grpc
 
-from edgekv.errors import EdgeKVError, InvalidArgument
+from edgekv.errors import EdgeKVError, InvalidArgument, PermissionDenied
 from edgekv.server.kv_service import abort_with
 from edgekv.storage.clock import wall_ms
 from edgekv.storage.engine import Engine
@@ -50,7 +50,9 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         # origin id -> (through_seq, origin_last_seq, sent_at_ms) of the last batch.
         self.inbound: dict[str, tuple[int, int, int]] = {}
 
-    def _check_hello(self, hello: replication_pb2.PeerHello) -> str:
+    def _check_hello(
+        self, hello: replication_pb2.PeerHello, context: grpc.aio.ServicerContext
+    ) -> str:
         if hello.cluster != self._cluster:
             raise InvalidArgument(
                 f"peer {hello.node_id!r} belongs to cluster {hello.cluster!r}; this node is in "
@@ -58,6 +60,14 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
             )
         if hello.node_id not in self._known or hello.node_id == self._node_id:
             raise InvalidArgument(f"peer {hello.node_id!r} is not a node of this cluster file")
+        # Under mutual TLS the certificate, not the message, says who is calling:
+        # a node's certificate cannot be used to speak for another node.
+        names = (context.auth_context() or {}).get("x509_common_name")
+        if names and hello.node_id.encode() not in names:
+            shown = ", ".join(n.decode("utf-8", "replace") for n in names)
+            raise PermissionDenied(
+                f"peer says it is {hello.node_id!r} but its certificate is for {shown}"
+            )
         return hello.node_id
 
     def _apply(self, pairs: list[tuple[bytes, bytes]]) -> int:
@@ -76,7 +86,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         try:
             async for request in request_iterator:
                 if not origin:
-                    origin = self._check_hello(request.hello)
+                    origin = self._check_hello(request.hello, context)
                     continue  # the hello message carries no entries and gets no ack
                 applied = 0
                 if request.entries:
@@ -95,7 +105,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         self, request: replication_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> replication_pb2.HeartbeatResponse:
         try:
-            self._check_hello(request.hello)
+            self._check_hello(request.hello, context)
         except EdgeKVError as exc:
             await abort_with(context, exc)
         return replication_pb2.HeartbeatResponse(
@@ -109,7 +119,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         self, request: replication_pb2.DigestRequest, context: grpc.aio.ServicerContext
     ) -> replication_pb2.DigestResponse:
         try:
-            self._check_hello(request.hello)
+            self._check_hello(request.hello, context)
             groups = self._engine.group_digests(request.placement)
             buckets: list[int] = []
             for group in request.groups:
@@ -122,7 +132,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         self, request: replication_pb2.ListBucketsRequest, context: grpc.aio.ServicerContext
     ) -> replication_pb2.ListBucketsResponse:
         try:
-            self._check_hello(request.hello)
+            self._check_hello(request.hello, context)
             if len(request.buckets) > MAX_LIST_BUCKETS:
                 raise InvalidArgument(
                     f"{len(request.buckets)} buckets requested; the limit is {MAX_LIST_BUCKETS}"
@@ -140,7 +150,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         self, request: replication_pb2.FetchRecordsRequest, context: grpc.aio.ServicerContext
     ) -> replication_pb2.RecordBatch:
         try:
-            requester = self._check_hello(request.hello)
+            requester = self._check_hello(request.hello, context)
             if len(request.keys) > MAX_FETCH_KEYS:
                 raise InvalidArgument(
                     f"{len(request.keys)} keys requested; the limit is {MAX_FETCH_KEYS}"
@@ -157,7 +167,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         self, request: replication_pb2.RecordBatch, context: grpc.aio.ServicerContext
     ) -> replication_pb2.PushRecordsResponse:
         try:
-            self._check_hello(request.hello)
+            self._check_hello(request.hello, context)
             applied = self._apply([(r.key, r.record) for r in request.records])
         except EdgeKVError as exc:
             await abort_with(context, exc)

@@ -113,15 +113,30 @@ def test_peer_with_certificate_from_another_ca_is_refused(
             return replication_pb2_grpc.ReplicationStub(channel).Heartbeat(hello, timeout=3)
 
     assert heartbeat(pki, pki).node_id == "fra-1"  # a cluster certificate is accepted
+    # A certificate from the cluster CA for another name cannot speak as iad-1.
+    issue_cert(pki, "intruder", ["127.0.0.1"])
+    creds = grpc.ssl_channel_credentials(
+        (pki / "ca.pem").read_bytes(),
+        (pki / "intruder-key.pem").read_bytes(),
+        (pki / "intruder.pem").read_bytes(),
+    )
+    with grpc.secure_channel(peer, creds) as ch:
+        with pytest.raises(grpc.RpcError) as excinfo:
+            replication_pb2_grpc.ReplicationStub(ch).Heartbeat(hello, timeout=3)
+        assert excinfo.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+        assert "certificate is for intruder" in excinfo.value.details()  # type: ignore[attr-defined]
     rogue = tmp_path / "rogue"
     create_ca(rogue)
     issue_cert(rogue, "iad-1", ["127.0.0.1"])
     with pytest.raises(grpc.RpcError) as excinfo:
         heartbeat(pki, rogue)  # trusts the server, but presents a rogue certificate
     assert excinfo.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
-    with grpc.secure_channel(
-        peer, grpc.ssl_channel_credentials((pki / "ca.pem").read_bytes())
-    ) as ch, pytest.raises(grpc.RpcError):  # no client certificate at all
+    with (
+        grpc.secure_channel(
+            peer, grpc.ssl_channel_credentials((pki / "ca.pem").read_bytes())
+        ) as ch,
+        pytest.raises(grpc.RpcError),
+    ):  # no client certificate at all
         replication_pb2_grpc.ReplicationStub(ch).Heartbeat(hello, timeout=3)
 
 
