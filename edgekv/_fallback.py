@@ -6,11 +6,12 @@ tests/parity runs every case through both; keep them in step.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from edgekv.errors import CorruptRecord, InvalidArgument
+from edgekv.errors import CorruptRecord, InvalidArgument, StorageError
 from edgekv.limits import MAX_KEY_BYTES
 from edgekv.storage.record import (
     FLAG_EXPIRES,
@@ -59,9 +60,24 @@ def _check_header(buf: bytes) -> int:
         raise CorruptRecord(
             f"record origin id needs {origin_len} bytes but only {n - OFF_ORIGIN} remain"
         )
+    if not buf[OFF_ORIGIN : OFF_ORIGIN + origin_len].isascii():
+        raise CorruptRecord("record origin id is not ASCII")
     if flags & FLAG_TOMBSTONE and OFF_ORIGIN + origin_len != n:
         raise CorruptRecord("tombstone record carries value bytes")
     return OFF_ORIGIN + origin_len
+
+
+def _as_c_int(name: str, value: object, low: int, high: int) -> int:
+    """What Cython does for a typed C integer argument, minus float truncation."""
+    if not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise OverflowError(f"{name} {value} does not fit in [{low}, {high}]")
+    return value
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+_SSIZE = (-sys.maxsize - 1, sys.maxsize)  # Py_ssize_t
 
 
 def _require_bytes(name: str, value: object) -> None:
@@ -101,13 +117,15 @@ def encode_record(
 
     A tombstone must have an empty value. Raises InvalidArgument otherwise.
     """
+    # Same order of checks as _speedups: argument types, then the integers, then values.
     _require_bytes("origin", origin)
     _require_bytes("value", value)
-    for name, number in (("timestamp", timestamp), ("expires_at_ms", expires_at_ms)):
-        if not 0 <= number <= MAX_U64:
-            raise OverflowError(f"{name} {number} does not fit in an unsigned 64-bit integer")
+    _as_c_int("timestamp", timestamp, 0, MAX_U64)
+    _as_c_int("expires_at_ms", expires_at_ms, 0, MAX_U64)
     if not 1 <= len(origin) <= 255:
         raise InvalidArgument(f"origin id is {len(origin)} bytes; it must be 1 to 255")
+    if not origin.isascii():
+        raise InvalidArgument(f"origin id {origin!r} is not ASCII")
     flags = 0
     if tombstone:
         if value:
@@ -173,6 +191,7 @@ class Reader:
     def get(self, key: bytes, now_ms: int = -1) -> tuple[bytes, int, str, int] | None:
         """The live item under ``key``, or None (absent, deleted or expired)."""
         _require_bytes("key", key)
+        _as_c_int("now_ms", now_ms, *_INT64)
         _check_key(key)
         raw = self._get(key)
         if raw is None:
@@ -187,6 +206,7 @@ class Reader:
             raise TypeError(
                 f"Argument 'keys' has incorrect type (expected list, got {type(keys).__name__})"
             )
+        _as_c_int("now_ms", now_ms, *_INT64)
         for i, key in enumerate(keys):
             if type(key) is not bytes:
                 raise InvalidArgument(f"keys[{i}] must be bytes, got {type(key).__name__}")
@@ -194,6 +214,8 @@ class Reader:
         if now_ms < 0:
             now_ms = _wall_ms()
         raws = self._get(keys)
+        if len(raws) != len(keys):
+            raise StorageError(f"multi-get returned {len(raws)} results for {len(keys)} keys")
         return [None if raw is None else _live_item(raw, now_ms) for raw in raws]
 
     def scan(
@@ -215,6 +237,9 @@ class Reader:
         """
         _require_bytes("start", start)
         _require_bytes("end", end)
+        _as_c_int("limit", limit, *_SSIZE)
+        _as_c_int("max_examined", max_examined, *_SSIZE)
+        _as_c_int("now_ms", now_ms, *_INT64)
         if limit < 1:
             raise InvalidArgument(f"scan limit is {limit}; it must be at least 1")
         if now_ms < 0:
@@ -269,8 +294,7 @@ def version_hash(key: bytes, timestamp: int, origin: bytes) -> int:
     """64-bit hash of (key, version): XOR-ed into the key's bucket digest."""
     _require_bytes("key", key)
     _require_bytes("origin", origin)
-    if not 0 <= timestamp <= MAX_U64:
-        raise OverflowError(f"timestamp {timestamp} does not fit in an unsigned 64-bit integer")
+    _as_c_int("timestamp", timestamp, 0, MAX_U64)
     h = _fnv1a(_FNV_OFFSET, key)
     h = _fnv1a(h ^ 0xFF, timestamp.to_bytes(8, "big"))
     h = _fnv1a(h, origin)

@@ -4,7 +4,7 @@
 Import it only through edgekv.native, which picks this or the fallback.
 """
 
-from edgekv.errors import CorruptRecord, InvalidArgument
+from edgekv.errors import CorruptRecord, InvalidArgument, StorageError
 
 include "common.pxi"
 include "consts.pxi"

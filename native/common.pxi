@@ -13,3 +13,10 @@ cdef inline void store_u64_be(uint8_t* p, uint64_t v) noexcept nogil:
     for i in range(8):
         p[7 - i] = <uint8_t>(v & 0xFF)
         v >>= 8
+
+
+cdef inline uint64_t as_u64(object value, str name) except? 0:
+    """``value`` as a uint64_t; a float is a TypeError, not silently truncated."""
+    if not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    return <uint64_t>value  # OverflowError below 0 or above 2**64 - 1

@@ -30,10 +30,10 @@ def key_bucket(bytes key not None):
     return <int>(fmix64(h) >> (64 - BUCKET_BITS))
 
 
-def version_hash(bytes key not None, uint64_t timestamp, bytes origin not None):
+def version_hash(bytes key not None, object timestamp, bytes origin not None):
     """64-bit hash of (key, version): XOR-ed into the key's bucket digest."""
     cdef uint8_t ts[8]
-    store_u64_be(ts, timestamp)
+    store_u64_be(ts, as_u64(timestamp, "timestamp"))
     cdef uint64_t h = fnv1a(<uint64_t>FNV_OFFSET, <const uint8_t*>PyBytes_AS_STRING(key),
                             PyBytes_GET_SIZE(key))
     h = fnv1a(h ^ 0xff, ts, 8)

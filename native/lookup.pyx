@@ -60,7 +60,7 @@ cdef class Reader:
     def get_many(self, list keys not None, int64_t now_ms=-1):
         """``get`` for each key, in order, through one RocksDB multi-get."""
         cdef Py_ssize_t i, count = len(keys)
-        cdef list out
+        cdef list out, raws
         for i in range(count):
             key = keys[i]
             if type(key) is not bytes:
@@ -69,6 +69,8 @@ cdef class Reader:
         if now_ms < 0:
             now_ms = wall_ms()  # one clock read for the whole batch
         raws = self._get(keys)
+        if len(raws) != count:  # indexing below is unchecked: never trust the length
+            raise StorageError(f"multi-get returned {len(raws)} results for {count} keys")
         out = [None] * count
         for i in range(count):
             raw = raws[i]

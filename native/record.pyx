@@ -13,7 +13,7 @@ cdef inline int64_t wall_ms() noexcept nogil:
 
 cdef int check_header(const uint8_t* p, Py_ssize_t n) except -1:
     """Validate the fixed header; return the value offset, or raise CorruptRecord."""
-    cdef Py_ssize_t origin_len
+    cdef Py_ssize_t origin_len, i
     if n < OFF_ORIGIN + 1:
         raise CorruptRecord(f"record is {n} bytes; a record is at least {OFF_ORIGIN + 1}")
     if p[0] != FORMAT_VERSION:
@@ -26,6 +26,9 @@ cdef int check_header(const uint8_t* p, Py_ssize_t n) except -1:
     if OFF_ORIGIN + origin_len > n:
         raise CorruptRecord(
             f"record origin id needs {origin_len} bytes but only {n - OFF_ORIGIN} remain")
+    for i in range(OFF_ORIGIN, OFF_ORIGIN + origin_len):
+        if p[i] & 0x80:  # node ids are ASCII: decoding the origin below cannot fail
+            raise CorruptRecord("record origin id is not ASCII")
     if (p[OFF_FLAGS] & FLAG_TOMBSTONE) and OFF_ORIGIN + origin_len != n:
         raise CorruptRecord("tombstone record carries value bytes")
     return OFF_ORIGIN + <int>origin_len
@@ -56,24 +59,31 @@ def record_version(bytes buf not None):
             PyUnicode_DecodeASCII(<const char*>p + OFF_ORIGIN, off - OFF_ORIGIN, NULL))
 
 
-def encode_record(bint tombstone, uint64_t timestamp, uint64_t expires_at_ms,
+def encode_record(bint tombstone, object timestamp, object expires_at_ms,
                   bytes origin not None, bytes value not None):
     """Encode a record; ``origin`` is the ASCII node id (1..255 bytes).
 
     A tombstone must have an empty value. Raises InvalidArgument otherwise.
     """
+    cdef uint64_t ts = as_u64(timestamp, "timestamp")
+    cdef uint64_t expires = as_u64(expires_at_ms, "expires_at_ms")
     cdef Py_ssize_t origin_len = PyBytes_GET_SIZE(origin)
     cdef Py_ssize_t value_len = PyBytes_GET_SIZE(value)
+    cdef const uint8_t* o = <const uint8_t*>PyBytes_AS_STRING(origin)
     cdef uint8_t flags = 0
     cdef bytes out
     cdef uint8_t* p
+    cdef Py_ssize_t i
     if origin_len < 1 or origin_len > 255:
         raise InvalidArgument(f"origin id is {origin_len} bytes; it must be 1 to 255")
+    for i in range(origin_len):
+        if o[i] & 0x80:
+            raise InvalidArgument(f"origin id {origin!r} is not ASCII")
     if tombstone:
         if value_len:
             raise InvalidArgument("a tombstone has no value")
         flags |= FLAG_TOMBSTONE
-    if expires_at_ms:
+    if expires:
         flags |= FLAG_EXPIRES
     # Own the new bytes object until it is returned: filling it in place is safe
     # because nobody else can see it yet.
@@ -81,8 +91,8 @@ def encode_record(bint tombstone, uint64_t timestamp, uint64_t expires_at_ms,
     p = <uint8_t*>PyBytes_AS_STRING(out)
     p[0] = FORMAT_VERSION
     p[OFF_FLAGS] = flags
-    store_u64_be(p + OFF_TIMESTAMP, timestamp)
-    store_u64_be(p + OFF_EXPIRES, expires_at_ms)
+    store_u64_be(p + OFF_TIMESTAMP, ts)
+    store_u64_be(p + OFF_EXPIRES, expires)
     p[OFF_ORIGIN_LEN] = <uint8_t>origin_len
     memcpy(p + OFF_ORIGIN, PyBytes_AS_STRING(origin), origin_len)
     if value_len:

@@ -175,6 +175,8 @@ class Engine:
         self.limits = self.options.limits
         self.path = Path(path)
         self.node_id = node_id
+        if not isinstance(node_id, str) or not node_id.isascii():
+            raise InvalidArgument(f"node id {node_id!r} must be an ASCII string")
         self._origin = node_id.encode("ascii")
         if not 1 <= len(self._origin) <= 255:
             raise InvalidArgument(f"node id is {len(self._origin)} bytes; it must be 1 to 255")
@@ -371,6 +373,10 @@ class Engine:
         staged: list[tuple[bytes, bool, int, bytes]] = []
         seen: set[bytes] = set()
         for i, op in enumerate(ops):
+            if not isinstance(op, PutOp | DeleteOp):
+                raise InvalidArgument(
+                    f"ops[{i}] is {type(op).__name__}; expected PutOp or DeleteOp"
+                )
             key = op.key
             self.limits.check_key(key)
             if key in seen:
@@ -379,12 +385,8 @@ class Engine:
             if isinstance(op, PutOp):
                 self.limits.check_value(op.value)
                 staged.append((key, False, self._expiry(op.ttl_ms, now, i), op.value))
-            elif isinstance(op, DeleteOp):
-                staged.append((key, True, 0, b""))
             else:
-                raise InvalidArgument(
-                    f"ops[{i}] is {type(op).__name__}; expected PutOp or DeleteOp"
-                )
+                staged.append((key, True, 0, b""))
         return staged
 
     @staticmethod
@@ -401,11 +403,11 @@ class Engine:
         """Write validated batches in one WriteBatch; each gets its own timestamp."""
         encode = native.encode_record
         origin = self._origin
-        log_handle = self._log_handle
         versions: list[Version] = []
         changes: list[Change] = []
         with self._lock:
             self._check_open()
+            log_handle = self._log_handle  # gone once closed: read it under the lock
             seq = self._seq
             wb = WriteBatch(raw_mode=True)
             timestamp = 0

@@ -1,23 +1,26 @@
-"""One ``impl`` fixture runs every parity test over the compiled and the Python read path."""
+"""The ``impl`` fixture: every parity test runs once over each read-path implementation.
+
+Both are imported directly (not through edgekv.native), so the compiled module is
+tested even under EDGEKV_PUREPYTHON=1. A missing extension fails its half of the
+suite with a hint instead of skipping it: a silent fallback is what msgpack issues
+#437 and #483 warn about.
+"""
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 
 import pytest
 
-from edgekv import _fallback
-
-try:
-    from edgekv import _speedups
-except ImportError:  # pragma: no cover - a build without the extension fails test_native_active
-    _speedups = None  # type: ignore[assignment]
-
-IMPLS = [pytest.param(_fallback, id="python")]
-if _speedups is not None:
-    IMPLS.append(pytest.param(_speedups, id="cython"))
+IMPLS = {"cython": "edgekv._speedups", "python": "edgekv._fallback"}
 
 
-@pytest.fixture(params=IMPLS)
+@pytest.fixture(scope="session", params=list(IMPLS))
 def impl(request: pytest.FixtureRequest) -> ModuleType:
-    return request.param  # type: ignore[no-any-return]
+    """edgekv._speedups (id "cython") or edgekv._fallback (id "python")."""
+    name = IMPLS[request.param]
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        pytest.fail(f"{name} cannot be imported ({exc}); run `make build`", pytrace=False)

@@ -5,47 +5,98 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgekv.storage.clock import LOGICAL_BITS, HybridClock, physical_ms
+from edgekv.storage.clock import ClockSkewError, HybridClock, from_wall_ms, physical_ms
 
-steps = st.lists(
-    st.tuples(st.sampled_from(["now", "observe"]), st.integers(-5_000, 5_000), st.integers(0, 100)),
+T0 = 1_700_000_000_000
+MAX_SKEW_MS = 500
+
+# ("now", wall jump, _) or ("observe", wall jump, remote offset from the wall in ms),
+# remote offsets on both sides of the skew bound. "restart" reopens the clock
+# from its persisted high-water mark, as the engine does.
+steps_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(["now", "now", "observe", "restart"]),
+        st.integers(-10_000, 10_000),
+        st.integers(-10_000, 2 * MAX_SKEW_MS),
+    ),
     min_size=1,
     max_size=200,
 )
 
 
-@given(steps=steps)
-def test_now_strictly_increases_with_a_jumping_wall_clock(
+class Wall:
+    def __init__(self) -> None:
+        self.ms = T0
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@given(steps=steps_strategy)
+def test_now_strictly_increases_with_non_monotonic_wall_clock(
     steps: list[tuple[str, int, int]],
 ) -> None:
-    wall = [1_700_000_000_000]
-    clock = HybridClock(wall_clock_ms=lambda: wall[0], max_skew_ms=500)
+    wall = Wall()
+    clock = HybridClock(max_skew_ms=MAX_SKEW_MS, wall_clock_ms=wall)
     issued: list[int] = []
-    for op, jump, remote_ahead in steps:
-        wall[0] += jump  # the wall clock steps forwards and backwards
-        if op == "now":
-            ts = clock.now()
-            assert not issued or ts > issued[-1]
-            assert ts > clock.last - 1
-            issued.append(ts)
+    high = 0  # everything issued or observed so far
+    for op, jump, offset in steps:
+        wall.ms = max(0, wall.ms + jump)  # forwards and backwards
+        if op == "restart":
+            clock = HybridClock(clock.last, max_skew_ms=MAX_SKEW_MS, wall_clock_ms=wall)
+        elif op == "observe":
+            remote = from_wall_ms(wall.ms + offset)
+            if offset > MAX_SKEW_MS:
+                before = clock.last
+                try:
+                    clock.observe(remote)
+                except ClockSkewError:
+                    assert clock.last == before  # refused: nothing changed
+                else:
+                    raise AssertionError(f"accepted a timestamp {offset} ms ahead")
+            else:
+                clock.observe(remote)
+                high = max(high, remote)
         else:
-            remote = (wall[0] + remote_ahead) << LOGICAL_BITS
-            clock.observe(remote)  # within the skew bound: never refused
-            assert clock.last >= remote
-            nxt = clock.now()
-            assert nxt > remote and (not issued or nxt > issued[-1])
-            issued.append(nxt)
+            ts = clock.now()
+            assert ts > high  # above everything issued or observed
+            assert physical_ms(ts) >= wall.ms  # never behind the wall clock
+            issued.append(ts)
+            high = ts
+        assert clock.last == high
+    assert issued == sorted(set(issued))
 
 
-@given(start=st.integers(0, 2**40), ahead=st.integers(501, 10**6))
-def test_observe_refuses_beyond_skew_and_changes_nothing(start: int, ahead: int) -> None:
-    clock = HybridClock(wall_clock_ms=lambda: start, max_skew_ms=500)
+@given(
+    start=st.integers(0, 2**40),
+    ahead=st.integers(MAX_SKEW_MS + 1, 10**6),
+    logical=st.integers(0, 0xFFFF),
+)
+def test_observe_beyond_skew_refused_and_changes_nothing(
+    start: int, ahead: int, logical: int
+) -> None:
+    clock = HybridClock(max_skew_ms=MAX_SKEW_MS, wall_clock_ms=lambda: start)
     before = clock.now()
     try:
-        clock.observe((start + ahead) << LOGICAL_BITS)
-    except Exception as exc:
-        assert "max_clock_skew_ms" in str(exc)
+        clock.observe(from_wall_ms(start + ahead) | logical)
+    except ClockSkewError as exc:
+        assert f"{ahead} ms ahead" in str(exc) and "max_clock_skew_ms" in str(exc)
     else:
         raise AssertionError("a timestamp beyond the skew bound was accepted")
     assert clock.last == before and clock.rejected_count == 1
-    assert physical_ms(clock.now()) >= start
+    assert clock.now() == before + 1
+
+
+@given(
+    start=st.integers(0, 2**40),
+    ahead=st.integers(0, MAX_SKEW_MS),
+    logical=st.integers(0, 0xFFFF),
+)
+def test_observe_within_skew_accepted_and_next_now_is_later(
+    start: int, ahead: int, logical: int
+) -> None:
+    clock = HybridClock(max_skew_ms=MAX_SKEW_MS, wall_clock_ms=lambda: start)
+    remote = from_wall_ms(start + ahead) | logical
+    clock.observe(remote)
+    assert clock.last == remote
+    assert clock.now() > remote
