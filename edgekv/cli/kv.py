@@ -1,26 +1,35 @@
-"""Client commands: get, put, delete, scan, status, members.
+"""Client commands: get, put, delete, scan, status, health, backup.
 
-Each takes ``--endpoint HOST:PORT`` or ``--config FILE --node ID``; ``--json``
-prints one JSON object per result for scripts. Bytes print as UTF-8 text when
-they decode, otherwise as base64 with ``"encoding": "base64"`` in JSON.
+Each takes ``--endpoint HOST:PORT`` (or ``$EDGEKV_ENDPOINT``), or ``--config
+FILE --node ID`` (the node's ``listen`` address from the cluster file), plus
+``--timeout`` (seconds per call) and ``--json`` (output for scripts, see
+``edgekv.cli.output``). KEY, VALUE and PREFIX arguments are taken as the bytes
+the shell passed (UTF-8 text in practice).
+
+Errors print one line ``edgekv: <message>`` on stderr and exit with a code
+from ``edgekv.cli.exitcodes``: 1 error, 2 usage, 3 not found (``get`` of a
+missing key), 4 unavailable (the node could not be reached or did not answer
+within ``--timeout``).
 """
 
 from __future__ import annotations
 
-import base64
-import dataclasses
 import functools
-import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from edgekv.cli import exitcodes as codes
 
+if TYPE_CHECKING:
+    from edgekv.client import Client
+
 F = TypeVar("F", bound=Callable[..., Any])
+CONNECTION_OPTIONS = ("endpoint", "config_path", "node_id", "timeout_s", "ca_file", "token")
 
 
 def endpoint_options(fn: F) -> F:
@@ -30,31 +39,56 @@ def endpoint_options(fn: F) -> F:
                       help="Bearer token (or $EDGEKV_TOKEN).")(fn)  # fmt: skip
     fn = click.option("--ca-file", envvar="EDGEKV_CA_FILE", type=click.Path(dir_okay=False),
                       help="CA certificate for TLS (default: the cluster file's).")(fn)  # fmt: skip
-    fn = click.option("--timeout", "timeout_s", type=float, default=5.0, show_default=True,
-                      help="Seconds per call.")(fn)  # fmt: skip
+    fn = click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True),
+                      default=5.0, show_default=True, help="Seconds per call.")(fn)  # fmt: skip
     fn = click.option("--node", "node_id", help="Node id in --config.")(fn)
     fn = click.option("--config", "config_path", type=click.Path(dir_okay=False),
                       help="Cluster file; with --node, talk to that node.")(fn)  # fmt: skip
-    fn = click.option("--endpoint", "-e", envvar="EDGEKV_ENDPOINT",
+    fn = click.option("--endpoint", "-e", envvar="EDGEKV_ENDPOINT", callback=_check_endpoint,
                       help="Node address HOST:PORT (or $EDGEKV_ENDPOINT).")(fn)  # fmt: skip
     return fn
 
 
-class Target:
-    """Where and how to connect: endpoint, token, CA file."""
+def _check_endpoint(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """HOST:PORT with a port 1..65535 (or a gRPC target such as unix:/path)."""
+    if value is None or value.startswith(("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:")):
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:7101)")
+    return value
 
-    def __init__(self, kwargs: dict[str, Any]) -> None:
-        endpoint = kwargs.pop("endpoint")
-        config_path = kwargs.pop("config_path")
-        node_id = kwargs.pop("node_id")
-        self.token: str | None = kwargs.pop("token")
-        self.ca_file: str | None = kwargs.pop("ca_file")
-        self.timeout_s: float = kwargs.pop("timeout_s")
-        if config_path and (not endpoint or not self.ca_file):
+
+class Target:
+    """Where and how to connect: the endpoint, the timeout, the token and CA file.
+
+    ``--endpoint`` wins over ``--config/--node``; the cluster file still
+    provides the CA certificate when the cluster runs TLS and no --ca-file
+    was given. Raises click.UsageError (exit 2) when no endpoint can be
+    determined, and ConfigError (exit 1) for a bad cluster file or node id.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None,
+        config_path: str | None,
+        node_id: str | None,
+        timeout_s: float,
+        ca_file: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        self.token = token
+        self.ca_file = ca_file
+        self.timeout_s = timeout_s
+        if node_id and not config_path:
+            raise click.UsageError("--node needs --config FILE (the cluster file)")
+        if config_path and not node_id and not endpoint:
+            raise click.UsageError("--config needs --node ID (which node to talk to)")
+        if config_path and (not endpoint or not ca_file):
             from edgekv.config import load_config
 
             config = load_config(config_path)
-            if config.security.tls is not None and not self.ca_file:
+            if config.security.tls is not None and not ca_file:
                 self.ca_file = str(config.security.tls.ca_file)
             if not endpoint and node_id:
                 endpoint = config.node(node_id).listen
@@ -62,58 +96,65 @@ class Target:
             raise click.UsageError("give --endpoint HOST:PORT, or --config FILE and --node ID")
         self.endpoint: str = endpoint
 
-    def client(self) -> Any:
+    @classmethod
+    def from_options(cls, conn: dict[str, Any]) -> Target:
+        return cls(**{name: conn[name] for name in CONNECTION_OPTIONS})
+
+    def client(self) -> Client:
+        """A client of exactly this node (no discovery, so no re-routing; it may forward)."""
         from edgekv.client import Client
 
-        # One node was named: talk to it, do not re-route (forwarding still applies).
         return Client(
             self.endpoint, timeout_s=self.timeout_s, discover=False, token=self.token,
             tls_ca_file=self.ca_file,
         )  # fmt: skip
 
 
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``edgekv: message`` on stderr and exit with ``code``."""
+    click.echo(f"edgekv: {message}", err=True)
+    sys.exit(code)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The documented exit code of an error: 4 unavailable/deadline, 3 not found, else 1."""
+    from edgekv.errors import DeadlineExceeded, NotFound, Unavailable
+
+    if isinstance(exc, Unavailable | DeadlineExceeded):
+        return codes.UNAVAILABLE
+    if isinstance(exc, NotFound):
+        return codes.NOT_FOUND
+    return codes.ERROR
+
+
 def handle_errors(fn: F) -> F:
-    """Map EdgeKVError to a one-line message on stderr and the documented exit code."""
+    """Map errors to a one-line message on stderr and the documented exit code.
+
+    A closed stdout (``edgekv scan | head``) ends the command quietly with 0:
+    the reader had what it wanted.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from edgekv.errors import EdgeKVError, NotFound, Unavailable
+        from edgekv.errors import EdgeKVError
 
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            # Python would complain again when flushing stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(codes.OK)
         except EdgeKVError as exc:
-            click.echo(f"edgekv: {exc}", err=True)
-            if isinstance(exc, Unavailable):
-                sys.exit(codes.UNAVAILABLE)
-            if isinstance(exc, NotFound):
-                sys.exit(codes.NOT_FOUND)
-            sys.exit(codes.ERROR)
+            fail(str(exc), exit_code_for(exc))
+        except OSError as exc:  # e.g. an unreadable --ca-file
+            fail(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", codes.ERROR)
 
     return wrapper  # type: ignore[return-value]
 
 
-def render_bytes(data: bytes) -> dict[str, str]:
-    try:
-        return {"text": data.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"base64": base64.b64encode(data).decode("ascii")}
-
-
-def entry_json(entry: Any) -> dict[str, Any]:
-    key, value = render_bytes(entry.key), render_bytes(entry.value)
-    return {
-        "key": key.get("text", key.get("base64")),
-        "key_encoding": "utf-8" if "text" in key else "base64",
-        "value": value.get("text", value.get("base64")),
-        "value_encoding": "utf-8" if "text" in value else "base64",
-        "version": {"timestamp": entry.version.timestamp, "origin": entry.version.origin},
-        "expires_at_ms": entry.expires_at_ms,
-        "served_by": entry.served_by,
-    }
-
-
-def show_bytes(data: bytes) -> str:
-    return data.decode("utf-8", "backslashreplace")
+def arg_bytes(text: str) -> bytes:
+    """A command-line argument as the bytes the shell passed (not-UTF-8 bytes kept)."""
+    return os.fsencode(text)
 
 
 @click.command()
@@ -121,36 +162,62 @@ def show_bytes(data: bytes) -> str:
 @endpoint_options
 @handle_errors
 def get(key: str, as_json: bool, **conn: Any) -> None:
-    """Print the value of KEY (raw bytes on stdout); exit 3 if it is absent."""
-    with Target(conn).client() as client:
-        entry = client.get(key)
+    """Print the value of KEY; exit 3 if it is absent.
+
+    The value goes to stdout as raw bytes (a newline is added only on a
+    terminal), so `edgekv get KEY > file` copies it exactly. With --json: one
+    object with found, key, value (+ *_encoding), version, expires_at_ms,
+    served_by.
+    """
+    from edgekv.cli import output
+
+    k = arg_bytes(key)
+    with Target.from_options(conn).client() as client:
+        entry = client.get(k)
     if entry is None:
         if as_json:
-            click.echo(json.dumps({"key": key, "found": False}))
-        else:
-            click.echo(f"edgekv: key {key!r} not found", err=True)
-        sys.exit(codes.NOT_FOUND)
+            click.echo(output.dumps({"found": False, **output.bytes_fields("key", k)}))
+        fail(f"key {output.show_bytes(k)!r} not found", codes.NOT_FOUND)
     if as_json:
-        click.echo(json.dumps({"found": True, **entry_json(entry)}))
-    else:
-        sys.stdout.buffer.write(entry.value)
-        if sys.stdout.isatty():
-            sys.stdout.buffer.write(b"\n")
-        sys.stdout.flush()
+        click.echo(output.dumps({"found": True, **output.entry_json(entry)}))
+        return
+    stdout = sys.stdout.buffer
+    stdout.write(entry.value)
+    if sys.stdout.isatty():
+        stdout.write(b"\n")
+    stdout.flush()
 
 
 @click.command()
 @click.argument("key")
 @click.argument("value", required=False)
-@click.option("--ttl-ms", type=click.IntRange(min=0), default=0, help="Expire after this long.")
+@click.option("--ttl-ms", type=click.IntRange(min=0), default=0,
+              help="Expire this many milliseconds after the write (0: never).")  # fmt: skip
 @endpoint_options
 @handle_errors
 def put(key: str, value: str | None, ttl_ms: int, as_json: bool, **conn: Any) -> None:
-    """Store VALUE under KEY; VALUE omitted or "-" reads stdin (bytes as they are)."""
-    data = sys.stdin.buffer.read() if value in (None, "-") else value.encode("utf-8")
-    with Target(conn).client() as client:
-        result = client.put(key, data, ttl_ms=ttl_ms)
-    report_write("stored", key, result, as_json)
+    """Store VALUE under KEY.
+
+    With VALUE omitted or "-", the value is read from stdin, byte for byte
+    (`edgekv put img < photo.jpg`). A VALUE that starts with "-" goes after
+    "--": `edgekv put KEY -- -5`.
+    """
+    from edgekv.cli import output
+
+    target = Target.from_options(conn)  # usage errors before waiting on stdin
+    if value is None or value == "-":
+        if value is None and sys.stdin.isatty():
+            raise click.UsageError('give VALUE, or pipe it on stdin ("-" reads the terminal)')
+        data = sys.stdin.buffer.read()
+    else:
+        data = arg_bytes(value)
+    k = arg_bytes(key)
+    with target.client() as client:
+        result = client.put(k, data, ttl_ms=ttl_ms)
+    if as_json:
+        click.echo(output.dumps(output.write_json(k, result)))
+    else:
+        click.echo(output.describe_write("stored", k, result))
 
 
 @click.command()
@@ -158,78 +225,70 @@ def put(key: str, value: str | None, ttl_ms: int, as_json: bool, **conn: Any) ->
 @endpoint_options
 @handle_errors
 def delete(key: str, as_json: bool, **conn: Any) -> None:
-    """Delete KEY (succeeds for a missing key too)."""
-    with Target(conn).client() as client:
-        result = client.delete(key)
-    report_write("deleted", key, result, as_json)
+    """Delete KEY (succeeds for a missing key too: deletes are tombstones)."""
+    from edgekv.cli import output
 
-
-def report_write(what: str, key: str, result: Any, as_json: bool) -> None:
-    version = result.version
+    k = arg_bytes(key)
+    with Target.from_options(conn).client() as client:
+        result = client.delete(k)
     if as_json:
-        click.echo(json.dumps({
-            "key": key, "version": {"timestamp": version.timestamp, "origin": version.origin},
-            "served_by": result.served_by,
-        }))  # fmt: skip
+        click.echo(output.dumps(output.write_json(k, result)))
     else:
-        click.echo(f"{what} {key} (version {version.timestamp}@{version.origin}, "
-                   f"served by {result.served_by})")  # fmt: skip
+        click.echo(output.describe_write("deleted", k, result))
+
+
+SCAN_PAGE_SIZE = 500
 
 
 @click.command()
 @click.argument("prefix", required=False, default="")
 @click.option("--start", default="", help="Inclusive lower bound.")
 @click.option("--end", default="", help="Exclusive upper bound.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N items in all.")
-@click.option("--keys-only", is_flag=True, help="Print keys only.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Print at most N items in all (default: every one).")  # fmt: skip
+@click.option("--keys-only", is_flag=True, help="Keys (and versions), no values.")
 @endpoint_options
 @handle_errors
 def scan(prefix: str, start: str, end: str, limit: int | None, keys_only: bool, as_json: bool,
          **conn: Any) -> None:  # fmt: skip
-    """List keys under PREFIX (and/or in [--start, --end)), paging as needed."""
-    with Target(conn).client() as client:
-        for entry in client.scan(prefix, start=start, end=end, keys_only=keys_only, limit=limit):
+    """List live keys under PREFIX and/or in [--start, --end), in key order.
+
+    Pages are fetched as needed. Prints `key<TAB>value` per line (control
+    characters and invalid UTF-8 escaped), just the key with --keys-only, or
+    one JSON object per line with --json (exact bytes, see `edgekv get`).
+    """
+    from edgekv.cli import output
+
+    page_size = min(limit or SCAN_PAGE_SIZE, SCAN_PAGE_SIZE)
+    with Target.from_options(conn).client() as client:
+        entries = client.scan(
+            arg_bytes(prefix), start=arg_bytes(start), end=arg_bytes(end), page_size=page_size,
+            keys_only=keys_only, limit=limit,
+        )  # fmt: skip
+        for entry in entries:
             if as_json:
-                click.echo(json.dumps(entry_json(entry)))
+                click.echo(output.dumps(output.entry_json(entry, keys_only=keys_only)))
             elif keys_only:
-                click.echo(show_bytes(entry.key))
+                click.echo(output.show_bytes(entry.key))
             else:
-                click.echo(f"{show_bytes(entry.key)}\t{show_bytes(entry.value)}")
+                click.echo(f"{output.show_bytes(entry.key)}\t{output.show_bytes(entry.value)}")
 
 
 @click.command()
 @endpoint_options
 @handle_errors
 def status(as_json: bool, **conn: Any) -> None:
-    """Show the node's status and the cluster as it sees it (RTT, lag)."""
-    with Target(conn).client() as client:
+    """Show the node's status and the cluster as it sees it (RTT, lag), plus metrics."""
+    from edgekv.cli import output
+
+    with Target.from_options(conn).client() as client:
         st = client.status()
         members = client.members()
     if as_json:
-        click.echo(json.dumps({
-            "node_id": st.node_id, "region": st.region, "cluster": st.cluster,
-            "uptime_s": st.uptime_s, "key_count": st.key_count, "read_path": st.read_path,
-            "server_version": st.server_version, "last_seq": st.last_seq,
-            "sync_writes": st.sync_writes,
-            "members": [dataclasses.asdict(m) for m in members],
-        }))  # fmt: skip
+        click.echo(output.dumps(output.status_json(st, members)))
         return
-    click.echo(f"node      {st.node_id} ({st.region}) in cluster {st.cluster}")
-    click.echo(f"version   edgekv {st.server_version}, read path {st.read_path}")
-    click.echo(f"uptime    {st.uptime_s:.0f} s, ~{st.key_count} records, last seq {st.last_seq}")
-    durability = "fsync per write (group commit)" if st.sync_writes else "WAL, no fsync"
-    click.echo(f"durable   {durability}")
-    click.echo("")
-    rows = [("NODE", "REGION", "ENDPOINT", "STATE", "RTT ms", "LAG entries", "LAG s")]
-    for m in members:
-        state = "self" if m.is_self else ("up" if m.reachable else "DOWN")
-        rtt = "-" if m.is_self else f"{m.rtt_ms:.2f}"
-        lag_e = "-" if m.is_self else str(m.lag_entries)
-        lag_s = "-" if m.is_self else f"{m.lag_seconds:.3f}"
-        rows.append((m.node_id, m.region, m.endpoint, state, rtt, lag_e, lag_s))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for line in output.status_lines(st, members):
+        click.echo(line)
     if st.metrics_endpoint:
         click.echo("")
         for line in metrics_summary(st.metrics_endpoint):
@@ -271,12 +330,15 @@ def metrics_summary(endpoint: str) -> list[str]:
 
 @click.command()
 @endpoint_options
+@handle_errors
 def health(as_json: bool, **conn: Any) -> None:
     """Exit 0 if the node's gRPC health check says SERVING, else 4 (for probes)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    target = Target(conn)
+    from edgekv.cli import output
+
+    target = Target.from_options(conn)
     if target.ca_file:
         creds = grpc.ssl_channel_credentials(Path(target.ca_file).read_bytes())
         channel = grpc.secure_channel(target.endpoint, creds)
@@ -292,7 +354,7 @@ def health(as_json: bool, **conn: Any) -> None:
             click.echo(f"edgekv: {target.endpoint}: {exc.code().name}", err=True)
             serving = False
     if as_json:
-        click.echo(json.dumps({"endpoint": target.endpoint, "serving": serving}))
+        click.echo(output.dumps({"endpoint": target.endpoint, "serving": serving}))
     elif serving:
         click.echo(f"{target.endpoint}: SERVING")
     sys.exit(codes.OK if serving else codes.UNAVAILABLE)
@@ -304,11 +366,15 @@ def health(as_json: bool, **conn: Any) -> None:
 @handle_errors
 def backup(dest: str, as_json: bool, **conn: Any) -> None:
     """Take a consistent checkpoint of a live node (needs an admin token)."""
+    from edgekv.cli import output
     from edgekv.v1 import cluster_pb2
 
-    with Target(conn).client() as client:
-        resp = client._cluster_call("Backup", cluster_pb2.BackupRequest(dest_path=dest), None)
+    with Target.from_options(conn).client() as client:
+        # Not idempotent: a retry would find its own checkpoint in the way.
+        resp = client._cluster_call(
+            "Backup", cluster_pb2.BackupRequest(dest_path=dest), None, idempotent=False
+        )
     if as_json:
-        click.echo(json.dumps({"path": resp.path, "last_seq": resp.last_seq}))
+        click.echo(output.dumps({"path": resp.path, "last_seq": resp.last_seq}))
     else:
         click.echo(f"backup written to {resp.path} (through local seq {resp.last_seq})")

@@ -1,4 +1,10 @@
-"""`edgekv` entry point: the command group and the exit codes scripts rely on."""
+"""`edgekv` entry point: the command group.
+
+Exit codes scripts can rely on (named in ``edgekv.cli.exitcodes``): 0 ok,
+1 error, 2 usage (bad or missing options), 3 not found (``get`` of a missing
+key), 4 unavailable (node unreachable or no answer within --timeout), 5 audit
+violations. Errors print one line ``edgekv: <message>`` on stderr.
+"""
 
 from __future__ import annotations
 
@@ -49,19 +55,36 @@ def restore(source: str, config_path: str, node_id: str) -> None:
 
 
 @main.command()
-def doctor() -> None:
-    """Show the installation: versions and which read path (compiled or Python) is active."""
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def doctor(as_json: bool) -> None:
+    """Show the installation: versions and which read path (compiled or Python) is active.
+
+    Works offline: it looks only at this machine's installation.
+    """
     import platform
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     from edgekv import __version__, native
+    from edgekv.cli.output import dumps
 
+    versions: dict[str, str] = {}
+    for dist in ("grpcio", "protobuf", "rocksdict", "uvloop", "click"):
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            versions[dist] = "not installed"
+    if as_json:
+        click.echo(dumps({
+            "edgekv": __version__, "read_path": native.ACTIVE,
+            "python": platform.python_version(), "machine": platform.machine(), **versions,
+        }))  # fmt: skip
+        return
     click.echo(f"edgekv      {__version__}")
     click.echo(f"read path   {native.ACTIVE}" + ("" if native.ACTIVE == "cython" else
                "  (slow fallback: run `make build` to compile native/)"))  # fmt: skip
     click.echo(f"python      {platform.python_version()} ({platform.machine()})")
-    for dist in ("grpcio", "protobuf", "rocksdict", "uvloop"):
-        click.echo(f"{dist:<11} {version(dist)}")
+    for dist, dist_version in versions.items():
+        click.echo(f"{dist:<11} {dist_version}")
 
 
 def _parse_peer_addresses(values: tuple[str, ...], option: str) -> dict[str, str]:

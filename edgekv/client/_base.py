@@ -1,4 +1,10 @@
-"""What Client and AsyncClient share: settings, channels, stubs and topology."""
+"""What Client and AsyncClient share: settings, channels, stubs, topology, retry rules.
+
+The two clients differ only in how they wait (a blocking call and ``time.sleep``
+versus ``await`` and ``asyncio.sleep``); every decision — which node, whether to
+retry, how long to back off, which exception to raise — is made here or in
+``_codec``, once.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,11 @@ from typing import Any
 
 import grpc
 
+from edgekv.client import _codec as codec
 from edgekv.client.discovery import NodeRoute, Topology
-from edgekv.client.retry import RetryPolicy
-from edgekv.v1 import kv_pb2_grpc
+from edgekv.client.retry import DEFAULT_RETRY, RetryPolicy
+from edgekv.errors import EdgeKVError, InvalidArgument, Unavailable
+from edgekv.v1 import cluster_pb2_grpc, kv_pb2_grpc
 
 DEFAULT_TIMEOUT_S = 5.0
 CHANNEL_OPTIONS = (
@@ -19,10 +27,19 @@ CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 )
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+
+
+class ClientClosed(EdgeKVError):
+    """A call was made on a client after ``close()``."""
 
 
 class ClientBase:
-    """Settings and connection plumbing; subclasses pick the gRPC stack (``_grpc``)."""
+    """Settings and connection plumbing; subclasses pick the gRPC stack (``_grpc``).
+
+    Channels and stubs are created once per endpoint, on first use, and reused
+    by every call until ``close()``; after that every call raises ClientClosed.
+    """
 
     _grpc: Any = grpc  # grpc (sync) or grpc.aio: both have (in)secure_channel
 
@@ -39,13 +56,15 @@ class ClientBase:
         tls_ca_file: str | None = None,
     ) -> None:
         seeds = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-        if not seeds:
-            raise ValueError("give at least one endpoint (host:port)")
-        self.timeout_s = timeout_s
-        self._retry = retry or RetryPolicy()
+        if not seeds or not all(isinstance(s, str) and s for s in seeds):
+            raise InvalidArgument(f"give at least one endpoint as host:port, got {endpoints!r}")
+        self.timeout_s = self._check_timeout(timeout_s)
+        self._retry = retry or DEFAULT_RETRY
         self._options = (*CHANNEL_OPTIONS, *channel_options)
         self._channels: dict[str, Any] = {}
         self._kv_stubs: dict[str, kv_pb2_grpc.KVStub] = {}
+        self._cluster_stubs: dict[str, cluster_pb2_grpc.ClusterStub] = {}
+        self._closed = False
         self.topology = Topology.static(seeds)
         self._rtt_probes = rtt_probes
         self._overrides = dict(endpoint_overrides or {})
@@ -55,9 +74,32 @@ class ClientBase:
             grpc.ssl_channel_credentials(Path(tls_ca_file).read_bytes()) if tls_ca_file else None
         )
 
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy of idempotent calls."""
+        return self._retry
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @staticmethod
+    def _check_timeout(timeout_s: object) -> float:
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s <= 0:
+            raise InvalidArgument(
+                f"timeout_s must be a positive number of seconds, got {timeout_s!r}"
+            )
+        return float(timeout_s)
+
+    def _timeout(self, timeout_s: float | None) -> float:
+        """The per-attempt deadline of one call: its override, else the client's default."""
+        return self.timeout_s if timeout_s is None else self._check_timeout(timeout_s)
+
     def _channel(self, endpoint: str) -> Any:
         channel = self._channels.get(endpoint)
         if channel is None:
+            if self._closed:
+                raise ClientClosed("the client is closed; create a new one")
             if self._tls is not None:
                 channel = self._grpc.secure_channel(endpoint, self._tls, self._options)
             else:
@@ -70,3 +112,50 @@ class ClientBase:
         if stub is None:
             stub = self._kv_stubs[node.endpoint] = kv_pb2_grpc.KVStub(self._channel(node.endpoint))
         return stub
+
+    def _cluster(self, node: NodeRoute) -> cluster_pb2_grpc.ClusterStub:
+        stub = self._cluster_stubs.get(node.endpoint)
+        if stub is None:
+            stub = cluster_pb2_grpc.ClusterStub(self._channel(node.endpoint))
+            self._cluster_stubs[node.endpoint] = stub
+        return stub
+
+    def _forget_channels(self) -> list[Any]:
+        """Mark closed and hand back the channels for the subclass to close."""
+        self._closed = True
+        channels = list(self._channels.values())
+        self._channels.clear()
+        self._kv_stubs.clear()
+        self._cluster_stubs.clear()
+        return channels
+
+    # -- retry and failover decisions ------------------------------------------
+
+    def _after_failure(
+        self, exc: grpc.RpcError, node: NodeRoute, attempt: int, idempotent: bool
+    ) -> float | None:
+        """Decide what follows failed ``attempt`` on ``node``; call inside ``except``.
+
+        Returns the seconds to back off before trying the same node again, or
+        None to move on to the next node (the node is marked failed). Raises the
+        mapped EdgeKVError when the code is final (anything but UNAVAILABLE).
+        """
+        code = exc.code()
+        if code != _UNAVAILABLE:
+            raise codec.error_from_rpc(exc, node.endpoint) from None
+        if self._retry.should_retry(code, attempt, idempotent):
+            return self._retry.backoff_s(attempt)
+        self.topology.mark_failed(node)
+        return None
+
+    @staticmethod
+    def _exhausted(
+        last: grpc.RpcError | None, last_node: NodeRoute | None, tried: int
+    ) -> EdgeKVError:
+        """The error once every node was tried and none answered."""
+        if last is None or last_node is None:
+            return Unavailable("no node to send the call to")
+        err = codec.error_from_rpc(last, last_node.endpoint)
+        if tried > 1:
+            return type(err)(f"all {tried} nodes unavailable; last: {err}")
+        return err

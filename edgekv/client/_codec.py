@@ -1,4 +1,15 @@
-"""Request building and response parsing shared by Client and AsyncClient."""
+"""Request building, response parsing and error mapping shared by Client and AsyncClient.
+
+Both clients call these functions, so the sync and asyncio SDKs accept the same
+arguments, return the same typed results and raise the same exceptions. They are
+pure (no I/O) and run on every call: keep them allocation-lean.
+
+Conversions: keys and values are ``bytes``; ``str`` is encoded as UTF-8, and
+``bytearray``/``memoryview`` are copied to ``bytes``; anything else is an
+``InvalidArgument``. Integer options that protobuf cannot carry (a negative
+``ttl_ms``, a page size of 0) are rejected here with ``InvalidArgument`` rather
+than leaking protobuf's ``ValueError``/``TypeError``.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +30,12 @@ from edgekv.client._types import (
 from edgekv.errors import EdgeKVError, InvalidArgument, error_from_code
 from edgekv.v1 import cluster_pb2, common_pb2, kv_pb2
 
+MAX_U64 = (1 << 64) - 1
+MAX_U32 = (1 << 32) - 1
 
-def to_bytes(value: bytes | str, what: str = "key") -> bytes:
-    """Keys and values are bytes; str is accepted and encoded as UTF-8."""
+
+def to_bytes(value: object, what: str = "key") -> bytes:
+    """``value`` as bytes: bytes as is, str encoded as UTF-8; InvalidArgument otherwise."""
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
@@ -31,14 +45,98 @@ def to_bytes(value: bytes | str, what: str = "key") -> bytes:
     raise InvalidArgument(f"{what} must be bytes or str, got {type(value).__name__}")
 
 
+def check_uint(value: object, what: str, maximum: int = MAX_U64, minimum: int = 0) -> int:
+    """``value`` if it is an int in [minimum, maximum]; InvalidArgument naming ``what`` if not."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{what} must be an integer, got {type(value).__name__}")
+    if not minimum <= value <= maximum:
+        raise InvalidArgument(f"{what} is {value}; it must be {minimum}..{maximum}")
+    return value
+
+
 def version_of(msg: common_pb2.Version) -> Version:
     return Version(msg.timestamp, msg.origin)
+
+
+# -- requests -----------------------------------------------------------------
+
+
+def get_many_request(keys: Iterable[bytes | str]) -> kv_pb2.BatchGetRequest:
+    """A BatchGet of ``keys`` in order (duplicates allowed, answered once each)."""
+    if isinstance(keys, bytes | str):
+        # A lone key would iterate as its characters: almost certainly a mistake.
+        raise InvalidArgument("get_many takes a list of keys, not a single key")
+    return kv_pb2.BatchGetRequest(keys=[to_bytes(k) for k in keys])
+
+
+def put_request(key: bytes, value: bytes | str, ttl_ms: int) -> kv_pb2.PutRequest:
+    """A Put of ``value`` under the already-encoded ``key``."""
+    v = value if type(value) is bytes else to_bytes(value, "value")
+    if ttl_ms == 0:
+        return kv_pb2.PutRequest(key=key, value=v)
+    return kv_pb2.PutRequest(key=key, value=v, ttl_ms=check_uint(ttl_ms, "ttl_ms"))
+
+
+def write_request(ops: Iterable[Put | Delete]) -> kv_pb2.WriteRequest:
+    """A Write of ``ops`` (edgekv.Put / edgekv.Delete) in order; InvalidArgument on others."""
+    if isinstance(ops, Put | Delete):
+        raise InvalidArgument("write takes a list of Put/Delete operations, not a single one")
+    out = []
+    for i, op in enumerate(ops):
+        if isinstance(op, Put):
+            ttl_ms = check_uint(op.ttl_ms, f"ops[{i}].ttl_ms")
+            put = kv_pb2.PutOp(
+                key=to_bytes(op.key), value=to_bytes(op.value, "value"), ttl_ms=ttl_ms
+            )
+            out.append(kv_pb2.WriteOp(put=put))
+        elif isinstance(op, Delete):
+            out.append(kv_pb2.WriteOp(delete=kv_pb2.DeleteOp(key=to_bytes(op.key))))
+        else:
+            raise InvalidArgument(f"ops[{i}] is {type(op).__name__}; expected edgekv.Put or Delete")
+    return kv_pb2.WriteRequest(ops=out)
+
+
+def first_key(req: kv_pb2.WriteRequest) -> bytes | None:
+    """The key that routes a Write: all its keys must share one placement anyway."""
+    if not req.ops:
+        return None
+    op = req.ops[0]
+    return op.put.key if op.HasField("put") else op.delete.key
+
+
+def scan_request(
+    prefix: bytes | str, start: bytes | str, end: bytes | str, page_size: int, keys_only: bool
+) -> kv_pb2.ScanRequest:
+    """The first page's ScanRequest; later pages copy it with ``page_token`` set."""
+    return kv_pb2.ScanRequest(
+        prefix=to_bytes(prefix, "prefix"),
+        start=to_bytes(start, "start"),
+        end=to_bytes(end, "end"),
+        limit=check_uint(page_size, "page_size", MAX_U32, 1),
+        keys_only=bool(keys_only),
+    )
+
+
+def scan_route_key(req: kv_pb2.ScanRequest) -> bytes | None:
+    """The key whose placement routes a scan (prefix, else start; None: any node)."""
+    return req.prefix or req.start or None
+
+
+def check_limit(limit: int | None) -> int | None:
+    """A scan's total ``limit``: None (no limit) or an integer >= 0."""
+    return None if limit is None else check_uint(limit, "limit")
+
+
+# -- responses ----------------------------------------------------------------
 
 
 def entry_from_get(key: bytes, resp: kv_pb2.GetResponse) -> Entry | None:
     if not resp.found:
         return None
-    return Entry(key, resp.value, version_of(resp.version), resp.expires_at_ms, resp.served_by)
+    v = resp.version
+    return Entry(
+        key, resp.value, Version(v.timestamp, v.origin), resp.expires_at_ms, resp.served_by
+    )
 
 
 def entries_from_batch(resp: kv_pb2.BatchGetResponse) -> list[Entry | None]:
@@ -57,32 +155,6 @@ def write_result(
     return WriteResult(version_of(resp.version), resp.served_by)
 
 
-def write_request(ops: Iterable[Put | Delete]) -> kv_pb2.WriteRequest:
-    out = []
-    for i, op in enumerate(ops):
-        if isinstance(op, Put):
-            out.append(
-                kv_pb2.WriteOp(
-                    put=kv_pb2.PutOp(
-                        key=to_bytes(op.key), value=to_bytes(op.value, "value"), ttl_ms=op.ttl_ms
-                    )
-                )
-            )
-        elif isinstance(op, Delete):
-            out.append(kv_pb2.WriteOp(delete=kv_pb2.DeleteOp(key=to_bytes(op.key))))
-        else:
-            raise InvalidArgument(f"ops[{i}] is {type(op).__name__}; expected edgekv.Put or Delete")
-    return kv_pb2.WriteRequest(ops=out)
-
-
-def first_key(req: kv_pb2.WriteRequest) -> bytes | None:
-    """The key that routes a Write: all its keys must share one placement anyway."""
-    if not req.ops:
-        return None
-    op = req.ops[0]
-    return op.put.key if op.HasField("put") else op.delete.key
-
-
 def scan_entries(resp: kv_pb2.ScanResponse) -> list[Entry]:
     served_by = resp.served_by
     return [
@@ -98,9 +170,18 @@ def watch_event(e: kv_pb2.WatchEvent) -> WatchEvent:
 
 def node_status(s: cluster_pb2.StatusResponse) -> NodeStatus:
     return NodeStatus(
-        s.node_id, s.region, s.cluster, s.uptime_s, s.key_count, s.read_path,
-        s.server_version, s.last_seq, s.sync_writes, s.metrics_endpoint,
-    )  # fmt: skip
+        node_id=s.node_id,
+        region=s.region,
+        cluster=s.cluster,
+        uptime_s=s.uptime_s,
+        key_count=s.key_count,
+        read_path=s.read_path,
+        server_version=s.server_version,
+        last_seq=s.last_seq,
+        sync_writes=s.sync_writes,
+        metrics_endpoint=s.metrics_endpoint,
+        hlc_timestamp=s.hlc_timestamp,
+    )
 
 
 def members(resp: cluster_pb2.MembersResponse) -> list[Member]:
@@ -120,10 +201,27 @@ def members(resp: cluster_pb2.MembersResponse) -> list[Member]:
     ]
 
 
+# -- errors -------------------------------------------------------------------
+
+
 def error_from_rpc(exc: grpc.RpcError, endpoint: str = "") -> EdgeKVError:
-    """The EdgeKVError subclass the node raised, from a gRPC error."""
-    code = exc.code()
-    details = exc.details() or code.name
-    if code == grpc.StatusCode.UNAVAILABLE and endpoint and endpoint not in details:
-        details = f"{endpoint}: {details}"
-    return error_from_code(code, details)
+    """The EdgeKVError subclass the node raised, from a gRPC error.
+
+    The class comes from ``edgekv.errors.error_from_code`` (the table the node
+    uses the other way round); codes outside the table give a plain EdgeKVError.
+    The message is the node's own; when the node could not be reached at all
+    (UNAVAILABLE, DEADLINE_EXCEEDED) it starts with ``endpoint`` so the caller
+    sees which address failed.
+    """
+    code = exc.code() if hasattr(exc, "code") else None
+    if not isinstance(code, grpc.StatusCode):
+        return EdgeKVError(f"{endpoint + ': ' if endpoint else ''}gRPC call failed: {exc!r}")
+    details = exc.details() if hasattr(exc, "details") else None
+    message = details or code.name
+    if (
+        code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        and endpoint
+        and not message.startswith(endpoint)
+    ):
+        message = f"{endpoint}: {message}"
+    return error_from_code(code, message)

@@ -1,4 +1,10 @@
-"""Typed results and operations of the SDK (no gRPC or RocksDB imports here)."""
+"""Typed results and operations of the SDK (no gRPC or RocksDB imports here).
+
+Every result is a frozen dataclass with slots: cheap to build on the hot path,
+hashable, and safe to share between threads. Keys and values in results are
+always ``bytes``; operations (:class:`Put`, :class:`Delete`) also accept ``str``,
+which is encoded as UTF-8.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,13 @@ __all__ = ["Delete", "Entry", "Member", "NodeStatus", "Put", "Version", "WatchEv
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A live key as a read returns it. ``expires_at_ms`` is 0 when it never expires."""
+    """A live key as a read returns it (``get``, ``get_many``, ``scan``).
+
+    ``version`` is the (HLC timestamp, origin node id) of the write that stored
+    the value; ``expires_at_ms`` is the absolute expiry in Unix milliseconds, 0
+    when the value never expires; ``served_by`` is the node that answered. A
+    ``scan`` with ``keys_only`` yields entries whose ``value`` is ``b""``.
+    """
 
     key: bytes
     value: bytes
@@ -30,7 +42,7 @@ class WriteResult:
 
 @dataclass(frozen=True, slots=True)
 class Put:
-    """A put inside ``write``: ``ttl_ms`` 0 means no expiry."""
+    """A put inside ``write``. ``ttl_ms`` 0 means no expiry; str is encoded as UTF-8."""
 
     key: bytes | str
     value: bytes | str
@@ -39,7 +51,7 @@ class Put:
 
 @dataclass(frozen=True, slots=True)
 class Delete:
-    """A delete inside ``write``."""
+    """A delete inside ``write``; str is encoded as UTF-8."""
 
     key: bytes | str
 
@@ -59,6 +71,14 @@ class WatchEvent:
 
 @dataclass(frozen=True, slots=True)
 class NodeStatus:
+    """What ``status()`` reports about the node that answered (Cluster.Status).
+
+    ``key_count`` is RocksDB's estimate (tombstones included); ``read_path`` is
+    "cython" or "python"; ``last_seq`` is the node's newest replication-log seq;
+    ``hlc_timestamp`` its hybrid-logical-clock high-water mark; ``metrics_endpoint``
+    the host:port of its Prometheus endpoint ("" when disabled).
+    """
+
     node_id: str
     region: str
     cluster: str
@@ -69,6 +89,7 @@ class NodeStatus:
     last_seq: int
     sync_writes: bool
     metrics_endpoint: str = ""
+    hlc_timestamp: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -14,15 +14,21 @@ from edgekv.client._base import DEFAULT_TIMEOUT_S, ClientBase
 from edgekv.client._types import Delete, Entry, Member, NodeStatus, Put, WatchEvent, WriteResult
 from edgekv.client.discovery import NodeRoute, Topology
 from edgekv.client.retry import RetryPolicy
-from edgekv.errors import EdgeKVError, Unavailable
-from edgekv.v1 import cluster_pb2, cluster_pb2_grpc, kv_pb2
+from edgekv.v1 import cluster_pb2, kv_pb2
+
+# Indirection so tests can count and skip backoff waits.
+_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
 class AsyncClient(ClientBase):
-    """An asyncio edgekv client; see ``edgekv.Client`` for the contract.
+    """An asyncio edgekv client with the contract of ``edgekv.Client``.
 
-    Discovery runs on the first call (or ``await client.connect()``). Use
-    ``async with AsyncClient(...) as client``. One instance per event loop.
+    Every method is a coroutine except ``scan`` and ``watch``, which return
+    async iterators (``async for entry in client.scan(b"p/")``). Discovery (with
+    ``discover``, the default) runs on ``async with`` / ``await connect()`` or
+    else on the first call. Use ``async with AsyncClient(...) as client``, or
+    ``await client.close()``. Bound to the event loop it first runs in: use one
+    instance per loop; many coroutines of that loop may share it.
     """
 
     _grpc = grpc.aio
@@ -48,18 +54,21 @@ class AsyncClient(ClientBase):
         self._connected = not discover
 
     async def connect(self) -> None:
-        """Discover the topology now (otherwise done on the first call)."""
+        """Discover the topology now (otherwise done on the first call); no-op if done."""
         if not self._connected:
             await self.refresh_topology()
             self._connected = True
 
     async def refresh_topology(self) -> None:
-        """Re-read Cluster.Members from the nearest answering node and re-measure RTTs."""
+        """Re-read Cluster.Members from the nearest answering node and re-measure RTTs.
+
+        Keeps the current topology when no node answers (and raises the error
+        when there is just one node, so a bad seed fails loudly).
+        """
         last: grpc.RpcError | None = None
         for node in self.topology.nearest():
-            stub = cluster_pb2_grpc.ClusterStub(self._channel(node.endpoint))
             try:
-                resp = await stub.Members(
+                resp = await self._cluster(node).Members(
                     cluster_pb2.MembersRequest(), timeout=self.timeout_s, metadata=self._metadata
                 )
             except grpc.RpcError as exc:
@@ -71,10 +80,10 @@ class AsyncClient(ClientBase):
             self.topology = topology
             return
         if last is not None and len(self.topology.nodes) == 1:
-            raise codec.error_from_rpc(last, self.topology.nodes[0].endpoint)
+            raise codec.error_from_rpc(last, self.topology.nodes[0].endpoint) from None
 
     async def _probe(self, topology: Topology, node: NodeRoute) -> None:
-        stub = cluster_pb2_grpc.ClusterStub(self._channel(node.endpoint))
+        stub = self._cluster(node)
         for _ in range(self._rtt_probes):
             start = time.perf_counter()
             try:
@@ -95,36 +104,38 @@ class AsyncClient(ClientBase):
         request: Any,
         idempotent: bool,
         timeout_s: float | None,
+        stubs: Callable[[NodeRoute], Any] | None = None,
     ) -> Any:
+        """``Client._call`` for asyncio: same routing, retries and error mapping."""
         if not self._connected:
             await self.connect()
-        timeout = timeout_s or self.timeout_s
+        timeout = self.timeout_s if timeout_s is None else self._timeout(timeout_s)
         topology = self.topology
         nodes = topology.route(key) if key is not None else topology.nearest()
+        get_stub = stubs or self._kv
+        metadata = self._metadata
         last: grpc.RpcError | None = None
+        last_node: NodeRoute | None = None
         for node in nodes:
+            rpc = getattr(get_stub(node), method)
             attempt = 0
             while True:
                 attempt += 1
                 try:
-                    resp = await getattr(self._kv(node), method)(
-                        request, timeout=timeout, metadata=self._metadata
-                    )
+                    resp = await rpc(request, timeout=timeout, metadata=metadata)
                 except grpc.RpcError as exc:
-                    code = exc.code()
-                    if code != grpc.StatusCode.UNAVAILABLE:
-                        raise codec.error_from_rpc(exc) from None
-                    last = exc
-                    if self._retry.should_retry(code, attempt, idempotent):
-                        await asyncio.sleep(self._retry.backoff_s(attempt))
-                        continue
-                    topology.mark_failed(node)
-                    break
+                    delay = self._after_failure(exc, node, attempt, idempotent)
+                    if delay is None:
+                        last, last_node = exc, node
+                        break
+                    await _sleep(delay)
+                    continue
                 if node.failures:
                     topology.mark_ok(node)
                 return resp
-        assert last is not None
-        raise codec.error_from_rpc(last, nodes[0].endpoint if nodes else "") from None
+        raise self._exhausted(last, last_node, len(nodes))
+
+    # -- KV --------------------------------------------------------------------
 
     async def get(self, key: bytes | str, *, timeout_s: float | None = None) -> Entry | None:
         """The live value of ``key`` as an Entry, or None if absent, deleted or expired."""
@@ -135,11 +146,11 @@ class AsyncClient(ClientBase):
     async def get_many(
         self, keys: Iterable[bytes | str], *, timeout_s: float | None = None
     ) -> list[Entry | None]:
-        """``get`` of many keys in one call; results in the order of ``keys``."""
-        ks = [codec.to_bytes(k) for k in keys]
-        if not ks:
+        """``get`` of many keys in one call: one Entry or None per key, in the order of ``keys``."""
+        req = codec.get_many_request(keys)
+        if not req.keys:
             return []
-        resp = await self._call(ks[0], "BatchGet", kv_pb2.BatchGetRequest(keys=ks), True, timeout_s)
+        resp = await self._call(req.keys[0], "BatchGet", req, True, timeout_s)
         return codec.entries_from_batch(resp)
 
     async def put(
@@ -150,9 +161,9 @@ class AsyncClient(ClientBase):
         ttl_ms: int = 0,
         timeout_s: float | None = None,
     ) -> WriteResult:
-        """Store ``value`` (expiring after ``ttl_ms`` if > 0); returns its version."""
-        k = codec.to_bytes(key)
-        req = kv_pb2.PutRequest(key=k, value=codec.to_bytes(value, "value"), ttl_ms=ttl_ms)
+        """Store ``value`` (expiring ``ttl_ms`` after the write if > 0); returns its version."""
+        k = key if type(key) is bytes else codec.to_bytes(key)
+        req = codec.put_request(k, value, ttl_ms)
         return codec.write_result(await self._call(k, "Put", req, False, timeout_s))
 
     async def delete(self, key: bytes | str, *, timeout_s: float | None = None) -> WriteResult:
@@ -164,12 +175,12 @@ class AsyncClient(ClientBase):
     async def write(
         self, ops: Iterable[Put | Delete], *, timeout_s: float | None = None
     ) -> WriteResult:
-        """Apply puts and deletes atomically under one version (one placement per batch)."""
+        """Apply ``Put``/``Delete`` ops atomically under one version; each key at most once."""
         req = codec.write_request(ops)
         resp = await self._call(codec.first_key(req), "Write", req, False, timeout_s)
         return codec.write_result(resp)
 
-    async def scan(
+    def scan(
         self,
         prefix: bytes | str = b"",
         *,
@@ -180,31 +191,43 @@ class AsyncClient(ClientBase):
         limit: int | None = None,
         timeout_s: float | None = None,
     ) -> AsyncIterator[Entry]:
-        """Live entries under ``prefix`` / in [start, end), in key order, paging lazily."""
-        p, s, e = codec.to_bytes(prefix), codec.to_bytes(start), codec.to_bytes(end)
-        token = b""
-        produced = 0
-        while True:
-            req = kv_pb2.ScanRequest(
-                prefix=p, start=s, end=e, limit=page_size, page_token=token, keys_only=keys_only
-            )
-            resp = await self._call(p or s or None, "Scan", req, True, timeout_s)
-            for entry in codec.scan_entries(resp):
+        """Live entries under ``prefix`` and in [start, end), in key order (``Client.scan``).
+
+        Not a coroutine: returns an async iterator at once (arguments checked
+        now), which fetches pages lazily: ``async for e in client.scan(...)``.
+        """
+        req = codec.scan_request(prefix, start, end, page_size, keys_only)
+        return self._scan(req, codec.check_limit(limit), timeout_s)
+
+    async def _scan(
+        self, req: kv_pb2.ScanRequest, remaining: int | None, timeout_s: float | None
+    ) -> AsyncIterator[Entry]:
+        route = codec.scan_route_key(req)
+        page_size = req.limit
+        while remaining is None or remaining > 0:
+            if remaining is not None and remaining < page_size:
+                req.limit = remaining
+            resp = await self._call(route, "Scan", req, True, timeout_s)
+            entries = codec.scan_entries(resp)
+            if remaining is not None:
+                entries = entries[:remaining]
+                remaining -= len(entries)
+            for entry in entries:
                 yield entry
-                produced += 1
-                if limit is not None and produced >= limit:
-                    return
-            token = resp.next_page_token
-            if not token:
+            if not resp.next_page_token:
                 return
+            req.page_token = resp.next_page_token
 
     async def watch(
         self, prefix: bytes | str = b"", *, timeout_s: float | None = None
     ) -> AsyncIterator[WatchEvent]:
-        """Changes under ``prefix`` from now on; stop iterating to stop watching."""
+        """Changes under ``prefix`` from now on; stop iterating to stop watching.
+
+        ``timeout_s`` bounds the whole watch (None: until stopped). Not retried.
+        """
         if not self._connected:
             await self.connect()
-        p = codec.to_bytes(prefix)
+        p = codec.to_bytes(prefix, "prefix")
         node = self.topology.route(p)[0] if p else self.topology.nearest()[0]
         call = self._kv(node).Watch(
             kv_pb2.WatchRequest(prefix=p), timeout=timeout_s, metadata=self._metadata
@@ -218,8 +241,10 @@ class AsyncClient(ClientBase):
         finally:
             call.cancel()
 
+    # -- cluster ---------------------------------------------------------------
+
     async def status(self, *, timeout_s: float | None = None) -> NodeStatus:
-        """Status of the nearest node."""
+        """Status of the nearest node (retried like a read)."""
         resp = await self._cluster_call("Status", cluster_pb2.StatusRequest(), timeout_s)
         return codec.node_status(resp)
 
@@ -228,31 +253,25 @@ class AsyncClient(ClientBase):
         resp = await self._cluster_call("Members", cluster_pb2.MembersRequest(), timeout_s)
         return codec.members(resp)
 
-    async def _cluster_call(self, method: str, request: Any, timeout_s: float | None) -> Any:
-        if not self._connected:
-            await self.connect()
-        last: EdgeKVError | None = None
-        for node in self.topology.nearest():
-            stub = cluster_pb2_grpc.ClusterStub(self._channel(node.endpoint))
-            try:
-                return await getattr(stub, method)(
-                    request, timeout=timeout_s or self.timeout_s, metadata=self._metadata
-                )
-            except grpc.RpcError as exc:
-                last = codec.error_from_rpc(exc, node.endpoint)
-                if not isinstance(last, Unavailable):
-                    raise last from None
-        assert last is not None
-        raise last
+    async def _cluster_call(
+        self, method: str, request: Any, timeout_s: float | None, idempotent: bool = True
+    ) -> Any:
+        """A Cluster-service call on the nearest node (raw response message)."""
+        return await self._call(None, method, request, idempotent, timeout_s, self._cluster)
+
+    # -- lifecycle -------------------------------------------------------------
 
     async def close(self) -> None:
-        for channel in self._channels.values():
+        """Close every channel; in-flight calls are cancelled. Idempotent."""
+        for channel in self._forget_channels():
             await channel.close()
-        self._channels.clear()
-        self._kv_stubs.clear()
 
     async def __aenter__(self) -> AsyncClient:
-        await self.connect()
+        try:
+            await self.connect()
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

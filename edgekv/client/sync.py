@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -13,24 +13,42 @@ from edgekv.client._base import DEFAULT_TIMEOUT_S, ClientBase
 from edgekv.client._types import Delete, Entry, Member, NodeStatus, Put, WatchEvent, WriteResult
 from edgekv.client.discovery import NodeRoute, Topology
 from edgekv.client.retry import RetryPolicy
-from edgekv.errors import EdgeKVError, Unavailable
-from edgekv.v1 import cluster_pb2, cluster_pb2_grpc, kv_pb2
+from edgekv.v1 import cluster_pb2, kv_pb2
+
+# Indirection so tests can count and skip backoff waits without patching time.sleep.
+_sleep: Callable[[float], None] = time.sleep
 
 
 class Client(ClientBase):
     """A synchronous edgekv client.
 
     ``endpoints`` is one "host:port" or several seeds. With ``discover`` (the
-    default) the client reads the topology from Cluster.Members, measures RTT
-    to every node, and sends each call to the nearest node allowed to hold its
-    key, failing over to the next one when a node is down. Reads are retried
-    with backoff on UNAVAILABLE (``retry``); writes are not retried on the same
-    node. Keys and values are bytes; str is accepted and encoded as UTF-8.
-    Every method takes ``timeout_s`` (seconds per attempt).
-    ``endpoint_overrides`` (node id -> host:port) dials discovered nodes at other
-    addresses than they advertise (NAT, proxies, port forwards). Errors are
-    ``edgekv.EdgeKVError`` subclasses (InvalidArgument, Unavailable, ...).
-    Thread-safe: gRPC channels may be shared by threads.
+    default) the constructor reads the topology from Cluster.Members (so it
+    raises ``Unavailable`` if no seed answers), measures RTT to every node, and
+    then sends each call to the nearest node allowed to hold its key, failing
+    over to the next one when a node is down. With ``discover=False`` the
+    client talks to the endpoints in the order given and connects lazily.
+
+    Contract of every method:
+
+    * Keys and values are bytes; ``str`` is accepted and encoded as UTF-8.
+    * ``timeout_s`` (default: the client's ``timeout_s``) is the deadline of
+      each attempt; a call that runs out raises ``DeadlineExceeded``.
+    * Idempotent calls (get, get_many, each scan page, status, members) are
+      retried with backoff on UNAVAILABLE according to ``retry``
+      (``RetryPolicy``: 3 attempts, 50 ms doubling, jitter). Writes (put,
+      delete, write) are never retried on the same node; with discovery, a
+      write whose node is UNAVAILABLE goes to the next allowed node.
+    * Failures raise ``edgekv.EdgeKVError`` subclasses mapped from the gRPC
+      status: ``InvalidArgument`` (also a ``ValueError``) for bad keys, values
+      and sizes, ``Unavailable``, ``DeadlineExceeded``, ``ResourceExhausted``,
+      ``Unauthenticated``, ``PermissionDenied``, ...
+
+    ``endpoint_overrides`` (node id -> host:port) dials discovered nodes at
+    other addresses than they advertise (NAT, proxies, port forwards);
+    ``token`` is sent as a bearer token; ``tls_ca_file`` turns on TLS.
+    Thread-safe: one client (and its channels) may be shared by threads.
+    Use it as a context manager, or call ``close()``.
     """
 
     def __init__(
@@ -52,17 +70,24 @@ class Client(ClientBase):
             tls_ca_file=tls_ca_file,
         )  # fmt: skip
         if discover:
-            self.refresh_topology()
+            try:
+                self.refresh_topology()
+            except BaseException:
+                self.close()
+                raise
 
     # -- plumbing --------------------------------------------------------------
 
     def refresh_topology(self) -> None:
-        """Re-read Cluster.Members from the nearest answering node and re-measure RTTs."""
+        """Re-read Cluster.Members from the nearest answering node and re-measure RTTs.
+
+        Keeps the current topology when no node answers (and raises the error
+        when there is just one node, so a bad seed fails loudly).
+        """
         last: grpc.RpcError | None = None
         for node in self.topology.nearest():
-            stub = cluster_pb2_grpc.ClusterStub(self._channel(node.endpoint))
             try:
-                resp = stub.Members(
+                resp = self._cluster(node).Members(
                     cluster_pb2.MembersRequest(), timeout=self.timeout_s, metadata=self._metadata
                 )
             except grpc.RpcError as exc:
@@ -70,15 +95,15 @@ class Client(ClientBase):
                 continue
             topology = Topology.from_members(resp, self._overrides)
             for member in topology.nodes:
-                self._probe(member)
+                self._probe(topology, member)
             topology.reorder()
             self.topology = topology
             return
         if last is not None and len(self.topology.nodes) == 1:
-            raise codec.error_from_rpc(last, self.topology.nodes[0].endpoint)
+            raise codec.error_from_rpc(last, self.topology.nodes[0].endpoint) from None
 
-    def _probe(self, node: NodeRoute) -> None:
-        stub = cluster_pb2_grpc.ClusterStub(self._channel(node.endpoint))
+    def _probe(self, topology: Topology, node: NodeRoute) -> None:
+        stub = self._cluster(node)
         for _ in range(self._rtt_probes):
             start = time.perf_counter()
             try:
@@ -90,7 +115,7 @@ class Client(ClientBase):
             except grpc.RpcError:
                 node.failures += 1
                 return
-            self.topology.record_rtt(node, (time.perf_counter() - start) * 1000.0)
+            topology.record_rtt(node, (time.perf_counter() - start) * 1000.0)
 
     def _call(
         self,
@@ -99,34 +124,38 @@ class Client(ClientBase):
         request: Any,
         idempotent: bool,
         timeout_s: float | None,
+        stubs: Callable[[NodeRoute], Any] | None = None,
     ) -> Any:
-        timeout = timeout_s or self.timeout_s
+        """Send ``request`` to ``method`` on the nodes for ``key``, nearest first.
+
+        Retries idempotent calls on UNAVAILABLE (the policy), moves to the next
+        node when one stays unavailable, and raises the mapped EdgeKVError.
+        """
+        timeout = self.timeout_s if timeout_s is None else self._timeout(timeout_s)
         topology = self.topology
         nodes = topology.route(key) if key is not None else topology.nearest()
+        get_stub = stubs or self._kv
+        metadata = self._metadata
         last: grpc.RpcError | None = None
+        last_node: NodeRoute | None = None
         for node in nodes:
+            rpc = getattr(get_stub(node), method)
             attempt = 0
             while True:
                 attempt += 1
                 try:
-                    resp = getattr(self._kv(node), method)(
-                        request, timeout=timeout, metadata=self._metadata
-                    )
+                    resp = rpc(request, timeout=timeout, metadata=metadata)
                 except grpc.RpcError as exc:
-                    code = exc.code()
-                    if code != grpc.StatusCode.UNAVAILABLE:
-                        raise codec.error_from_rpc(exc) from None
-                    last = exc
-                    if self._retry.should_retry(code, attempt, idempotent):
-                        time.sleep(self._retry.backoff_s(attempt))
-                        continue
-                    topology.mark_failed(node)
-                    break
+                    delay = self._after_failure(exc, node, attempt, idempotent)
+                    if delay is None:
+                        last, last_node = exc, node
+                        break
+                    _sleep(delay)
+                    continue
                 if node.failures:
                     topology.mark_ok(node)
                 return resp
-        assert last is not None
-        raise codec.error_from_rpc(last, nodes[0].endpoint if nodes else "") from None
+        raise self._exhausted(last, last_node, len(nodes))
 
     # -- KV --------------------------------------------------------------------
 
@@ -139,11 +168,15 @@ class Client(ClientBase):
     def get_many(
         self, keys: Iterable[bytes | str], *, timeout_s: float | None = None
     ) -> list[Entry | None]:
-        """``get`` of many keys in one call; results in the order of ``keys``."""
-        ks = [codec.to_bytes(k) for k in keys]
-        if not ks:
+        """``get`` of many keys in one call: one Entry or None per key, in the order of ``keys``.
+
+        At most the node's ``max_batch_ops`` keys (1000 by default); duplicates
+        are answered once per occurrence. An empty ``keys`` returns [] without a call.
+        """
+        req = codec.get_many_request(keys)
+        if not req.keys:
             return []
-        resp = self._call(ks[0], "BatchGet", kv_pb2.BatchGetRequest(keys=ks), True, timeout_s)
+        resp = self._call(req.keys[0], "BatchGet", req, True, timeout_s)
         return codec.entries_from_batch(resp)
 
     def put(
@@ -154,9 +187,12 @@ class Client(ClientBase):
         ttl_ms: int = 0,
         timeout_s: float | None = None,
     ) -> WriteResult:
-        """Store ``value`` (expiring after ``ttl_ms`` if > 0); returns its version."""
-        k = codec.to_bytes(key)
-        req = kv_pb2.PutRequest(key=k, value=codec.to_bytes(value, "value"), ttl_ms=ttl_ms)
+        """Store ``value`` (expiring ``ttl_ms`` after the write if > 0); returns its version.
+
+        Acknowledged once durable on the serving node; replicated asynchronously.
+        """
+        k = key if type(key) is bytes else codec.to_bytes(key)
+        req = codec.put_request(k, value, ttl_ms)
         return codec.write_result(self._call(k, "Put", req, False, timeout_s))
 
     def delete(self, key: bytes | str, *, timeout_s: float | None = None) -> WriteResult:
@@ -167,7 +203,10 @@ class Client(ClientBase):
         )
 
     def write(self, ops: Iterable[Put | Delete], *, timeout_s: float | None = None) -> WriteResult:
-        """Apply puts and deletes atomically under one version (one placement per batch)."""
+        """Apply ``Put``/``Delete`` ops atomically under one version; each key at most once.
+
+        All keys of one batch must share one placement (they are applied on one node).
+        """
         req = codec.write_request(ops)
         return codec.write_result(self._call(codec.first_key(req), "Write", req, False, timeout_s))
 
@@ -182,32 +221,46 @@ class Client(ClientBase):
         limit: int | None = None,
         timeout_s: float | None = None,
     ) -> Iterator[Entry]:
-        """Live entries under ``prefix`` / in [start, end), in key order, paging lazily."""
-        p, s, e = codec.to_bytes(prefix), codec.to_bytes(start), codec.to_bytes(end)
-        token = b""
-        produced = 0
-        while True:
-            req = kv_pb2.ScanRequest(
-                prefix=p, start=s, end=e, limit=page_size, page_token=token, keys_only=keys_only
-            )
-            resp = self._call(p or s or None, "Scan", req, True, timeout_s)
-            for entry in codec.scan_entries(resp):
-                yield entry
-                produced += 1
-                if limit is not None and produced >= limit:
-                    return
-            token = resp.next_page_token
-            if not token:
+        """Live entries under ``prefix`` and in [start, end), in key order.
+
+        Returns an iterator that fetches ``page_size`` items per call and
+        follows the page token until the range is exhausted, or until ``limit``
+        entries were yielded (None: no limit). Arguments are checked at once;
+        pages are fetched lazily, each one call with its own ``timeout_s`` and
+        retries. Entries written while iterating may or may not appear; each
+        key appears at most once.
+        """
+        req = codec.scan_request(prefix, start, end, page_size, keys_only)
+        return self._scan(req, codec.check_limit(limit), timeout_s)
+
+    def _scan(
+        self, req: kv_pb2.ScanRequest, remaining: int | None, timeout_s: float | None
+    ) -> Iterator[Entry]:
+        route = codec.scan_route_key(req)
+        page_size = req.limit
+        while remaining is None or remaining > 0:
+            if remaining is not None and remaining < page_size:
+                req.limit = remaining
+            resp = self._call(route, "Scan", req, True, timeout_s)
+            entries = codec.scan_entries(resp)
+            if remaining is not None:
+                entries = entries[:remaining]
+                remaining -= len(entries)
+            yield from entries
+            if not resp.next_page_token:
                 return
+            req.page_token = resp.next_page_token
 
     def watch(
         self, prefix: bytes | str = b"", *, timeout_s: float | None = None
     ) -> Iterator[WatchEvent]:
         """Changes under ``prefix`` from now on; close the iterator to stop watching.
 
-        ``timeout_s`` here bounds the whole watch (None: until closed).
+        ``timeout_s`` here bounds the whole watch (None: until closed). Not
+        retried: a watch that ends with an error must be re-established (and
+        the range re-scanned) by the caller.
         """
-        p = codec.to_bytes(prefix)
+        p = codec.to_bytes(prefix, "prefix")
         node = self.topology.route(p)[0] if p else self.topology.nearest()[0]
         call = self._kv(node).Watch(
             kv_pb2.WatchRequest(prefix=p), timeout=timeout_s, metadata=self._metadata
@@ -224,7 +277,7 @@ class Client(ClientBase):
     # -- cluster ---------------------------------------------------------------
 
     def status(self, *, timeout_s: float | None = None) -> NodeStatus:
-        """Status of the nearest node."""
+        """Status of the nearest node (retried like a read)."""
         return codec.node_status(
             self._cluster_call("Status", cluster_pb2.StatusRequest(), timeout_s)
         )
@@ -233,28 +286,18 @@ class Client(ClientBase):
         """Every node as the nearest node sees it (reachability, RTT, lag)."""
         return codec.members(self._cluster_call("Members", cluster_pb2.MembersRequest(), timeout_s))
 
-    def _cluster_call(self, method: str, request: Any, timeout_s: float | None) -> Any:
-        last: EdgeKVError | None = None
-        for node in self.topology.nearest():
-            stub = cluster_pb2_grpc.ClusterStub(self._channel(node.endpoint))
-            try:
-                return getattr(stub, method)(
-                    request, timeout=timeout_s or self.timeout_s, metadata=self._metadata
-                )
-            except grpc.RpcError as exc:
-                last = codec.error_from_rpc(exc, node.endpoint)
-                if not isinstance(last, Unavailable):
-                    raise last from None
-        assert last is not None
-        raise last
+    def _cluster_call(
+        self, method: str, request: Any, timeout_s: float | None, idempotent: bool = True
+    ) -> Any:
+        """A Cluster-service call on the nearest node (raw response message)."""
+        return self._call(None, method, request, idempotent, timeout_s, self._cluster)
 
     # -- lifecycle -------------------------------------------------------------
 
     def close(self) -> None:
-        for channel in self._channels.values():
+        """Close every channel; in-flight calls are cancelled. Idempotent."""
+        for channel in self._forget_channels():
             channel.close()
-        self._channels.clear()
-        self._kv_stubs.clear()
 
     def __enter__(self) -> Client:
         return self

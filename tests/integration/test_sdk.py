@@ -12,6 +12,8 @@ import pytest
 
 import edgekv
 from edgekv import AsyncClient, Client, Delete, Put
+from edgekv.client import aio as aio_module
+from edgekv.client import sync as sync_module
 from edgekv.client.retry import RetryPolicy
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.faultproxy import ProxyHost
@@ -88,6 +90,206 @@ def test_unavailable_after_retries_on_dead_endpoint() -> None:
             c.put("k", "v")
     with pytest.raises(edgekv.Unavailable):
         Client(endpoint, timeout_s=0.5)  # discovery needs one reachable seed
+
+
+def test_get_many_keeps_order_with_duplicates_and_missing_keys(client: Client) -> None:
+    client.write([Put(b"gm/%d" % i, b"v%d" % i) for i in range(5)])
+    keys = [b"gm/3", b"gm/none", b"gm/0", b"gm/3", "gm/4"]
+    got = client.get_many(keys)
+    assert [e.key if e else None for e in got] == [b"gm/3", None, b"gm/0", b"gm/3", b"gm/4"]
+    assert all(e.served_by == "node-1" for e in got if e)
+    assert client.get_many([]) == []
+
+
+def test_put_ttl_expires_everywhere_at_once(client: Client) -> None:
+    written = client.put("ttl/k", "v", ttl_ms=300)
+    entry = client.get("ttl/k")
+    assert entry is not None and entry.version == written.version
+    assert (
+        entry.expires_at_ms > 0 and entry.expires_at_ms - written.version.timestamp // 65536 <= 400
+    )
+    wait_until(lambda: client.get("ttl/k") is None, timeout_s=5, what="ttl/k to expire")
+    assert list(client.scan("ttl/")) == []
+
+
+def test_scan_pages_keys_only_and_limits_over_many_pages(client: Client) -> None:
+    for first in range(0, 2300, 1000):
+        client.write(
+            [Put(b"many/%04d" % i, b"v%d" % i) for i in range(first, min(first + 1000, 2300))]
+        )
+    keys = [e.key for e in client.scan("many/", page_size=97, keys_only=True)]
+    assert keys == [b"many/%04d" % i for i in range(2300)]
+    limited = list(client.scan(b"many/", page_size=100, limit=250))
+    assert [e.value for e in limited] == [b"v%d" % i for i in range(250)]
+    tail = [e.key for e in client.scan(b"many/", start=b"many/2297", page_size=1)]
+    assert tail == [b"many/2297", b"many/2298", b"many/2299"]
+    with pytest.raises(edgekv.InvalidArgument, match="scan range is empty"):
+        client.scan(b"many/", start=b"many/0010", end=b"many/0010").__next__()
+
+
+def test_every_error_is_an_edgekv_error_with_the_nodes_message(client: Client) -> None:
+    with pytest.raises(edgekv.InvalidArgument, match="key is 1025 bytes; the limit is 1024"):
+        client.put(b"k" * 1025, b"v")
+    with pytest.raises(edgekv.InvalidArgument, match="key is empty"):
+        client.put("", "v")
+    with pytest.raises(edgekv.InvalidArgument, match=r"1000 \(max_batch_ops\)"):
+        client.get_many([b"k%d" % i for i in range(1001)])
+    with pytest.raises(edgekv.InvalidArgument, match="max_scan_limit"):
+        list(client.scan("x/", page_size=10_001))
+    with pytest.raises(edgekv.InvalidArgument, match="batch is empty"):
+        client.write([])
+    with pytest.raises(edgekv.InvalidArgument):
+        client.delete(b"")
+    # Nothing was written by the rejected calls.
+    assert client.get(b"k" * 10) is None
+
+
+@pytest.fixture
+def slow_endpoint(node: NodeProcess) -> Iterator[str]:
+    """The node behind a proxy that delays every byte by 150 ms each way."""
+    host = ProxyHost()
+    try:
+        proxy = host.add(node.endpoint, name="client=>node-1 (slow)")
+        host.set_delay(proxy, 150.0)
+        yield f"127.0.0.1:{proxy.port}"
+    finally:
+        host.close()
+
+
+def test_deadline_exceeded_on_every_kind_of_call(slow_endpoint: str) -> None:
+    with Client(slow_endpoint, discover=False, timeout_s=5) as c:
+        assert c.put("dl/k", "v").served_by == "node-1"  # slow but within the default
+        calls = {
+            "get": lambda: c.get("dl/k", timeout_s=0.1),
+            "get_many": lambda: c.get_many(["dl/k"], timeout_s=0.1),
+            "scan": lambda: list(c.scan("dl/", timeout_s=0.1)),
+            "put": lambda: c.put("dl/k", "v", timeout_s=0.1),
+            "delete": lambda: c.delete("dl/k", timeout_s=0.1),
+            "status": lambda: c.status(timeout_s=0.1),
+        }
+        for name, call in calls.items():
+            started = time.monotonic()
+            with pytest.raises(edgekv.EdgeKVError) as excinfo:
+                call()
+            assert type(excinfo.value).__name__ == "DeadlineExceeded", (name, excinfo.value)
+            assert time.monotonic() - started < 1.0, name  # not retried, not waited out
+            assert slow_endpoint in str(excinfo.value)
+        # The client is still fine, and the delete that timed out was applied anyway:
+        # the reason a write whose answer was lost is never retried.
+        assert wait_until(lambda: c.get("dl/k", timeout_s=5) is None, what="the late delete")
+
+
+def test_async_deadline_exceeded(slow_endpoint: str) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(slow_endpoint, discover=False, timeout_s=0.1) as c:
+            with pytest.raises(edgekv.EdgeKVError) as excinfo:
+                await c.get("dl/k")
+            assert type(excinfo.value).__name__ == "DeadlineExceeded"
+            assert await c.get("dl/k", timeout_s=5) is None
+
+    asyncio.run(scenario())
+
+
+def test_retries_then_unavailable_once_the_node_is_stopped(
+    node: NodeProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sleeps: list[float] = []
+    monkeypatch.setattr(sync_module, "_sleep", lambda s: sleeps.append(s) or time.sleep(s))
+    policy = RetryPolicy(max_attempts=4, initial_backoff_s=0.02, jitter=False)
+    with Client(node.endpoint, retry=policy, timeout_s=2) as c:
+        c.put("r/k", "v")
+        assert node.stop() == 0
+        for read in (lambda: c.get("r/k"), lambda: c.get_many(["r/k"]), lambda: list(c.scan("r/")),
+                     c.status):  # fmt: skip
+            sleeps.clear()
+            with pytest.raises(edgekv.Unavailable, match=node.endpoint):
+                read()
+            assert sleeps == pytest.approx([0.02, 0.04, 0.08])  # 4 attempts, 3 waits
+        for write in (lambda: c.put("r/k", "w"), lambda: c.delete("r/k"),
+                      lambda: c.write([Put("r/k", "w")])):  # fmt: skip
+            sleeps.clear()
+            with pytest.raises(edgekv.Unavailable):
+                write()
+            assert sleeps == []  # writes are never retried
+
+
+def test_async_retries_then_unavailable_once_the_node_is_stopped(
+    node: NodeProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sleeps: list[float] = []
+
+    async def recording_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        await asyncio.sleep(seconds)
+
+    monkeypatch.setattr(aio_module, "_sleep", recording_sleep)
+    policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.02, jitter=False)
+
+    async def scenario() -> None:
+        async with AsyncClient(node.endpoint, retry=policy, timeout_s=2) as c:
+            await c.put("r/k", "v")
+            node.stop()
+            with pytest.raises(edgekv.Unavailable, match=node.endpoint):
+                await c.get("r/k")
+            assert sleeps == pytest.approx([0.02, 0.04])
+            sleeps.clear()
+            with pytest.raises(edgekv.Unavailable):
+                await c.put("r/k", "w")
+            assert sleeps == []
+
+    asyncio.run(scenario())
+
+
+def test_async_client_pages_and_errors(node: NodeProcess) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(node.endpoint) as c:
+            await c.write([Put(b"ap/%04d" % i, b"v") for i in range(777)])
+            keys = [e.key async for e in c.scan(b"ap/", page_size=50, keys_only=True)]
+            assert keys == [b"ap/%04d" % i for i in range(777)]
+            many = await c.get_many([b"ap/0001", b"ap/none", b"ap/0000"])
+            assert [e.key if e else None for e in many] == [b"ap/0001", None, b"ap/0000"]
+            with pytest.raises(edgekv.InvalidArgument, match="max_value_bytes") as excinfo:
+                await c.put("big", b"x" * (1024 * 1024 + 1))
+            assert isinstance(excinfo.value, ValueError)
+            result = await c.write([Put("ap/x", "1"), Delete("ap/0000")])
+            assert (await c.get("ap/x")).version == result.version  # type: ignore[union-attr]
+            assert (await c.get("ap/0000")) is None
+            members = await c.members()
+            assert [m.node_id for m in members] == ["node-1"]
+        assert c.closed
+
+    asyncio.run(scenario())
+
+
+def test_many_coroutines_share_one_async_client(node: NodeProcess) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(node.endpoint) as c:
+            await asyncio.gather(*(c.put(b"co/%03d" % i, b"%d" % i) for i in range(200)))
+            got = await asyncio.gather(*(c.get(b"co/%03d" % i) for i in range(200)))
+            assert [e.value for e in got if e] == [b"%d" % i for i in range(200)]
+
+    asyncio.run(scenario())
+
+
+def test_many_threads_share_one_client(client: Client) -> None:
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(50):
+                key = b"th/%d/%d" % (t, i)
+                client.put(key, key)
+                assert client.get(key).value == key  # type: ignore[union-attr]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(list(client.scan("th/"))) == 400
 
 
 def test_async_client_every_call(node: NodeProcess) -> None:
