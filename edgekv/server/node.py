@@ -502,9 +502,7 @@ async def _serve(
     peer_addresses: Mapping[str, str] | None,
     forward_addresses: Mapping[str, str] | None,
 ) -> None:
-    node = Node(
-        config, node_id, peer_addresses=peer_addresses, forward_addresses=forward_addresses
-    )
+    node = Node(config, node_id, peer_addresses=peer_addresses, forward_addresses=forward_addresses)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
