@@ -41,7 +41,7 @@ from rocksdict import (
 from edgekv import native
 from edgekv.errors import EdgeKVError, FailedPrecondition, InvalidArgument, StorageError
 from edgekv.limits import DEFAULT_LIMITS, Limits
-from edgekv.storage import digest
+from edgekv.storage import digest, tombstones
 from edgekv.storage.clock import DEFAULT_MAX_SKEW_MS, HybridClock, wall_ms
 from edgekv.storage.record import Item, Version
 
@@ -198,6 +198,8 @@ class Engine:
             self._read_u64_meta(_META_HLC), max_skew_ms=self.options.max_clock_skew_ms
         )
         self._trees: dict[bytes, digest.DigestTree] = {}  # guarded by _lock
+        # Records dead since before this are collected, and dropped on apply.
+        self.gc_horizon_ms = tombstones.NEVER
         self._listeners: list[ChangeListener] = []
         self._load_digests()
         self._reader = native.Reader(self._db.get)
@@ -474,6 +476,8 @@ class Engine:
     ) -> None:
         for (placement, bucket), value in buckets.items():
             self._tree(placement).set_bucket(bucket, value)
+        if not changes:
+            return
         for listener in self._listeners:
             try:
                 listener(changes, last_seq, local)
@@ -521,12 +525,16 @@ class Engine:
     def apply_many(self, entries: Iterable[tuple[bytes, bytes]]) -> int:
         """``apply`` for each (key, record) in one WriteBatch; returns how many changed.
 
-        Validates every record first; on any error nothing is written.
+        Validates every record first; on any error nothing is written. A
+        winning record that is dead since before ``gc_horizon_ms`` is not
+        stored: it removes the version it beats (see tombstones.py).
         """
         record_version = native.record_version
+        horizon = self.gc_horizon_ms
         with self._lock:
             self._check_open()
             pending: dict[bytes, tuple[tuple[int, str], bytes]] = {}
+            stored_of: dict[bytes, bytes | None] = {}
             max_ts = 0
             for key, record in entries:
                 self.limits.check_key(key)
@@ -534,7 +542,7 @@ class Engine:
                 max_ts = max(max_ts, version[0])
                 current = pending.get(key)
                 if current is None:
-                    stored = self._db.get(key)
+                    stored = stored_of[key] = self._db.get(key)
                     if stored is not None and record_version(stored) >= version:
                         continue
                 elif current[0] >= version:
@@ -542,17 +550,109 @@ class Engine:
                 pending[key] = (version, record)
             if max_ts:
                 self.clock.observe(max_ts)  # may refuse the whole batch: nothing written yet
-            if not pending:
+            changes: list[Change] = []
+            removals: list[Change] = []  # stored versions beaten by a collectable record
+            visible: list[Change] = []  # what readers see change, for listeners
+            now = wall_ms()
+            for key, (_, record) in pending.items():
+                if horizon and tombstones.collectable(record, horizon):
+                    stored = stored_of[key]
+                    if stored is not None:
+                        removals.append(Change(key, stored))
+                        if tombstones.reads_live(stored, now):
+                            visible.append(Change(key, record))
+                    continue
+                changes.append(Change(key, record))
+                visible.append(changes[-1])
+            if not changes and not removals:
                 return 0
             wb = WriteBatch(raw_mode=True)
-            changes = [Change(key, record) for key, (_, record) in pending.items()]
             for key, record in changes:
                 wb.put(key, record)
             buckets = self._stage_digests(wb, changes)
+            self._stage_removals(wb, removals, buckets)
             wb.put(_META_HLC, _U64.pack(self.clock.last), self._meta_handle)
             self._write_batch(wb)
-            self._publish(buckets, changes, self._seq, False)
-            return len(changes)
+            self._publish(buckets, visible, self._seq, False)
+            return len(changes) + len(removals)
+
+    # -- collecting dead records -----------------------------------------------
+
+    def collect_dead(self, horizon_ms: int, *, chunk: int = 1000) -> int:
+        """Remove tombstones and expired records dead since before ``horizon_ms``.
+
+        Returns how many were removed. Works through the data ``chunk`` records
+        at a time, each chunk under the write lock (so writers wait for one
+        chunk at most, and no write can race a removal) and in one WriteBatch.
+        Also makes ``apply`` drop incoming records dead since before the
+        horizon (``gc_horizon_ms``). Readers see no change: every removed
+        record already read as absent.
+        """
+        if horizon_ms <= 0:
+            return 0
+        collectable = tombstones.collectable
+        removed = 0
+        resume: bytes | None = None
+        while True:
+            with self._lock:
+                self._check_open()
+                self.gc_horizon_ms = max(self.gc_horizon_ms, horizon_ms)
+                it = self._db.iter()
+                if resume is None:
+                    it.seek_to_first()
+                else:
+                    it.seek(resume)
+                removals: list[Change] = []
+                for _ in range(chunk):
+                    if not it.valid():
+                        break
+                    record = it.value()
+                    if collectable(record, horizon_ms):
+                        removals.append(Change(it.key(), record))
+                    it.next()
+                resume = it.key() if it.valid() else None
+                del it
+                if removals:
+                    wb = WriteBatch(raw_mode=True)
+                    buckets: dict[tuple[bytes, int], int] = {}
+                    self._stage_removals(wb, removals, buckets)
+                    self._write_batch(wb)
+                    for (placement, bucket), value in buckets.items():
+                        self._tree(placement).set_bucket(bucket, value)
+                    removed += len(removals)
+            if resume is None:
+                return removed
+
+    def _stage_removals(
+        self, wb: WriteBatch, removals: list[Change], buckets: dict[tuple[bytes, int], int]
+    ) -> None:
+        """Stage deleting each (key, stored record) from data and digests into ``wb``.
+
+        Continues from the bucket digests already staged in ``buckets`` and
+        updates it in place.
+        """
+        if not removals:
+            return
+        record_hash = native.record_hash
+        key_bucket = native.key_bucket
+        touched: set[tuple[bytes, int]] = set()
+        for key, stored in removals:
+            placement = self._placement_of(key)
+            bucket = key_bucket(key)
+            slot = (placement, bucket)
+            current = buckets.get(slot)
+            if current is None:
+                current = self._tree(placement).buckets[bucket]
+            buckets[slot] = current ^ record_hash(key, stored)
+            touched.add(slot)
+            wb.delete(key)
+            wb.delete(digest.index_key(placement, bucket, key), self._digest_handle)
+        for placement, bucket in touched:
+            wb.put(
+                digest.meta_key(placement, bucket),
+                _U64.pack(buckets[(placement, bucket)]),
+                self._meta_handle,
+            )
 
     def records(self, keys: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
         """(key, stored record) for each key that has one, tombstones included."""

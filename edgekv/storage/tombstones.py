@@ -1,0 +1,86 @@
+"""When a dead record (tombstone or expired value) may be collected.
+
+A delete writes a tombstone and a TTL leaves an expired record: both must stay
+versions for a while, because removing one too early lets a node that missed
+it hand the older value back through anti-entropy (a resurrection). The rule,
+Cassandra's gc_grace with a replication gate on top:
+
+* a record is *dead since* its tombstone's wall-clock time, or its expiry;
+* the **collection horizon** is ``now - grace``, but never later than the
+  start of the last complete anti-entropy sync with *every* peer. A sync that
+  started after a record was dead and finished without error leaves the peer
+  holding that record or a newer version, so no peer can still offer the value
+  it replaced. A peer that has not synced (down, cut off, quarantined by TLS)
+  holds the horizon back, and with it collection on this node;
+* records dead since before the horizon are removed from data and digests,
+  and an incoming record dead since before the horizon is never stored: if it
+  wins over the stored version that version is removed, otherwise nothing
+  happens. Every node therefore converges to the same data, with or without
+  the dead records, and digests of synced nodes agree.
+
+A node restored from a backup older than the grace period could still hold
+values whose tombstones were collected; ``edgekv restore`` refuses such a
+backup (see backup.py).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+
+from edgekv.storage.clock import physical_ms
+from edgekv.storage.record import (
+    FLAG_EXPIRES,
+    FLAG_TOMBSTONE,
+    OFF_EXPIRES,
+    OFF_FLAGS,
+    OFF_ORIGIN,
+    OFF_TIMESTAMP,
+)
+
+_U64 = struct.Struct(">Q")
+NEVER = 0  # horizon that collects nothing
+
+
+def dead_since_ms(record: bytes) -> int | None:
+    """Wall-clock ms from which ``record`` reads as absent; None if it never will.
+
+    ``record`` must be a valid record (the engine validates before calling).
+    """
+    if len(record) <= OFF_ORIGIN:
+        return None
+    flags = record[OFF_FLAGS]
+    if flags & FLAG_TOMBSTONE:
+        return physical_ms(_U64.unpack_from(record, OFF_TIMESTAMP)[0])
+    if flags & FLAG_EXPIRES:
+        return int(_U64.unpack_from(record, OFF_EXPIRES)[0])
+    return None
+
+
+def reads_live(record: bytes, now_ms: int) -> bool:
+    """Whether a read at ``now_ms`` returns ``record``'s value."""
+    if record[OFF_FLAGS] & FLAG_TOMBSTONE:
+        return False
+    since = dead_since_ms(record)
+    return since is None or since > now_ms
+
+
+def collectable(record: bytes, horizon_ms: int) -> bool:
+    """Whether ``record`` is dead since before ``horizon_ms`` (0: never)."""
+    since = dead_since_ms(record)
+    return since is not None and since < horizon_ms
+
+
+def collection_horizon_ms(
+    now_ms: int, grace_ms: int, peers_synced_from_ms: Iterable[int]
+) -> int:
+    """``now - grace``, held back to the oldest peer's last complete sync start.
+
+    ``peers_synced_from_ms`` is, for every peer that may hold any of this
+    node's data, the wall time at which its last successful anti-entropy sync
+    started (0 when it has not synced since this node started).
+    """
+    horizon = now_ms - grace_ms
+    for synced_from in peers_synced_from_ms:
+        horizon = min(horizon, synced_from)
+    return max(horizon, NEVER)
