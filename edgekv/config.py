@@ -116,7 +116,9 @@ class ReplicationSettings:
     The log is trimmed below what every peer acknowledged, but never keeps more
     than ``log_retention_entries`` entries nor entries older than
     ``log_retention_s``; a peer that falls behind that is repaired by
-    anti-entropy.
+    anti-entropy. Tombstones and expired records are collected every
+    ``gc_interval_s`` once dead for ``tombstone_grace_s`` and synced to every
+    peer (storage/tombstones.py).
     """
 
     # Remote HLC timestamps further ahead of local wall time are refused.
@@ -128,6 +130,8 @@ class ReplicationSettings:
     log_trim_interval_s: float = 5.0
     log_retention_entries: int = 1_000_000
     log_retention_s: float = 24 * 3600.0
+    tombstone_grace_s: float = 3 * 24 * 3600.0
+    gc_interval_s: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,9 +583,16 @@ def _parse_replication(value: object) -> ReplicationSettings:
         else:
             kinds[f.name] = _positive_int
     _check_keys(entry, "replication", required=(), optional=tuple(kinds))
-    return ReplicationSettings(
+    settings = ReplicationSettings(
         **{name: kinds[name](raw, f"replication.{name}") for name, raw in entry.items()}
     )
+    if settings.tombstone_grace_s < settings.antientropy_interval_s:
+        raise ConfigError(
+            f"replication.tombstone_grace_s is {settings.tombstone_grace_s:g} s; it must be at "
+            f"least replication.antientropy_interval_s ({settings.antientropy_interval_s:g} s), "
+            "so a tombstone lives through an anti-entropy round before it is collected"
+        )
+    return settings
 
 
 def _parse_security(value: object, base_dir: Path) -> SecuritySettings:

@@ -187,12 +187,30 @@ class _NodeStateCollector(Collector):
         syncs = CounterMetricFamily(
             "edgekv_antientropy_syncs", "Completed anti-entropy syncs with a peer.", labels=["peer"]
         )
+        synced_from = GaugeMetricFamily(
+            "edgekv_antientropy_synced_from_timestamp_seconds",
+            "Start of the last complete anti-entropy sync with a peer (0: none since start).",
+            labels=["peer"],
+        )  # fmt: skip
         if node.antientropy is not None:
             for peer, state in node.antientropy.state.items():
                 repairs.add_metric([peer, "pulled"], state.pulled_total)
                 repairs.add_metric([peer, "pushed"], state.pushed_total)
                 syncs.add_metric([peer], state.syncs)
-        yield from (repairs, syncs)
+                synced_from.add_metric([peer], state.synced_from_ms / 1000.0)
+        yield from (repairs, syncs, synced_from)
+        if node.collector is not None:
+            yield CounterMetricFamily(
+                "edgekv_gc_collected_records",
+                "Tombstones and expired records removed for good.",
+                value=node.collector.collected_total,
+            )  # fmt: skip
+            yield GaugeMetricFamily(
+                "edgekv_gc_horizon_timestamp_seconds",
+                "Records dead since before this are collected (0: nothing collected yet); "
+                "it trails now by tombstone_grace_s unless a peer holds it back.",
+                value=node.collector.horizon_ms / 1000.0,
+            )  # fmt: skip
         size = GaugeMetricFamily(
             "edgekv_rocksdb_size_bytes", "RocksDB SST files plus memtables.", labels=["kind"]
         )

@@ -35,19 +35,25 @@ for _command in (get, put, delete, scan, status, health, backup, cluster, certs,
               help="Cluster file.")  # fmt: skip
 @click.option("--node", "node_id", required=True,
               help="The node to restore; its data_dir must be missing or empty.")  # fmt: skip
-def restore(source: str, config_path: str, node_id: str) -> None:
+@click.option("--force", is_flag=True,
+              help="Restore a backup older than replication.tombstone_grace_s anyway.")  # fmt: skip
+def restore(source: str, config_path: str, node_id: str, force: bool) -> None:
     """Restore a stopped node's data directory from a backup, then start it normally.
 
     Replication and anti-entropy bring it up to date with the cluster. The
-    backup may come from another node (replacing a dead PoP).
+    backup may come from another node (replacing a dead PoP). A backup older
+    than the tombstone grace period is refused unless --force: deletes made
+    since could be undone.
     """
     from edgekv.config import load_config
     from edgekv.errors import EdgeKVError
     from edgekv.storage.backup import restore as restore_data
 
     try:
-        spec = load_config(config_path).node(node_id)
-        restore_data(source, spec.data_dir, spec.id)
+        config = load_config(config_path)
+        spec = config.node(node_id)
+        max_age_s = None if force else config.replication.tombstone_grace_s
+        restore_data(source, spec.data_dir, spec.id, max_age_s=max_age_s)
     except EdgeKVError as exc:
         click.echo(f"edgekv: {exc}", err=True)
         sys.exit(codes.ERROR)

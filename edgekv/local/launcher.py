@@ -170,15 +170,17 @@ def write_cluster_file(
     placement: Sequence[tuple[str, Sequence[str]]] = (),
     extra: dict[str, Any] | None = None,
     cluster: str = "test",
+    metrics: bool = False,
 ) -> Path:
     """Write a cluster file for nodes on loopback with free ports; return its path.
 
     ``regions`` are (name, lat, lon); ``nodes`` are (id, region). Data
-    directories go under ``directory``/data/<id>.
+    directories go under ``directory``/data/<id>. With ``metrics`` every node
+    also serves Prometheus metrics on a free port (``metrics_listen``).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    ports = iter(free_ports(2 * len(nodes)))
+    ports = iter(free_ports((3 if metrics else 2) * len(nodes)))
     doc: dict[str, Any] = {
         "cluster": cluster,
         "regions": [{"name": name, "location": [lat, lon]} for name, lat, lon in regions],
@@ -193,6 +195,9 @@ def write_cluster_file(
             for node_id, region in nodes
         ],
     }
+    if metrics:
+        for entry in doc["nodes"]:
+            entry["metrics_listen"] = f"127.0.0.1:{next(ports)}"
     # Local clusters run without tokens, on purpose and visibly (the node warns).
     doc["security"] = {"auth": {"mode": "disabled"}}
     if placement:

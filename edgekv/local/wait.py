@@ -96,3 +96,21 @@ def assert_converged(
             return dump_node(next(iter(endpoints.values())), prefix)
         time.sleep(0.1)
     raise AssertionError(f"nodes did not converge within {timeout_s}s: {detail}")
+
+
+def scrape_metrics(
+    port: int, timeout_s: float = 5.0
+) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """A node's Prometheus scrape: sample name -> [(labels, value), ...]."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        text = resp.read().decode()
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out

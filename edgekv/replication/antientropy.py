@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from edgekv.storage import digest
+from edgekv.storage.clock import wall_ms
 from edgekv.storage.engine import Engine
 from edgekv.v1 import replication_pb2, replication_pb2_grpc
 
@@ -49,6 +50,9 @@ class PeerSyncState:
     """Anti-entropy bookkeeping for one peer (owned by the AntiEntropy loop)."""
 
     last_sync_monotonic: float = 0.0
+    # Wall ms at which the last complete sync started (0: none since start). The
+    # peer then held everything this node held at that moment, or newer.
+    synced_from_ms: int = 0
     last_stats: SyncStats = field(default_factory=SyncStats)
     last_error: str = ""
     syncs: int = 0
@@ -201,6 +205,7 @@ class AntiEntropy:
             due, self._due = self._due, set()
             for peer_id in sorted(due):
                 state = self.state[peer_id]
+                started_ms = wall_ms()
                 try:
                     stats = await self.sync_peer(peer_id)
                 except asyncio.CancelledError:
@@ -216,6 +221,7 @@ class AntiEntropy:
                 state.last_error = ""
                 state.syncs += 1
                 state.last_sync_monotonic = time.monotonic()
+                state.synced_from_ms = started_ms
                 state.last_stats = stats
                 state.pulled_total += stats.pulled
                 state.pushed_total += stats.pushed

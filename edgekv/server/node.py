@@ -35,6 +35,7 @@ from edgekv.errors import ConfigError, EdgeKVError
 from edgekv.metrics import NodeMetrics
 from edgekv.replication.antientropy import AntiEntropy, SyncStats
 from edgekv.replication.changefeed import ChangeFeed
+from edgekv.replication.collector import Collector
 from edgekv.replication.sender import PeerSender, SenderSettings
 from edgekv.server.auth import Authorizer
 from edgekv.server.cluster_service import ClusterService
@@ -102,6 +103,7 @@ class Node:
         self.senders: dict[str, PeerSender] = {}
         self.membership: Membership | None = None
         self.antientropy: AntiEntropy | None = None
+        self.collector: Collector | None = None
         self.peer_service: PeerService | None = None
         self._committer: GroupCommitter | None = None
         self._server: grpc.aio.Server | None = None
@@ -151,6 +153,13 @@ class Node:
         if self.peer_ids:
             await self._start_peer_server()
             self._start_replication(hello)
+        self.collector = Collector(
+            engine,
+            grace_s=config.replication.tombstone_grace_s,
+            interval_s=config.replication.gc_interval_s,
+            peers_synced_from_ms=self._peers_synced_from_ms,
+        )
+        self._spawn(self.collector.run_collector(), "collector")
         self.router = Router(
             config,
             spec,
@@ -304,6 +313,11 @@ class Node:
         """Placement groups that both this node and ``peer`` may hold."""
         regions = {self.spec.region, self.config.node(peer).region}
         return self.placement.groups_shared_by(regions)
+
+    def _peers_synced_from_ms(self) -> dict[str, int]:
+        if self.antientropy is None:
+            return {}
+        return {peer: state.synced_from_ms for peer, state in self.antientropy.state.items()}
 
     def _on_synced(self, peer: str, stats: SyncStats) -> None:
         sender = self.senders.get(peer)

@@ -5,10 +5,16 @@ the filesystem allows, so it is cheap), taken without stopping writes. A node
 restored from one starts with the data as of the checkpoint; log shipping and
 anti-entropy then bring it up to date with the cluster — including to a node
 id other than the one backed up (replacing a dead PoP).
+
+A backup older than the tombstone grace period is refused: the cluster may
+have collected tombstones of deletes made since, and the restored node would
+hand the deleted values back (storage/tombstones.py). Start such a node empty
+instead; anti-entropy fills it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -16,10 +22,12 @@ from pathlib import Path
 from rocksdict import Checkpoint, Options, Rdict, WriteBatch
 
 from edgekv.errors import FailedPrecondition, InvalidArgument, StorageError
+from edgekv.storage.clock import wall_ms
 from edgekv.storage.engine import DIGEST_CF, LOG_CF, META_CF, Engine
 
 _META_NODE_ID = b"node_id"
 _META_CURSOR = b"cursor/"
+MARKER = "EDGEKV_BACKUP.json"  # written into each checkpoint: who and when
 
 
 def create_checkpoint(engine: Engine, dest: str | os.PathLike[str]) -> Path:
@@ -32,25 +40,54 @@ def create_checkpoint(engine: Engine, dest: str | os.PathLike[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     engine.flush()  # the WAL is in the checkpoint either way; this keeps it short
     db, _, _ = engine.column_families()
+    taken_at_ms = wall_ms()
     try:
         Checkpoint(db).create_checkpoint(str(path))
     except Exception as exc:
         raise StorageError(f"checkpoint to {path} failed: {exc}") from exc
+    marker = {"node_id": engine.node_id, "taken_at_ms": taken_at_ms}
+    (path / MARKER).write_text(json.dumps(marker), encoding="utf-8")
     return path
 
 
+def backup_taken_at_ms(checkpoint: str | os.PathLike[str]) -> int:
+    """When a checkpoint was taken: its marker, else the CURRENT file's mtime."""
+    src = Path(checkpoint)
+    try:
+        return int(json.loads((src / MARKER).read_text(encoding="utf-8"))["taken_at_ms"])
+    except FileNotFoundError:
+        return int((src / "CURRENT").stat().st_mtime * 1000)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidArgument(f"{src / MARKER} is damaged: {exc}") from None
+
+
 def restore(
-    checkpoint: str | os.PathLike[str], data_dir: str | os.PathLike[str], node_id: str
+    checkpoint: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    node_id: str,
+    *,
+    max_age_s: float | None = None,
 ) -> None:
     """Make ``data_dir`` a copy of ``checkpoint``, owned by ``node_id``.
 
     ``data_dir`` must not exist or be empty (a restore never merges into live
     data). Replication cursors are dropped, so the restored node re-ships its
-    log from the start; peers' apply is idempotent.
+    log from the start; peers' apply is idempotent. A checkpoint older than
+    ``max_age_s`` (the tombstone grace period; None: no check) is refused.
     """
     src, dst = Path(checkpoint), Path(data_dir)
     if not (src / "CURRENT").exists():
         raise InvalidArgument(f"{src} is not a RocksDB checkpoint (no CURRENT file)")
+    if max_age_s is not None:
+        age_s = (wall_ms() - backup_taken_at_ms(src)) / 1000.0
+        if age_s > max_age_s:
+            raise FailedPrecondition(
+                f"backup {src} is {age_s / 3600:.1f} h old, older than "
+                f"replication.tombstone_grace_s ({max_age_s / 3600:.1f} h): the cluster may "
+                "have collected tombstones of later deletes, and their values would come back. "
+                "Start the node with an empty data_dir instead (anti-entropy fills it), or pass "
+                "--force if no key was deleted since the backup"
+            )
     if dst.exists() and any(dst.iterdir()):
         raise FailedPrecondition(
             f"data directory {dst} is not empty; move it away before restoring into it"
@@ -58,7 +95,7 @@ def restore(
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists():
         dst.rmdir()
-    shutil.copytree(src, dst)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(MARKER))
     cfs = {name: Options(raw_mode=True) for name in (LOG_CF, META_CF, DIGEST_CF)}
     db = Rdict(str(dst), Options(raw_mode=True), column_families=cfs)
     meta = db.get_column_family(META_CF)

@@ -201,11 +201,11 @@ class Engine:
         # Records dead since before this are collected, and dropped on apply.
         self.gc_horizon_ms = tombstones.NEVER
         self._listeners: list[ChangeListener] = []
+        self._closed = False
         self._load_digests()
         self._reader = native.Reader(self._db.get)
         # The read hot path: bound straight to the compiled Reader, no Python frame.
         self.get = self._reader.get
-        self._closed = False
 
     # -- opening -------------------------------------------------------------
 

@@ -71,9 +71,7 @@ def collectable(record: bytes, horizon_ms: int) -> bool:
     return since is not None and since < horizon_ms
 
 
-def collection_horizon_ms(
-    now_ms: int, grace_ms: int, peers_synced_from_ms: Iterable[int]
-) -> int:
+def collection_horizon_ms(now_ms: int, grace_ms: int, peers_synced_from_ms: Iterable[int]) -> int:
     """``now - grace``, held back to the oldest peer's last complete sync start.
 
     ``peers_synced_from_ms`` is, for every peer that may hold any of this

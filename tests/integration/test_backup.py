@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -12,8 +13,10 @@ import grpc
 import pytest
 
 from edgekv.local.cluster import LocalCluster
-from edgekv.local.launcher import write_cluster_file
+from edgekv.local.launcher import running_node, write_cluster_file
 from edgekv.local.wait import assert_converged, wait_until
+from edgekv.storage.backup import MARKER, create_checkpoint
+from edgekv.storage.engine import Engine
 from edgekv.v1 import kv_pb2, kv_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -83,3 +86,32 @@ def test_restore_refuses_a_non_empty_data_dir(tmp_path: Path) -> None:
     (checkpoint / "CURRENT").write_text("MANIFEST-000001\n")
     out = edgekv("restore", "--from", str(checkpoint), "--config", str(path), "--node", "node-1")
     assert out.returncode == 1 and "is not empty" in out.stderr
+
+
+def test_restore_refuses_a_backup_older_than_the_tombstone_grace(tmp_path: Path) -> None:
+    path = write_cluster_file(tmp_path)
+    engine = Engine(tmp_path / "source", "node-0")
+    try:
+        engine.put(b"k", b"v")
+        checkpoint = create_checkpoint(engine, tmp_path / "cp")
+    finally:
+        engine.close()
+    marker = checkpoint / MARKER
+    taken = json.loads(marker.read_text())
+    assert taken["node_id"] == "node-0"
+    four_days_ago = taken["taken_at_ms"] - 4 * 24 * 3600 * 1000  # grace is 3 days by default
+    marker.write_text(json.dumps({**taken, "taken_at_ms": four_days_ago}))
+
+    args = ("restore", "--from", str(checkpoint), "--config", str(path), "--node", "node-1")
+    out = edgekv(*args)
+    assert out.returncode == 1, out.stderr
+    assert "older than replication.tombstone_grace_s" in out.stderr and "--force" in out.stderr
+    data_dir = tmp_path / "data" / "node-1"
+    assert not data_dir.exists()
+
+    out = edgekv(*args, "--force")
+    assert out.returncode == 0, out.stderr
+    assert (data_dir / "CURRENT").exists() and not (data_dir / MARKER).exists()
+    with running_node(path, "node-1") as node, grpc.insecure_channel(node.endpoint) as channel:
+        got = kv_pb2_grpc.KVStub(channel).Get(kv_pb2.GetRequest(key=b"k"), timeout=10)
+        assert got.value == b"v" and got.version.origin == "node-0"

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import edgekv
 from edgekv import Client
 from edgekv.local.cluster import LocalCluster
-from edgekv.local.launcher import free_ports, write_cluster_file
+from edgekv.local.launcher import write_cluster_file
+from edgekv.local.wait import scrape_metrics
 
 pytestmark = pytest.mark.integration
-
-
-def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return out
 
 
 def test_scrape_has_request_replication_storage_and_clock_series(tmp_path: Path) -> None:
@@ -34,14 +23,8 @@ def test_scrape_has_request_replication_storage_and_clock_series(tmp_path: Path)
         regions=(("r1", 0.0, 0.0), ("r2", 1.0, 1.0)),
         nodes=(("a-1", "r1"), ("b-1", "r2")),
         extra={"replication": {"heartbeat_interval_s": 0.2}},
+        metrics=True,
     )
-    text = path.read_text()
-    ports = iter(free_ports(2))
-    for node in ("a-1", "b-1"):  # add metrics_listen to each node entry
-        text = text.replace(
-            f"id: {node}\n", f"id: {node}\n  metrics_listen: 127.0.0.1:{next(ports)}\n"
-        )
-    path.write_text(text)
     with LocalCluster(path) as cluster:
         cluster.start()
         port = cluster.nodes["a-1"].info["metrics_port"]
@@ -52,7 +35,7 @@ def test_scrape_has_request_replication_storage_and_clock_series(tmp_path: Path)
             c.get("m/none")
             with pytest.raises(edgekv.InvalidArgument):
                 c.put("", "bad")
-        m = scrape(port)
+        m = scrape_metrics(port)
         ok_gets = [v for labels, v in m["edgekv_requests_total"]
                    if labels == {"service": "KV", "method": "Get", "code": "OK"}]  # fmt: skip
         assert ok_gets == [2.0]
@@ -69,6 +52,8 @@ def test_scrape_has_request_replication_storage_and_clock_series(tmp_path: Path)
             "edgekv_antientropy_repaired_records_total", "edgekv_rocksdb_size_bytes",
             "edgekv_keys_estimate", "edgekv_clock_max_skew_seen_seconds",
             "edgekv_clock_max_skew_allowed_seconds", "edgekv_clock_skew_rejections_total",
+            "edgekv_gc_collected_records_total", "edgekv_gc_horizon_timestamp_seconds",
+            "edgekv_antientropy_synced_from_timestamp_seconds",
         ):  # fmt: skip
             assert name in m, f"{name} missing from the scrape"
         assert m["edgekv_replication_lag_entries"][0][0] == {"peer": "b-1"}

@@ -758,3 +758,15 @@ def test_parse_config_wan_delays_symmetric(doc: dict[str, Any]) -> None:
 def test_parse_config_wan_unknown_region_rejected(doc: dict[str, Any]) -> None:
     doc["wan"] = {"delays_ms": {"mars": {}}}
     assert error_of(doc) == 'wan.delays_ms: unknown region "mars"'
+
+
+def test_tombstone_grace_shorter_than_antientropy_interval_rejected(doc: dict[str, Any]) -> None:
+    doc["replication"] = {"antientropy_interval_s": 60, "tombstone_grace_s": 30}
+    with pytest.raises(ConfigError, match=r"tombstone_grace_s is 30 s; it must be at least"):
+        parse(doc)
+
+
+def test_tombstone_grace_and_gc_interval_parsed(doc: dict[str, Any]) -> None:
+    doc["replication"] = {"tombstone_grace_s": 7200, "gc_interval_s": 60}
+    settings = parse(doc).replication
+    assert (settings.tombstone_grace_s, settings.gc_interval_s) == (7200.0, 60.0)

@@ -883,6 +883,25 @@ def test_digests_match_rebuild_and_survive_reopen(tmp_path: Path) -> None:
         eng.close()
 
 
+def test_reopen_with_changed_placement_rules_regroups_digests(tmp_path: Path) -> None:
+    eng = open_engine(tmp_path / "db")
+    eng.put(b"eu/1", b"v")
+    eng.put(b"us/1", b"v")
+    eng.close()
+
+    def by_prefix(key: bytes) -> bytes:
+        return b"eu" if key.startswith(b"eu/") else b""
+
+    eng = open_engine(tmp_path / "db", placement_of=by_prefix, placement_fingerprint=b"rules-2")
+    try:
+        assert eng.placements() == [b"", b"eu"]
+        eu_bucket = native.key_bucket(b"eu/1")
+        assert [k for k, _, _ in eng.list_bucket(b"eu", eu_bucket)] == [b"eu/1"]
+        assert b"eu/1" not in [k for k, _, _ in eng.list_bucket(b"", eu_bucket)]
+    finally:
+        eng.close()
+
+
 def test_listener_sees_local_and_applied_changes(engine: Engine) -> None:
     seen: list[tuple[list[bytes], int, bool]] = []
     engine.add_listener(

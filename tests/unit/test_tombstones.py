@@ -19,7 +19,6 @@ from edgekv.storage.tombstones import (
     reads_live,
 )
 
-NOW = time.time_ns() // 1_000_000
 MINUTE = 60_000
 
 
@@ -27,6 +26,12 @@ def record(ms: int, *, tombstone: bool = False, expires: int = 0, value: bytes =
     return native.encode_record(
         tombstone, ms << LOGICAL_BITS, expires, b"node-b", b"" if tombstone else value
     )
+
+
+@pytest.fixture
+def now() -> int:
+    """Wall-clock ms when the test starts (records are stamped relative to it)."""
+    return time.time_ns() // 1_000_000
 
 
 @pytest.fixture
@@ -54,50 +59,52 @@ def index_keys(eng: Engine) -> list[bytes]:
 # -- the rule ------------------------------------------------------------------
 
 
-def test_dead_since_of_each_kind_of_record() -> None:
-    assert dead_since_ms(record(NOW - 5, tombstone=True)) == NOW - 5
-    assert dead_since_ms(record(NOW - 5, expires=NOW + 9)) == NOW + 9
-    assert dead_since_ms(record(NOW - 5)) is None
+def test_dead_since_of_each_kind_of_record(now: int) -> None:
+    assert dead_since_ms(record(now - 5, tombstone=True)) == now - 5
+    assert dead_since_ms(record(now - 5, expires=now + 9)) == now + 9
+    assert dead_since_ms(record(now - 5)) is None
 
 
-def test_collectable_only_strictly_before_the_horizon() -> None:
-    tomb = record(NOW - 10, tombstone=True)
-    assert collectable(tomb, NOW - 9)
-    assert not collectable(tomb, NOW - 10)
+def test_collectable_only_strictly_before_the_horizon(now: int) -> None:
+    tomb = record(now - 10, tombstone=True)
+    assert collectable(tomb, now - 9)
+    assert not collectable(tomb, now - 10)
     assert not collectable(tomb, 0)
-    assert not collectable(record(1), NOW)  # live forever
+    assert not collectable(record(1), now)  # live forever
 
 
-def test_reads_live() -> None:
-    assert reads_live(record(NOW), NOW)
-    assert reads_live(record(NOW, expires=NOW + 1), NOW)
-    assert not reads_live(record(NOW, expires=NOW), NOW)
-    assert not reads_live(record(NOW - 1, tombstone=True), NOW)
+def test_reads_live(now: int) -> None:
+    assert reads_live(record(now), now)
+    assert reads_live(record(now, expires=now + 1), now)
+    assert not reads_live(record(now, expires=now), now)
+    assert not reads_live(record(now - 1, tombstone=True), now)
 
 
-def test_horizon_is_now_minus_grace_without_peers() -> None:
-    assert collection_horizon_ms(NOW, 1000, []) == NOW - 1000
+def test_horizon_is_now_minus_grace_without_peers(now: int) -> None:
+    assert collection_horizon_ms(now, 1000, []) == now - 1000
 
 
-def test_horizon_is_held_back_by_the_least_synced_peer() -> None:
-    assert collection_horizon_ms(NOW, 1000, [NOW, NOW - 5000, NOW - 2000]) == NOW - 5000
+def test_horizon_is_held_back_by_the_least_synced_peer(now: int) -> None:
+    assert collection_horizon_ms(now, 1000, [now, now - 5000, now - 2000]) == now - 5000
 
 
-def test_a_peer_that_never_synced_stops_collection() -> None:
-    assert collection_horizon_ms(NOW, 1000, [NOW, 0]) == 0
+def test_a_peer_that_never_synced_stops_collection(now: int) -> None:
+    assert collection_horizon_ms(now, 1000, [now, 0]) == 0
 
 
 # -- the engine: sweeping ------------------------------------------------------
 
 
-def test_collect_removes_old_tombstones_and_expired_records(engine: Engine, tmp_path: Path) -> None:
+def test_collect_removes_old_tombstones_and_expired_records(
+    engine: Engine, tmp_path: Path, now: int
+) -> None:
     engine.put(b"live", b"stays")
     engine.put(b"deleted", b"x")
     engine.delete(b"deleted")
-    engine.apply(b"expired", record(NOW - 2 * MINUTE, expires=NOW - MINUTE))
-    engine.apply(b"expiring-later", record(NOW - MINUTE, expires=NOW + MINUTE))
+    engine.apply(b"expired", record(now - 2 * MINUTE, expires=now - MINUTE))
+    engine.apply(b"expiring-later", record(now - MINUTE, expires=now + MINUTE))
 
-    # The tombstone and the expired record (the delete was stamped after NOW).
+    # The tombstone and the expired record (the delete was stamped after now).
     assert engine.collect_dead(time.time_ns() // 1_000_000 + 1) == 2
 
     assert set(data(engine)) == {b"live", b"expiring-later"}
@@ -112,11 +119,11 @@ def test_collect_removes_old_tombstones_and_expired_records(engine: Engine, tmp_
         other.close()
 
 
-def test_collect_keeps_what_died_after_the_horizon(engine: Engine) -> None:
+def test_collect_keeps_what_died_after_the_horizon(engine: Engine, now: int) -> None:
     engine.put(b"k", b"v")
     engine.delete(b"k")
     before = data(engine)
-    assert engine.collect_dead(NOW - MINUTE) == 0
+    assert engine.collect_dead(now - MINUTE) == 0
     assert data(engine) == before
 
 
@@ -126,19 +133,19 @@ def test_collect_with_no_horizon_is_a_no_op(engine: Engine) -> None:
     assert b"k" in data(engine)
 
 
-def test_collect_walks_every_chunk(engine: Engine) -> None:
+def test_collect_walks_every_chunk(engine: Engine, now: int) -> None:
     engine.write([DeleteOp(b"d%04d" % i) for i in range(250)])
     engine.write([PutOp(b"p%04d" % i, b"v") for i in range(250)])
-    assert engine.collect_dead(NOW + MINUTE, chunk=7) == 250
+    assert engine.collect_dead(now + MINUTE, chunk=7) == 250
     assert len(data(engine)) == 250
     assert len(index_keys(engine)) == 250
 
 
-def test_collected_digests_survive_reopen(tmp_path: Path) -> None:
+def test_collected_digests_survive_reopen(tmp_path: Path, now: int) -> None:
     eng = Engine(tmp_path / "db", "node-a")
     eng.put(b"a", b"1")
     eng.delete(b"b")
-    eng.collect_dead(NOW + MINUTE)
+    eng.collect_dead(now + MINUTE)
     digests = eng.group_digests(b"")
     eng.close()
     eng = Engine(tmp_path / "db", "node-a")
@@ -149,22 +156,22 @@ def test_collected_digests_survive_reopen(tmp_path: Path) -> None:
         eng.close()
 
 
-def test_collect_does_not_touch_the_replication_log(engine: Engine) -> None:
+def test_collect_does_not_touch_the_replication_log(engine: Engine, now: int) -> None:
     engine.delete(b"k")
-    engine.collect_dead(NOW + MINUTE)
+    engine.collect_dead(now + MINUTE)
     assert [e.key for e in engine.read_log(0)] == [b"k"]
 
 
 # -- the engine: applying records that are already collectable -------------------
 
 
-def test_apply_collectable_tombstone_over_older_value_removes_it(engine: Engine) -> None:
-    engine.apply(b"k", record(NOW - 3 * MINUTE))
-    engine.collect_dead(NOW - MINUTE)  # sets the horizon; nothing to collect yet
+def test_apply_collectable_tombstone_over_older_value_removes_it(engine: Engine, now: int) -> None:
+    engine.apply(b"k", record(now - 3 * MINUTE))
+    engine.collect_dead(now - MINUTE)  # sets the horizon; nothing to collect yet
     seen: list[list[Change]] = []
     engine.add_listener(lambda changes, _seq, _local: seen.append(changes))
 
-    tomb = record(NOW - 2 * MINUTE, tombstone=True)
+    tomb = record(now - 2 * MINUTE, tombstone=True)
     assert engine.apply(b"k", tomb) is True
 
     assert data(engine) == {} and index_keys(engine) == []
@@ -172,34 +179,38 @@ def test_apply_collectable_tombstone_over_older_value_removes_it(engine: Engine)
     assert seen == [[Change(b"k", tomb)]]  # watchers see the delete
 
 
-def test_apply_collectable_tombstone_with_nothing_stored_stores_nothing(engine: Engine) -> None:
-    engine.collect_dead(NOW - MINUTE)
-    assert engine.apply(b"k", record(NOW - 2 * MINUTE, tombstone=True)) is False
+def test_apply_collectable_tombstone_with_nothing_stored_stores_nothing(
+    engine: Engine, now: int
+) -> None:
+    engine.collect_dead(now - MINUTE)
+    assert engine.apply(b"k", record(now - 2 * MINUTE, tombstone=True)) is False
     assert data(engine) == {}
 
 
-def test_apply_collectable_tombstone_older_than_stored_changes_nothing(engine: Engine) -> None:
-    engine.collect_dead(NOW - MINUTE)
-    newer = record(NOW - 30_000)
+def test_apply_collectable_tombstone_older_than_stored_changes_nothing(
+    engine: Engine, now: int
+) -> None:
+    engine.collect_dead(now - MINUTE)
+    newer = record(now - 30_000)
     engine.apply(b"k", newer)
-    assert engine.apply(b"k", record(NOW - 2 * MINUTE, tombstone=True)) is False
+    assert engine.apply(b"k", record(now - 2 * MINUTE, tombstone=True)) is False
     assert data(engine) == {b"k": newer}
 
 
 def test_apply_collectable_record_over_stored_tombstone_is_not_a_visible_change(
-    engine: Engine,
+    engine: Engine, now: int
 ) -> None:
-    engine.apply(b"k", record(NOW - 3 * MINUTE, tombstone=True))
-    engine.collect_dead(NOW - 4 * MINUTE)
-    engine.gc_horizon_ms = NOW - MINUTE
+    engine.apply(b"k", record(now - 3 * MINUTE, tombstone=True))
+    engine.collect_dead(now - 4 * MINUTE)
+    engine.gc_horizon_ms = now - MINUTE
     seen: list[list[Change]] = []
     engine.add_listener(lambda changes, _seq, _local: seen.append(changes))
-    assert engine.apply(b"k", record(NOW - 2 * MINUTE, expires=NOW - 90_000)) is True
+    assert engine.apply(b"k", record(now - 2 * MINUTE, expires=now - 90_000)) is True
     assert data(engine) == {} and seen == []
 
 
-def test_apply_tombstone_younger_than_the_horizon_is_stored(engine: Engine) -> None:
-    engine.collect_dead(NOW - MINUTE)
-    tomb = record(NOW - 30_000, tombstone=True)
+def test_apply_tombstone_younger_than_the_horizon_is_stored(engine: Engine, now: int) -> None:
+    engine.collect_dead(now - MINUTE)
+    tomb = record(now - 30_000, tombstone=True)
     assert engine.apply(b"k", tomb) is True
     assert data(engine) == {b"k": tomb}
