@@ -12,8 +12,10 @@ costs bounded memory and never slows local writes or other peers.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,10 +25,12 @@ import grpc
 
 from edgekv.errors import EdgeKVError
 from edgekv.storage.clock import physical_ms, wall_ms
-from edgekv.storage.engine import Engine
+from edgekv.storage.engine import Engine, LogEntry
+from edgekv.storage.record import OFF_TIMESTAMP
 from edgekv.v1 import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger(__name__)
+_TIMESTAMP = struct.Struct(">Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +236,7 @@ class PeerSender:
             if reader.done():
                 reader.result()  # re-raise why the ack stream ended
             self._wake.clear()
-            entries = engine.read_log(next_seq, settings.batch_entries)
+            entries = whole_writes(engine, engine.read_log(next_seq, settings.batch_entries))
             if not entries:
                 try:
                     await asyncio.wait_for(self._wake.wait(), settings.keepalive_s)
@@ -243,13 +247,15 @@ class PeerSender:
             allowed = self._allowed
             shipped = []
             nbytes = 0
-            for e in entries:
+            for i, e in enumerate(entries):
                 if allowed(e.key):
                     shipped.append(replication_pb2.LogEntry(seq=e.seq, key=e.key, record=e.record))
                     nbytes += len(e.key) + len(e.record)
                 through = e.seq
-                if nbytes >= settings.max_batch_bytes:
-                    break  # the rest goes in the next batch
+                if nbytes >= settings.max_batch_bytes and (
+                    i + 1 == len(entries) or _write_of(entries[i + 1]) != _write_of(e)
+                ):
+                    break  # the rest goes in the next batch, never half of a Write
             inflight.sent(through, nbytes)
             await call.write(self._batch(shipped, through))
             self.sent_seq = through
@@ -268,3 +274,26 @@ class PeerSender:
     def repaired(self) -> None:
         """Anti-entropy finished with this peer: clear the repair flag."""
         self.needs_repair = False
+
+
+def whole_writes(engine: Engine, entries: list[LogEntry], chunk: int = 512) -> list[LogEntry]:
+    """``entries`` extended with the log entries that follow until a Write ends.
+
+    The ops of one local Write share one version timestamp and follow each
+    other in the log; the peer applies each shipped batch in one WriteBatch,
+    so shipping a Write whole keeps it atomic on the peer too.
+    """
+    if not entries:
+        return entries
+    last = _write_of(entries[-1])
+    while True:
+        more = engine.read_log(entries[-1].seq + 1, chunk)
+        same = list(itertools.takewhile(lambda e: _write_of(e) == last, more))
+        entries.extend(same)
+        if len(same) < len(more) or not more:
+            return entries
+
+
+def _write_of(entry: LogEntry) -> int:
+    """The version timestamp of a log entry: the same for every op of one Write."""
+    return int(_TIMESTAMP.unpack_from(entry.record, OFF_TIMESTAMP)[0])

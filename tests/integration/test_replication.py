@@ -183,6 +183,41 @@ def test_partition_with_conflicting_writes_heals_to_greater_version(
     assert data == winners
 
 
+def test_a_write_batch_is_atomic_on_peers_too(tmp_path: Path) -> None:
+    # Batches of 8 log entries: each 60-op Write spans several, yet a peer must
+    # apply it whole. A reader at the peer never sees two generations at once.
+    keys = [b"atomic/%02d" % i for i in range(60)]
+    with make_cluster(tmp_path, batch_entries=8) as cluster:
+        cluster.start()
+        fra, iad = stub(cluster, "fra-1"), stub(cluster, "iad-1")
+        mixed: list[set[bytes]] = []
+        done = threading.Event()
+
+        def read_at_peer() -> None:
+            while not done.is_set():
+                got = iad.BatchGet(kv_pb2.BatchGetRequest(keys=keys), timeout=10)
+                seen = {r.value if r.found else b"" for r in got.results}
+                if len(seen) > 1:
+                    mixed.append(seen)
+
+        reader = threading.Thread(target=read_at_peer)
+        reader.start()
+        try:
+            for gen in range(1, 31):
+                value = b"gen-%02d" % gen
+                ops = [kv_pb2.WriteOp(put=kv_pb2.PutOp(key=k, value=value)) for k in keys]
+                fra.Write(kv_pb2.WriteRequest(ops=ops))
+            wait_until(
+                lambda: {r.value for r in iad.BatchGet(kv_pb2.BatchGetRequest(keys=keys)).results}
+                == {b"gen-30"},
+                timeout_s=15, what="the last generation at iad-1",
+            )  # fmt: skip
+        finally:
+            done.set()
+            reader.join(timeout=15)
+        assert not mixed, f"a reader at the peer saw half a Write: {mixed[0]}"
+
+
 def test_new_empty_node_receives_everything_by_antientropy(tmp_path: Path) -> None:
     with make_cluster(tmp_path, log_retention_entries=10) as cluster:
         cluster.start()
