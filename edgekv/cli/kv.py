@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -321,11 +322,21 @@ def metrics_summary(endpoint: str) -> list[str]:
     size_mb = sum(v for k, v in gauges.items() if k.startswith("edgekv_rocksdb")) / 1e6
     skew_ms = gauges.get("edgekv_clock_max_skew_seen_seconds", 0) * 1000
     refused = int(gauges.get("edgekv_clock_skew_rejections_total", 0))
-    return [
+    lines = [
         f"metrics   http://{host}:{port}/metrics",
         f"calls     {by_code}",
         f"skew      peers up to {skew_ms:.0f} ms ahead; {refused} timestamps refused",
     ] + ([f"rocksdb   {size_mb:.1f} MB"] if size_mb else [])
+    if "edgekv_gc_horizon_timestamp_seconds" in gauges:
+        collected = int(gauges.get("edgekv_gc_collected_records_total", 0))
+        horizon = gauges["edgekv_gc_horizon_timestamp_seconds"]
+        trails = (
+            f"collecting what died over {(time.time() - horizon) / 3600:.1f} h ago"
+            if horizon
+            else "nothing collectable yet (grace period, or a peer not synced)"
+        )
+        lines.append(f"gc        {collected} dead records collected; {trails}")
+    return lines
 
 
 @click.command()

@@ -65,3 +65,4 @@ def test_scrape_has_request_replication_storage_and_clock_series(tmp_path: Path)
         )  # fmt: skip
         assert out.returncode == 0, out.stderr
         assert "metrics   http://127.0.0.1:" in out.stdout and "INVALID_ARGUMENT 1" in out.stdout
+        assert "gc        0 dead records collected; nothing collectable yet" in out.stdout
