@@ -24,6 +24,7 @@ import logging
 import os
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -578,12 +579,14 @@ class Engine:
 
     # -- collecting dead records -----------------------------------------------
 
-    def collect_dead(self, horizon_ms: int, *, chunk: int = 1000) -> int:
+    def collect_dead(self, horizon_ms: int, *, chunk: int = 256) -> int:
         """Remove tombstones and expired records dead since before ``horizon_ms``.
 
         Returns how many were removed. Works through the data ``chunk`` records
         at a time, each chunk under the write lock (so writers wait for one
         chunk at most, and no write can race a removal) and in one WriteBatch.
+        Between chunks it yields the GIL: run from a worker thread, it would
+        otherwise hold the event loop off for a whole switch interval (5 ms).
         Also makes ``apply`` drop incoming records dead since before the
         horizon (``gc_horizon_ms``). Readers see no change: every removed
         record already read as absent.
@@ -622,6 +625,7 @@ class Engine:
                     removed += len(removals)
             if resume is None:
                 return removed
+            time.sleep(0)  # let a waiting thread (the event loop) take the GIL
 
     def _stage_removals(
         self, wb: WriteBatch, removals: list[Change], buckets: dict[tuple[bytes, int], int]
