@@ -17,6 +17,12 @@ from edgekv.cli.cluster import cluster
 from edgekv.cli.kv import backup, delete, get, health, put, scan, status
 from edgekv.cli.security import certs, token
 
+# The cluster file, for commands that act on one node of it.
+cluster_file_option = click.option(
+    "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+    help="Cluster file (YAML).",
+)  # fmt: skip
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgekv")
@@ -31,8 +37,7 @@ for _command in (get, put, delete, scan, status, health, backup, cluster, certs,
 @main.command()
 @click.option("--from", "source", required=True, type=click.Path(file_okay=False, exists=True),
               help="A checkpoint written by `edgekv backup`.")  # fmt: skip
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="Cluster file.")  # fmt: skip
+@cluster_file_option
 @click.option("--node", "node_id", required=True,
               help="The node to restore; its data_dir must be missing or empty.")  # fmt: skip
 @click.option("--force", is_flag=True,
@@ -104,13 +109,7 @@ def _parse_peer_addresses(values: tuple[str, ...], option: str) -> dict[str, str
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Cluster file (YAML).",
-)
+@cluster_file_option
 @click.option("--node", "node_id", required=True, help="This node's id in the cluster file.")
 @click.option(
     "--ready-file",
@@ -169,13 +168,7 @@ def serve(
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Cluster file (YAML).",
-)
+@cluster_file_option
 @click.option("--node", "node_id", required=True, help="The node to audit.")
 @click.option(
     "--offline",

@@ -49,7 +49,6 @@ class SyncStats:
 class PeerSyncState:
     """Anti-entropy bookkeeping for one peer (owned by the AntiEntropy loop)."""
 
-    last_sync_monotonic: float = 0.0
     # Wall ms at which the last complete sync started (0: none since start). The
     # peer then held everything this node held at that moment, or newer.
     synced_from_ms: int = 0
@@ -220,7 +219,6 @@ class AntiEntropy:
                     continue
                 state.last_error = ""
                 state.syncs += 1
-                state.last_sync_monotonic = time.monotonic()
                 state.synced_from_ms = started_ms
                 state.last_stats = stats
                 state.pulled_total += stats.pulled

@@ -42,7 +42,6 @@ class Collector:
         self._peers_synced_from_ms = peers_synced_from_ms
         self.horizon_ms = tombstones.NEVER
         self.collected_total = 0
-        self.sweeps = 0
         self._started_ms = wall_ms()
 
     def horizon_now(self) -> int:
@@ -58,7 +57,6 @@ class Collector:
             return 0  # nothing new can have become collectable
         removed = await asyncio.to_thread(self._engine.collect_dead, horizon)
         self.horizon_ms = horizon
-        self.sweeps += 1
         self.collected_total += removed
         if removed:
             log.info("collected %d dead records (dead since before %d ms)", removed, horizon)

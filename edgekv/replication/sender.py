@@ -236,7 +236,8 @@ class PeerSender:
             if reader.done():
                 reader.result()  # re-raise why the ack stream ended
             self._wake.clear()
-            entries = whole_writes(engine, engine.read_log(next_seq, settings.batch_entries))
+            limit = settings.batch_entries
+            entries = whole_writes(engine, engine.read_log(next_seq, limit), limit)
             if not entries:
                 try:
                     await asyncio.wait_for(self._wake.wait(), settings.keepalive_s)
@@ -276,18 +277,20 @@ class PeerSender:
         self.needs_repair = False
 
 
-def whole_writes(engine: Engine, entries: list[LogEntry], chunk: int = 512) -> list[LogEntry]:
-    """``entries`` extended with the log entries that follow until a Write ends.
+def whole_writes(engine: Engine, entries: list[LogEntry], limit: int) -> list[LogEntry]:
+    """``entries`` (one ``read_log(seq, limit)``) extended until a Write ends.
 
     The ops of one local Write share one version timestamp and follow each
     other in the log; the peer applies each shipped batch in one WriteBatch,
-    so shipping a Write whole keeps it atomic on the peer too.
+    so shipping a Write whole keeps it atomic on the peer too. A read shorter
+    than ``limit`` reached the end of the log, and a Write enters the log in
+    one WriteBatch, so its last Write is already whole: no extra read.
     """
-    if not entries:
+    if len(entries) < limit:
         return entries
     last = _write_of(entries[-1])
     while True:
-        more = engine.read_log(entries[-1].seq + 1, chunk)
+        more = engine.read_log(entries[-1].seq + 1, limit)
         same = list(itertools.takewhile(lambda e: _write_of(e) == last, more))
         entries.extend(same)
         if len(same) < len(more) or not more:
