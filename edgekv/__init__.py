@@ -5,6 +5,7 @@ The SDK: ``edgekv.Client`` (sync) and ``edgekv.AsyncClient`` (asyncio).
 
 from __future__ import annotations
 
+from edgekv._version import __version__
 from edgekv.client import (
     AsyncClient,
     Client,
@@ -25,8 +26,6 @@ from edgekv.errors import (
     Unavailable,
 )
 from edgekv.native import ACTIVE as READ_PATH
-
-__version__ = "0.1.0"
 
 __all__ = [
     "READ_PATH",

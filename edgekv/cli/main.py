@@ -75,7 +75,8 @@ def doctor(as_json: bool) -> None:
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
-    from edgekv import __version__, native
+    from edgekv import native
+    from edgekv._version import __version__
     from edgekv.cli.output import dumps
 
     versions: dict[str, str] = {}

@@ -153,27 +153,6 @@ class Router:
         self._stubs.clear()
 
 
-def rule_range(prefix: bytes) -> tuple[bytes, bytes]:
-    """The key range [prefix, end) a placement rule governs (end b"" = unbounded)."""
-    from edgekv.storage.engine import prefix_end
-
-    return prefix, prefix_end(prefix)
-
-
-def overlaps(lo: bytes, hi: bytes, start: bytes, end: bytes) -> bool:
-    """Whether [lo, hi) and [start, end) intersect (b"" as an end means unbounded)."""
-    return (not end or lo < end) and (not hi or start < hi)
-
-
-def intersect(lo: bytes, hi: bytes, start: bytes, end: bytes) -> tuple[bytes, bytes]:
-    new_lo = max(lo, start)
-    if not hi:
-        return new_lo, end
-    if not end:
-        return new_lo, hi
-    return new_lo, min(hi, end)
-
-
 class ScanSource:
     """One source's page of a stitched scan: its items and where it would resume."""
 

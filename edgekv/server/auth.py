@@ -19,6 +19,7 @@ import grpc
 
 from edgekv.config import AUTH_SCOPES, AuthSettings
 from edgekv.errors import PermissionDenied, Unauthenticated
+from edgekv.keyrange import prefix_range, within
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,7 @@ class Principal:
         """Whether every key in [start, end) starts with one of the prefixes."""
         if not self.prefixes:
             return True
-        from edgekv.storage.engine import prefix_end
-
-        for p in self.prefixes:
-            p_end = prefix_end(p)
-            if start >= p and end and (not p_end or end <= p_end):
-                return True
-        return False
+        return any(within(start, end, *prefix_range(p)) for p in self.prefixes)
 
 
 def hash_token(token: str | bytes) -> bytes:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from edgekv import __version__, native
+from edgekv import native
+from edgekv._version import __version__
 from edgekv.cluster.audit import AuditReport, audit_column_families
 from edgekv.errors import EdgeKVError
 from edgekv.server.auth import Authorizer

@@ -18,10 +18,7 @@ from edgekv.cluster.routing import (
     FORWARDED_BY,
     Router,
     ScanSource,
-    intersect,
     merge_scan_pages,
-    overlaps,
-    rule_range,
 )
 from edgekv.errors import (
     EdgeKVError,
@@ -31,9 +28,10 @@ from edgekv.errors import (
     Unavailable,
     grpc_code_for,
 )
+from edgekv.keyrange import intersect, overlaps, prefix_end, prefix_range, scan_bounds
 from edgekv.replication.changefeed import ChangeFeed, WatchOverflow
 from edgekv.server.auth import AUTHORIZATION, Authorizer
-from edgekv.storage.engine import DeleteOp, Engine, PutOp, ScanItem, ScanPage, prefix_end
+from edgekv.storage.engine import DeleteOp, Engine, PutOp, ScanItem, ScanPage
 from edgekv.storage.group_commit import GroupCommitter
 from edgekv.storage.record import Version
 from edgekv.v1 import common_pb2, kv_pb2, kv_pb2_grpc
@@ -51,24 +49,6 @@ async def abort_with(context: grpc.aio.ServicerContext, exc: EdgeKVError) -> NoR
     """End the call with the status code that ``exc``'s class maps to."""
     await context.abort(grpc_code_for(exc), str(exc))
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
-
-
-def scan_bounds(prefix: bytes, start: bytes, end: bytes) -> tuple[bytes, bytes]:
-    """The effective [start, end) of a scan request; end b"" means unbounded.
-
-    Raises InvalidArgument when start/end fall outside the prefix's range in a
-    way that leaves nothing to scan, or when start >= end.
-    """
-    lo, hi = start, end
-    if prefix:
-        lo = max(prefix, start)
-        pend = prefix_end(prefix)
-        hi = pend if not end else (min(end, pend) if pend else end)
-    if hi and lo >= hi:
-        raise InvalidArgument(
-            f"scan range is empty: start {lo[:64]!r} is not below end {hi[:64]!r}"
-        )
-    return lo, hi
 
 
 class KVService(kv_pb2_grpc.KVServicer):
@@ -356,7 +336,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         for rule in router.placement.rules:
             if router.region in rule.regions:
                 continue
-            r_lo, r_hi = rule_range(rule.prefix)
+            r_lo, r_hi = prefix_range(rule.prefix)
             if overlaps(lo, hi, r_lo, r_hi):
                 start, end = intersect(lo, hi, r_lo, r_hi)
                 parts.append((start, end, rule.prefix))

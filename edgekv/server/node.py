@@ -26,7 +26,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from edgekv import __version__, native, tls
+from edgekv import native, tls
+from edgekv._version import __version__
 from edgekv.cluster.membership import Membership
 from edgekv.cluster.placement import PlacementRules
 from edgekv.cluster.routing import Router

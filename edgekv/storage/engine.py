@@ -41,6 +41,7 @@ from rocksdict import (
 
 from edgekv import native
 from edgekv.errors import EdgeKVError, FailedPrecondition, InvalidArgument, StorageError
+from edgekv.keyrange import prefix_end
 from edgekv.limits import DEFAULT_LIMITS, Limits
 from edgekv.storage import digest, tombstones
 from edgekv.storage.clock import DEFAULT_MAX_SKEW_MS, HybridClock, wall_ms
@@ -132,17 +133,6 @@ class Change(NamedTuple):
 
 
 ChangeListener = Callable[[list[Change], int, bool], None]
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """The smallest key greater than every key that starts with ``prefix``.
-
-    Returns b"" (no upper bound) when no such key exists (prefix is all 0xff).
-    """
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return b""
-    return stripped[:-1] + bytes((stripped[-1] + 1,))
 
 
 def _global_placement(key: bytes) -> bytes:
