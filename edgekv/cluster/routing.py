@@ -128,9 +128,10 @@ class Router:
                     raise
                 last_error = f"{node_id}: {exc.code().name}"
                 log.debug("forward %s to %s failed: %s", method, node_id, exc.code().name)
-        raise self._unavailable(key, tried, last_error)
+        raise self.unavailable(key, tried, last_error)
 
-    def _unavailable(self, key: bytes, tried: list[str], last_error: str) -> Unavailable:
+    def unavailable(self, key: bytes, tried: list[str], last_error: str) -> Unavailable:
+        """The error for a call no node allowed to hold ``key`` could serve."""
         regions = ", ".join(sorted(self.placement.regions_for(key)))
         if not tried:
             return Unavailable(f"no node in the key's allowed regions ({regions}) is configured")
@@ -151,34 +152,3 @@ class Router:
             await channel.close()
         self._channels.clear()
         self._stubs.clear()
-
-
-class ScanSource:
-    """One source's page of a stitched scan: its items and where it would resume."""
-
-    __slots__ = ("items", "resume")
-
-    def __init__(self, items: list[Any], resume: bytes) -> None:
-        self.items = items  # objects with a ``key`` attribute, in key order
-        self.resume = resume  # b"" when the source has nothing more in its range
-
-
-def merge_scan_pages(sources: Sequence[ScanSource], limit: int) -> tuple[list[Any], bytes]:
-    """Merge pages of several sources into one page of at most ``limit`` items.
-
-    Items are deduplicated by key (nested placement rules can make two sources
-    hold one key; any holder's copy converges to the same value). Nothing is
-    emitted past the lowest point where a source still has more, so no key is
-    skipped; the returned token resumes exactly there.
-    """
-    cut = min((s.resume for s in sources if s.resume), default=b"")
-    merged: dict[bytes, Any] = {}
-    for source in sources:
-        for item in source.items:
-            if (not cut or item.key < cut) and item.key not in merged:
-                merged[item.key] = item
-    items = [merged[k] for k in sorted(merged)]
-    if len(items) > limit:
-        items = items[:limit]
-        return items, items[-1].key + b"\x00"
-    return items, cut

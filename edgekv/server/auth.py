@@ -47,6 +47,40 @@ class Principal:
             return True
         return any(within(start, end, *prefix_range(p)) for p in self.prefixes)
 
+    def authorize(
+        self,
+        scope: str,
+        keys: Sequence[bytes] = (),
+        key_range: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        """Check that this principal may make a ``scope`` call on ``keys`` / ``key_range``.
+
+        Raises PermissionDenied with a message naming the token, what it may do
+        and what was asked. Pure: no I/O, safe from any thread.
+        """
+        if self is ANYONE:
+            return
+        if not self.may(scope):
+            raise PermissionDenied(
+                f"token {self.name!r} has scope {self.scope}; this call needs {scope}"
+            )
+        if self.prefixes:
+            for key in keys:
+                if not self.covers(key):
+                    raise PermissionDenied(
+                        f"token {self.name!r} may only use keys under "
+                        f"{_show(self.prefixes)}; got {key[:64]!r}"
+                    )
+            if key_range is not None and not self.covers_range(*key_range):
+                raise PermissionDenied(
+                    f"token {self.name!r} may only use keys under {_show(self.prefixes)}; "
+                    f"the requested range starts at {key_range[0][:64]!r}"
+                )
+
+
+# The principal of every call when auth is disabled (security.auth.mode: disabled).
+ANYONE = Principal("anyone", "admin", ())
+
 
 def hash_token(token: str | bytes) -> bytes:
     raw = token.encode("utf-8") if isinstance(token, str) else token
@@ -60,12 +94,19 @@ class Authorizer:
         self._tokens = [(t.sha256, Principal(t.name, t.scope, t.prefixes)) for t in settings.tokens]
 
     def authenticate(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Principal:
-        """The caller's principal, or Unauthenticated with a message saying what is missing."""
-        header = None
+        """The caller's principal from gRPC metadata (see ``authenticate_header``)."""
         for key, value in metadata or ():
             if key == AUTHORIZATION:
-                header = value if isinstance(value, str) else value.decode("latin-1")
-                break
+                return self.authenticate_header(
+                    value if isinstance(value, str) else value.decode("latin-1")
+                )
+        return self.authenticate_header(None)
+
+    def authenticate_header(self, header: str | None) -> Principal:
+        """The principal of an ``authorization`` header value (any transport).
+
+        Raises Unauthenticated with a message saying what is missing or wrong.
+        """
         if header is None:
             raise Unauthenticated(
                 'missing "authorization: Bearer <token>" metadata; this node requires a token'
@@ -89,27 +130,13 @@ class Authorizer:
         keys: Sequence[bytes] = (),
         key_range: tuple[bytes, bytes] | None = None,
     ) -> Principal:
-        """Authenticate the call and check its scope and key prefixes.
+        """Authenticate a gRPC call and check its scope and key prefixes.
 
         Raises Unauthenticated or PermissionDenied with a message naming the
         token, what it may do and what was asked.
         """
         principal = self.authenticate(context.invocation_metadata())
-        if not principal.may(scope):
-            raise PermissionDenied(
-                f"token {principal.name!r} has scope {principal.scope}; this call needs {scope}"
-            )
-        for key in keys:
-            if not principal.covers(key):
-                raise PermissionDenied(
-                    f"token {principal.name!r} may only use keys under "
-                    f"{_show(principal.prefixes)}; got {key[:64]!r}"
-                )
-        if key_range is not None and not principal.covers_range(*key_range):
-            raise PermissionDenied(
-                f"token {principal.name!r} may only use keys under {_show(principal.prefixes)}; "
-                f"the requested range starts at {key_range[0][:64]!r}"
-            )
+        principal.authorize(scope, keys, key_range)
         return principal
 
 

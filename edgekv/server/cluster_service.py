@@ -13,7 +13,7 @@ from edgekv._version import __version__
 from edgekv.cluster.audit import AuditReport, audit_column_families
 from edgekv.errors import EdgeKVError
 from edgekv.server.auth import Authorizer
-from edgekv.server.kv_service import abort_with
+from edgekv.server.status import abort_with
 from edgekv.storage.backup import create_checkpoint
 from edgekv.v1 import cluster_pb2, cluster_pb2_grpc
 

@@ -32,6 +32,7 @@ from edgekv.cluster.membership import Membership
 from edgekv.cluster.placement import PlacementRules
 from edgekv.cluster.routing import Router
 from edgekv.config import ClusterConfig, NodeConfig, load_config
+from edgekv.coordinator import Coordinator
 from edgekv.errors import ConfigError, EdgeKVError
 from edgekv.metrics import NodeMetrics
 from edgekv.replication.antientropy import AntiEntropy, SyncStats
@@ -176,9 +177,8 @@ class Node:
             interceptors=[self.metrics.interceptor(), self.limiter],
             maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs,
         )
-        kv_pb2_grpc.add_KVServicer_to_server(
-            KVService(engine, spec.id, self._committer, self.feed, self.router, self.auth), server
-        )
+        coordinator = Coordinator(engine, self.router, committer=self._committer, feed=self.feed)
+        kv_pb2_grpc.add_KVServicer_to_server(KVService(coordinator, self.auth), server)
         cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self, self.auth), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

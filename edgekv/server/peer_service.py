@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 import grpc
 
 from edgekv.errors import EdgeKVError, InvalidArgument, PermissionDenied
-from edgekv.server.kv_service import abort_with
+from edgekv.server.status import abort_with
 from edgekv.storage.clock import wall_ms
 from edgekv.storage.engine import Engine
 from edgekv.v1 import replication_pb2, replication_pb2_grpc

@@ -1,0 +1,300 @@
+"""The request layer of one node: every front door calls it, so each rule exists once.
+
+Given a call (who is calling, from where, until when) and a request in plain
+values, the ``Coordinator`` authorizes the principal, serves the request from
+the local engine or forwards it to the nearest node allowed to hold its keys,
+fans multi-key and range requests out over placements and merges the answers,
+and picks the write path (inline, or group commit with ``sync_writes``). It
+returns plain results (``coordinator.results``) or raises ``EdgeKVError``s;
+turning those into a wire format is the door's job (server/kv_service.py for
+gRPC). Nothing here knows which protocol a call came in by.
+
+Reads and writes of keys this node may hold run inline on the event loop: a
+RocksDB point read or write takes microseconds, and a thread hop per call would
+cost more than the work (performance-notes.md). Only large scans leave the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+from edgekv import native
+from edgekv.cluster.routing import Router
+from edgekv.coordinator.call import Call
+from edgekv.coordinator.forwarding import Forwarder, GrpcForwarder
+from edgekv.coordinator.results import (
+    BatchGetResult,
+    ChangeEvent,
+    Found,
+    GetResult,
+    ScanResult,
+    WriteAck,
+)
+from edgekv.coordinator.stitching import (
+    ScanSource,
+    merge_scan_pages,
+    remote_ranges,
+    split_keys,
+    write_target,
+)
+from edgekv.errors import (
+    EdgeKVError,
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
+from edgekv.keyrange import prefix_end, scan_bounds
+from edgekv.replication.changefeed import ChangeFeed, WatchOverflow
+from edgekv.storage.engine import DeleteOp, Engine, PutOp, ScanItem, ScanPage
+from edgekv.storage.group_commit import GroupCommitter
+from edgekv.storage.record import Version
+
+DEFAULT_SCAN_LIMIT = 100
+# Scans asking for more items than this run on a worker thread, off the event loop.
+SCAN_INLINE_MAX = 1000
+# Events a Watch may have queued for its client before it is ended as too slow.
+WATCH_QUEUE_EVENTS = 10_000
+
+_WatchQueue = asyncio.Queue[ChangeEvent | BaseException]
+
+
+class Coordinator:
+    """Serves KV requests for one node. Runs on the node's event loop.
+
+    A key this node's region may not hold is never touched locally: its part of
+    the request goes to the nearest allowed node (``forwarder``), whose answer,
+    with its ``served_by``, is returned as it is. A call that was already
+    forwarded to this node is served here or refused, never forwarded again.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        router: Router,
+        *,
+        forwarder: Forwarder | None = None,
+        committer: GroupCommitter | None = None,
+        feed: ChangeFeed | None = None,
+    ) -> None:
+        self._engine = engine
+        self._get = engine.get  # bound native Reader.get: the hot path
+        self._router = router
+        self._forwarder: Forwarder = forwarder or GrpcForwarder(router)
+        # Set with sync_writes: writes then share fsyncs; otherwise they run inline.
+        self._committer = committer
+        self._feed = feed  # None: this node serves no Watch
+        self.node_id = router.spec.id
+        # Fast path: with no placement rules nothing is ever forwarded.
+        self._all_local = router.everything_local
+
+    # -- reads -------------------------------------------------------------------
+
+    async def get(self, key: bytes, call: Call) -> GetResult:
+        """The live value of ``key`` (``found`` None when absent, deleted or expired)."""
+        call.principal.authorize("read", (key,))
+        if self._all_local or self._router.is_local(key):
+            return GetResult(self._get(key), self.node_id)
+        self._refuse_if_forwarded(call)
+        return await self._forwarder.get(key, call)
+
+    async def get_many(self, keys: Sequence[bytes], call: Call) -> BatchGetResult:
+        """Values of ``keys`` in request order; pinned keys are read where they live."""
+        call.principal.authorize("read", keys)
+        if self._all_local:
+            return BatchGetResult(self._engine.get_many(keys), self.node_id)
+        router = self._router
+        local, remote = split_keys(keys, router.is_local, router.placement.group_of)
+        if not remote:
+            return BatchGetResult(self._engine.get_many(keys), self.node_id)
+        self._refuse_if_forwarded(call)
+        found: list[Found] = [None] * len(keys)
+        for i, item in zip(local, self._engine.get_many([keys[i] for i in local]), strict=True):
+            found[i] = item
+        replies = await asyncio.gather(
+            *(self._forwarder.get_many([keys[i] for i in at], call) for at in remote.values())
+        )
+        for at, reply in zip(remote.values(), replies, strict=True):
+            for i, item in zip(at, reply.found, strict=True):
+                found[i] = item
+        return BatchGetResult(found, self.node_id)
+
+    async def scan(
+        self,
+        call: Call,
+        *,
+        prefix: bytes = b"",
+        start: bytes = b"",
+        end: bytes = b"",
+        page_token: bytes = b"",
+        limit: int = 0,
+        keys_only: bool = False,
+    ) -> ScanResult:
+        """One page of the keys in [start, end) under ``prefix``, in key order.
+
+        ``page_token`` (the previous page's ``next_page_token``) resumes the same
+        range; ``limit`` 0 means DEFAULT_SCAN_LIMIT. A range that spans
+        placements held elsewhere is stitched from the nodes that hold each part.
+        """
+        lo, hi = scan_bounds(prefix, start, end)
+        if page_token:
+            if page_token < lo or (hi and page_token >= hi):
+                raise InvalidArgument(
+                    "page_token does not belong to this scan's range; send the token "
+                    "back with the same prefix/start/end"
+                )
+            lo = page_token
+        limit = limit or DEFAULT_SCAN_LIMIT
+        call.principal.authorize("read", key_range=(lo, hi))
+        remote = [] if self._all_local else self._remote_ranges(lo, hi)
+        if remote:
+            return await self._scan_stitched(lo, hi, limit, keys_only, remote, call)
+        page = await self._scan_local(lo, hi, limit)
+        return ScanResult(_page_items(page, keys_only), page.next_start or b"", self.node_id)
+
+    async def _scan_local(self, lo: bytes, hi: bytes, limit: int) -> ScanPage:
+        if limit > SCAN_INLINE_MAX:
+            return await asyncio.to_thread(self._engine.scan, lo, hi, limit=limit)
+        return self._engine.scan(lo, hi, limit=limit)
+
+    async def _scan_stitched(
+        self,
+        lo: bytes,
+        hi: bytes,
+        limit: int,
+        keys_only: bool,
+        remote: list[tuple[bytes, bytes, bytes]],
+        call: Call,
+    ) -> ScanResult:
+        """A scan over several placements: each part from a node that holds it, merged."""
+        self._refuse_if_forwarded(call)
+        local = await self._scan_local(lo, hi, limit)
+        sources = [ScanSource(_page_items(local, keys_only), local.next_start or b"")]
+        replies = await asyncio.gather(
+            *(
+                self._forwarder.scan(start, end, limit, keys_only, rule_prefix, call)
+                for start, end, rule_prefix in remote
+            )
+        )
+        sources += [ScanSource(r.items, r.next_page_token) for r in replies]
+        items, token = merge_scan_pages(sources, limit)
+        return ScanResult(items, token, self.node_id)
+
+    def _remote_ranges(self, lo: bytes, hi: bytes) -> list[tuple[bytes, bytes, bytes]]:
+        router = self._router
+        return remote_ranges(lo, hi, router.placement, router.region)
+
+    # -- writes ------------------------------------------------------------------
+
+    async def put(self, key: bytes, value: bytes, ttl_ms: int, call: Call) -> WriteAck:
+        """Store ``value`` under ``key`` (``ttl_ms`` 0: no expiry); durable when it returns."""
+        return await self.write((PutOp(key, value, ttl_ms),), call)
+
+    async def delete(self, key: bytes, call: Call) -> WriteAck:
+        """Delete ``key`` (a tombstone, so the delete replicates and wins by version)."""
+        return await self.write((DeleteOp(key),), call)
+
+    async def write(self, ops: Sequence[PutOp | DeleteOp], call: Call) -> WriteAck:
+        """Apply ``ops`` atomically with one version, here or at the node holding them all.
+
+        Raises InvalidArgument when the batch spans placements held by different
+        regions (it could not be atomic).
+        """
+        call.principal.authorize("write", [op.key for op in ops])
+        if not self._all_local and ops:
+            router = self._router
+            target = write_target(ops, router.is_local, router.placement.group_of)
+            if target is not None:
+                self._refuse_if_forwarded(call)
+                return await self._forwarder.write(ops, target, call)
+        version: Version
+        if self._committer is None:
+            version = self._engine.write(ops)
+        else:
+            version = await self._committer.write(ops)
+        return WriteAck(version, self.node_id)
+
+    # -- watch -------------------------------------------------------------------
+
+    async def watch(self, prefix: bytes, call: Call) -> AsyncIterator[ChangeEvent]:
+        """Changes under ``prefix`` from now on, merged from every placement it spans.
+
+        Never ends by itself; raises ResourceExhausted when the caller falls
+        more than WATCH_QUEUE_EVENTS behind, and the serving node's error when a
+        relayed part fails.
+        """
+        hi = prefix_end(prefix)
+        call.principal.authorize("read", key_range=(prefix, hi))
+        feed = self._feed
+        if feed is None:
+            raise Unavailable("this node does not serve Watch")
+        remote = [] if self._all_local else self._remote_ranges(prefix, hi)
+        if remote and call.forwarded_by is not None:
+            raise FailedPrecondition("forwarded Watch spans placements held elsewhere")
+        queue: _WatchQueue = asyncio.Queue(WATCH_QUEUE_EVENTS)
+        pumps = [asyncio.create_task(self._pump_local_watch(feed, prefix, queue))]
+        for _, _, rule_prefix in remote:
+            watch_prefix = max(rule_prefix, prefix, key=len)
+            pumps.append(
+                asyncio.create_task(self._pump_remote_watch(watch_prefix, rule_prefix, queue, call))
+            )
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            for pump in pumps:
+                pump.cancel()
+
+    async def _pump_local_watch(self, feed: ChangeFeed, prefix: bytes, queue: _WatchQueue) -> None:
+        watcher = feed.watch(prefix)
+        decode = native.decode_record
+        node_id = self.node_id
+        try:
+            while True:
+                try:
+                    change, local = await watcher.next()
+                except WatchOverflow as exc:
+                    await queue.put(ResourceExhausted(str(exc)))
+                    return
+                tombstone, timestamp, expires_at_ms, origin, value = decode(change.record)
+                await queue.put(
+                    ChangeEvent(
+                        change.key,
+                        value,
+                        timestamp,
+                        origin,
+                        tombstone,
+                        expires_at_ms,
+                        local,
+                        node_id,
+                    )
+                )
+        finally:
+            feed.unwatch(watcher)
+
+    async def _pump_remote_watch(
+        self, prefix: bytes, rule_prefix: bytes, queue: _WatchQueue, call: Call
+    ) -> None:
+        """Relay a Watch from the nearest node that holds ``rule_prefix``'s keys."""
+        try:
+            async for event in self._forwarder.watch(prefix, rule_prefix, call):
+                await queue.put(event)
+        except EdgeKVError as exc:
+            await queue.put(exc)
+
+    # -- routing -----------------------------------------------------------------
+
+    def _refuse_if_forwarded(self, call: Call) -> None:
+        """A forwarded call for keys we may not hold is refused rather than bounced on."""
+        if call.forwarded_by is not None:
+            self._router.refuse_misrouted(call.forwarded_by)
+
+
+def _page_items(page: ScanPage, keys_only: bool) -> list[ScanItem]:
+    if keys_only:
+        return [item._replace(value=b"") for item in page.items]
+    return page.items

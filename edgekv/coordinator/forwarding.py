@@ -1,0 +1,235 @@
+"""Forwarding: serving part of a request at the nearest node allowed to hold its keys.
+
+The request layer calls a :class:`Forwarder` with plain arguments and gets plain
+results back, whatever carries the call. :class:`GrpcForwarder` is the one nodes
+use: it calls the target's public KV service over gRPC through the ``Router``
+(nearest allowed node first, failover to the next), with the caller's
+credentials and an ``edgekv-forwarded-by`` header so the target never forwards
+it again. :class:`DirectForwarder` calls other nodes' request layers in the same
+process, for tests and simulations that need no sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+import grpc
+
+from edgekv.cluster.routing import FORWARDED_BY, Router
+from edgekv.coordinator.call import Call
+from edgekv.coordinator.results import BatchGetResult, ChangeEvent, GetResult, ScanResult, WriteAck
+from edgekv.errors import Unavailable, error_from_code
+from edgekv.server.auth import AUTHORIZATION
+from edgekv.storage.engine import DeleteOp, PutOp, ScanItem
+from edgekv.storage.record import Version
+from edgekv.v1 import kv_pb2
+
+_T = TypeVar("_T")
+
+
+class Forwarder(Protocol):
+    """Serves a request at the nearest reachable node allowed to hold ``route_key``.
+
+    Every method raises the serving node's own EdgeKVError, or Unavailable
+    naming the nodes tried when none of them answers.
+    """
+
+    async def get(self, key: bytes, call: Call) -> GetResult: ...
+
+    async def get_many(self, keys: Sequence[bytes], call: Call) -> BatchGetResult: ...
+
+    async def write(
+        self, ops: Sequence[PutOp | DeleteOp], route_key: bytes, call: Call
+    ) -> WriteAck: ...
+
+    async def scan(
+        self, start: bytes, end: bytes, limit: int, keys_only: bool, route_key: bytes, call: Call
+    ) -> ScanResult: ...
+
+    def watch(self, prefix: bytes, route_key: bytes, call: Call) -> AsyncIterator[ChangeEvent]: ...
+
+
+class RequestLayer(Protocol):
+    """What a node's request layer (``Coordinator``) offers to calls forwarded to it."""
+
+    async def get(self, key: bytes, call: Call) -> GetResult: ...
+
+    async def get_many(self, keys: Sequence[bytes], call: Call) -> BatchGetResult: ...
+
+    async def write(self, ops: Sequence[PutOp | DeleteOp], call: Call) -> WriteAck: ...
+
+    async def scan(
+        self,
+        call: Call,
+        *,
+        prefix: bytes = b"",
+        start: bytes = b"",
+        end: bytes = b"",
+        page_token: bytes = b"",
+        limit: int = 0,
+        keys_only: bool = False,
+    ) -> ScanResult: ...
+
+    def watch(self, prefix: bytes, call: Call) -> AsyncIterator[ChangeEvent]: ...
+
+
+class GrpcForwarder:
+    """Forwarding over gRPC to other nodes' client ports. Runs on the node's loop."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    async def _forward(self, method: str, request: Any, route_key: bytes, call: Call) -> Any:
+        try:
+            return await self._router.forward(
+                method,
+                request,
+                route_key,
+                timeout_s=call.timeout_s(),
+                credentials=call.credentials,
+            )
+        except grpc.aio.AioRpcError as exc:  # the serving node's own answer
+            raise error_from_code(exc.code(), exc.details() or "") from None
+
+    async def get(self, key: bytes, call: Call) -> GetResult:
+        reply = await self._forward("Get", kv_pb2.GetRequest(key=key), key, call)
+        if not reply.found:
+            return GetResult(None, reply.served_by)
+        found = (reply.value, reply.version.timestamp, reply.version.origin, reply.expires_at_ms)
+        return GetResult(found, reply.served_by)
+
+    async def get_many(self, keys: Sequence[bytes], call: Call) -> BatchGetResult:
+        reply = await self._forward("BatchGet", kv_pb2.BatchGetRequest(keys=keys), keys[0], call)
+        found = [
+            (r.value, r.version.timestamp, r.version.origin, r.expires_at_ms) if r.found else None
+            for r in reply.results
+        ]
+        if len(found) != len(keys):
+            raise Unavailable(
+                f"node {reply.served_by} answered {len(found)} results for {len(keys)} keys"
+            )
+        return BatchGetResult(found, reply.served_by)
+
+    async def write(
+        self, ops: Sequence[PutOp | DeleteOp], route_key: bytes, call: Call
+    ) -> WriteAck:
+        if len(ops) == 1:  # a single op goes as the Put or Delete the client sent
+            op = ops[0]
+            if isinstance(op, PutOp):
+                request: Any = kv_pb2.PutRequest(key=op.key, value=op.value, ttl_ms=op.ttl_ms)
+                reply = await self._forward("Put", request, route_key, call)
+            else:
+                reply = await self._forward(
+                    "Delete", kv_pb2.DeleteRequest(key=op.key), route_key, call
+                )
+        else:
+            request = kv_pb2.WriteRequest(ops=[_write_op(op) for op in ops])
+            reply = await self._forward("Write", request, route_key, call)
+        return WriteAck(Version(reply.version.timestamp, reply.version.origin), reply.served_by)
+
+    async def scan(
+        self, start: bytes, end: bytes, limit: int, keys_only: bool, route_key: bytes, call: Call
+    ) -> ScanResult:
+        request = kv_pb2.ScanRequest(start=start, end=end, limit=limit, keys_only=keys_only)
+        reply = await self._forward("Scan", request, route_key, call)
+        items = [
+            ScanItem(i.key, i.value, i.version.timestamp, i.version.origin, i.expires_at_ms)
+            for i in reply.items
+        ]
+        return ScanResult(items, reply.next_page_token, reply.served_by)
+
+    async def watch(
+        self, prefix: bytes, route_key: bytes, call: Call
+    ) -> AsyncIterator[ChangeEvent]:
+        router = self._router
+        metadata: tuple[tuple[str, str], ...] = ((FORWARDED_BY, router.spec.id),)
+        if call.credentials is not None:
+            metadata += ((AUTHORIZATION, call.credentials),)
+        tried = []
+        for node_id in router.candidates(route_key):
+            tried.append(node_id)
+            stream = router.stub(node_id).Watch(
+                kv_pb2.WatchRequest(prefix=prefix), metadata=metadata
+            )
+            try:
+                async for e in stream:
+                    yield ChangeEvent(
+                        e.key, e.value, e.version.timestamp, e.version.origin, e.deleted,
+                        e.expires_at_ms, e.local, e.served_by,
+                    )  # fmt: skip
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise error_from_code(exc.code(), exc.details() or "") from None
+            finally:
+                stream.cancel()
+        raise router.unavailable(route_key, tried, "watch")
+
+
+class DirectForwarder:
+    """Forwarding to request layers in this process: same routing, failover and errors.
+
+    ``peers`` maps node ids to their coordinators (filled in as nodes are built);
+    a node missing from it counts as unreachable, as does one that answers
+    Unavailable, and the next candidate is tried.
+    """
+
+    def __init__(self, router: Router, peers: Mapping[str, RequestLayer]) -> None:
+        self._router = router
+        self._peers = peers
+
+    async def _serve(self, route_key: bytes, serve: Callable[[RequestLayer], Awaitable[_T]]) -> _T:
+        tried: list[str] = []
+        last_error = "not in this process"
+        for node_id in self._router.candidates(route_key):
+            tried.append(node_id)
+            peer = self._peers.get(node_id)
+            if peer is None:
+                continue
+            try:
+                return await serve(peer)
+            except Unavailable as exc:
+                last_error = f"{node_id}: {exc}"
+        raise self._router.unavailable(route_key, tried, last_error)
+
+    def _mark(self, call: Call) -> Call:
+        return call.forwarded(self._router.spec.id)
+
+    async def get(self, key: bytes, call: Call) -> GetResult:
+        return await self._serve(key, lambda peer: peer.get(key, self._mark(call)))
+
+    async def get_many(self, keys: Sequence[bytes], call: Call) -> BatchGetResult:
+        return await self._serve(keys[0], lambda peer: peer.get_many(keys, self._mark(call)))
+
+    async def write(
+        self, ops: Sequence[PutOp | DeleteOp], route_key: bytes, call: Call
+    ) -> WriteAck:
+        return await self._serve(route_key, lambda peer: peer.write(ops, self._mark(call)))
+
+    async def scan(
+        self, start: bytes, end: bytes, limit: int, keys_only: bool, route_key: bytes, call: Call
+    ) -> ScanResult:
+        return await self._serve(
+            route_key,
+            lambda peer: peer.scan(
+                self._mark(call), start=start, end=end, limit=limit, keys_only=keys_only
+            ),
+        )
+
+    async def watch(
+        self, prefix: bytes, route_key: bytes, call: Call
+    ) -> AsyncIterator[ChangeEvent]:
+        for node_id in self._router.candidates(route_key):
+            peer = self._peers.get(node_id)
+            if peer is not None:
+                async for event in peer.watch(prefix, self._mark(call)):
+                    yield event
+                return
+        raise self._router.unavailable(route_key, [], "not in this process")
+
+
+def _write_op(op: PutOp | DeleteOp) -> kv_pb2.WriteOp:
+    if isinstance(op, PutOp):
+        return kv_pb2.WriteOp(put=kv_pb2.PutOp(key=op.key, value=op.value, ttl_ms=op.ttl_ms))
+    return kv_pb2.WriteOp(delete=kv_pb2.DeleteOp(key=op.key))

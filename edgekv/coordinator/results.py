@@ -1,0 +1,62 @@
+"""Plain results of the request layer: what every front door turns into its own wire form.
+
+A found value is a ``storage.record.Item``-shaped tuple ``(value, timestamp,
+origin, expires_at_ms)`` exactly as the native reader returns it, so the local
+read path allocates nothing extra.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from edgekv.storage.engine import ScanItem
+from edgekv.storage.record import Item, Version
+
+# (value, timestamp, origin, expires_at_ms), or None when absent, deleted or expired.
+Found = Item | tuple[bytes, int, str, int] | None
+
+
+class GetResult(NamedTuple):
+    """One key's value (``found`` None when absent) and the node that answered."""
+
+    found: Found
+    served_by: str
+
+
+class BatchGetResult(NamedTuple):
+    """Values in request order (None where absent) and the node that assembled them."""
+
+    found: list[Found]
+    served_by: str
+
+
+class WriteAck(NamedTuple):
+    """An acknowledged Put, Delete or Write: its version and the node that applied it."""
+
+    version: Version
+    served_by: str
+
+
+class ScanResult(NamedTuple):
+    """A page of a scan; ``next_page_token`` b"" when the range is done."""
+
+    items: list[ScanItem]  # value b"" in a keys-only scan
+    next_page_token: bytes
+    served_by: str
+
+
+class ChangeEvent(NamedTuple):
+    """One change seen by a Watch: a put or a delete (tombstone) of ``key``.
+
+    ``local`` is whether the serving node accepted the write itself (not
+    replicated from a peer); ``served_by`` is the node whose feed saw it.
+    """
+
+    key: bytes
+    value: bytes
+    timestamp: int
+    origin: str
+    deleted: bool
+    expires_at_ms: int
+    local: bool
+    served_by: str
