@@ -46,7 +46,7 @@ from edgekv.errors import (
     Unavailable,
 )
 from edgekv.keyrange import prefix_end, scan_bounds
-from edgekv.replication.changefeed import ChangeFeed, WatchOverflow
+from edgekv.replication.changefeed import ChangeFeed, Watcher, WatchOverflow
 from edgekv.storage.engine import DeleteOp, Engine, PutOp, ScanItem, ScanPage
 from edgekv.storage.group_commit import GroupCommitter
 from edgekv.storage.record import Version
@@ -233,7 +233,9 @@ class Coordinator:
         if remote and call.forwarded_by is not None:
             raise FailedPrecondition("forwarded Watch spans placements held elsewhere")
         queue: _WatchQueue = asyncio.Queue(WATCH_QUEUE_EVENTS)
-        pumps = [asyncio.create_task(self._pump_local_watch(feed, prefix, queue))]
+        # Subscribed before the first wait: nothing committed after this is missed.
+        watcher = feed.watch(prefix)
+        pumps = [asyncio.create_task(self._pump_local_watch(feed, watcher, queue))]
         for _, _, rule_prefix in remote:
             watch_prefix = max(rule_prefix, prefix, key=len)
             pumps.append(
@@ -249,8 +251,9 @@ class Coordinator:
             for pump in pumps:
                 pump.cancel()
 
-    async def _pump_local_watch(self, feed: ChangeFeed, prefix: bytes, queue: _WatchQueue) -> None:
-        watcher = feed.watch(prefix)
+    async def _pump_local_watch(
+        self, feed: ChangeFeed, watcher: Watcher, queue: _WatchQueue
+    ) -> None:
         decode = native.decode_record
         node_id = self.node_id
         try:

@@ -87,5 +87,10 @@ class ChangeFeed:
         self._watchers.add(watcher)
         return watcher
 
+    @property
+    def watchers(self) -> int:
+        """Watch subscriptions alive now."""
+        return len(self._watchers)
+
     def unwatch(self, watcher: Watcher) -> None:
         self._watchers.discard(watcher)

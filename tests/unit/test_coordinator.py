@@ -1,0 +1,304 @@
+"""The request layer on real engines, without gRPC: three nodes in three regions,
+their coordinators linked in-process by DirectForwarder (same routing and failover
+as over the network), so auth, forwarding, fan-out and merge rules are tested here
+once for every front door."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from edgekv.cluster.placement import PlacementRules
+from edgekv.cluster.routing import Router
+from edgekv.config import ClusterConfig, parse_config
+from edgekv.coordinator import Call, ChangeEvent, Coordinator, DirectForwarder
+from edgekv.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
+from edgekv.replication.changefeed import ChangeFeed
+from edgekv.server.auth import Principal
+from edgekv.storage.engine import DeleteOp, Engine, EngineOptions, PutOp
+
+NODES = (("fra-1", "eu-west"), ("iad-1", "us-east"), ("nrt-1", "ap-northeast"))
+
+
+def cluster_config(tmp_path: Path) -> ClusterConfig:
+    doc = {
+        "cluster": "unit",
+        "regions": [
+            {"name": "eu-west", "location": [50.1, 8.7]},
+            {"name": "us-east", "location": [39.0, -77.5]},
+            {"name": "ap-northeast", "location": [35.7, 139.7]},
+        ],
+        "nodes": [
+            {
+                "id": node_id,
+                "region": region,
+                "listen": f"127.0.0.1:{7100 + i}",  # never bound: no server runs here
+                "peer_listen": f"127.0.0.1:{7200 + i}",
+                "data_dir": f"data/{node_id}",
+            }
+            for i, (node_id, region) in enumerate(NODES)
+        ],
+        "placement": [
+            {"prefix": "eu/", "regions": ["eu-west"]},
+            {"prefix": "jp/", "regions": ["ap-northeast"]},
+        ],
+        "security": {"auth": {"mode": "disabled"}},
+    }
+    return parse_config(doc, tmp_path)
+
+
+class InProcessNodes:
+    """Engines, routers and coordinators of every node of the cluster, one process."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.config = cluster_config(tmp_path)
+        placement = PlacementRules.from_config(self.config)
+        self.engines: dict[str, Engine] = {}
+        self.coordinators: dict[str, Coordinator] = {}
+        self.feeds: dict[str, ChangeFeed] = {}
+        loop = asyncio.get_running_loop()
+        for spec in self.config.nodes:
+            engine = Engine(spec.data_dir, spec.id, EngineOptions(placement_of=placement.group_of))
+            feed = ChangeFeed(loop)
+            engine.add_listener(feed.on_change)
+            router = Router(self.config, spec, placement, membership=None)
+            self.engines[spec.id] = engine
+            self.feeds[spec.id] = feed
+            self.coordinators[spec.id] = Coordinator(
+                engine,
+                router,
+                forwarder=DirectForwarder(router, self.coordinators),
+                feed=feed,
+            )
+
+    def __getitem__(self, node_id: str) -> Coordinator:
+        return self.coordinators[node_id]
+
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.close()
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path) -> AsyncIterator[InProcessNodes]:
+    cluster = InProcessNodes(tmp_path)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+CLIENT = Call()
+
+
+# -- reads and writes of keys held here ---------------------------------------------
+
+
+async def test_put_then_get_global_key_served_locally(nodes: InProcessNodes) -> None:
+    ack = await nodes["iad-1"].put(b"g/1", b"v1", 0, CLIENT)
+    assert ack.served_by == "iad-1"
+    assert ack.version.origin == "iad-1"
+    result = await nodes["iad-1"].get(b"g/1", CLIENT)
+    assert result.served_by == "iad-1"
+    assert result.found is not None
+    assert result.found[:3] == (b"v1", ack.version.timestamp, "iad-1")
+
+
+async def test_get_absent_key_not_found(nodes: InProcessNodes) -> None:
+    result = await nodes["fra-1"].get(b"g/absent", CLIENT)
+    assert result == (None, "fra-1")
+
+
+async def test_delete_then_get_absent(nodes: InProcessNodes) -> None:
+    await nodes["fra-1"].put(b"g/d", b"x", 0, CLIENT)
+    ack = await nodes["fra-1"].delete(b"g/d", CLIENT)
+    assert ack.served_by == "fra-1"
+    assert (await nodes["fra-1"].get(b"g/d", CLIENT)).found is None
+
+
+# -- forwarding of pinned keys ------------------------------------------------------
+
+
+async def test_put_pinned_key_forwarded_and_never_stored_here(nodes: InProcessNodes) -> None:
+    ack = await nodes["iad-1"].put(b"eu/alice", b"secret", 0, CLIENT)
+    assert ack.served_by == "fra-1"
+    assert nodes.engines["fra-1"].get(b"eu/alice") is not None
+    assert nodes.engines["iad-1"].get(b"eu/alice") is None
+    assert nodes.engines["iad-1"].get_record(b"eu/alice") is None
+    result = await nodes["nrt-1"].get(b"eu/alice", CLIENT)
+    assert result.served_by == "fra-1"
+    assert result.found is not None and result.found[0] == b"secret"
+
+
+async def test_forwarded_call_for_foreign_key_refused_not_bounced(nodes: InProcessNodes) -> None:
+    forwarded = Call(forwarded_by="nrt-1")
+    with pytest.raises(FailedPrecondition, match="already forwarded by nrt-1"):
+        await nodes["iad-1"].get(b"eu/alice", forwarded)
+    with pytest.raises(FailedPrecondition):
+        await nodes["iad-1"].put(b"eu/alice", b"x", 0, forwarded)
+    with pytest.raises(FailedPrecondition):
+        await nodes["iad-1"].scan(forwarded, prefix=b"")
+
+
+async def test_no_allowed_node_reachable_unavailable_names_tried(nodes: InProcessNodes) -> None:
+    del nodes.coordinators["fra-1"]  # fra-1 is the only eu-west node
+    with pytest.raises(Unavailable, match="fra-1"):
+        await nodes["iad-1"].get(b"eu/alice", CLIENT)
+
+
+async def test_get_many_mixed_placements_in_request_order(nodes: InProcessNodes) -> None:
+    await nodes["fra-1"].put(b"eu/a", b"EA", 0, CLIENT)
+    await nodes["nrt-1"].put(b"jp/a", b"JA", 0, CLIENT)
+    await nodes["iad-1"].put(b"g/a", b"GA", 0, CLIENT)
+    keys = [b"jp/a", b"g/a", b"eu/missing", b"eu/a", b"g/missing"]
+    result = await nodes["iad-1"].get_many(keys, CLIENT)
+    assert result.served_by == "iad-1"
+    values = [None if f is None else f[0] for f in result.found]
+    assert values == [b"JA", b"GA", None, b"EA", None]
+
+
+async def test_write_within_one_foreign_placement_forwarded_atomically(
+    nodes: InProcessNodes,
+) -> None:
+    ack = await nodes["iad-1"].write([PutOp(b"eu/x", b"1"), PutOp(b"eu/y", b"2")], CLIENT)
+    assert ack.served_by == "fra-1"
+    x, y = nodes.engines["fra-1"].get_many([b"eu/x", b"eu/y"])
+    assert x is not None and y is not None
+    assert x[1:3] == y[1:3] == tuple(ack.version)  # one version for the whole batch
+
+
+async def test_write_spanning_placements_held_apart_refused(nodes: InProcessNodes) -> None:
+    with pytest.raises(InvalidArgument, match="split it into one Write per placement"):
+        await nodes["iad-1"].write([PutOp(b"eu/x", b"1"), DeleteOp(b"jp/y")], CLIENT)
+    assert nodes.engines["fra-1"].get(b"eu/x") is None
+
+
+# -- scans --------------------------------------------------------------------------
+
+
+async def test_scan_stitched_pages_cover_every_key_once(nodes: InProcessNodes) -> None:
+    expected = []
+    for node_id, prefix in (("fra-1", b"eu/"), ("nrt-1", b"jp/"), ("iad-1", b"g/")):
+        for i in range(7):
+            key = prefix + b"%02d" % i
+            await nodes[node_id].put(key, b"v", 0, CLIENT)
+            expected.append(key)
+    seen: list[bytes] = []
+    token = b""
+    for _ in range(20):
+        page = await nodes["iad-1"].scan(CLIENT, page_token=token, limit=4, keys_only=True)
+        assert page.served_by == "iad-1"
+        assert len(page.items) <= 4
+        assert all(item.value == b"" for item in page.items)
+        seen += [item.key for item in page.items]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == sorted(expected)
+
+
+async def test_scan_page_token_outside_range_refused(nodes: InProcessNodes) -> None:
+    with pytest.raises(InvalidArgument, match="page_token does not belong"):
+        await nodes["fra-1"].scan(CLIENT, prefix=b"g/", page_token=b"h")
+
+
+async def test_scan_empty_range_refused(nodes: InProcessNodes) -> None:
+    with pytest.raises(InvalidArgument, match="scan range is empty"):
+        await nodes["fra-1"].scan(CLIENT, start=b"b", end=b"a")
+
+
+# -- authorization ------------------------------------------------------------------
+
+
+async def test_read_scope_token_cannot_write(nodes: InProcessNodes) -> None:
+    reader = Call(Principal("ro", "read", ()))
+    with pytest.raises(PermissionDenied, match="scope read; this call needs write"):
+        await nodes["fra-1"].put(b"g/1", b"x", 0, reader)
+    with pytest.raises(PermissionDenied):
+        await nodes["fra-1"].write([DeleteOp(b"g/1")], reader)
+    assert (await nodes["fra-1"].get(b"g/1", reader)).found is None
+
+
+async def test_prefix_token_confined_to_its_prefix(nodes: InProcessNodes) -> None:
+    tenant = Call(Principal("tenant-a", "write", (b"t/a/",)))
+    await nodes["fra-1"].put(b"t/a/1", b"x", 0, tenant)
+    with pytest.raises(PermissionDenied, match="may only use keys under 't/a/'"):
+        await nodes["fra-1"].get(b"t/b/1", tenant)
+    with pytest.raises(PermissionDenied):
+        await nodes["fra-1"].get_many([b"t/a/1", b"t/b/1"], tenant)
+    with pytest.raises(PermissionDenied, match="requested range"):
+        await nodes["fra-1"].scan(tenant, prefix=b"t/")
+    page = await nodes["fra-1"].scan(tenant, prefix=b"t/a/")
+    assert [i.key for i in page.items] == [b"t/a/1"]
+
+
+async def test_forwarded_call_is_checked_against_the_callers_principal(
+    nodes: InProcessNodes,
+) -> None:
+    reader = Call(Principal("ro", "read", ()))
+    with pytest.raises(PermissionDenied):
+        await nodes["iad-1"].put(b"eu/alice", b"x", 0, reader)
+    assert nodes.engines["fra-1"].get(b"eu/alice") is None
+
+
+# -- watch --------------------------------------------------------------------------
+
+
+async def _subscribed(feed: ChangeFeed, watchers: int = 1) -> None:
+    """Wait (bounded) until ``feed`` has ``watchers`` live subscriptions."""
+    for _ in range(1000):
+        if feed.watchers >= watchers:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"feed has {feed.watchers} watchers, expected {watchers}")
+
+
+async def _next_events(stream: AsyncIterator[ChangeEvent], n: int) -> list[ChangeEvent]:
+    return [await asyncio.wait_for(anext(stream), timeout=5) for _ in range(n)]
+
+
+async def test_watch_merges_local_and_relayed_changes(nodes: InProcessNodes) -> None:
+    stream = nodes["iad-1"].watch(b"", CLIENT)
+    first = asyncio.ensure_future(anext(stream))
+    await _subscribed(nodes.feeds["iad-1"])
+    await _subscribed(nodes.feeds["fra-1"])  # the relayed part of the watch
+    await _subscribed(nodes.feeds["nrt-1"])
+    await nodes["iad-1"].put(b"g/w", b"local", 0, CLIENT)
+    await nodes["fra-1"].put(b"eu/w", b"relayed", 0, CLIENT)
+    events = [await asyncio.wait_for(first, timeout=5), *await _next_events(stream, 1)]
+    by_key = {e.key: e for e in events}
+    assert by_key[b"g/w"].served_by == "iad-1" and by_key[b"g/w"].local
+    assert by_key[b"eu/w"].served_by == "fra-1" and by_key[b"eu/w"].value == b"relayed"
+    await stream.aclose()
+
+
+async def test_watch_delete_event_is_a_tombstone(nodes: InProcessNodes) -> None:
+    stream = nodes["fra-1"].watch(b"g/", CLIENT)
+    first = asyncio.ensure_future(anext(stream))
+    await _subscribed(nodes.feeds["fra-1"])
+    await nodes["fra-1"].put(b"g/t", b"x", 0, CLIENT)
+    await nodes["fra-1"].delete(b"g/t", CLIENT)
+    put, delete = await asyncio.wait_for(first, timeout=5), *await _next_events(stream, 1)
+    assert not put.deleted and delete.deleted and delete.value == b""
+    await stream.aclose()
+
+
+async def test_forwarded_watch_spanning_foreign_placements_refused(
+    nodes: InProcessNodes,
+) -> None:
+    with pytest.raises(FailedPrecondition, match="spans placements"):
+        await anext(nodes["iad-1"].watch(b"", Call(forwarded_by="nrt-1")))
+
+
+def test_in_process_nodes_fixture_has_every_node(tmp_path: Path) -> None:
+    async def build() -> list[str]:
+        cluster = InProcessNodes(tmp_path)
+        try:
+            return sorted(cluster.coordinators)
+        finally:
+            cluster.close()
+
+    assert asyncio.run(build()) == sorted(n for n, _ in NODES)
