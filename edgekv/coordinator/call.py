@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 
 from edgekv.server.auth import ANYONE, Principal
 
@@ -15,35 +15,31 @@ class Call:
     header, passed on when the call is forwarded so the serving node checks it
     too. ``forwarded_by`` names the node that forwarded this call (None from a
     client): such a call must be served here or refused, never forwarded again.
-    ``deadline`` is a ``time.monotonic()`` instant, or None for no deadline.
+    ``time_remaining`` returns the seconds left before the caller's deadline (None:
+    no deadline); it is asked only when the call is forwarded, so a local read
+    pays nothing for it. Built once per call on the hot path: keep it cheap
+    (slots, positional arguments).
     """
 
-    __slots__ = ("credentials", "deadline", "forwarded_by", "principal")
+    __slots__ = ("credentials", "forwarded_by", "principal", "time_remaining")
 
     def __init__(
         self,
         principal: Principal = ANYONE,
-        *,
         credentials: str | None = None,
         forwarded_by: str | None = None,
-        deadline: float | None = None,
+        time_remaining: Callable[[], float | None] | None = None,
     ) -> None:
         self.principal = principal
         self.credentials = credentials
         self.forwarded_by = forwarded_by
-        self.deadline = deadline
+        self.time_remaining = time_remaining
 
     def timeout_s(self) -> float | None:
         """Seconds left before the deadline (at least 1 ms), or None without one."""
-        if self.deadline is None:
-            return None
-        return max(0.001, self.deadline - time.monotonic())
+        left = None if self.time_remaining is None else self.time_remaining()
+        return None if left is None else max(0.001, left)
 
     def forwarded(self, by_node: str) -> Call:
         """The same call as this node sends it on to another node."""
-        return Call(
-            self.principal,
-            credentials=self.credentials,
-            forwarded_by=by_node,
-            deadline=self.deadline,
-        )
+        return Call(self.principal, self.credentials, by_node, self.time_remaining)

@@ -10,7 +10,6 @@ on a thread pool, one thread hop per call (performance-notes.md).
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -52,13 +51,7 @@ class KVService(kv_pb2_grpc.KVServicer):
                 forwarded_by = str(value)
         auth = self._auth
         principal = ANYONE if auth is None else auth.authenticate_header(credentials)
-        remaining = context.time_remaining()
-        return Call(
-            principal,
-            credentials=credentials,
-            forwarded_by=forwarded_by,
-            deadline=None if remaining is None else time.monotonic() + remaining,
-        )
+        return Call(principal, credentials, forwarded_by, context.time_remaining)
 
     @grpc_errors
     async def Get(
