@@ -3,8 +3,7 @@
 Run: .venv/bin/python -m bench.e2e.revisions --baseline e741bf7 [--samples 3000] [--rounds 5]
 
 Exports ``--baseline`` (any git revision) with ``git archive`` into a temporary
-directory, gives it this tree's compiled extension and generated gRPC modules
-(refused unless native/ and proto/ are identical in both revisions), and starts
+directory, builds its Cython extension and gRPC modules there, and starts
 three servers side by side: a node of the baseline, a node of this tree, and the
 bare grpc.aio echo server (bench/e2e/echo_server.py), all pinned to CPU 1 with
 the client on CPU 0. In each round the three are measured in a rotating order
@@ -19,8 +18,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -38,17 +37,15 @@ _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
 
 def export_revision(rev: str, into: Path) -> Path:
-    """``rev``'s tree in ``into``, runnable with this tree's compiled parts."""
-    changed = subprocess.run(
-        ["git", "diff", "--quiet", rev, "--", "native", "proto"], cwd=ROOT, check=False
-    )
-    if changed.returncode != 0:
-        raise SystemExit(f"native/ or proto/ differ between {rev} and this tree: build it yourself")
+    """``rev``'s tree in ``into``, with its own extension and gRPC modules built."""
     archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True)
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(into, filter="data")
-    for built in [*ROOT.glob("edgekv/_speedups*.so"), *ROOT.glob("edgekv/v1/*_pb2*.py")]:
-        shutil.copy2(built, into / built.relative_to(ROOT))
+    print(f"building {rev} (Cython extension, gRPC modules) in {into} ...")
+    subprocess.run(
+        [sys.executable, "setup.py", "--quiet", "build_ext", "--inplace"],
+        cwd=into, check=True, capture_output=True,
+    )  # fmt: skip
     return into
 
 
