@@ -7,7 +7,7 @@ NATIVE := $(wildcard native/*.pyx native/*.pxd native/*.pxi)
 PROTOS := $(wildcard proto/edgekv/v1/*.proto)
 PYTEST_ARGS ?=
 
-.PHONY: build run test test-unit test-integration test-purepython lint fmt proto bench debug clean
+.PHONY: build run test test-unit test-integration test-purepython lint fmt unasync proto bench debug clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -43,13 +43,18 @@ test-purepython: build
 	EDGEKV_PUREPYTHON=1 $(PY) -m pytest tests/unit tests/parity tests/property $(PYTEST_ARGS)
 
 lint: build
-	$(VENV)/bin/ruff check edgekv tests bench setup.py
+	$(VENV)/bin/ruff check edgekv tests bench scripts setup.py
 	$(VENV)/bin/mypy
 	$(VENV)/bin/cython-lint native
 
 fmt: $(STAMP)
-	$(VENV)/bin/ruff format edgekv tests bench setup.py
-	$(VENV)/bin/ruff check --fix edgekv tests bench setup.py
+	$(VENV)/bin/ruff format edgekv tests bench scripts setup.py
+	$(VENV)/bin/ruff check --fix edgekv tests bench scripts setup.py
+	$(PY) scripts/unasync.py
+
+# edgekv/client/sync.py (Client) is generated from edgekv/client/aio.py (AsyncClient).
+unasync: $(STAMP)
+	$(PY) scripts/unasync.py
 
 bench: build
 	$(PY) -m pytest bench/micro --benchmark-only --benchmark-columns=min,median,mean,max,rounds

@@ -1,4 +1,11 @@
-"""edgekv.AsyncClient: the asyncio SDK on grpc.aio, with the same API as Client."""
+"""edgekv.AsyncClient: the asyncio SDK, on gRPC's asyncio stack (grpc.aio).
+
+This file is the source of both clients: scripts/unasync.py writes
+edgekv/client/sync.py (``Client``) from it by dropping ``async``/``await``, and
+by keeping the ``else`` side of each ``if True:  # ASYNC`` block (the few places
+where blocking code must differ). Edit this file, then run ``make unasync``;
+tests/unit/test_unasync.py fails while the two disagree.
+"""
 
 from __future__ import annotations
 
@@ -16,19 +23,46 @@ from edgekv.client.discovery import NodeRoute, Topology
 from edgekv.client.retry import RetryPolicy
 from edgekv.v1 import cluster_pb2, kv_pb2
 
-# Indirection so tests can count and skip backoff waits.
+# Indirection so tests can count and skip backoff waits without patching the real sleep.
 _sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
 class AsyncClient(ClientBase):
-    """An asyncio edgekv client with the contract of ``edgekv.Client``.
+    """An asyncio edgekv client, with the methods and contract of ``edgekv.Client``.
 
-    Every method is a coroutine except ``scan`` and ``watch``, which return
-    async iterators (``async for entry in client.scan(b"p/")``). Discovery (with
-    ``discover``, the default) runs on ``async with`` / ``await connect()`` or
-    else on the first call. Use ``async with AsyncClient(...) as client``, or
-    ``await client.close()``. Bound to the event loop it first runs in: use one
-    instance per loop; many coroutines of that loop may share it.
+    ``endpoints`` is one "host:port" or several seeds. With ``discover`` (the
+    default) the client reads the topology from Cluster.Members, measures RTT
+    to every node, and then sends each call to the nearest node allowed to
+    hold its key, failing over to the next one when a node is down. With
+    ``discover=False`` the client talks to the endpoints in the order given
+    and connects lazily.
+
+    Contract of every method:
+
+    * Keys and values are bytes; ``str`` is accepted and encoded as UTF-8.
+    * ``timeout_s`` (default: the client's ``timeout_s``) is the deadline of
+      each attempt; a call that runs out raises ``DeadlineExceeded``.
+    * Idempotent calls (get, get_many, each scan page, status, members) are
+      retried with backoff on UNAVAILABLE according to ``retry``
+      (``RetryPolicy``: 3 attempts, 50 ms doubling, jitter). Writes (put,
+      delete, write) are never retried on the same node; with discovery, a
+      write whose node is UNAVAILABLE goes to the next allowed node.
+    * Failures raise ``edgekv.EdgeKVError`` subclasses mapped from the gRPC
+      status: ``InvalidArgument`` (also a ``ValueError``) for bad keys, values
+      and sizes, ``Unavailable``, ``DeadlineExceeded``, ``ResourceExhausted``,
+      ``Unauthenticated``, ``PermissionDenied``, ...
+
+    ``endpoint_overrides`` (node id -> host:port) dials discovered nodes at
+    other addresses than they advertise (NAT, proxies, port forwards);
+    ``token`` is sent as a bearer token; ``tls_ca_file`` turns on TLS.
+
+    Discovery runs on ``async with`` or ``await connect()``, else on the first
+    call, and raises ``Unavailable`` if no seed answers. Every method is a
+    coroutine except ``scan`` and ``watch``, which return async iterators
+    (``async for entry in client.scan(b"p/")``). Bound to the event loop it
+    first runs in: use one instance per loop; many coroutines of that loop may
+    share it. Use it as ``async with AsyncClient(...) as client``, or
+    ``await client.close()``.
     """
 
     _grpc = grpc.aio
@@ -51,13 +85,26 @@ class AsyncClient(ClientBase):
             channel_options=channel_options, endpoint_overrides=endpoint_overrides, token=token,
             tls_ca_file=tls_ca_file,
         )  # fmt: skip
-        self._connected = not discover
+        if True:  # ASYNC
+            # A constructor cannot await: discovery waits for connect() or the first call.
+            self._connected = not discover
+        else:
+            if discover:
+                try:
+                    self.refresh_topology()
+                except BaseException:
+                    self.close()
+                    raise
 
-    async def connect(self) -> None:
-        """Discover the topology now (otherwise done on the first call); no-op if done."""
-        if not self._connected:
-            await self.refresh_topology()
-            self._connected = True
+    # -- plumbing --------------------------------------------------------------
+
+    if True:  # ASYNC
+
+        async def connect(self) -> None:
+            """Discover the topology now (otherwise done on the first call); no-op if done."""
+            if not self._connected:
+                await self.refresh_topology()
+                self._connected = True
 
     async def refresh_topology(self) -> None:
         """Re-read Cluster.Members from the nearest answering node and re-measure RTTs.
@@ -75,7 +122,11 @@ class AsyncClient(ClientBase):
                 last = exc
                 continue
             topology = Topology.from_members(resp, self._overrides)
-            await asyncio.gather(*(self._probe(topology, m) for m in topology.nodes))
+            if True:  # ASYNC
+                await asyncio.gather(*(self._probe(topology, m) for m in topology.nodes))
+            else:
+                for member in topology.nodes:
+                    self._probe(topology, member)
             topology.reorder()
             self.topology = topology
             return
@@ -106,9 +157,14 @@ class AsyncClient(ClientBase):
         timeout_s: float | None,
         stubs: Callable[[NodeRoute], Any] | None = None,
     ) -> Any:
-        """``Client._call`` for asyncio: same routing, retries and error mapping."""
-        if not self._connected:
-            await self.connect()
+        """Send ``request`` to ``method`` on the nodes for ``key``, nearest first.
+
+        Retries idempotent calls on UNAVAILABLE (the policy), moves to the next
+        node when one stays unavailable, and raises the mapped EdgeKVError.
+        """
+        if True:  # ASYNC
+            if not self._connected:
+                await self.connect()
         timeout = self.timeout_s if timeout_s is None else self._timeout(timeout_s)
         topology = self.topology
         nodes = topology.route(key) if key is not None else topology.nearest()
@@ -146,7 +202,11 @@ class AsyncClient(ClientBase):
     async def get_many(
         self, keys: Iterable[bytes | str], *, timeout_s: float | None = None
     ) -> list[Entry | None]:
-        """``get`` of many keys in one call: one Entry or None per key, in the order of ``keys``."""
+        """``get`` of many keys in one call: one Entry or None per key, in the order of ``keys``.
+
+        At most the node's ``max_batch_ops`` keys (1000 by default); duplicates
+        are answered once per occurrence. An empty ``keys`` returns [] without a call.
+        """
         req = codec.get_many_request(keys)
         if not req.keys:
             return []
@@ -161,7 +221,10 @@ class AsyncClient(ClientBase):
         ttl_ms: int = 0,
         timeout_s: float | None = None,
     ) -> WriteResult:
-        """Store ``value`` (expiring ``ttl_ms`` after the write if > 0); returns its version."""
+        """Store ``value`` (expiring ``ttl_ms`` after the write if > 0); returns its version.
+
+        Acknowledged once durable on the serving node; replicated asynchronously.
+        """
         k = key if type(key) is bytes else codec.to_bytes(key)
         req = codec.put_request(k, value, ttl_ms)
         return codec.write_result(await self._call(k, "Put", req, False, timeout_s))
@@ -175,7 +238,10 @@ class AsyncClient(ClientBase):
     async def write(
         self, ops: Iterable[Put | Delete], *, timeout_s: float | None = None
     ) -> WriteResult:
-        """Apply ``Put``/``Delete`` ops atomically under one version; each key at most once."""
+        """Apply ``Put``/``Delete`` ops atomically under one version; each key at most once.
+
+        All keys of one batch must share one placement (they are applied on one node).
+        """
         req = codec.write_request(ops)
         resp = await self._call(codec.first_key(req), "Write", req, False, timeout_s)
         return codec.write_result(resp)
@@ -191,10 +257,14 @@ class AsyncClient(ClientBase):
         limit: int | None = None,
         timeout_s: float | None = None,
     ) -> AsyncIterator[Entry]:
-        """Live entries under ``prefix`` and in [start, end), in key order (``Client.scan``).
+        """Live entries under ``prefix`` and in [start, end), in key order.
 
-        Not a coroutine: returns an async iterator at once (arguments checked
-        now), which fetches pages lazily: ``async for e in client.scan(...)``.
+        Returns an async iterator at once (the arguments are checked now) that
+        fetches ``page_size`` items per call and follows the page token until
+        the range is exhausted, or until ``limit`` entries were yielded (None:
+        no limit). Pages are fetched lazily, each one call with its own
+        ``timeout_s`` and retries. Entries written while iterating may or may
+        not appear; each key appears at most once.
         """
         req = codec.scan_request(prefix, start, end, page_size, keys_only)
         return self._scan(req, codec.check_limit(limit), timeout_s)
@@ -221,12 +291,15 @@ class AsyncClient(ClientBase):
     async def watch(
         self, prefix: bytes | str = b"", *, timeout_s: float | None = None
     ) -> AsyncIterator[WatchEvent]:
-        """Changes under ``prefix`` from now on; stop iterating to stop watching.
+        """Changes under ``prefix`` from now on; stop iterating (or close the iterator) to stop.
 
-        ``timeout_s`` bounds the whole watch (None: until stopped). Not retried.
+        ``timeout_s`` here bounds the whole watch (None: until closed). Not
+        retried: a watch that ends with an error must be re-established (and
+        the range re-scanned) by the caller.
         """
-        if not self._connected:
-            await self.connect()
+        if True:  # ASYNC
+            if not self._connected:
+                await self.connect()
         p = codec.to_bytes(prefix, "prefix")
         node = self.topology.route(p)[0] if p else self.topology.nearest()[0]
         call = self._kv(node).Watch(
@@ -267,11 +340,12 @@ class AsyncClient(ClientBase):
             await channel.close()
 
     async def __aenter__(self) -> AsyncClient:
-        try:
-            await self.connect()
-        except BaseException:
-            await self.close()
-            raise
+        if True:  # ASYNC
+            try:
+                await self.connect()
+            except BaseException:
+                await self.close()
+                raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

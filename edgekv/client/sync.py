@@ -1,4 +1,9 @@
-"""edgekv.Client: the synchronous SDK, on gRPC's synchronous stack (no event loop)."""
+# Generated from edgekv/client/aio.py by scripts/unasync.py: edit that file, not this one.
+"""edgekv.Client: the synchronous SDK, on gRPC's synchronous stack (no event loop).
+
+Generated from edgekv/client/aio.py by scripts/unasync.py, so both clients share
+every line of logic. Edit aio.py, then run ``make unasync``.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from edgekv.client.discovery import NodeRoute, Topology
 from edgekv.client.retry import RetryPolicy
 from edgekv.v1 import cluster_pb2, kv_pb2
 
-# Indirection so tests can count and skip backoff waits without patching time.sleep.
+# Indirection so tests can count and skip backoff waits without patching the real sleep.
 _sleep: Callable[[float], None] = time.sleep
 
 
@@ -23,11 +28,11 @@ class Client(ClientBase):
     """A synchronous edgekv client.
 
     ``endpoints`` is one "host:port" or several seeds. With ``discover`` (the
-    default) the constructor reads the topology from Cluster.Members (so it
-    raises ``Unavailable`` if no seed answers), measures RTT to every node, and
-    then sends each call to the nearest node allowed to hold its key, failing
-    over to the next one when a node is down. With ``discover=False`` the
-    client talks to the endpoints in the order given and connects lazily.
+    default) the client reads the topology from Cluster.Members, measures RTT
+    to every node, and then sends each call to the nearest node allowed to
+    hold its key, failing over to the next one when a node is down. With
+    ``discover=False`` the client talks to the endpoints in the order given
+    and connects lazily.
 
     Contract of every method:
 
@@ -47,9 +52,14 @@ class Client(ClientBase):
     ``endpoint_overrides`` (node id -> host:port) dials discovered nodes at
     other addresses than they advertise (NAT, proxies, port forwards);
     ``token`` is sent as a bearer token; ``tls_ca_file`` turns on TLS.
-    Thread-safe: one client (and its channels) may be shared by threads.
-    Use it as a context manager, or call ``close()``.
+
+    Discovery runs in the constructor, which raises ``Unavailable`` if no
+    seed answers. ``scan`` and ``watch`` return iterators. Thread-safe: one
+    client (and its channels) may be shared by threads. Use it as a context
+    manager, or call ``close()``.
     """
+
+    _grpc = grpc
 
     def __init__(
         self,
@@ -198,9 +208,8 @@ class Client(ClientBase):
     def delete(self, key: bytes | str, *, timeout_s: float | None = None) -> WriteResult:
         """Delete ``key`` (a tombstone that replicates); deleting a missing key succeeds."""
         k = codec.to_bytes(key)
-        return codec.write_result(
-            self._call(k, "Delete", kv_pb2.DeleteRequest(key=k), False, timeout_s)
-        )
+        resp = self._call(k, "Delete", kv_pb2.DeleteRequest(key=k), False, timeout_s)
+        return codec.write_result(resp)
 
     def write(self, ops: Iterable[Put | Delete], *, timeout_s: float | None = None) -> WriteResult:
         """Apply ``Put``/``Delete`` ops atomically under one version; each key at most once.
@@ -208,7 +217,8 @@ class Client(ClientBase):
         All keys of one batch must share one placement (they are applied on one node).
         """
         req = codec.write_request(ops)
-        return codec.write_result(self._call(codec.first_key(req), "Write", req, False, timeout_s))
+        resp = self._call(codec.first_key(req), "Write", req, False, timeout_s)
+        return codec.write_result(resp)
 
     def scan(
         self,
@@ -223,12 +233,12 @@ class Client(ClientBase):
     ) -> Iterator[Entry]:
         """Live entries under ``prefix`` and in [start, end), in key order.
 
-        Returns an iterator that fetches ``page_size`` items per call and
-        follows the page token until the range is exhausted, or until ``limit``
-        entries were yielded (None: no limit). Arguments are checked at once;
-        pages are fetched lazily, each one call with its own ``timeout_s`` and
-        retries. Entries written while iterating may or may not appear; each
-        key appears at most once.
+        Returns an iterator at once (the arguments are checked now) that
+        fetches ``page_size`` items per call and follows the page token until
+        the range is exhausted, or until ``limit`` entries were yielded (None:
+        no limit). Pages are fetched lazily, each one call with its own
+        ``timeout_s`` and retries. Entries written while iterating may or may
+        not appear; each key appears at most once.
         """
         req = codec.scan_request(prefix, start, end, page_size, keys_only)
         return self._scan(req, codec.check_limit(limit), timeout_s)
@@ -254,7 +264,7 @@ class Client(ClientBase):
     def watch(
         self, prefix: bytes | str = b"", *, timeout_s: float | None = None
     ) -> Iterator[WatchEvent]:
-        """Changes under ``prefix`` from now on; close the iterator to stop watching.
+        """Changes under ``prefix`` from now on; stop iterating (or close the iterator) to stop.
 
         ``timeout_s`` here bounds the whole watch (None: until closed). Not
         retried: a watch that ends with an error must be re-established (and
@@ -278,13 +288,13 @@ class Client(ClientBase):
 
     def status(self, *, timeout_s: float | None = None) -> NodeStatus:
         """Status of the nearest node (retried like a read)."""
-        return codec.node_status(
-            self._cluster_call("Status", cluster_pb2.StatusRequest(), timeout_s)
-        )
+        resp = self._cluster_call("Status", cluster_pb2.StatusRequest(), timeout_s)
+        return codec.node_status(resp)
 
     def members(self, *, timeout_s: float | None = None) -> list[Member]:
         """Every node as the nearest node sees it (reachability, RTT, lag)."""
-        return codec.members(self._cluster_call("Members", cluster_pb2.MembersRequest(), timeout_s))
+        resp = self._cluster_call("Members", cluster_pb2.MembersRequest(), timeout_s)
+        return codec.members(resp)
 
     def _cluster_call(
         self, method: str, request: Any, timeout_s: float | None, idempotent: bool = True

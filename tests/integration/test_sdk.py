@@ -1,4 +1,9 @@
-"""The Python SDK (sync and asyncio) against real node processes."""
+"""The Python SDK against real node processes.
+
+Every test body that takes ``sdk`` (or ``client``) runs twice: on ``Client`` and on
+``AsyncClient`` behind a blocking facade (edgekv.client._testing). Only the tests of
+concurrency (threads, coroutines, watch consumers) are written for one client.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,7 @@ import pytest
 
 import edgekv
 from edgekv import AsyncClient, Client, Delete, Put
-from edgekv.client import aio as aio_module
-from edgekv.client import sync as sync_module
+from edgekv.client._testing import FLAVORS, Flavor
 from edgekv.client.retry import RetryPolicy
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.faultproxy import ProxyHost
@@ -23,13 +27,27 @@ from edgekv.local.wait import wait_until
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(params=FLAVORS)
+def sdk(request: pytest.FixtureRequest) -> Iterator[Flavor]:
+    """The sync client, then the async one (behind a blocking facade), for each test."""
+    with Flavor(request.param) as flavor:
+        yield flavor
+
+
 @pytest.fixture
-def client(node: NodeProcess) -> Iterator[Client]:
+def client(sdk: Flavor, node: NodeProcess) -> Iterator[Client]:
+    """A discovering client of the fresh node, of each flavor."""
+    with sdk.client(node.endpoint) as c:
+        yield c
+
+
+@pytest.fixture
+def sync_client(node: NodeProcess) -> Iterator[Client]:
     with Client(node.endpoint) as c:
         yield c
 
 
-def test_sync_client_every_call(client: Client) -> None:
+def test_every_call(client: Client) -> None:
     written = client.put("user/1", "alice")
     assert written.served_by == "node-1" and written.version.origin == "node-1"
     entry = client.get("user/1")
@@ -78,18 +96,19 @@ def test_timeout_raises_deadline_exceeded(client: Client) -> None:
     assert type(excinfo.value).__name__ == "DeadlineExceeded"
 
 
-def test_unavailable_after_retries_on_dead_endpoint() -> None:
+def test_unavailable_after_retries_on_dead_endpoint(sdk: Flavor) -> None:
     endpoint = f"127.0.0.1:{free_port()}"
     policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.05, jitter=False)
-    with Client(endpoint, discover=False, retry=policy, timeout_s=1) as c:
+    with sdk.client(endpoint, discover=False, retry=policy, timeout_s=1) as c:
         started = time.monotonic()
         with pytest.raises(edgekv.Unavailable, match=endpoint):
             c.get("k")
         assert time.monotonic() - started >= 0.05 + 0.1  # two backoffs between three tries
         with pytest.raises(edgekv.Unavailable):
             c.put("k", "v")
-    with pytest.raises(edgekv.Unavailable):
-        Client(endpoint, timeout_s=0.5)  # discovery needs one reachable seed
+    # Discovery needs one reachable seed (Client: in the constructor; AsyncClient: on enter).
+    with pytest.raises(edgekv.Unavailable), sdk.client(endpoint, timeout_s=0.5):
+        pass
 
 
 def test_get_many_keeps_order_with_duplicates_and_missing_keys(client: Client) -> None:
@@ -156,8 +175,8 @@ def slow_endpoint(node: NodeProcess) -> Iterator[str]:
         host.close()
 
 
-def test_deadline_exceeded_on_every_kind_of_call(slow_endpoint: str) -> None:
-    with Client(slow_endpoint, discover=False, timeout_s=5) as c:
+def test_deadline_exceeded_on_every_kind_of_call(sdk: Flavor, slow_endpoint: str) -> None:
+    with sdk.client(slow_endpoint, discover=False, timeout_s=5) as c:
         assert c.put("dl/k", "v").served_by == "node-1"  # slow but within the default
         calls = {
             "get": lambda: c.get("dl/k", timeout_s=0.1),
@@ -179,24 +198,21 @@ def test_deadline_exceeded_on_every_kind_of_call(slow_endpoint: str) -> None:
         assert wait_until(lambda: c.get("dl/k", timeout_s=5) is None, what="the late delete")
 
 
-def test_async_deadline_exceeded(slow_endpoint: str) -> None:
-    async def scenario() -> None:
-        async with AsyncClient(slow_endpoint, discover=False, timeout_s=0.1) as c:
-            with pytest.raises(edgekv.EdgeKVError) as excinfo:
-                await c.get("dl/k")
-            assert type(excinfo.value).__name__ == "DeadlineExceeded"
-            assert await c.get("dl/k", timeout_s=5) is None
-
-    asyncio.run(scenario())
+def test_client_default_timeout_bounds_each_call(sdk: Flavor, slow_endpoint: str) -> None:
+    with sdk.client(slow_endpoint, discover=False, timeout_s=0.1) as c:
+        with pytest.raises(edgekv.EdgeKVError) as excinfo:
+            c.get("dl/k")
+        assert type(excinfo.value).__name__ == "DeadlineExceeded"
+        assert c.get("dl/k", timeout_s=5) is None
 
 
 def test_retries_then_unavailable_once_the_node_is_stopped(
-    node: NodeProcess, monkeypatch: pytest.MonkeyPatch
+    sdk: Flavor, node: NodeProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sleeps: list[float] = []
-    monkeypatch.setattr(sync_module, "_sleep", lambda s: sleeps.append(s) or time.sleep(s))
+    sdk.patch_sleep(monkeypatch, sleeps.append, wait=True)
     policy = RetryPolicy(max_attempts=4, initial_backoff_s=0.02, jitter=False)
-    with Client(node.endpoint, retry=policy, timeout_s=2) as c:
+    with sdk.client(node.endpoint, retry=policy, timeout_s=2) as c:
         c.put("r/k", "v")
         assert node.stop() == 0
         for read in (lambda: c.get("r/k"), lambda: c.get_many(["r/k"]), lambda: list(c.scan("r/")),
@@ -213,52 +229,22 @@ def test_retries_then_unavailable_once_the_node_is_stopped(
             assert sleeps == []  # writes are never retried
 
 
-def test_async_retries_then_unavailable_once_the_node_is_stopped(
-    node: NodeProcess, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sleeps: list[float] = []
-
-    async def recording_sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        await asyncio.sleep(seconds)
-
-    monkeypatch.setattr(aio_module, "_sleep", recording_sleep)
-    policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.02, jitter=False)
-
-    async def scenario() -> None:
-        async with AsyncClient(node.endpoint, retry=policy, timeout_s=2) as c:
-            await c.put("r/k", "v")
-            node.stop()
-            with pytest.raises(edgekv.Unavailable, match=node.endpoint):
-                await c.get("r/k")
-            assert sleeps == pytest.approx([0.02, 0.04])
-            sleeps.clear()
-            with pytest.raises(edgekv.Unavailable):
-                await c.put("r/k", "w")
-            assert sleeps == []
-
-    asyncio.run(scenario())
-
-
-def test_async_client_pages_and_errors(node: NodeProcess) -> None:
-    async def scenario() -> None:
-        async with AsyncClient(node.endpoint) as c:
-            await c.write([Put(b"ap/%04d" % i, b"v") for i in range(777)])
-            keys = [e.key async for e in c.scan(b"ap/", page_size=50, keys_only=True)]
-            assert keys == [b"ap/%04d" % i for i in range(777)]
-            many = await c.get_many([b"ap/0001", b"ap/none", b"ap/0000"])
-            assert [e.key if e else None for e in many] == [b"ap/0001", None, b"ap/0000"]
-            with pytest.raises(edgekv.InvalidArgument, match="max_value_bytes") as excinfo:
-                await c.put("big", b"x" * (1024 * 1024 + 1))
-            assert isinstance(excinfo.value, ValueError)
-            result = await c.write([Put("ap/x", "1"), Delete("ap/0000")])
-            assert (await c.get("ap/x")).version == result.version  # type: ignore[union-attr]
-            assert (await c.get("ap/0000")) is None
-            members = await c.members()
-            assert [m.node_id for m in members] == ["node-1"]
-        assert c.closed
-
-    asyncio.run(scenario())
+def test_pages_batches_and_errors(sdk: Flavor, node: NodeProcess) -> None:
+    with sdk.client(node.endpoint) as c:
+        c.write([Put(b"ap/%04d" % i, b"v") for i in range(777)])
+        keys = [e.key for e in c.scan(b"ap/", page_size=50, keys_only=True)]
+        assert keys == [b"ap/%04d" % i for i in range(777)]
+        many = c.get_many([b"ap/0001", b"ap/none", b"ap/0000"])
+        assert [e.key if e else None for e in many] == [b"ap/0001", None, b"ap/0000"]
+        with pytest.raises(edgekv.InvalidArgument, match="max_value_bytes") as excinfo:
+            c.put("big", b"x" * (1024 * 1024 + 1))
+        assert isinstance(excinfo.value, ValueError)
+        result = c.write([Put("ap/x", "1"), Delete("ap/0000")])
+        assert c.get("ap/x").version == result.version  # type: ignore[union-attr]
+        assert c.get("ap/0000") is None
+        members = c.members()
+        assert [m.node_id for m in members] == ["node-1"]
+    assert c.closed
 
 
 def test_many_coroutines_share_one_async_client(node: NodeProcess) -> None:
@@ -271,7 +257,8 @@ def test_many_coroutines_share_one_async_client(node: NodeProcess) -> None:
     asyncio.run(scenario())
 
 
-def test_many_threads_share_one_client(client: Client) -> None:
+def test_many_threads_share_one_client(sync_client: Client) -> None:
+    client = sync_client
     errors: list[BaseException] = []
 
     def work(t: int) -> None:
@@ -292,23 +279,26 @@ def test_many_threads_share_one_client(client: Client) -> None:
     assert len(list(client.scan("th/"))) == 400
 
 
-def test_async_client_every_call(node: NodeProcess) -> None:
+def test_write_scan_limit_delete_and_status(client: Client) -> None:
+    written = client.put("a/1", "x")
+    entry = client.get("a/1")
+    assert entry is not None and entry.version == written.version
+    assert client.get("a/none") is None
+    client.write([Put(b"a/%02d" % i, b"v") for i in range(30)])
+    assert [e.key for e in client.scan("a/", page_size=4, limit=5)] == [
+        b"a/00", b"a/01", b"a/02", b"a/03", b"a/04",
+    ]  # fmt: skip
+    assert len(client.get_many(["a/00", "a/99"])) == 2
+    client.delete("a/1")
+    assert client.get("a/1") is None
+    assert client.status().node_id == "node-1"
+    with pytest.raises(edgekv.InvalidArgument):
+        client.put("", "x")
+
+
+def test_async_watch_sees_changes(node: NodeProcess) -> None:
     async def scenario() -> None:
         async with AsyncClient(node.endpoint) as c:
-            written = await c.put("a/1", "x")
-            entry = await c.get("a/1")
-            assert entry is not None and entry.version == written.version
-            assert await c.get("a/none") is None
-            await c.write([Put(b"a/%02d" % i, b"v") for i in range(30)])
-            assert [e.key async for e in c.scan("a/", page_size=4, limit=5)] == [
-                b"a/00", b"a/01", b"a/02", b"a/03", b"a/04",
-            ]  # fmt: skip
-            assert len(await c.get_many(["a/00", "a/99"])) == 2
-            await c.delete("a/1")
-            assert await c.get("a/1") is None
-            assert (await c.status()).node_id == "node-1"
-            with pytest.raises(edgekv.InvalidArgument):
-                await c.put("", "x")
             events = []
 
             async def watch() -> None:
@@ -325,7 +315,8 @@ def test_async_client_every_call(node: NodeProcess) -> None:
     asyncio.run(scenario())
 
 
-def test_sync_watch_sees_changes(client: Client) -> None:
+def test_sync_watch_sees_changes(sync_client: Client) -> None:
+    client = sync_client
     events = []
     stream = client.watch("sw/")
 
@@ -349,7 +340,7 @@ NODES = (("fra-1", "eu-west"), ("iad-1", "us-east"), ("nrt-1", "ap-northeast"))
 CLIENT_DELAYS_MS = {"fra-1": 10.0, "iad-1": 1.0, "nrt-1": 75.0}
 
 
-def test_client_routes_to_nearest_allowed_pop_and_fails_over(tmp_path: Path) -> None:
+def test_client_routes_to_nearest_allowed_pop_and_fails_over(sdk: Flavor, tmp_path: Path) -> None:
     path = write_cluster_file(
         tmp_path, regions=REGIONS, nodes=NODES, placement=(("eu/", ["eu-west"]),),
         extra={"replication": {"heartbeat_interval_s": 0.2, "antientropy_interval_s": 1.0}},
@@ -363,7 +354,7 @@ def test_client_routes_to_nearest_allowed_pop_and_fails_over(tmp_path: Path) -> 
                 proxy = host.add(cluster.endpoint(node_id), name=f"client=>{node_id}")
                 host.set_delay(proxy, delay)
                 overrides[node_id] = f"127.0.0.1:{proxy.port}"
-            with Client(cluster.endpoint("iad-1"), endpoint_overrides=overrides) as c:
+            with sdk.client(cluster.endpoint("iad-1"), endpoint_overrides=overrides) as c:
                 assert [n.node_id for n in c.topology.nearest()] == ["iad-1", "fra-1", "nrt-1"]
                 assert c.put("global/k", "v").served_by == "iad-1"
                 # The pinned key goes straight to Frankfurt: one ocean crossing, not two hops.

@@ -1,13 +1,19 @@
-"""Client and AsyncClient calls against fake stubs: arguments, paging, timeouts, lifecycle."""
+"""Client and AsyncClient calls against fake stubs: arguments, paging, timeouts, lifecycle.
+
+Every test body runs against both clients through the ``sdk`` fixture (edgekv.client._testing).
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from edgekv import errors
 from edgekv.client import AsyncClient, Client, ClientClosed, EdgeKVError, Entry, Put, Version
+from edgekv.client._testing import FLAVORS, Flavor
 from edgekv.v1 import common_pb2, kv_pb2
 
 EP = "127.0.0.1:1"
@@ -65,65 +71,54 @@ class FakeKV:
         return kv_pb2.ScanResponse(items=items, next_page_token=token, served_by="n1")
 
 
-class AsyncFakeKV(FakeKV):
-    def __getattribute__(self, name: str) -> Any:
-        attr = super().__getattribute__(name)
-        if name[:1].isupper():
-
-            async def call(*args: Any, **kwargs: Any) -> Any:
-                return attr(*args, **kwargs)
-
-            return call
-        return attr
+@pytest.fixture(params=FLAVORS)
+def sdk(request: pytest.FixtureRequest) -> Iterator[Flavor]:
+    """The sync client, then the async one (behind a blocking facade), for each test."""
+    with Flavor(request.param) as flavor:
+        yield flavor
 
 
-def sync_client(kv: FakeKV, **kw: Any) -> Client:
-    client = Client(EP, discover=False, **kw)
-    client._kv_stubs[EP] = kv  # type: ignore[assignment]
+def new_client(sdk: Flavor, kv: FakeKV, **kw: Any) -> Client:
+    client = sdk.client(EP, discover=False, **kw)
+    client._kv_stubs[EP] = sdk.stub(kv)
     return client
 
 
-def async_client(kv: FakeKV, **kw: Any) -> AsyncClient:
-    client = AsyncClient(EP, discover=False, **kw)
-    client._kv_stubs[EP] = kv  # type: ignore[assignment]
-    return client
-
-
-def test_get_encodes_str_keys_and_returns_entry_or_none() -> None:
+def test_get_encodes_str_keys_and_returns_entry_or_none(sdk: Flavor) -> None:
     kv = FakeKV(keys=3)
-    with sync_client(kv) as client:
+    with new_client(sdk, kv) as client:
         assert client.get("k/0001") == Entry(b"k/0001", b"v1", Version(10, "n1"), 0, "n1")
         assert client.get(b"k/0009") is None
     assert [c[1].key for c in kv.calls] == [b"k/0001", b"k/0009"]
 
 
-def test_get_many_keeps_request_order_and_skips_the_call_when_empty() -> None:
+def test_get_many_keeps_request_order_and_skips_the_call_when_empty(sdk: Flavor) -> None:
     kv = FakeKV(keys=3)
-    with sync_client(kv) as client:
+    with new_client(sdk, kv) as client:
         got = client.get_many(["k/0002", b"nope", "k/0000", "k/0002"])
         assert [e.value if e else None for e in got] == [b"v2", None, b"v0", b"v2"]
         assert client.get_many([]) == []
     assert len(kv.calls) == 1
 
 
-def test_scan_follows_page_tokens_to_the_end() -> None:
+def test_scan_follows_page_tokens_to_the_end(sdk: Flavor) -> None:
     kv = FakeKV(keys=25)
-    with sync_client(kv) as client:
+    with new_client(sdk, kv) as client:
         keys = [e.key for e in client.scan("k/", page_size=4)]
     assert keys == sorted(kv.data)
     assert len(kv.calls) == 7 and all(c[1].limit == 4 for c in kv.calls)
 
 
-def test_scan_keeps_paging_through_short_and_empty_pages() -> None:
+def test_scan_keeps_paging_through_short_and_empty_pages(sdk: Flavor) -> None:
     kv = FakeKV(keys=10, page_cap=3, empty_pages=2)
-    with sync_client(kv) as client:
+    with new_client(sdk, kv) as client:
         assert [e.key for e in client.scan("k/", page_size=100)] == sorted(kv.data)
     assert len(kv.calls) == 2 + 4
 
 
-def test_scan_limit_stops_early_and_asks_only_for_what_is_left() -> None:
+def test_scan_limit_stops_early_and_asks_only_for_what_is_left(sdk: Flavor) -> None:
     kv = FakeKV(keys=25)
-    with sync_client(kv) as client:
+    with new_client(sdk, kv) as client:
         assert len(list(client.scan("k/", page_size=10, limit=13))) == 13
         assert [c[1].limit for c in kv.calls] == [10, 3]
         kv.calls.clear()
@@ -131,19 +126,28 @@ def test_scan_limit_stops_early_and_asks_only_for_what_is_left() -> None:
         assert kv.calls == []
 
 
-def test_scan_checks_arguments_when_called_not_when_iterated() -> None:
-    with sync_client(FakeKV()) as client:
+def test_scan_checks_arguments_when_called_not_when_iterated(sdk: Flavor) -> None:
+    with new_client(sdk, FakeKV()) as client:
         with pytest.raises(errors.InvalidArgument, match="page_size is 0"):
             client.scan("k/", page_size=0)
+        with pytest.raises(errors.InvalidArgument, match="page_size is -1"):
+            client.scan("k/", page_size=-1)
         with pytest.raises(errors.InvalidArgument, match="limit is -2"):
             client.scan("k/", limit=-2)
         with pytest.raises(errors.InvalidArgument, match="prefix must be bytes or str"):
             client.scan(3)  # type: ignore[arg-type]
 
 
-def test_every_call_uses_the_default_timeout_or_its_override() -> None:
+def test_async_scan_returns_an_async_iterator_not_a_coroutine() -> None:
+    assert not inspect.iscoroutinefunction(AsyncClient.scan)
+    client = AsyncClient(EP, discover=False)
+    pages = client.scan("k/", page_size=5)
+    assert hasattr(pages, "__aiter__") and not inspect.isawaitable(pages)
+
+
+def test_every_call_uses_the_default_timeout_or_its_override(sdk: Flavor) -> None:
     kv = FakeKV(keys=2)
-    with sync_client(kv, timeout_s=2.5) as client:
+    with new_client(sdk, kv, timeout_s=2.5) as client:
         client.get("k/0000")
         client.get("k/0000", timeout_s=0.25)
         client.put("x", "y", timeout_s=7)
@@ -152,12 +156,12 @@ def test_every_call_uses_the_default_timeout_or_its_override() -> None:
             client.get("k/0000", timeout_s=0)
     assert [c[2] for c in kv.calls] == [2.5, 0.25, 7.0, 1.5]
     with pytest.raises(errors.InvalidArgument, match="timeout_s"):
-        Client(EP, discover=False, timeout_s=-1)
+        sdk.client(EP, discover=False, timeout_s=-1)
 
 
-def test_put_arguments_are_checked_before_sending() -> None:
+def test_put_arguments_are_checked_before_sending(sdk: Flavor) -> None:
     kv = FakeKV()
-    with sync_client(kv) as client:
+    with new_client(sdk, kv) as client:
         with pytest.raises(errors.InvalidArgument, match="ttl_ms is -5"):
             client.put("k", "v", ttl_ms=-5)
         with pytest.raises(errors.InvalidArgument, match="value must be bytes or str, got int"):
@@ -167,8 +171,8 @@ def test_put_arguments_are_checked_before_sending() -> None:
     assert kv.calls == []
 
 
-def test_closed_client_refuses_calls() -> None:
-    client = sync_client(FakeKV())
+def test_closed_client_refuses_calls(sdk: Flavor) -> None:
+    client = new_client(sdk, FakeKV())
     client.close()
     client.close()  # idempotent
     assert client.closed
@@ -177,33 +181,33 @@ def test_closed_client_refuses_calls() -> None:
     assert isinstance(info.value, EdgeKVError)
 
 
-def test_client_needs_an_endpoint() -> None:
+def test_client_needs_an_endpoint(sdk: Flavor) -> None:
     for bad in ([], "", [""]):
         with pytest.raises(errors.InvalidArgument, match="endpoint"):
-            Client(bad, discover=False)
+            sdk.client(bad, discover=False)
 
 
-async def test_async_client_same_api() -> None:
-    kv = AsyncFakeKV(keys=12)
-    async with async_client(kv, timeout_s=3) as client:
-        entry = await client.get("k/0003")
+def test_every_kv_call_through_one_client(sdk: Flavor) -> None:
+    kv = FakeKV(keys=12)
+    with new_client(sdk, kv, timeout_s=3) as client:
+        entry = client.get("k/0003")
         assert entry is not None and entry.value == b"v3"
-        assert await client.get("nope") is None
-        many = await client.get_many(["k/0001", "nope"])
+        assert client.get("nope") is None
+        many = client.get_many(["k/0001", "nope"])
         assert [e.key if e else None for e in many] == [b"k/0001", None]
-        assert (await client.put("k/9999", b"x", ttl_ms=10)).served_by == "n1"
-        pages = client.scan("k/", page_size=5)  # an async iterator, not a coroutine
-        assert [e.key async for e in pages] == sorted(kv.data)
-        limited = [e.key async for e in client.scan("k/", page_size=5, limit=7, keys_only=True)]
+        assert client.put("k/9999", b"x", ttl_ms=10).served_by == "n1"
+        pages = client.scan("k/", page_size=5)  # an iterator at once, not a call's result
+        assert [e.key for e in pages] == sorted(kv.data)
+        limited = [e.key for e in client.scan("k/", page_size=5, limit=7, keys_only=True)]
         assert len(limited) == 7
         with pytest.raises(errors.InvalidArgument):
             client.scan("k/", page_size=-1)
     assert {c[2] for c in kv.calls} == {3.0}
     with pytest.raises(ClientClosed):
-        await client.get("k/0003")
+        client.get("k/0003")
 
 
-def test_write_sends_one_request_routed_by_its_first_key() -> None:
+def test_write_sends_one_request_routed_by_its_first_key(sdk: Flavor) -> None:
     seen: list[Any] = []
 
     class WriteKV(FakeKV):
@@ -211,7 +215,7 @@ def test_write_sends_one_request_routed_by_its_first_key() -> None:
             seen.append(req)
             return kv_pb2.WriteResponse(version=VERSION, served_by="n1")
 
-    with sync_client(WriteKV()) as client:
+    with new_client(sdk, WriteKV()) as client:
         result = client.write([Put("a", "1"), Put(b"b", b"2", ttl_ms=9)])
     assert result.version == Version(10, "n1") and len(seen) == 1
     assert [op.put.key for op in seen[0].ops] == [b"a", b"b"] and seen[0].ops[1].put.ttl_ms == 9

@@ -1,4 +1,7 @@
-"""RetryPolicy: backoff arithmetic, and which calls the clients retry (fake stubs, fake sleep)."""
+"""RetryPolicy: backoff arithmetic, and which calls the clients retry (fake stubs, fake sleep).
+
+Every test of the rules runs against both clients through the ``sdk`` fixture.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,8 @@ import grpc
 import pytest
 
 from edgekv import errors
-from edgekv.client import AsyncClient, Client, Delete, Put, RetryPolicy
-from edgekv.client import aio as aio_module
-from edgekv.client import sync as sync_module
+from edgekv.client import Client, Delete, Put, RetryPolicy
+from edgekv.client._testing import FLAVORS, Flavor
 from edgekv.v1 import cluster_pb2, common_pb2, kv_pb2
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
@@ -53,14 +55,6 @@ class ScriptedStub:
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
         def rpc(request: Any, timeout: float | None = None, metadata: Any = None) -> Any:
-            return self._next(method, request, timeout)
-
-        return rpc
-
-
-class AsyncScriptedStub(ScriptedStub):
-    def __getattr__(self, method: str) -> Callable[..., Any]:
-        async def rpc(request: Any, timeout: float | None = None, metadata: Any = None) -> Any:
             return self._next(method, request, timeout)
 
         return rpc
@@ -142,59 +136,64 @@ def test_policy_rejects_nonsense(kwargs: dict[str, Any], match: str) -> None:
         RetryPolicy(**kwargs)
 
 
-# -- the rules, through the sync client ------------------------------------------
+# -- the rules, through both clients --------------------------------------------
+
+
+@pytest.fixture(params=FLAVORS)
+def sdk(request: pytest.FixtureRequest) -> Iterator[Flavor]:
+    """The sync client, then the async one (behind a blocking facade), for each test."""
+    with Flavor(request.param) as flavor:
+        yield flavor
 
 
 @pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Backoff waits of both clients, recorded instead of slept."""
+def sleeps(sdk: Flavor, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Backoff waits of the client under test, recorded instead of slept."""
     waits: list[float] = []
-
-    async def async_sleep(seconds: float) -> None:
-        waits.append(seconds)
-
-    monkeypatch.setattr(sync_module, "_sleep", waits.append)
-    monkeypatch.setattr(aio_module, "_sleep", async_sleep)
+    sdk.patch_sleep(monkeypatch, waits.append)
     return waits
 
 
-def sync_client(stub: ScriptedStub, retry: RetryPolicy = NO_JITTER, **kw: Any) -> Client:
-    client = Client(EP, discover=False, retry=retry, **kw)
-    client._kv_stubs[EP] = stub  # type: ignore[assignment]
-    client._cluster_stubs[EP] = stub  # type: ignore[assignment]
+def new_client(sdk: Flavor, stub: ScriptedStub, retry: RetryPolicy = NO_JITTER) -> Client:
+    client = sdk.client(EP, discover=False, retry=retry)
+    client._kv_stubs[EP] = client._cluster_stubs[EP] = sdk.stub(stub)
     return client
 
 
-def run_sync(client: Client, name: str) -> Any:
+def run(client: Client, name: str) -> Any:
     result = CALLS[name][1](client)
     return list(result) if isinstance(result, Iterator) else result
 
 
 @pytest.mark.parametrize("name", IDEMPOTENT)
-def test_idempotent_call_retried_then_unavailable(name: str, sleeps: list[float]) -> None:
+def test_idempotent_call_retried_then_unavailable(
+    sdk: Flavor, name: str, sleeps: list[float]
+) -> None:
     method = CALLS[name][0]
     stub = ScriptedStub(**{method: [down()]})
-    with sync_client(stub) as client, pytest.raises(errors.Unavailable, match=EP):
-        run_sync(client, name)
+    with new_client(sdk, stub) as client, pytest.raises(errors.Unavailable, match=EP):
+        run(client, name)
     assert [c[0] for c in stub.calls] == [method] * 3
     assert sleeps == pytest.approx([0.05, 0.1])
 
 
 @pytest.mark.parametrize("name", IDEMPOTENT)
-def test_idempotent_call_succeeds_after_a_transient_failure(name: str, sleeps: list[float]) -> None:
+def test_idempotent_call_succeeds_after_a_transient_failure(
+    sdk: Flavor, name: str, sleeps: list[float]
+) -> None:
     method = CALLS[name][0]
     stub = ScriptedStub(**{method: [down(), OK[method]]})
-    with sync_client(stub) as client:
-        run_sync(client, name)
+    with new_client(sdk, stub) as client:
+        run(client, name)
     assert len(stub.calls) == 2 and sleeps == pytest.approx([0.05])
 
 
 @pytest.mark.parametrize("name", WRITES)
-def test_writes_never_retried(name: str, sleeps: list[float]) -> None:
+def test_writes_never_retried(sdk: Flavor, name: str, sleeps: list[float]) -> None:
     method = CALLS[name][0]
     stub = ScriptedStub(**{method: [down(), OK[method]]})
-    with sync_client(stub) as client, pytest.raises(errors.Unavailable):
-        run_sync(client, name)
+    with new_client(sdk, stub) as client, pytest.raises(errors.Unavailable):
+        run(client, name)
     assert len(stub.calls) == 1 and sleeps == []
 
 
@@ -206,25 +205,33 @@ def test_writes_never_retried(name: str, sleeps: list[float]) -> None:
      (grpc.StatusCode.PERMISSION_DENIED, errors.PermissionDenied)],
 )  # fmt: skip
 def test_other_codes_fail_at_once(
-    code: grpc.StatusCode, cls: type[errors.EdgeKVError], sleeps: list[float]
+    sdk: Flavor, code: grpc.StatusCode, cls: type[errors.EdgeKVError], sleeps: list[float]
 ) -> None:
     stub = ScriptedStub(Get=[FakeRpcError(code, "nope"), OK["Get"]])
-    with sync_client(stub) as client, pytest.raises(cls, match="nope"):
+    with new_client(sdk, stub) as client, pytest.raises(cls, match="nope"):
         client.get("k")
     assert len(stub.calls) == 1 and sleeps == []
 
 
-def test_max_attempts_one_means_no_retry(sleeps: list[float]) -> None:
+def test_max_attempts_one_means_no_retry(sdk: Flavor, sleeps: list[float]) -> None:
     stub = ScriptedStub(Get=[down()])
     with (
-        sync_client(stub, RetryPolicy(max_attempts=1)) as client,
+        new_client(sdk, stub, RetryPolicy(max_attempts=1)) as client,
         pytest.raises(errors.Unavailable),
     ):
         client.get("k")
     assert len(stub.calls) == 1 and sleeps == []
 
 
-def test_each_scan_page_is_retried_on_its_own(sleeps: list[float]) -> None:
+def test_transient_failures_then_success(sdk: Flavor, sleeps: list[float]) -> None:
+    stub = ScriptedStub(Get=[down(), down(), OK["Get"]])
+    with new_client(sdk, stub) as client:
+        entry = client.get("k")
+    assert entry is not None and entry.value == b"v"
+    assert len(stub.calls) == 3 and sleeps == pytest.approx([0.05, 0.1])
+
+
+def test_each_scan_page_is_retried_on_its_own(sdk: Flavor, sleeps: list[float]) -> None:
     item = kv_pb2.KeyValue(key=b"p/1", value=b"v", version=VERSION)
     pages = [
         down(),
@@ -234,27 +241,29 @@ def test_each_scan_page_is_retried_on_its_own(sleeps: list[float]) -> None:
         kv_pb2.ScanResponse(items=[item]),
     ]
     stub = ScriptedStub(Scan=pages)
-    with sync_client(stub) as client:
+    with new_client(sdk, stub) as client:
         assert len(list(client.scan("p/"))) == 2
     assert [c[1].page_token for c in stub.calls] == [b"", b"", b"t1", b"t1", b"t1"]
     assert sleeps == pytest.approx([0.05, 0.05, 0.1])
 
 
-def test_writes_fail_over_to_the_next_seed_but_never_retry_one(sleeps: list[float]) -> None:
+def test_writes_fail_over_to_the_next_seed_but_never_retry_one(
+    sdk: Flavor, sleeps: list[float]
+) -> None:
     first, second = ScriptedStub(Put=[down()]), ScriptedStub(Put=[OK["Put"]])
-    with Client([EP, "127.0.0.1:2"], discover=False, retry=NO_JITTER) as client:
-        client._kv_stubs.update({EP: first, "127.0.0.1:2": second})  # type: ignore[dict-item]
+    with sdk.client([EP, "127.0.0.1:2"], discover=False, retry=NO_JITTER) as client:
+        client._kv_stubs.update({EP: sdk.stub(first), "127.0.0.1:2": sdk.stub(second)})
         assert client.put("k", "v").served_by == "n1"
         # The failed node now comes last, so the next call goes straight to the other.
         assert [n.endpoint for n in client.topology.nearest()] == ["127.0.0.1:2", EP]
     assert len(first.calls) == 1 and len(second.calls) == 1 and sleeps == []
 
 
-def test_all_seeds_down_names_the_count(sleeps: list[float]) -> None:
-    with Client([EP, "127.0.0.1:2"], discover=False, retry=NO_JITTER) as client:
+def test_all_seeds_down_names_the_count(sdk: Flavor, sleeps: list[float]) -> None:
+    with sdk.client([EP, "127.0.0.1:2"], discover=False, retry=NO_JITTER) as client:
         stubs: dict[str, Any] = {
-            EP: ScriptedStub(Get=[down()]),
-            "127.0.0.1:2": ScriptedStub(Get=[down()]),
+            EP: sdk.stub(ScriptedStub(Get=[down()])),
+            "127.0.0.1:2": sdk.stub(ScriptedStub(Get=[down()])),
         }
         client._kv_stubs.update(stubs)
         with pytest.raises(
@@ -262,50 +271,3 @@ def test_all_seeds_down_names_the_count(sleeps: list[float]) -> None:
         ):
             client.get("k")
     assert len(sleeps) == 4  # two retries on each node
-
-
-# -- the same rules, through the asyncio client ------------------------------------
-
-
-def async_client(stub: ScriptedStub, retry: RetryPolicy = NO_JITTER) -> AsyncClient:
-    client = AsyncClient(EP, discover=False, retry=retry)
-    client._kv_stubs[EP] = stub  # type: ignore[assignment]
-    client._cluster_stubs[EP] = stub  # type: ignore[assignment]
-    return client
-
-
-async def run_async(client: AsyncClient, name: str) -> Any:
-    result = CALLS[name][1](client)
-    if hasattr(result, "__aiter__"):
-        return [e async for e in result]
-    return await result
-
-
-@pytest.mark.parametrize("name", IDEMPOTENT)
-async def test_async_idempotent_call_retried_then_unavailable(
-    name: str, sleeps: list[float]
-) -> None:
-    method = CALLS[name][0]
-    stub = AsyncScriptedStub(**{method: [down()]})
-    async with async_client(stub) as client:
-        with pytest.raises(errors.Unavailable, match=EP):
-            await run_async(client, name)
-    assert len(stub.calls) == 3 and sleeps == pytest.approx([0.05, 0.1])
-
-
-@pytest.mark.parametrize("name", WRITES)
-async def test_async_writes_never_retried(name: str, sleeps: list[float]) -> None:
-    method = CALLS[name][0]
-    stub = AsyncScriptedStub(**{method: [down(), OK[method]]})
-    async with async_client(stub) as client:
-        with pytest.raises(errors.Unavailable):
-            await run_async(client, name)
-    assert len(stub.calls) == 1 and sleeps == []
-
-
-async def test_async_transient_failure_then_success(sleeps: list[float]) -> None:
-    stub = AsyncScriptedStub(Get=[down(), down(), OK["Get"]])
-    async with async_client(stub) as client:
-        entry = await client.get("k")
-    assert entry is not None and entry.value == b"v"
-    assert len(stub.calls) == 3 and sleeps == pytest.approx([0.05, 0.1])
