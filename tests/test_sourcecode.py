@@ -21,7 +21,7 @@ def run(*cmd: str) -> None:
 
 
 def test_ruff_clean() -> None:
-    run(str(BIN / "ruff"), "check", "edgekv", "tests", "bench", "setup.py")
+    run(str(BIN / "ruff"), "check", "edgekv", "tests", "bench", "scripts", "setup.py")
 
 
 def test_mypy_clean() -> None:
