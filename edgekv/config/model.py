@@ -155,6 +155,8 @@ class AuthSettings:
 
 @dataclass(frozen=True, slots=True)
 class SecuritySettings:
+    """The ``security`` section: TLS (optional) and client authentication."""
+
     tls: TlsSettings | None = None
     auth: AuthSettings | None = None  # None: not configured, the node refuses to start
 
