@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from edgekv.config import TlsSettings
+from edgekv.config.model import TlsSettings
 from edgekv.errors import ConfigError
 
 CA_CERT = "ca.pem"

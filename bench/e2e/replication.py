@@ -109,7 +109,7 @@ def put_latencies(endpoint: str, n: int) -> list[float]:
 def preload_divergent(config: Path, keys: int) -> None:
     """Fill two nodes' data dirs offline: identical data, then 10% changed on one."""
     from edgekv.cluster.placement import PlacementRules
-    from edgekv.config import load_config
+    from edgekv.config.loader import load_config
     from edgekv.storage.engine import Engine, EngineOptions, PutOp
 
     cfg = load_config(config)

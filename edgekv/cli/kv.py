@@ -86,7 +86,7 @@ class Target:
         if config_path and not node_id and not endpoint:
             raise click.UsageError("--config needs --node ID (which node to talk to)")
         if config_path and (not endpoint or not ca_file):
-            from edgekv.config import load_config
+            from edgekv.config.loader import load_config
 
             config = load_config(config_path)
             if config.security.tls is not None and not ca_file:

@@ -50,7 +50,7 @@ def restore(source: str, config_path: str, node_id: str, force: bool) -> None:
     than the tombstone grace period is refused unless --force: deletes made
     since could be undone.
     """
-    from edgekv.config import load_config
+    from edgekv.config.loader import load_config
     from edgekv.errors import EdgeKVError
     from edgekv.storage.backup import restore as restore_data
 
@@ -188,7 +188,7 @@ def audit(config_path: str, node_id: str, offline: bool, as_json: bool) -> None:
 
     from edgekv.cluster.audit import AuditReport, audit_directory
     from edgekv.cluster.placement import PlacementRules
-    from edgekv.config import load_config
+    from edgekv.config.loader import load_config
     from edgekv.errors import EdgeKVError
 
     try:

@@ -49,7 +49,8 @@ def certs_issue(
     days: int,
 ) -> None:  # fmt: skip
     """Issue NODE.pem / NODE-key.pem signed by the CA, usable for server and mTLS."""
-    from edgekv.config import load_config, parse_host_port
+    from edgekv.config.loader import load_config
+    from edgekv.config.values import parse_host_port
     from edgekv.errors import EdgeKVError
     from edgekv.tls import issue_cert
 

@@ -12,8 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from edgekv.cluster.placement import PlacementRules
-from edgekv.config import PlacementRule
+from edgekv.cluster.placement import PlacementRule, PlacementRules
 from edgekv.v1 import cluster_pb2
 
 UNMEASURED_RTT_MS = 1e9

@@ -12,17 +12,29 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from edgekv.config import PlacementRule
 from edgekv.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from edgekv.config import ClusterConfig
+    from edgekv.config.model import ClusterConfig
 
-__all__ = ["GLOBAL", "PlacementRules"]
+__all__ = ["GLOBAL", "PlacementRule", "PlacementRules"]
 
 GLOBAL = b""  # the placement group of keys that match no rule
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementRule:
+    """Keys starting with ``prefix`` may only be held in ``regions``.
+
+    One entry of the cluster file's ``placement`` list, and what Cluster.Members
+    tells the SDK, so it lives here with the lookup rather than with the loader.
+    """
+
+    prefix: bytes
+    regions: tuple[str, ...]
 
 
 class PlacementRules:

@@ -21,7 +21,7 @@ import grpc
 from edgekv.cluster.geo import great_circle_km
 from edgekv.cluster.membership import Membership
 from edgekv.cluster.placement import PlacementRules
-from edgekv.config import ClusterConfig, NodeConfig
+from edgekv.config.model import ClusterConfig, NodeSpec
 from edgekv.errors import FailedPrecondition, Unavailable
 from edgekv.v1 import kv_pb2_grpc
 
@@ -39,7 +39,7 @@ class Router:
     def __init__(
         self,
         config: ClusterConfig,
-        self_spec: NodeConfig,
+        self_spec: NodeSpec,
         placement: PlacementRules,
         *,
         membership: Membership | None,

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from edgekv.cluster.geo import one_way_delay_ms
-from edgekv.config import ClusterConfig, load_config
+from edgekv.config.loader import load_config
+from edgekv.config.model import ClusterConfig
 from edgekv.local.faultproxy import FaultProxy, ProxyHost
 from edgekv.local.launcher import DEFAULT_START_TIMEOUT_S, NodeProcess, start_node
 

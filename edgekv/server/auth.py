@@ -17,13 +17,16 @@ from dataclasses import dataclass
 
 import grpc
 
-from edgekv.config import AUTH_SCOPES, AuthSettings
+from edgekv.config.model import AuthSettings
 from edgekv.errors import PermissionDenied, Unauthenticated
 from edgekv.keyrange import prefix_range, within
 
 log = logging.getLogger(__name__)
 
 AUTHORIZATION = "authorization"
+# The scopes a token may have, weakest first: each one allows what the earlier
+# ones do. The cluster file's security.auth.tokens[].scope must be one of them.
+AUTH_SCOPES = ("read", "write", "admin")
 _LEVEL = {scope: i for i, scope in enumerate(AUTH_SCOPES)}
 
 

@@ -31,7 +31,8 @@ from edgekv._version import __version__
 from edgekv.cluster.membership import Membership
 from edgekv.cluster.placement import PlacementRules
 from edgekv.cluster.routing import Router
-from edgekv.config import ClusterConfig, NodeConfig, load_config
+from edgekv.config.loader import load_config
+from edgekv.config.model import ClusterConfig, NodeSpec
 from edgekv.coordinator import Coordinator
 from edgekv.errors import ConfigError, EdgeKVError
 from edgekv.metrics import NodeMetrics
@@ -80,7 +81,7 @@ class Node:
         forward_addresses: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
-        self.spec: NodeConfig = config.node(node_id)
+        self.spec: NodeSpec = config.node(node_id)
         self.placement = PlacementRules.from_config(config)
         self.peer_ids = [n.id for n in config.nodes if n.id != node_id]
         overrides = dict(peer_addresses or {})
@@ -472,7 +473,7 @@ def _bind(
     return port
 
 
-def _require_peer_listen(node: NodeConfig) -> str:
+def _require_peer_listen(node: NodeSpec) -> str:
     if not node.peer_listen:
         raise ConfigError(f"node {node.id}: peer_listen is required when the cluster has peers")
     return node.peer_listen

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgekv.config import load_config
+from edgekv.config.loader import load_config
 from edgekv.local.launcher import free_ports
 
 pytestmark = pytest.mark.integration

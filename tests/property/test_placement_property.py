@@ -7,8 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgekv.cluster.placement import GLOBAL, PlacementRules
-from edgekv.config import PlacementRule
+from edgekv.cluster.placement import GLOBAL, PlacementRule, PlacementRules
 
 REGIONS = ("r0", "r1", "r2", "r3")
 

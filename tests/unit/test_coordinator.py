@@ -13,7 +13,8 @@ import pytest
 
 from edgekv.cluster.placement import PlacementRules
 from edgekv.cluster.routing import Router
-from edgekv.config import ClusterConfig, parse_config
+from edgekv.config.loader import parse_config
+from edgekv.config.model import ClusterConfig
 from edgekv.coordinator import Call, ChangeEvent, Coordinator, DirectForwarder
 from edgekv.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
 from edgekv.replication.changefeed import ChangeFeed

@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from edgekv.config import parse_config
+from edgekv.config.loader import parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

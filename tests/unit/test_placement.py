@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from edgekv.cluster.geo import EARTH_RADIUS_KM, great_circle_km
-from edgekv.cluster.placement import GLOBAL, PlacementRules
-from edgekv.config import PlacementRule, parse_config
+from edgekv.cluster.placement import GLOBAL, PlacementRule, PlacementRules
+from edgekv.config.loader import parse_config
 from edgekv.errors import InvalidArgument
 
 REGIONS = ("eu-west", "eu-central", "us-east", "ap-northeast")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgekv.cluster.placement import PlacementRules
-from edgekv.config import PlacementRule
+from edgekv.cluster.placement import PlacementRule, PlacementRules
 from edgekv.coordinator.stitching import (
     ScanSource,
     merge_scan_pages,

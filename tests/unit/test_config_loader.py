@@ -1,4 +1,5 @@
-"""The cluster file: parsing, defaults and every validation message."""
+"""Reading the cluster file (edgekv.config.loader, .sections): parsing, defaults and every
+validation message."""
 
 from __future__ import annotations
 
@@ -12,16 +13,14 @@ from typing import Any
 import pytest
 import yaml
 
-from edgekv.config import (
+from edgekv.cluster.placement import PlacementRule
+from edgekv.config.loader import load_config, parse_config
+from edgekv.config.model import (
     ClusterConfig,
-    NodeConfig,
-    PlacementRule,
+    NodeSpec,
     Region,
     ReplicationSettings,
-    StorageConfig,
-    load_config,
-    parse_config,
-    parse_host_port,
+    StorageSettings,
 )
 from edgekv.errors import ConfigError
 from edgekv.limits import DEFAULT_LIMITS, Limits
@@ -108,12 +107,12 @@ def test_load_config_documented_example_parses(tmp_path: Path) -> None:
         Region("us-east", (38.95, -77.45)),
     )
     assert config.nodes == (
-        NodeConfig("fra-1", "eu-west", "127.0.0.1:7101", "127.0.0.1:7201", tmp_path / "data/fra-1"),
-        NodeConfig("iad-1", "us-east", "127.0.0.1:7102", "127.0.0.1:7202", tmp_path / "data/iad-1"),
+        NodeSpec("fra-1", "eu-west", "127.0.0.1:7101", "127.0.0.1:7201", tmp_path / "data/fra-1"),
+        NodeSpec("iad-1", "us-east", "127.0.0.1:7102", "127.0.0.1:7202", tmp_path / "data/iad-1"),
     )
     assert config.placement == (PlacementRule(b"eu/", ("eu-west",)),)
     assert config.limits == DEFAULT_LIMITS
-    assert config.storage == StorageConfig(sync_writes=False, block_cache_mb=64)
+    assert config.storage == StorageSettings(sync_writes=False, block_cache_mb=64)
     assert config.replication == ReplicationSettings()
     assert config.source == path
 
@@ -176,7 +175,7 @@ def test_parse_config_null_optional_sections_use_defaults(doc: dict[str, Any]) -
     config = parse(doc)
     assert config.placement == ()
     assert config.limits == DEFAULT_LIMITS
-    assert config.storage == StorageConfig()
+    assert config.storage == StorageSettings()
     assert config.replication == ReplicationSettings()
     assert config.node("fra-1").peer_listen is None
 
@@ -200,7 +199,7 @@ def test_parse_config_sections_override_defaults(doc: dict[str, Any]) -> None:
     doc["replication"] = {"heartbeat_interval_s": 1, "log_retention_entries": 50}
     config = parse(doc)
     assert config.limits == Limits(max_value_bytes=2048, max_batch_ops=10)
-    assert config.storage == StorageConfig(sync_writes=True, block_cache_mb=0)
+    assert config.storage == StorageSettings(sync_writes=True, block_cache_mb=0)
     assert config.replication.heartbeat_interval_s == 1.0
     assert isinstance(config.replication.heartbeat_interval_s, float)
     assert config.replication.log_retention_entries == 50
@@ -219,43 +218,6 @@ def test_parse_config_ipv6_and_hostnames_accepted(doc: dict[str, Any]) -> None:
     doc["nodes"][1]["listen"] = "iad-1.edgekv.svc.cluster.local:7101"
     config = parse(doc)
     assert config.node("fra-1").listen == "[::1]:7101"  # kept as written
-
-
-def test_cluster_config_is_frozen(doc: dict[str, Any]) -> None:
-    config = parse(doc)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        config.cluster = "other"  # type: ignore[misc]
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        config.nodes[0].id = "x"  # type: ignore[misc]
-    assert config == parse(doc)
-
-
-# -- lookups -------------------------------------------------------------------
-
-
-def test_node_known_id_returned(doc: dict[str, Any]) -> None:
-    assert parse(doc).node("iad-1").region == "us-east"
-
-
-def test_node_unknown_id_names_defined_nodes(doc: dict[str, Any]) -> None:
-    with pytest.raises(ConfigError) as info:
-        parse(doc).node("x")
-    assert str(info.value) == 'unknown node "x"; the cluster file defines: fra-1, iad-1, iad-2'
-
-
-def test_region_known_and_unknown(doc: dict[str, Any]) -> None:
-    config = parse(doc)
-    assert config.region("us-east").location == (38.95, -77.45)
-    with pytest.raises(ConfigError, match=r'unknown region "mars"; the cluster file defines: ap-s'):
-        config.region("mars")
-
-
-def test_nodes_in_region_in_file_order(doc: dict[str, Any]) -> None:
-    config = parse(doc)
-    assert [n.id for n in config.nodes_in_region("us-east")] == ["iad-1", "iad-2"]
-    assert config.nodes_in_region("ap-south") == ()
-    with pytest.raises(ConfigError, match="unknown region"):
-        config.nodes_in_region("mars")
 
 
 # -- file errors ---------------------------------------------------------------
@@ -623,7 +585,7 @@ def test_limits_invalid_argument_from_limits_wrapped(
     doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Whatever Limits itself refuses surfaces as a ConfigError on the entry.
-    from edgekv import config as config_module
+    from edgekv.config import sections as sections_module
     from edgekv.errors import InvalidArgument
 
     class PickyLimits(Limits):
@@ -631,7 +593,7 @@ def test_limits_invalid_argument_from_limits_wrapped(
             if self.max_scan_limit == 5:
                 raise InvalidArgument("max_scan_limit must be a positive integer, got 5")
 
-    monkeypatch.setattr(config_module, "Limits", PickyLimits)
+    monkeypatch.setattr(sections_module, "Limits", PickyLimits)
     doc["limits"] = {"max_scan_limit": 5}
     with pytest.raises(ConfigError) as info:
         parse(doc)
@@ -696,49 +658,6 @@ def test_replication_interval_must_be_positive(doc: dict[str, Any], value: float
 def test_replication_count_must_be_positive_int(doc: dict[str, Any]) -> None:
     doc["replication"] = {"batch_entries": 0.5}
     assert error_of(doc) == "replication.batch_entries: expected an integer >= 1, got 0.5"
-
-
-# -- parse_host_port -------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("127.0.0.1:7101", ("127.0.0.1", 7101)),
-        ("[::1]:7101", ("::1", 7101)),
-        ("[fe80::1%eth0]:80", ("fe80::1%eth0", 80)),
-        ("localhost:7101", ("localhost", 7101)),
-        ("edge-1.example.com:65535", ("edge-1.example.com", 65535)),
-        ("0.0.0.0:1", ("0.0.0.0", 1)),
-        ("127.0.0.1:0", ("127.0.0.1", 0)),
-    ],
-)
-def test_parse_host_port_valid_address_split(text: str, expected: tuple[str, int]) -> None:
-    assert parse_host_port(text) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("localhost", "expected host:port"),
-        (":7101", "expected host:port"),
-        ("localhost:", "expected host:port"),
-        ("localhost:http", "expected host:port"),
-        ("localhost:-1", "expected host:port"),
-        ("localhost:123456", "expected host:port"),
-        ("localhost:65536", 'port 65536 in "localhost:65536" is out of range'),
-        ("::1:7101", "IPv6 addresses need brackets"),
-        ("[::1]7101", "expected host:port"),
-        ("[nope]:7101", '"nope" in "[nope]:7101" is not an IPv6 address'),
-        ("256.0.0.1:80", "is not an IPv4 address or host name"),
-        ("bad host:80", "is not an IPv4 address or host name"),
-        ("-bad:80", "is not an IPv4 address or host name"),
-        (7101, "expected host:port"),
-    ],
-)
-def test_parse_host_port_malformed_rejected(text: object, message: str) -> None:
-    with pytest.raises(ConfigError, match=re.escape(message)):
-        parse_host_port(text)
 
 
 def test_launcher_style_document_round_trips_through_yaml(tmp_path: Path) -> None:
