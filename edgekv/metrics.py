@@ -1,25 +1,25 @@
 """Every Prometheus metric of a node, defined once, served on ``metrics_listen``.
 
 Request counts and latency histograms come from a gRPC interceptor (per
-service, method and status code). Everything else is read from the node's live
-state when Prometheus scrapes, so the request path pays nothing for it:
-replication lag and in-flight bytes per peer, peer reachability and RTT,
-anti-entropy repairs, RocksDB size, the clock skew seen from peers.
+service, method and status code). Everything else is read from the node's
+:class:`~edgekv.server.view.NodeView` when Prometheus scrapes, so the request
+path pays nothing for it: replication lag and in-flight bytes per peer, peer
+reachability and RTT, anti-entropy repairs, RocksDB size, the clock skew seen
+from peers.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from edgekv.server.node import Node
+from edgekv.server.view import NodeView
 
 # Latency buckets from 100 µs (a local read) to 10 s (a forwarded call on a bad day).
 _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -27,9 +27,13 @@ _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.
 
 
 class NodeMetrics:
-    """The metrics of one node, in its own registry (several nodes may share a process)."""
+    """The metrics of one node, in its own registry (several nodes may share a process).
 
-    def __init__(self, node: Node) -> None:
+    The request metrics exist from construction (the interceptor is installed
+    before the server starts); the node-state gauges from :meth:`watch`.
+    """
+
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "edgekv_requests",
@@ -44,17 +48,35 @@ class NodeMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_NodeStateCollector(node))
+        self._state: _NodeStateCollector | None = None
         self._server: Any = None
+        self._port = 0
+
+    def watch(self, view: NodeView) -> None:
+        """Report the state of the node behind ``view`` at every scrape (from now on)."""
+        if self._state is not None:
+            self.registry.unregister(self._state)
+        self._state = _NodeStateCollector(view)
+        self.registry.register(self._state)
+
+    @property
+    def port(self) -> int:
+        """The bound /metrics port (0 until served)."""
+        return self._port
 
     def serve(self, address: str) -> int:
         """Serve /metrics over HTTP on ``address`` (host:port); returns the bound port."""
         host, _, port = address.rpartition(":")
         result = start_http_server(int(port), host.strip("[]") or "0.0.0.0", self.registry)
         self._server = result[0] if isinstance(result, tuple) else result
-        return int(self._server.server_port) if self._server is not None else int(port)
+        self._port = int(self._server.server_port) if self._server is not None else int(port)
+        return self._port
 
     def close(self) -> None:
+        """Stop serving /metrics and stop reading the node (it is about to close)."""
+        if self._state is not None:
+            self.registry.unregister(self._state)
+            self._state = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -137,16 +159,14 @@ class _MetricsInterceptor(grpc.aio.ServerInterceptor):
 
 
 class _NodeStateCollector(Collector):
-    """Gauges read from the node's live state at scrape time."""
+    """Gauges read from the node's view at scrape time (in the HTTP server's thread)."""
 
-    def __init__(self, node: Node) -> None:
-        self._node = node
+    def __init__(self, view: NodeView) -> None:
+        self._view = view
 
     def collect(self) -> Iterator[Any]:
-        node = self._node
-        engine = node.engine
-        if engine is None:
-            return
+        view = self._view
+        peers = view.peer_stats()
         lag_entries = GaugeMetricFamily(
             "edgekv_replication_lag_entries", "Local log entries a peer has not acknowledged.",
             labels=["peer"],
@@ -163,11 +183,11 @@ class _NodeStateCollector(Collector):
             "edgekv_replication_connected", "1 if the replication stream to a peer is up.",
             labels=["peer"],
         )  # fmt: skip
-        for peer, sender in node.senders.items():
-            lag_entries.add_metric([peer], sender.lag_entries())
-            lag_seconds.add_metric([peer], sender.lag_seconds())
-            inflight.add_metric([peer], sender.inflight_bytes)
-            connected.add_metric([peer], 1.0 if sender.connected else 0.0)
+        for peer in peers:
+            lag_entries.add_metric([peer.peer_id], peer.lag_entries)
+            lag_seconds.add_metric([peer.peer_id], peer.lag_seconds)
+            inflight.add_metric([peer.peer_id], peer.inflight_bytes)
+            connected.add_metric([peer.peer_id], 1.0 if peer.connected else 0.0)
         yield from (lag_entries, lag_seconds, inflight, connected)
         reachable = GaugeMetricFamily(
             "edgekv_peer_reachable", "1 if heartbeats to a peer succeed.", labels=["peer"]
@@ -175,10 +195,9 @@ class _NodeStateCollector(Collector):
         rtt = GaugeMetricFamily(
             "edgekv_peer_rtt_seconds", "Smoothed heartbeat round-trip time.", labels=["peer"]
         )
-        if node.membership is not None:
-            for peer, health in node.membership.peers.items():
-                reachable.add_metric([peer], 1.0 if health.reachable else 0.0)
-                rtt.add_metric([peer], health.rtt_ms / 1000.0)
+        for peer in peers:
+            reachable.add_metric([peer.peer_id], 1.0 if peer.reachable else 0.0)
+            rtt.add_metric([peer.peer_id], peer.rtt_ms / 1000.0)
         yield from (reachable, rtt)
         repairs = CounterMetricFamily(
             "edgekv_antientropy_repaired_records",
@@ -192,34 +211,34 @@ class _NodeStateCollector(Collector):
             "Start of the last complete anti-entropy sync with a peer (0: none since start).",
             labels=["peer"],
         )  # fmt: skip
-        if node.antientropy is not None:
-            for peer, state in node.antientropy.state.items():
-                repairs.add_metric([peer, "pulled"], state.pulled_total)
-                repairs.add_metric([peer, "pushed"], state.pushed_total)
-                syncs.add_metric([peer], state.syncs)
-                synced_from.add_metric([peer], state.synced_from_ms / 1000.0)
+        for peer in peers:
+            repairs.add_metric([peer.peer_id, "pulled"], peer.pulled_total)
+            repairs.add_metric([peer.peer_id, "pushed"], peer.pushed_total)
+            syncs.add_metric([peer.peer_id], peer.syncs)
+            synced_from.add_metric([peer.peer_id], peer.synced_from_ms / 1000.0)
         yield from (repairs, syncs, synced_from)
-        if node.collector is not None:
-            yield CounterMetricFamily(
-                "edgekv_gc_collected_records",
-                "Tombstones and expired records removed for good.",
-                value=node.collector.collected_total,
-            )  # fmt: skip
-            yield GaugeMetricFamily(
-                "edgekv_gc_horizon_timestamp_seconds",
-                "Records dead since before this are collected (0: nothing collected yet); "
-                "it trails now by tombstone_grace_s unless a peer holds it back.",
-                value=node.collector.horizon_ms / 1000.0,
-            )  # fmt: skip
+        gc = view.collector_stats()
+        yield CounterMetricFamily(
+            "edgekv_gc_collected_records",
+            "Tombstones and expired records removed for good.",
+            value=gc.collected_total,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "edgekv_gc_horizon_timestamp_seconds",
+            "Records dead since before this are collected (0: nothing collected yet); "
+            "it trails now by tombstone_grace_s unless a peer holds it back.",
+            value=gc.horizon_ms / 1000.0,
+        )  # fmt: skip
+        engine = view.engine_stats()
         size = GaugeMetricFamily(
             "edgekv_rocksdb_size_bytes", "RocksDB SST files plus memtables.", labels=["kind"]
         )
-        size.add_metric(["sst"], engine.property_int("rocksdb.total-sst-files-size"))
-        size.add_metric(["memtable"], engine.property_int("rocksdb.cur-size-all-mem-tables"))
+        size.add_metric(["sst"], engine.sst_bytes)
+        size.add_metric(["memtable"], engine.memtable_bytes)
         yield size
         yield GaugeMetricFamily(
             "edgekv_keys_estimate", "RocksDB's estimate of stored records.",
-            value=engine.approximate_key_count(),
+            value=engine.key_count,
         )  # fmt: skip
         yield GaugeMetricFamily(
             "edgekv_log_last_seq", "Sequence number of the newest local write.",
@@ -228,19 +247,18 @@ class _NodeStateCollector(Collector):
         yield GaugeMetricFamily(
             "edgekv_clock_max_skew_seen_seconds",
             "Furthest a peer's timestamp has been ahead of this node's wall clock.",
-            value=engine.clock.max_skew_seen_ms / 1000.0,
+            value=engine.max_skew_seen_ms / 1000.0,
         )  # fmt: skip
         yield GaugeMetricFamily(
             "edgekv_clock_max_skew_allowed_seconds",
             "Timestamps further ahead than this are refused (max_clock_skew_ms).",
-            value=engine.clock.max_skew_ms / 1000.0,
+            value=engine.max_skew_allowed_ms / 1000.0,
         )  # fmt: skip
         yield CounterMetricFamily(
             "edgekv_clock_skew_rejections", "Remote timestamps refused for clock skew.",
-            value=engine.clock.rejected_count,
+            value=engine.skew_rejections,
         )  # fmt: skip
-        if node.router is not None:
-            yield CounterMetricFamily(
-                "edgekv_forwarded_calls", "Calls forwarded to a node allowed to hold the key.",
-                value=node.router.forwarded_calls,
-            )  # fmt: skip
+        yield CounterMetricFamily(
+            "edgekv_forwarded_calls", "Calls forwarded to a node allowed to hold the key.",
+            value=view.forwarded_calls,
+        )  # fmt: skip

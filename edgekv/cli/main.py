@@ -154,7 +154,7 @@ def serve(
     forward_addresses: tuple[str, ...],
 ) -> None:
     """Run one PoP node until SIGTERM/SIGINT (drains, flushes, exits 0)."""
-    from edgekv.server.node import serve as serve_node
+    from edgekv.server.process import serve as serve_node
 
     code = serve_node(
         config_path,

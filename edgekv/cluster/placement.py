@@ -13,16 +13,29 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from edgekv.errors import InvalidArgument
-
-if TYPE_CHECKING:
-    from edgekv.config.model import ClusterConfig
 
 __all__ = ["GLOBAL", "PlacementRule", "PlacementRules"]
 
 GLOBAL = b""  # the placement group of keys that match no rule
+
+
+class _Region(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class _PlacementSource(Protocol):
+    """What ``from_config`` reads of a ClusterConfig (a Protocol: the config model
+    imports this module for PlacementRule, so this module must not import it)."""
+
+    @property
+    def placement(self) -> Iterable[PlacementRule]: ...
+
+    @property
+    def regions(self) -> Iterable[_Region]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +103,7 @@ class PlacementRules:
         )
 
     @classmethod
-    def from_config(cls, config: ClusterConfig) -> PlacementRules:
+    def from_config(cls, config: _PlacementSource) -> PlacementRules:
         """The rules of a cluster file; the global set is every declared region."""
         return cls(config.placement, (r.name for r in config.regions))
 

@@ -4,31 +4,44 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import grpc
 
 from edgekv import native
 from edgekv._version import __version__
 from edgekv.cluster.audit import AuditReport, audit_column_families
+from edgekv.config.model import ClusterConfig
 from edgekv.errors import EdgeKVError
 from edgekv.server.auth import Authorizer
 from edgekv.server.status import abort_with
+from edgekv.server.view import NodeView
 from edgekv.storage.backup import create_checkpoint
+from edgekv.storage.engine import Engine
 from edgekv.v1 import cluster_pb2, cluster_pb2_grpc
-
-if TYPE_CHECKING:
-    from edgekv.server.node import Node
 
 
 class ClusterService(cluster_pb2_grpc.ClusterServicer):
-    """Status and Members of one node; reads the node's live state, changes nothing."""
+    """Status and Members read the node's view and change nothing; Audit and Backup
+    (admin scope) read the engine directly.
 
-    def __init__(self, node: Node, auth: Authorizer | None = None) -> None:
-        self._node = node
+    ``may_hold(key)``: may this node hold ``key`` (its placement rules)?
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        view: NodeView,
+        engine: Engine,
+        may_hold: Callable[[bytes], bool],
+        auth: Authorizer | None = None,
+    ) -> None:
+        self._config = config
+        self._view = view
+        self._engine = engine
+        self._may_hold = may_hold
         self._auth = auth
         self._started = time.monotonic()
-        config = node.config
         self._regions = [
             cluster_pb2.Region(name=r.name, latitude=r.location[0], longitude=r.location[1])
             for r in config.regions
@@ -50,45 +63,44 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
         self, request: cluster_pb2.StatusRequest, context: grpc.aio.ServicerContext
     ) -> cluster_pb2.StatusResponse:
         await self._authorize(context, "read")
-        node = self._node
-        engine = node.engine
-        assert engine is not None
+        view = self._view
+        engine = view.engine_stats()
         return cluster_pb2.StatusResponse(
-            node_id=node.spec.id,
-            region=node.spec.region,
-            cluster=node.config.cluster,
+            node_id=view.node_id,
+            region=view.region,
+            cluster=view.cluster,
             uptime_s=time.monotonic() - self._started,
-            key_count=engine.approximate_key_count(),
+            key_count=engine.key_count,
             read_path=native.ACTIVE,
             server_version=__version__,
             last_seq=engine.last_seq,
-            hlc_timestamp=engine.clock.last,
-            sync_writes=engine.options.sync_writes,
-            metrics_endpoint=node.metrics_endpoint,
+            hlc_timestamp=engine.hlc_timestamp,
+            sync_writes=view.sync_writes,
+            metrics_endpoint=view.metrics_endpoint,
         )
 
     async def Members(
         self, request: cluster_pb2.MembersRequest, context: grpc.aio.ServicerContext
     ) -> cluster_pb2.MembersResponse:
         await self._authorize(context, "read")
-        node = self._node
+        view = self._view
+        peers = {peer.peer_id: peer for peer in view.peer_stats()}
         members = []
-        for spec in node.config.nodes:
-            if spec.id == node.spec.id:
+        for spec in self._config.nodes:
+            if spec.id == view.node_id:
                 members.append(
                     cluster_pb2.Member(
                         node_id=spec.id,
                         region=spec.region,
-                        endpoint=node.endpoint,
-                        peer_endpoint=node.peer_endpoint,
+                        endpoint=view.endpoint,
+                        peer_endpoint=view.peer_endpoint,
                         is_self=True,
                         reachable=True,
                         last_seen_s=0.0,
                     )
                 )
                 continue
-            health = node.membership.peers[spec.id] if node.membership else None
-            sender = node.senders.get(spec.id)
+            peer = peers[spec.id]
             members.append(
                 cluster_pb2.Member(
                     node_id=spec.id,
@@ -96,18 +108,17 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
                     endpoint=spec.listen,
                     peer_endpoint=spec.peer_listen or "",
                     is_self=False,
-                    reachable=bool(health and health.reachable),
-                    rtt_ms=health.rtt_ms if health else 0.0,
-                    lag_entries=sender.lag_entries() if sender else 0,
-                    lag_seconds=sender.lag_seconds() if sender else 0.0,
-                    last_seen_s=health.last_seen_s() if health else -1.0,
-                    last_error=(health.last_error if health else "")
-                    or (sender.last_error if sender else ""),
+                    reachable=peer.reachable,
+                    rtt_ms=peer.rtt_ms,
+                    lag_entries=peer.lag_entries,
+                    lag_seconds=peer.lag_seconds,
+                    last_seen_s=peer.last_seen_s,
+                    last_error=peer.health_error or peer.sender_error,
                 )
             )
         return cluster_pb2.MembersResponse(
-            cluster=node.config.cluster,
-            self_id=node.spec.id,
+            cluster=view.cluster,
+            self_id=view.node_id,
             regions=self._regions,
             members=members,
             placement=self._placement,
@@ -117,12 +128,9 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
         self, request: cluster_pb2.AuditRequest, context: grpc.aio.ServicerContext
     ) -> cluster_pb2.AuditResponse:
         await self._authorize(context, "admin")
-        node = self._node
-        engine = node.engine
-        assert engine is not None
-        region = node.spec.region
+        view, engine = self._view, self._engine
         data, log, index = engine.column_families()
-        report = AuditReport(node.spec.id, region)
+        report = AuditReport(view.node_id, view.region)
         # A full walk of the database: off the event loop.
         await asyncio.to_thread(
             audit_column_families,
@@ -130,7 +138,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             data,
             log,
             index,
-            lambda key: node.placement.allows(key, region),
+            self._may_hold,
         )
         return cluster_pb2.AuditResponse(
             node_id=report.node_id,
@@ -146,8 +154,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
         self, request: cluster_pb2.BackupRequest, context: grpc.aio.ServicerContext
     ) -> cluster_pb2.BackupResponse:
         await self._authorize(context, "admin")
-        engine = self._node.engine
-        assert engine is not None
+        engine = self._engine
         last_seq, hlc = engine.last_seq, engine.clock.last
         try:
             # Flush + checkpoint touch the disk: off the event loop.

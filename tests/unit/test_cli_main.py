@@ -265,7 +265,7 @@ def test_doctor_works_offline() -> None:
 def test_serve_parses_options_and_exits_with_the_nodes_code(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import edgekv.server.node
+    import edgekv.server.process
 
     seen: list[tuple[Any, ...]] = []
 
@@ -273,7 +273,7 @@ def test_serve_parses_options_and_exits_with_the_nodes_code(
         seen.append(args)
         return 7
 
-    monkeypatch.setattr(edgekv.server.node, "serve", fake_serve)
+    monkeypatch.setattr(edgekv.server.process, "serve", fake_serve)
     result = run("serve", "--config", "c.yaml", "--node", "n1", "--ready-file", "r.json",
                  "--log-level", "debug")  # fmt: skip
     assert result.exit_code == 7

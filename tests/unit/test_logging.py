@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from edgekv.server.node import JsonFormatter
+from edgekv.logs import JsonFormatter
 
 
 def test_json_formatter_emits_one_object_per_record() -> None:

@@ -1,0 +1,161 @@
+"""What metrics and the Cluster service may read of a running node.
+
+``Node.start`` builds one :class:`NodeView` once every component exists, so
+nothing read here is ever missing, and its readers need not import the node.
+Identity and endpoints are fixed at start; every other read takes the
+components' live state at the moment of the call and returns a frozen
+snapshot, so a scrape or a Status call adds nothing to the request path and
+cannot change the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from edgekv.cluster.membership import PeerHealth
+from edgekv.cluster.routing import Router
+from edgekv.replication.antientropy import PeerSyncState
+from edgekv.replication.collector import Collector
+from edgekv.replication.sender import PeerSender
+from edgekv.storage.engine import Engine
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """The local store and its clock at one moment."""
+
+    key_count: int  # RocksDB's estimate of stored records
+    last_seq: int  # seq of the newest local write
+    hlc_timestamp: int  # the clock's last issued or observed timestamp
+    sst_bytes: int
+    memtable_bytes: int
+    max_skew_seen_ms: int  # furthest a peer's timestamp has been ahead of wall time
+    max_skew_allowed_ms: int  # max_clock_skew_ms: further ahead is refused
+    skew_rejections: int  # remote timestamps refused for clock skew
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStats:
+    """One peer as this node sees it at one moment: heartbeats, replication, anti-entropy."""
+
+    peer_id: str
+    reachable: bool  # heartbeats succeed
+    rtt_ms: float  # smoothed heartbeat round trip; 0 until the first success
+    last_seen_s: float  # seconds since the peer last answered; -1 if it never did
+    health_error: str  # last heartbeat error ("" once one succeeds)
+    connected: bool  # the replication stream is up
+    lag_entries: int  # local log entries the peer has not acknowledged
+    lag_seconds: float  # age of the oldest local write the peer has not acknowledged
+    inflight_bytes: int  # sent and not yet acknowledged
+    sender_error: str  # last replication stream error
+    pulled_total: int  # records anti-entropy fetched from the peer
+    pushed_total: int  # records anti-entropy sent to the peer
+    syncs: int  # completed anti-entropy syncs
+    synced_from_ms: int  # start of the last complete sync (wall ms; 0: none since start)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorStats:
+    """Dead-record collection so far."""
+
+    collected_total: int  # tombstones and expired records removed for good
+    horizon_ms: int  # records dead since before this are collected (0: nothing yet)
+
+
+class NodeView:
+    """A read-only window onto one running node, for metrics and Cluster.Status/Members.
+
+    Reads may come from the node's event loop (a Status call) or from the
+    metrics HTTP thread (a scrape); each reads plain attributes of the
+    components, never a structure that a loop callback rebuilds.
+    """
+
+    __slots__ = (
+        "_collector", "_engine", "_health", "_metrics_endpoint", "_router", "_senders", "_sync",
+        "cluster", "endpoint", "node_id", "peer_endpoint", "region", "sync_writes",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        region: str,
+        cluster: str,
+        endpoint: str,
+        peer_endpoint: str,
+        metrics_endpoint: Callable[[], str],
+        sync_writes: bool,
+        engine: Engine,
+        senders: Mapping[str, PeerSender],
+        peer_health: Mapping[str, PeerHealth],
+        sync_state: Mapping[str, PeerSyncState],
+        collector: Collector,
+        router: Router,
+    ) -> None:
+        """``senders``, ``peer_health`` and ``sync_state`` each hold every peer (or none)."""
+        self.node_id = node_id
+        self.region = region
+        self.cluster = cluster
+        self.endpoint = endpoint  # client port, host as configured
+        self.peer_endpoint = peer_endpoint  # "" without peers
+        self.sync_writes = sync_writes
+        self._metrics_endpoint = metrics_endpoint  # bound after the client port
+        self._engine = engine
+        self._senders = senders
+        self._health = peer_health
+        self._sync = sync_state
+        self._collector = collector
+        self._router = router
+
+    @property
+    def metrics_endpoint(self) -> str:
+        """host:port of /metrics ("" when not served, or not yet)."""
+        return self._metrics_endpoint()
+
+    def engine_stats(self) -> EngineStats:
+        engine, clock = self._engine, self._engine.clock
+        return EngineStats(
+            key_count=engine.approximate_key_count(),
+            last_seq=engine.last_seq,
+            hlc_timestamp=clock.last,
+            sst_bytes=engine.property_int("rocksdb.total-sst-files-size"),
+            memtable_bytes=engine.property_int("rocksdb.cur-size-all-mem-tables"),
+            max_skew_seen_ms=clock.max_skew_seen_ms,
+            max_skew_allowed_ms=clock.max_skew_ms,
+            skew_rejections=clock.rejected_count,
+        )
+
+    def peer_stats(self) -> list[PeerStats]:
+        """Every peer, in cluster-file order."""
+        stats = []
+        for peer, sender in self._senders.items():
+            health, sync = self._health[peer], self._sync[peer]
+            stats.append(
+                PeerStats(
+                    peer_id=peer,
+                    reachable=health.reachable,
+                    rtt_ms=health.rtt_ms,
+                    last_seen_s=health.last_seen_s(),
+                    health_error=health.last_error,
+                    connected=sender.connected,
+                    lag_entries=sender.lag_entries(),
+                    lag_seconds=sender.lag_seconds(),
+                    inflight_bytes=sender.inflight_bytes,
+                    sender_error=sender.last_error,
+                    pulled_total=sync.pulled_total,
+                    pushed_total=sync.pushed_total,
+                    syncs=sync.syncs,
+                    synced_from_ms=sync.synced_from_ms,
+                )
+            )
+        return stats
+
+    def collector_stats(self) -> CollectorStats:
+        collector = self._collector
+        return CollectorStats(collector.collected_total, collector.horizon_ms)
+
+    @property
+    def forwarded_calls(self) -> int:
+        """Calls forwarded to a node allowed to hold the key, since start."""
+        return self._router.forwarded_calls
