@@ -63,7 +63,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             server_version=__version__,
             last_seq=engine.last_seq,
             hlc_timestamp=engine.clock.last,
-            sync_writes=engine.options.sync_writes,
+            sync_writes=engine.settings.sync_writes,
             metrics_endpoint=node.metrics_endpoint,
         )
 

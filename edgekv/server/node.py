@@ -44,7 +44,7 @@ from edgekv.server.interceptors import InflightLimiter
 from edgekv.server.kv_service import KVService
 from edgekv.server.peer_service import PeerService
 from edgekv.storage.clock import physical_ms, wall_ms
-from edgekv.storage.engine import Engine, EngineOptions
+from edgekv.storage.engine import Engine, EngineSettings
 from edgekv.storage.group_commit import GroupCommitter
 from edgekv.v1 import (
     cluster_pb2,
@@ -123,7 +123,7 @@ class Node:
         self.engine = Engine(
             spec.data_dir,
             spec.id,
-            EngineOptions(
+            EngineSettings(
                 limits=limits,
                 sync_writes=config.storage.sync_writes,
                 block_cache_mb=config.storage.block_cache_mb,
