@@ -124,6 +124,7 @@ class DigestIndex:
         self._placement_of = placement_of or _global
         self._fingerprint = fingerprint
         self._trees: dict[bytes, DigestTree] = {}  # guarded by _lock
+        self._tags: dict[bytes, bytes] = {}  # placement -> placement_tag, a cache
 
     def release(self) -> None:
         """Drop the column-family handles: they keep RocksDB (and its LOCK) open."""
@@ -182,6 +183,9 @@ class DigestIndex:
         placement_of = self._placement_of
         db_get = self._data.get
         index_handle = self._index_handle
+        pack_bucket = U16.pack
+        trees = self._trees
+        tags = self._tags
         buckets: Buckets = {}
         latest: dict[bytes, bytes] = {}  # a key written twice in one group
         for key, record in changes:
@@ -190,13 +194,14 @@ class DigestIndex:
             slot = (placement, bucket)
             current = buckets.get(slot)
             if current is None:
-                current = self._tree(placement).buckets[bucket]
+                current = (trees.get(placement) or self._tree(placement)).buckets[bucket]
             previous = latest.get(key) or (db_get(key) if replacing else None)
             if previous is not None:
                 current ^= record_hash(key, previous)
             buckets[slot] = current ^ record_hash(key, record)
             latest[key] = record
-            wb.put(index_key(placement, bucket, key), packed_version(record), index_handle)
+            tag = tags.get(placement) or self._tag(placement)
+            wb.put(tag + pack_bucket(bucket) + key, packed_version(record), index_handle)
         for (placement, bucket), value in buckets.items():
             wb.put(meta_key(placement, bucket), U64.pack(value), self._meta_handle)
         return buckets
@@ -235,6 +240,10 @@ class DigestIndex:
         """Make staged bucket digests live, once their WriteBatch is written."""
         for (placement, bucket), value in buckets.items():
             self._tree(placement).set_bucket(bucket, value)
+
+    def _tag(self, placement: bytes) -> bytes:
+        tag = self._tags[placement] = placement_tag(placement)
+        return tag
 
     def _tree(self, placement: bytes) -> DigestTree:
         tree = self._trees.get(placement)
