@@ -14,10 +14,12 @@ from typing import Any
 from edgekv.errors import CorruptRecord, InvalidArgument, StorageError
 from edgekv.limits import MAX_KEY_BYTES
 from edgekv.storage.record import (
+    BUCKET_BITS,
     FLAG_EXPIRES,
     FLAG_TOMBSTONE,
     FORMAT_VERSION,
     KNOWN_FLAGS,
+    LAYOUT,
     MAX_U64,
     OFF_EXPIRES,
     OFF_FLAGS,
@@ -26,16 +28,8 @@ from edgekv.storage.record import (
     OFF_TIMESTAMP,
 )
 
-RECORD_LAYOUT = {
-    "FORMAT_VERSION": FORMAT_VERSION,
-    "FLAG_TOMBSTONE": FLAG_TOMBSTONE,
-    "FLAG_EXPIRES": FLAG_EXPIRES,
-    "OFF_TIMESTAMP": OFF_TIMESTAMP,
-    "OFF_EXPIRES": OFF_EXPIRES,
-    "OFF_ORIGIN_LEN": OFF_ORIGIN_LEN,
-    "OFF_ORIGIN": OFF_ORIGIN,
-    "MAX_KEY_BYTES": MAX_KEY_BYTES,
-}
+# What the compiled module reports from native/consts.pxi.
+RECORD_LAYOUT = {**LAYOUT, "MAX_KEY_BYTES": MAX_KEY_BYTES}
 
 _from_be = int.from_bytes
 
@@ -266,7 +260,6 @@ class Reader:
 _FNV_OFFSET = 0xCBF29CE484222325
 _FNV_PRIME = 0x100000001B3
 _M64 = (1 << 64) - 1
-_BUCKET_BITS = 16
 
 
 def _fnv1a(h: int, data: bytes) -> int:
@@ -287,7 +280,7 @@ def _fmix64(k: int) -> int:
 def key_bucket(key: bytes) -> int:
     """The digest bucket (0..65535) of a key; it never changes with the version."""
     _require_bytes("key", key)
-    return _fmix64(_fnv1a(_FNV_OFFSET, key)) >> (64 - _BUCKET_BITS)
+    return _fmix64(_fnv1a(_FNV_OFFSET, key)) >> (64 - BUCKET_BITS)
 
 
 def version_hash(key: bytes, timestamp: int, origin: bytes) -> int:

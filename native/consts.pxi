@@ -1,5 +1,7 @@
-# Mirrors edgekv/storage/record.py: change both together. tests/parity checks
-# that the compiled module reports the same numbers (RECORD_LAYOUT).
+# Mirrors edgekv/storage/record.py (LAYOUT) and edgekv/limits.py (MAX_KEY_BYTES):
+# change both together. Every name here is reported back in RECORD_LAYOUT
+# (_speedups.pyx), and tests/parity/test_layout_consts.py checks the compiled
+# values against record.LAYOUT.
 cdef enum:
     FORMAT_VERSION = 1
     FLAG_TOMBSTONE = 0x01
@@ -10,4 +12,5 @@ cdef enum:
     OFF_EXPIRES = 10
     OFF_ORIGIN_LEN = 18
     OFF_ORIGIN = 19
+    BUCKET_BITS = 16
     MAX_KEY_BYTES = 1024

@@ -1,9 +1,9 @@
-# Anti-entropy hashing (layout: edgekv/storage/digest.py). Deterministic on every
-# node and platform: FNV-1a 64 over the bytes, finished with murmur3's fmix64.
+# Anti-entropy hashing (the tree: edgekv/storage/digest.py; BUCKET_BITS: consts.pxi).
+# Deterministic on every node and platform: FNV-1a 64 over the bytes, finished with
+# murmur3's fmix64.
 
 cdef enum:
     FNV_OFFSET = 0xcbf29ce484222325
-    BUCKET_BITS = 16
 
 
 cdef inline uint64_t fnv1a(uint64_t h, const uint8_t* p, Py_ssize_t n) noexcept nogil:

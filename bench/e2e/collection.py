@@ -37,7 +37,7 @@ async def loop_lag_during(work_s: float | None, engine: Engine, horizon_ms: int)
         await asyncio.sleep(work_s)
         what = "no sweep"
     else:
-        removed = await asyncio.to_thread(engine.collect_dead, horizon_ms)
+        removed = await asyncio.to_thread(engine.collection.collect_dead, horizon_ms)
         what = f"sweep removing {removed:,}"
     elapsed = time.perf_counter() - started
     done = True

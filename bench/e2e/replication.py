@@ -110,11 +110,11 @@ def preload_divergent(config: Path, keys: int) -> None:
     """Fill two nodes' data dirs offline: identical data, then 10% changed on one."""
     from edgekv.cluster.placement import PlacementRules
     from edgekv.config.loader import load_config
-    from edgekv.storage.engine import Engine, EngineOptions, PutOp
+    from edgekv.storage.engine import Engine, EngineSettings, PutOp
 
     cfg = load_config(config)
     rules = PlacementRules.from_config(cfg)
-    opts = EngineOptions(placement_of=rules.group_of, placement_fingerprint=rules.fingerprint())
+    opts = EngineSettings(placement_of=rules.group_of, placement_fingerprint=rules.fingerprint())
     a = Engine(cfg.node("fra-1").data_dir, "fra-1", opts)
     b = Engine(cfg.node("iad-1").data_dir, "iad-1", opts)
     value = os.urandom(100)

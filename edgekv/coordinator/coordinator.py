@@ -47,7 +47,8 @@ from edgekv.errors import (
 )
 from edgekv.keyrange import prefix_end, scan_bounds
 from edgekv.replication.changefeed import ChangeFeed, Watcher, WatchOverflow
-from edgekv.storage.engine import DeleteOp, Engine, PutOp, ScanItem, ScanPage
+from edgekv.storage.batch import DeleteOp, PutOp
+from edgekv.storage.engine import Engine, ScanItem, ScanPage
 from edgekv.storage.group_commit import GroupCommitter
 from edgekv.storage.record import Version
 

@@ -21,7 +21,8 @@ from edgekv.coordinator.call import Call
 from edgekv.coordinator.results import BatchGetResult, ChangeEvent, GetResult, ScanResult, WriteAck
 from edgekv.errors import Unavailable, error_from_code
 from edgekv.server.auth import AUTHORIZATION
-from edgekv.storage.engine import DeleteOp, PutOp, ScanItem
+from edgekv.storage.batch import DeleteOp, PutOp
+from edgekv.storage.engine import ScanItem
 from edgekv.storage.record import Version
 from edgekv.v1 import kv_pb2
 

@@ -13,7 +13,7 @@ from typing import Any
 from edgekv.cluster.placement import PlacementRules
 from edgekv.errors import InvalidArgument
 from edgekv.keyrange import intersect, overlaps, prefix_range
-from edgekv.storage.engine import DeleteOp, PutOp
+from edgekv.storage.batch import DeleteOp, PutOp
 
 
 def split_keys(

@@ -71,7 +71,7 @@ async def sync_with_peer(
     remote = await stub.GetDigests(
         replication_pb2.DigestRequest(hello=hello, placement=placement), timeout=_CALL_TIMEOUT_S
     )
-    local_groups = engine.group_digests(placement)
+    local_groups = engine.digests.group_digests(placement)
     differing = [g for g in range(digest.GROUPS) if remote.group_digests[g] != local_groups[g]]
     stats.groups_differing = len(differing)
     for start in range(0, len(differing), _GROUPS_PER_CALL):
@@ -82,7 +82,7 @@ async def sync_with_peer(
         )
         buckets: list[int] = []
         for i, group in enumerate(groups):
-            local = engine.bucket_digests(placement, group)
+            local = engine.digests.bucket_digests(placement, group)
             remote_b = resp.bucket_digests[
                 i * digest.BUCKETS_PER_GROUP : (i + 1) * digest.BUCKETS_PER_GROUP
             ]
@@ -120,7 +120,7 @@ async def _reconcile_buckets(
     ours = {
         key: (ts, origin)
         for bucket in buckets
-        for key, ts, origin in engine.list_bucket(placement, bucket)
+        for key, ts, origin in engine.digests.list_bucket(placement, bucket)
     }
     pull = [k for k, v in theirs.items() if (mine := ours.get(k)) is None or mine < v]
     push = [k for k, v in ours.items() if (other := theirs.get(k)) is None or other < v]

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from edgekv.storage.engine import Change
+from edgekv.storage.record import Change
 
 log = logging.getLogger(__name__)
 

@@ -55,7 +55,7 @@ class Collector:
         self._warn_if_held_back(horizon)
         if horizon <= self.horizon_ms:
             return 0  # nothing new can have become collectable
-        removed = await asyncio.to_thread(self._engine.collect_dead, horizon)
+        removed = await asyncio.to_thread(self._engine.collection.collect_dead, horizon)
         self.horizon_ms = horizon
         self.collected_total += removed
         if removed:

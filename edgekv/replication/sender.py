@@ -15,7 +15,6 @@ import asyncio
 import itertools
 import logging
 import random
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,14 +22,15 @@ from dataclasses import dataclass
 
 import grpc
 
+from edgekv import native
 from edgekv.errors import EdgeKVError
 from edgekv.storage.clock import physical_ms, wall_ms
-from edgekv.storage.engine import Engine, LogEntry
-from edgekv.storage.record import OFF_TIMESTAMP
+from edgekv.storage.engine import Engine
+from edgekv.storage.record import timestamp_of
+from edgekv.storage.replog import LogEntry
 from edgekv.v1 import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger(__name__)
-_TIMESTAMP = struct.Struct(">Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +140,6 @@ class PeerSender:
         oldest = self.engine.read_log(self.acked_seq + 1, 1)
         if not oldest:
             return 0.0
-        from edgekv import native
-
         timestamp, _ = native.record_version(oldest[0].record)
         return max(0.0, (wall_ms() - physical_ms(timestamp)) / 1000.0)
 
@@ -299,4 +297,4 @@ def whole_writes(engine: Engine, entries: list[LogEntry], limit: int) -> list[Lo
 
 def _write_of(entry: LogEntry) -> int:
     """The version timestamp of a log entry: the same for every op of one Write."""
-    return int(_TIMESTAMP.unpack_from(entry.record, OFF_TIMESTAMP)[0])
+    return timestamp_of(entry.record)

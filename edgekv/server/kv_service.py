@@ -19,7 +19,7 @@ from edgekv.coordinator import Call, Coordinator
 from edgekv.errors import InvalidArgument
 from edgekv.server.auth import ANYONE, AUTHORIZATION, Authorizer
 from edgekv.server.status import grpc_errors, grpc_stream_errors
-from edgekv.storage.engine import DeleteOp, PutOp
+from edgekv.storage.batch import DeleteOp, PutOp
 from edgekv.storage.record import Version
 from edgekv.v1 import common_pb2, kv_pb2, kv_pb2_grpc
 

@@ -56,7 +56,7 @@ from edgekv.server.interceptors import InflightLimiter
 from edgekv.server.kv_service import KVService
 from edgekv.server.peer_service import PeerService
 from edgekv.server.view import NodeView
-from edgekv.storage.engine import Engine, EngineOptions
+from edgekv.storage.engine import Engine, EngineSettings
 from edgekv.storage.group_commit import GroupCommitter
 from edgekv.v1 import (
     cluster_pb2,
@@ -160,7 +160,7 @@ class Node:
             engine = Engine(
                 spec.data_dir,
                 spec.id,
-                EngineOptions(
+                EngineSettings(
                     limits=config.limits,
                     sync_writes=config.storage.sync_writes,
                     block_cache_mb=config.storage.block_cache_mb,

@@ -120,10 +120,10 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
     ) -> replication_pb2.DigestResponse:
         try:
             self._check_hello(request.hello, context)
-            groups = self._engine.group_digests(request.placement)
+            groups = self._engine.digests.group_digests(request.placement)
             buckets: list[int] = []
             for group in request.groups:
-                buckets += self._engine.bucket_digests(request.placement, group)
+                buckets += self._engine.digests.bucket_digests(request.placement, group)
         except EdgeKVError as exc:
             await abort_with(context, exc)
         return replication_pb2.DigestResponse(group_digests=groups, bucket_digests=buckets)
@@ -140,7 +140,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
             entries = [
                 replication_pb2.KeyVersion(key=key, timestamp=ts, origin=origin)
                 for bucket in request.buckets
-                for key, ts, origin in self._engine.list_bucket(request.placement, bucket)
+                for key, ts, origin in self._engine.digests.list_bucket(request.placement, bucket)
             ]
         except EdgeKVError as exc:
             await abort_with(context, exc)

@@ -23,10 +23,10 @@ from rocksdict import Checkpoint, Options, Rdict, WriteBatch
 
 from edgekv.errors import FailedPrecondition, InvalidArgument, StorageError
 from edgekv.storage.clock import wall_ms
-from edgekv.storage.engine import DIGEST_CF, LOG_CF, META_CF, Engine
+from edgekv.storage.database import COLUMN_FAMILIES, META_CF, META_NODE_ID
+from edgekv.storage.engine import Engine
+from edgekv.storage.replog import META_CURSOR_PREFIX
 
-_META_NODE_ID = b"node_id"
-_META_CURSOR = b"cursor/"
 MARKER = "EDGEKV_BACKUP.json"  # written into each checkpoint: who and when
 
 
@@ -96,16 +96,16 @@ def restore(
     if dst.exists():
         dst.rmdir()
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(MARKER))
-    cfs = {name: Options(raw_mode=True) for name in (LOG_CF, META_CF, DIGEST_CF)}
+    cfs = {name: Options(raw_mode=True) for name in COLUMN_FAMILIES}
     db = Rdict(str(dst), Options(raw_mode=True), column_families=cfs)
     meta = db.get_column_family(META_CF)
     try:
         handle = db.get_column_family_handle(META_CF)
         wb = WriteBatch(raw_mode=True)
-        wb.put(_META_NODE_ID, node_id.encode("ascii"), handle)
+        wb.put(META_NODE_ID, node_id.encode("ascii"), handle)
         it = meta.iter()
-        it.seek(_META_CURSOR)
-        while it.valid() and it.key().startswith(_META_CURSOR):
+        it.seek(META_CURSOR_PREFIX)
+        while it.valid() and it.key().startswith(META_CURSOR_PREFIX):
             wb.delete(it.key(), handle)
             it.next()
         db.write(wb)

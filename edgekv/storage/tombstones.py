@@ -25,20 +25,11 @@ backup (see backup.py).
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 
+from edgekv.storage import record as rec
 from edgekv.storage.clock import physical_ms
-from edgekv.storage.record import (
-    FLAG_EXPIRES,
-    FLAG_TOMBSTONE,
-    OFF_EXPIRES,
-    OFF_FLAGS,
-    OFF_ORIGIN,
-    OFF_TIMESTAMP,
-)
 
-_U64 = struct.Struct(">Q")
 NEVER = 0  # horizon that collects nothing
 
 
@@ -47,22 +38,17 @@ def dead_since_ms(record: bytes) -> int | None:
 
     ``record`` must be a valid record (the engine validates before calling).
     """
-    if len(record) <= OFF_ORIGIN:
-        return None
-    flags = record[OFF_FLAGS]
-    if flags & FLAG_TOMBSTONE:
-        return physical_ms(_U64.unpack_from(record, OFF_TIMESTAMP)[0])
-    if flags & FLAG_EXPIRES:
-        return int(_U64.unpack_from(record, OFF_EXPIRES)[0])
-    return None
+    if rec.is_tombstone(record):
+        return physical_ms(rec.timestamp_of(record))
+    return rec.expiry_of(record)
 
 
 def reads_live(record: bytes, now_ms: int) -> bool:
     """Whether a read at ``now_ms`` returns ``record``'s value."""
-    if record[OFF_FLAGS] & FLAG_TOMBSTONE:
+    if rec.is_tombstone(record):
         return False
-    since = dead_since_ms(record)
-    return since is None or since > now_ms
+    expiry = rec.expiry_of(record)
+    return expiry is None or expiry > now_ms
 
 
 def collectable(record: bytes, horizon_ms: int) -> bool:

@@ -13,7 +13,7 @@ from rocksdict import AccessType, Options, Rdict
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.launcher import write_cluster_file
 from edgekv.local.wait import assert_converged, scrape_metrics, wait_until
-from edgekv.storage.engine import DIGEST_CF, LOG_CF, META_CF
+from edgekv.storage.database import DIGEST_CF, LOG_CF, META_CF
 from edgekv.v1 import kv_pb2, kv_pb2_grpc
 
 pytestmark = pytest.mark.integration

@@ -240,7 +240,8 @@ def test_record_layout_equals_record_module(impl: ModuleType) -> None:
     assert layout.pop("MAX_KEY_BYTES") == MAX_KEY_BYTES
     assert layout == {name: getattr(record, name) for name in layout}
     assert set(layout) == {"FORMAT_VERSION", "FLAG_TOMBSTONE", "FLAG_EXPIRES", "OFF_TIMESTAMP",
-                           "OFF_EXPIRES", "OFF_ORIGIN_LEN", "OFF_ORIGIN"}  # fmt: skip
+                           "OFF_EXPIRES", "OFF_ORIGIN_LEN", "OFF_ORIGIN",
+                           "KNOWN_FLAGS", "OFF_FLAGS", "BUCKET_BITS"}  # fmt: skip
     assert HEADER.size == record.OFF_ORIGIN == record.HEADER_FIXED_BYTES
 
 

@@ -81,20 +81,20 @@ def test_collection_at_any_safe_point_converges(writes: list, data: st.DataObjec
                     if data.draw(st.booleans(), label=f"collect after {step}"):
                         pending = [ms for j, (_, _, ms) in enumerate(records) if j not in delivered]
                         safe = min([*pending, FINAL_HORIZON])
-                        eng.collect_dead(safe)
+                        eng.collection.collect_dead(safe)
                     # A peer that has not collected yet may push back what it still holds.
                     again = data.draw(st.sampled_from(sorted(delivered)), label="redeliver")
                     key, record, _ = records[again]
                     if native.record_version(record) in winners or tombstones.collectable(
-                        record, eng.gc_horizon_ms
+                        record, eng.collection.horizon_ms
                     ):
                         eng.apply(key, record)
-                eng.collect_dead(FINAL_HORIZON)
+                eng.collection.collect_dead(FINAL_HORIZON)
             want = {k: r for k, r in final.items() if not tombstones.collectable(r, FINAL_HORIZON)}
             for eng in nodes:
                 stored, _, _ = eng.column_families()
                 assert dict(stored.items()) == want
-            assert len({tuple(eng.group_digests(b"")) for eng in nodes}) == 1
+            assert len({tuple(eng.digests.group_digests(b"")) for eng in nodes}) == 1
         finally:
             for eng in nodes:
                 eng.close()

@@ -19,7 +19,7 @@ from edgekv.coordinator import Call, ChangeEvent, Coordinator, DirectForwarder
 from edgekv.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
 from edgekv.replication.changefeed import ChangeFeed
 from edgekv.server.auth import Principal
-from edgekv.storage.engine import DeleteOp, Engine, EngineOptions, PutOp
+from edgekv.storage.engine import DeleteOp, Engine, EngineSettings, PutOp
 
 NODES = (("fra-1", "eu-west"), ("iad-1", "us-east"), ("nrt-1", "ap-northeast"))
 
@@ -62,7 +62,7 @@ class InProcessNodes:
         self.feeds: dict[str, ChangeFeed] = {}
         loop = asyncio.get_running_loop()
         for spec in self.config.nodes:
-            engine = Engine(spec.data_dir, spec.id, EngineOptions(placement_of=placement.group_of))
+            engine = Engine(spec.data_dir, spec.id, EngineSettings(placement_of=placement.group_of))
             feed = ChangeFeed(loop)
             engine.add_listener(feed.on_change)
             router = Router(self.config, spec, placement, membership=None)

@@ -22,19 +22,12 @@ from edgekv.errors import (
     InvalidArgument,
     StorageError,
 )
+from edgekv.keyrange import prefix_end
 from edgekv.limits import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, Limits
 from edgekv.storage import clock as clock_module
+from edgekv.storage.batch import MAX_TTL_MS
 from edgekv.storage.clock import LOGICAL_BITS, ClockSkewError, physical_ms
-from edgekv.storage.engine import (
-    MAX_TTL_MS,
-    DeleteOp,
-    Engine,
-    EngineOptions,
-    LogEntry,
-    PutOp,
-    ScanItem,
-    prefix_end,
-)
+from edgekv.storage.engine import DeleteOp, Engine, EngineSettings, PutOp, ScanItem
 from edgekv.storage.record import Item, Version
 
 MiB = 1024 * 1024
@@ -66,7 +59,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 
 
 def open_engine(path: Path, node_id: str = "node-a", **options: Any) -> Engine:
-    return Engine(path, node_id, EngineOptions(**options))
+    return Engine(path, node_id, EngineSettings(**options))
 
 
 def remote(
@@ -94,7 +87,7 @@ def state(eng: Engine) -> tuple[Any, ...]:
         eng.clock.last,
         list(data.items()),
         list(log.items()),
-        eng.group_digests(b""),
+        eng.digests.group_digests(b""),
     )
 
 
@@ -493,14 +486,6 @@ def test_scan_bad_range_rejected(engine: Engine, args: tuple[Any, ...], message:
         engine.scan(*args)
 
 
-def test_prefix_end_is_smallest_greater_key() -> None:
-    assert prefix_end(b"a/") == b"a0"
-    assert prefix_end(b"a\xff") == b"b"
-    assert prefix_end(b"a\xff\xff") == b"b"
-    assert prefix_end(b"\xff\xff") == b""
-    assert prefix_end(b"") == b""
-
-
 # -- apply (remote writes) -----------------------------------------------------
 
 
@@ -565,7 +550,7 @@ def test_apply_losing_record_still_advances_clock(engine: Engine, wall: FakeTime
 
 
 def test_apply_at_max_clock_skew_accepted(engine: Engine, wall: FakeTime) -> None:
-    edge = hlc(wall.ms + engine.options.max_clock_skew_ms, 0xFFFF)
+    edge = hlc(wall.ms + engine.settings.max_clock_skew_ms, 0xFFFF)
     assert engine.apply(b"k", remote(edge))
     assert engine.clock.last == edge
 
@@ -575,7 +560,7 @@ def test_apply_beyond_max_clock_skew_raises_and_writes_nothing(
 ) -> None:
     engine.put(b"existing", b"v")
     before = state(engine)
-    too_far = hlc(wall.ms + engine.options.max_clock_skew_ms + 1)
+    too_far = hlc(wall.ms + engine.settings.max_clock_skew_ms + 1)
     with pytest.raises(ClockSkewError, match=r"501 ms ahead.*500 \(max_clock_skew_ms\)"):
         engine.apply_many([(b"ok", remote(hlc(wall.ms))), (b"far", remote(too_far))])
     assert state(engine) == before
@@ -663,85 +648,6 @@ def test_apply_clock_survives_reopen(tmp_path: Path, wall: FakeTime) -> None:
     try:
         assert eng.clock.last >= ahead
         assert eng.put(b"mine", b"v").timestamp > ahead
-    finally:
-        eng.close()
-
-
-# -- the replication log -------------------------------------------------------
-
-
-def test_read_log_equals_writes_in_order(engine: Engine, wall: FakeTime) -> None:
-    writes: list[tuple[bytes, bool, int, bytes, Version]] = []
-    v = engine.put(b"a", b"1")
-    writes.append((b"a", False, 0, b"1", v))
-    v = engine.write([PutOp(b"b", b"2", 5_000), DeleteOp(b"c"), PutOp(b"a", b"3")])
-    writes += [(b"b", False, wall.ms + 5_000, b"2", v), (b"c", True, 0, b"", v),
-               (b"a", False, 0, b"3", v)]  # fmt: skip
-    v = engine.delete(b"a")
-    writes.append((b"a", True, 0, b"", v))
-    engine.apply(b"remote", remote(now_hlc()))  # not a local write: not logged
-    log = engine.read_log(1)
-    assert [e.seq for e in log] == list(range(1, len(writes) + 1))
-    assert all(isinstance(e, LogEntry) for e in log)
-    assert [(e.key, decoded(e.record)) for e in log] == [
-        (key, (tombstone, ver.timestamp, expires, "node-a", value))
-        for key, tombstone, expires, value, ver in writes
-    ]
-    assert engine.last_seq == len(writes)
-
-
-def test_read_log_record_equals_stored_record(engine: Engine) -> None:
-    engine.write([PutOp(b"a", b"1"), DeleteOp(b"b")])
-    for entry in engine.read_log(0):
-        assert entry.record == engine.get_record(entry.key)
-
-
-def test_read_log_from_seq_and_limit(engine: Engine) -> None:
-    for i in range(10):
-        engine.put(b"k%d" % i, b"v")
-    assert [e.seq for e in engine.read_log(4, 3)] == [4, 5, 6]
-    assert [e.seq for e in engine.read_log(0, 2)] == [1, 2]
-    assert [e.seq for e in engine.read_log(9)] == [9, 10]
-    assert engine.read_log(11) == []
-
-
-@pytest.mark.parametrize(("from_seq", "limit"), [(-1, 10), (0, 0), (1, -5)])
-def test_read_log_invalid_arguments_rejected(engine: Engine, from_seq: int, limit: int) -> None:
-    with pytest.raises(InvalidArgument, match="read_log"):
-        engine.read_log(from_seq, limit)
-
-
-def test_first_log_seq_of_empty_log_is_last_seq_plus_one(engine: Engine) -> None:
-    assert engine.last_seq == 0 and engine.first_log_seq() == 1
-    engine.put(b"k", b"v")
-    assert engine.first_log_seq() == 1
-    engine.trim_log(2)
-    assert engine.read_log(0) == [] and engine.first_log_seq() == 2
-
-
-def test_trim_log_removes_entries_below_seq(engine: Engine) -> None:
-    for i in range(5):
-        engine.put(b"k%d" % i, b"v")
-    engine.trim_log(3)
-    assert [e.seq for e in engine.read_log(0)] == [3, 4, 5] and engine.first_log_seq() == 3
-    engine.trim_log(0)  # no-op
-    engine.trim_log(2)  # already gone: no-op
-    assert engine.first_log_seq() == 3
-    engine.trim_log(1_000)  # beyond the end: empties the log, keeps the seq
-    assert engine.read_log(0) == [] and engine.last_seq == 5 and engine.first_log_seq() == 6
-    assert engine.put(b"next", b"v") and engine.read_log(0)[0].seq == 6
-
-
-def test_trim_log_survives_reopen(tmp_path: Path) -> None:
-    eng = open_engine(tmp_path / "db")
-    for i in range(4):
-        eng.put(b"k%d" % i, b"v")
-    eng.trim_log(3)
-    eng.close()
-    eng = open_engine(tmp_path / "db")
-    try:
-        assert eng.first_log_seq() == 3 and eng.last_seq == 4
-        assert [e.key for e in eng.read_log(0)] == [b"k2", b"k3"]
     finally:
         eng.close()
 
@@ -861,45 +767,7 @@ def test_corrupt_stored_record_raises_corrupt_record_on_get(engine: Engine) -> N
     assert issubclass(CorruptRecord, StorageError) and issubclass(CorruptRecord, EdgeKVError)
 
 
-# -- digests, listeners, cursors ----------------------------------------------
-
-
-def test_digests_match_rebuild_and_survive_reopen(tmp_path: Path) -> None:
-    eng = open_engine(tmp_path / "db")
-    for i in range(300):
-        eng.put(b"d%d" % i, b"v")
-    eng.write([DeleteOp(b"d1"), PutOp(b"d2", b"again")])
-    eng.apply(b"r", remote(now_hlc()))
-    groups = eng.group_digests(b"")
-    eng.rebuild_digests()
-    assert eng.group_digests(b"") == groups
-    eng.close()
-    eng = open_engine(tmp_path / "db")
-    try:
-        assert eng.group_digests(b"") == groups
-        bucket = native.key_bucket(b"d2")
-        assert (b"d2", eng.get(b"d2")[1], "node-a") in eng.list_bucket(b"", bucket)  # type: ignore[index]
-    finally:
-        eng.close()
-
-
-def test_reopen_with_changed_placement_rules_regroups_digests(tmp_path: Path) -> None:
-    eng = open_engine(tmp_path / "db")
-    eng.put(b"eu/1", b"v")
-    eng.put(b"us/1", b"v")
-    eng.close()
-
-    def by_prefix(key: bytes) -> bytes:
-        return b"eu" if key.startswith(b"eu/") else b""
-
-    eng = open_engine(tmp_path / "db", placement_of=by_prefix, placement_fingerprint=b"rules-2")
-    try:
-        assert eng.placements() == [b"", b"eu"]
-        eu_bucket = native.key_bucket(b"eu/1")
-        assert [k for k, _, _ in eng.list_bucket(b"eu", eu_bucket)] == [b"eu/1"]
-        assert b"eu/1" not in [k for k, _, _ in eng.list_bucket(b"", eu_bucket)]
-    finally:
-        eng.close()
+# -- listeners ----------------------------------------------------
 
 
 def test_listener_sees_local_and_applied_changes(engine: Engine) -> None:
@@ -920,14 +788,3 @@ def test_listener_failure_does_not_fail_write(engine: Engine) -> None:
     engine.add_listener(broken)
     engine.put(b"k", b"v")
     assert engine.get(b"k") is not None
-
-
-def test_cursors_persist_across_reopen(tmp_path: Path) -> None:
-    eng = open_engine(tmp_path / "db")
-    eng.save_cursor("node-b", 42)
-    eng.close()
-    eng = open_engine(tmp_path / "db")
-    try:
-        assert eng.load_cursor("node-b") == 42 and eng.load_cursor("node-c") == 0
-    finally:
-        eng.close()

@@ -117,3 +117,16 @@ def test_item_version_and_fields() -> None:
     item = Item(b"v", 9, "n", 0)
     assert item.version == Version(9, "n")
     assert (item.value, item.timestamp, item.origin, item.expires_at_ms) == (b"v", 9, "n", 0)
+
+
+@settings(max_examples=200)
+@given(tombstone=st.booleans(), timestamp=u64, expires_at_ms=u64, origin=origins)
+def test_header_accessors_agree_with_decode(
+    tombstone: bool, timestamp: int, expires_at_ms: int, origin: str
+) -> None:
+    raw = native.encode_record(tombstone, timestamp, expires_at_ms, origin.encode(), b"")
+    decoded = Record(*native.decode_record(raw))
+    assert record.is_tombstone(raw) == decoded.tombstone
+    assert record.timestamp_of(raw) == decoded.timestamp
+    assert record.expiry_of(raw) == (decoded.expires_at_ms or None)
+    assert record.unpack_version(record.packed_version(raw)) == decoded.version

@@ -13,7 +13,7 @@ from edgekv.coordinator.stitching import (
     write_target,
 )
 from edgekv.errors import InvalidArgument
-from edgekv.storage.engine import DeleteOp, PutOp
+from edgekv.storage.batch import DeleteOp, PutOp
 
 REGIONS = ("eu", "us", "ap")
 PLACEMENT = PlacementRules(

@@ -1,0 +1,133 @@
+"""Collecting dead records from one engine's data (the rule: tombstones.py).
+
+Two ways a dead record leaves: the sweep (``Collection.collect_dead``) removes
+the stored ones dead since before the horizon, and ``apply`` never stores an
+incoming one (``split_winners``): if it wins over the stored version, that
+version is removed instead. Either way the data and the digest index change
+in one WriteBatch. Readers see no change: every removed record already read
+as absent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from rocksdict import Rdict, WriteBatch
+
+from edgekv.storage import tombstones
+from edgekv.storage.digest import Buckets, DigestIndex
+from edgekv.storage.record import Change
+
+
+class Collection:
+    """The collection horizon of one engine, and the sweep that applies it.
+
+    ``horizon_ms`` only grows; records dead since before it are collected, and
+    ``Engine.apply`` drops incoming ones. The engine owns the data column
+    family and the write lock; the sweep takes that lock one chunk at a time.
+    """
+
+    def __init__(
+        self,
+        data: Rdict,
+        digests: DigestIndex,
+        *,
+        lock: threading.Lock,
+        write: Callable[[WriteBatch], None],
+        check_open: Callable[[], None],
+    ) -> None:
+        self._data = data
+        self._digests = digests
+        self._lock = lock
+        self._write = write
+        self._check_open = check_open
+        # Read without the lock by apply (an int: a stale read only delays a drop).
+        self.horizon_ms = tombstones.NEVER
+
+    def collect_dead(self, horizon_ms: int, *, chunk: int = 256) -> int:
+        """Remove tombstones and expired records dead since before ``horizon_ms``.
+
+        Returns how many were removed. Works through the data ``chunk`` records
+        at a time, each chunk under the write lock (so writers wait for one
+        chunk at most, and no write can race a removal) and in one WriteBatch.
+        Between chunks it yields the GIL: run from a worker thread, it would
+        otherwise hold the event loop off for a whole switch interval (5 ms).
+        Also raises ``horizon_ms`` for ``apply``. Readers see no change: every
+        removed record already read as absent.
+        """
+        if horizon_ms <= 0:
+            return 0
+        collectable = tombstones.collectable
+        removed = 0
+        resume: bytes | None = None
+        while True:
+            with self._lock:
+                self._check_open()
+                self.horizon_ms = max(self.horizon_ms, horizon_ms)
+                it = self._data.iter()
+                if resume is None:
+                    it.seek_to_first()
+                else:
+                    it.seek(resume)
+                removals: list[Change] = []
+                for _ in range(chunk):
+                    if not it.valid():
+                        break
+                    record = it.value()
+                    if collectable(record, horizon_ms):
+                        removals.append(Change(it.key(), record))
+                    it.next()
+                resume = it.key() if it.valid() else None
+                del it
+                if removals:
+                    wb = WriteBatch(raw_mode=True)
+                    buckets: Buckets = {}
+                    self.stage_removals(wb, removals, buckets)
+                    self._write(wb)
+                    self._digests.publish(buckets)
+                    removed += len(removals)
+            if resume is None:
+                return removed
+            time.sleep(0)  # let a waiting thread (the event loop) take the GIL
+
+    def stage_removals(self, wb: WriteBatch, removals: list[Change], buckets: Buckets) -> None:
+        """Stage deleting each (key, stored record) from data and digests into ``wb``.
+
+        Continues from the bucket digests already staged in ``buckets`` and
+        updates it in place. The caller holds the write lock.
+        """
+        for key, _ in removals:
+            wb.delete(key)
+        self._digests.stage_removals(wb, removals, buckets)
+
+
+def split_winners(
+    winners: Iterable[tuple[bytes, bytes]],
+    stored_of: dict[bytes, bytes | None],
+    horizon_ms: int,
+    now_ms: int,
+) -> tuple[list[Change], list[Change], list[Change]]:
+    """Sort records that won LWW into (to store, stored to remove, visible to readers).
+
+    A winner dead since before ``horizon_ms`` is not stored: it removes the
+    stored version it beats (``stored_of[key]``), and readers see a change only
+    if that version read as live. Every other winner is stored and visible.
+    """
+    changes: list[Change] = []
+    removals: list[Change] = []
+    visible: list[Change] = []
+    collectable = tombstones.collectable
+    for key, record in winners:
+        if horizon_ms and collectable(record, horizon_ms):
+            stored = stored_of[key]
+            if stored is not None:
+                removals.append(Change(key, stored))
+                if tombstones.reads_live(stored, now_ms):
+                    visible.append(Change(key, record))
+            continue
+        change = Change(key, record)
+        changes.append(change)
+        visible.append(change)
+    return changes, removals, visible
