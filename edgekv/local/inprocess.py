@@ -12,15 +12,18 @@ deterministic simulation (one loop, one process).
 Everything blocking would stall the nodes the test is waiting for, so the
 helpers here are coroutines: ``wait_until`` polls without blocking the loop,
 and ``assert_converged`` compares the nodes' engines directly. Use it as
-``async with InProcessCluster(tmp_path) as cluster:`` (or the ``inprocess``
-fixture in tests/inprocess/conftest.py); ``close`` stops every node, proxy and
-client it started, whatever happened.
+``async with InProcessCluster(tmp_path) as cluster:`` (or the ``cluster`` and
+``make_cluster`` fixtures of tests/inprocess/conftest.py); ``close`` stops every
+node, proxy and client it started, whatever happened.
+
+Only what a process entry does is left out: signal handlers, the ready file,
+logging set-up and ``gc.freeze`` are process-wide and stay in ``edgekv serve``;
+each Node keeps its own metrics registry, so nodes never collide in one process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -50,6 +53,7 @@ FAST_REPLICATION: dict[str, Any] = {
     "gc_interval_s": 0.5,
 }
 DEFAULT_STOP_GRACE_S = 0.0  # tear-down: no drain, no flush to peers
+CLOSE_STEP_TIMEOUT_S = 30.0  # a node, client or proxy that takes longer to stop hangs
 
 
 # -- the one place that knows Node's insides ---------------------------------
@@ -202,33 +206,49 @@ class InProcessCluster:
     async def close(self) -> None:
         """Stop every client, node and proxy; idempotent, and safe after a failure.
 
-        Raises AssertionError afterwards if a node left a task running (a leak
-        that would outlive the cluster), after everything else was closed.
+        Each step is bounded by ``CLOSE_STEP_TIMEOUT_S``: a stop that hangs fails
+        with the loop's pending tasks and where they wait, instead of hanging the
+        test run. Raises (after closing everything else) if a step failed or a
+        node left a task running, a leak that would outlive the cluster.
         """
         if self._closed:
             return
         self._closed = True
         errors: list[BaseException] = []
         for client in self._clients:
-            with contextlib.suppress(Exception):
-                await client.close()
+            await self._close_step("closing an SDK client", client.close(), errors)
         self._clients.clear()
         for node_id in list(self.nodes):
-            try:
-                await self.stop_node(node_id, grace_s=DEFAULT_STOP_GRACE_S)
-            except Exception as exc:  # stop the others anyway
-                errors.append(exc)
-        proxies = [*self.links.values(), *self.client_links.values()]
-        await asyncio.gather(*(p.stop() for p in proxies), return_exceptions=True)
-        if errors:
-            raise errors[0]
+            await self._close_step(
+                f"stopping node {node_id}",
+                self.stop_node(node_id, grace_s=DEFAULT_STOP_GRACE_S),
+                errors,
+            )  # fmt: skip
+        for proxy in (*self.links.values(), *self.client_links.values()):
+            await self._close_step(f"stopping proxy {proxy.name}", proxy.stop(), errors)
         leaked = self.running_tasks()
         if leaked:
             names = ", ".join(sorted(t.get_name() for t in leaked))
             for task in leaked:
                 task.cancel()
-            await asyncio.gather(*leaked, return_exceptions=True)
-            raise AssertionError(f"tasks still running after the cluster closed: {names}")
+            await asyncio.wait(leaked, timeout=CLOSE_STEP_TIMEOUT_S)
+            errors.append(AssertionError(f"tasks still running after the cluster closed: {names}"))
+        if errors:
+            raise errors[0]
+
+    @staticmethod
+    async def _close_step(what: str, step: Awaitable[object], errors: list[BaseException]) -> None:
+        try:
+            await asyncio.wait_for(step, CLOSE_STEP_TIMEOUT_S)
+        except TimeoutError:
+            errors.append(
+                AssertionError(
+                    f"{what} did not finish within {CLOSE_STEP_TIMEOUT_S}s; "
+                    f"pending tasks: {describe_tasks()}"
+                )
+            )
+        except Exception as exc:  # close the rest anyway, report the first failure
+            errors.append(exc)
 
     def running_tasks(self) -> list[asyncio.Task[Any]]:
         """The long-lived tasks of this cluster's nodes on the loop (none once closed)."""
@@ -300,9 +320,12 @@ class InProcessCluster:
 
     # -- links -----------------------------------------------------------------
 
-    def _link_proxies(self, a: str, b: str) -> list[FaultProxy]:
+    def _require_proxies(self) -> None:
         if not self._use_proxies:
             raise RuntimeError("this cluster was started without fault proxies")
+
+    def _link_proxies(self, a: str, b: str) -> list[FaultProxy]:
+        self._require_proxies()
         pairs = ((a, b), (b, a))
         return [m[p] for m in (self.links, self.client_links) for p in pairs if p in m]
 
@@ -325,7 +348,7 @@ class InProcessCluster:
 
     def heal(self) -> None:
         """Restore every link."""
-        self._link_proxies(self.node_ids[0], self.node_ids[0])  # checks proxies exist
+        self._require_proxies()
         for proxy in (*self.links.values(), *self.client_links.values()):
             proxy.restore()
 
@@ -408,6 +431,23 @@ class InProcessCluster:
 
 # What the ``make_cluster`` test fixture hands out: ``await make_cluster(**kwargs)``.
 ClusterFactory = Callable[..., Awaitable[InProcessCluster]]
+
+
+def describe_tasks() -> str:
+    """Every other task on the loop and the innermost line it waits at, for hang reports."""
+    lines = []
+    for task in asyncio.all_tasks():
+        if task is asyncio.current_task() or task.done():
+            continue
+        chain = []
+        awaited: Any = task.get_coro()
+        while awaited is not None:  # follow the await chain down to the innermost frame
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is not None:
+                chain.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+        lines.append(f"{task.get_name()} at {' > '.join(chain[-3:]) or '?'}")
+    return "; ".join(sorted(lines)) or "none"
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
