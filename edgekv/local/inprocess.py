@@ -9,9 +9,8 @@ same loop, so a test cuts, heals and delays links exactly as
 three-node cluster in well under a second. It is the base of a later
 deterministic simulation (one loop, one process).
 
-Everything blocking would stall the nodes the test is waiting for, so the
-helpers here are coroutines: ``wait_until`` polls without blocking the loop,
-and ``assert_converged`` compares the nodes' engines directly. Use it as
+A blocking call would stall the nodes the test waits for, so the helpers are
+coroutines (``wait_until``, ``assert_converged`` on the engines). Use it as
 ``async with InProcessCluster(tmp_path) as cluster:`` (or the ``cluster`` and
 ``make_cluster`` fixtures of tests/inprocess/conftest.py); ``close`` stops every
 node, proxy and client it started, whatever happened.
@@ -77,9 +76,6 @@ def node_registry(node: Node) -> CollectorRegistry:
 def _node_task_names(node_id: str) -> str:
     """The prefix of the names of a node's long-lived tasks (``<id>:sender-...``)."""
     return f"{node_id}:"
-
-
-# -----------------------------------------------------------------------------
 
 
 class InProcessCluster:
@@ -165,12 +161,7 @@ class InProcessCluster:
         return {dst: f"127.0.0.1:{p.port}" for (s, dst), p in links.items() if s == src}
 
     async def _start_proxies(self) -> None:
-        own_ports = frozenset(
-            int(addr.rsplit(":", 1)[1])
-            for n in self.config.nodes
-            for addr in (n.listen, n.peer_listen)
-            if addr
-        )
+        own_ports = frozenset(self._node_ports())
         for src in self.config.nodes:
             for dst in self.config.nodes:
                 if src.id == dst.id:
@@ -259,13 +250,12 @@ class InProcessCluster:
 
     def ports(self) -> list[int]:
         """Every TCP port this cluster listens on (nodes' client and peer ports, proxies)."""
-        ports = [
-            int(addr.rsplit(":", 1)[1])
-            for n in self.config.nodes
-            for addr in (n.listen, n.peer_listen)
-            if addr
-        ]
-        return ports + [p.port for p in (*self.links.values(), *self.client_links.values())]
+        proxies = (*self.links.values(), *self.client_links.values())
+        return self._node_ports() + [p.port for p in proxies]
+
+    def _node_ports(self) -> list[int]:
+        nodes = self.config.nodes
+        return [int(a.rsplit(":", 1)[1]) for n in nodes for a in (n.listen, n.peer_listen) if a]
 
     async def __aenter__(self) -> InProcessCluster:
         try:
