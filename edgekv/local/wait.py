@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 T = TypeVar("T")
+# A node's live data under a prefix: key -> (value, timestamp, origin).
+Dump = dict[bytes, tuple[bytes, int, str]]
 
 
 def wait_until(
@@ -36,15 +40,43 @@ def wait_until(
         time.sleep(interval_s)
 
 
-def dump_node(
-    endpoint: str, prefix: bytes = b"", timeout_s: float = 10.0
-) -> dict[bytes, tuple[bytes, int, str]]:
+async def wait_until_async(
+    predicate: Callable[[], T | Awaitable[T]],
+    *,
+    timeout_s: float = 10.0,
+    what: str = "condition",
+    interval_s: float = 0.01,
+) -> T:
+    """``wait_until`` for code on an event loop: the loop keeps running between polls.
+
+    ``predicate`` may be a plain function or return an awaitable. For nodes that
+    serve on the same loop as the test (edgekv.local.inprocess), where a blocking
+    wait would stall the very nodes it waits for.
+    """
+    deadline = time.monotonic() + timeout_s
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            result = predicate()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return result
+        except Exception as exc:
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_exc!r})" if last_exc else ""
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}{detail}")
+        await asyncio.sleep(interval_s)
+
+
+def dump_node(endpoint: str, prefix: bytes = b"", timeout_s: float = 10.0) -> Dump:
     """Every live key under ``prefix`` on one node: key -> (value, timestamp, origin)."""
     import grpc
 
     from edgekv.v1 import kv_pb2, kv_pb2_grpc
 
-    out: dict[bytes, tuple[bytes, int, str]] = {}
+    out: Dump = {}
     with grpc.insecure_channel(endpoint) as channel:
         stub = kv_pb2_grpc.KVStub(channel)
         token = b""
@@ -61,7 +93,12 @@ def dump_node(
 
 def converged(endpoints: dict[str, str], prefix: bytes = b"") -> tuple[bool, str]:
     """Whether every node holds the same data under ``prefix``, and a diff if not."""
-    dumps = {name: dump_node(ep, prefix) for name, ep in endpoints.items()}
+    problems = diff_dumps({name: dump_node(ep, prefix) for name, ep in endpoints.items()})
+    return (not problems, problems)
+
+
+def diff_dumps(dumps: Mapping[str, Dump]) -> str:
+    """How the nodes' dumps differ from the first node's (by name); "" when all are equal."""
     names = sorted(dumps)
     first = dumps[names[0]]
     problems = []
@@ -75,12 +112,12 @@ def converged(endpoints: dict[str, str], prefix: bytes = b"") -> tuple[bool, str
                 f"{name} vs {names[0]}: {len(missing)} missing, {len(extra)} extra, "
                 f"{len(differ)} different (e.g. {sorted(missing | extra | set(differ))[:3]!r})"
             )
-    return (not problems, "; ".join(problems))
+    return "; ".join(problems)
 
 
 def assert_converged(
     endpoints: dict[str, str], prefix: bytes = b"", *, timeout_s: float = 30.0
-) -> dict[bytes, tuple[bytes, int, str]]:
+) -> Dump:
     """Poll until all nodes hold identical data under ``prefix``; return it.
 
     Raises AssertionError with the differences at the deadline (like raft's EnsureSame).

@@ -12,9 +12,8 @@ from edgekv import native
 from edgekv._version import __version__
 from edgekv.cluster.audit import AuditReport, audit_column_families
 from edgekv.config.model import ClusterConfig
-from edgekv.errors import EdgeKVError
 from edgekv.server.auth import Authorizer
-from edgekv.server.status import abort_with
+from edgekv.server.status import grpc_errors
 from edgekv.server.view import NodeView
 from edgekv.storage.backup import create_checkpoint
 from edgekv.storage.engine import Engine
@@ -51,18 +50,15 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             for rule in config.placement
         ]
 
-    async def _authorize(self, context: grpc.aio.ServicerContext, scope: str) -> None:
-        if self._auth is None:
-            return
-        try:
+    def _authorize(self, context: grpc.aio.ServicerContext, scope: str) -> None:
+        if self._auth is not None:
             self._auth.authorize(context, scope)
-        except EdgeKVError as exc:
-            await abort_with(context, exc)
 
+    @grpc_errors
     async def Status(
         self, request: cluster_pb2.StatusRequest, context: grpc.aio.ServicerContext
     ) -> cluster_pb2.StatusResponse:
-        await self._authorize(context, "read")
+        self._authorize(context, "read")
         view = self._view
         engine = view.engine_stats()
         return cluster_pb2.StatusResponse(
@@ -79,10 +75,11 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             metrics_endpoint=view.metrics_endpoint,
         )
 
+    @grpc_errors
     async def Members(
         self, request: cluster_pb2.MembersRequest, context: grpc.aio.ServicerContext
     ) -> cluster_pb2.MembersResponse:
-        await self._authorize(context, "read")
+        self._authorize(context, "read")
         view = self._view
         peers = {peer.peer_id: peer for peer in view.peer_stats()}
         members = []
@@ -124,10 +121,11 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             placement=self._placement,
         )
 
+    @grpc_errors
     async def Audit(
         self, request: cluster_pb2.AuditRequest, context: grpc.aio.ServicerContext
     ) -> cluster_pb2.AuditResponse:
-        await self._authorize(context, "admin")
+        self._authorize(context, "admin")
         view, engine = self._view, self._engine
         data, log, index = engine.column_families()
         report = AuditReport(view.node_id, view.region)
@@ -150,15 +148,13 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             ],
         )
 
+    @grpc_errors
     async def Backup(
         self, request: cluster_pb2.BackupRequest, context: grpc.aio.ServicerContext
     ) -> cluster_pb2.BackupResponse:
-        await self._authorize(context, "admin")
+        self._authorize(context, "admin")
         engine = self._engine
         last_seq, hlc = engine.last_seq, engine.clock.last
-        try:
-            # Flush + checkpoint touch the disk: off the event loop.
-            path = await asyncio.to_thread(create_checkpoint, engine, request.dest_path)
-        except EdgeKVError as exc:
-            await abort_with(context, exc)
+        # Flush + checkpoint touch the disk: off the event loop.
+        path = await asyncio.to_thread(create_checkpoint, engine, request.dest_path)
         return cluster_pb2.BackupResponse(path=str(path), last_seq=last_seq, hlc_timestamp=hlc)

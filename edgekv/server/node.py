@@ -9,8 +9,9 @@ engine (RocksDB) -> change feed, and the group committer with ``sync_writes``
 -> with peers: the peer server (Replication service), then membership,
 anti-entropy, one sender per peer (tasks: senders, heartbeats, anti-entropy,
 log trimmer) -> dead-record collector -> router -> the :class:`NodeView` ->
-client server (KV, Cluster, health, reflection) -> /metrics -> health
-SERVING. If a step fails, what was opened is closed again and the error raised.
+the request layer (``Coordinator``) and the client server (KV, Cluster,
+health, reflection) -> /metrics -> health SERVING. If a step fails, what
+was opened is closed again and the error raised.
 
 ``stop`` goes the other way: health NOT_SERVING -> the client server drains
 in-flight calls (grace period) -> group commits drain -> connected senders
@@ -143,9 +144,17 @@ class Node:
     @property
     def view(self) -> NodeView:
         """What this running node shows metrics and the Cluster service."""
+        return self._require_running().view
+
+    @property
+    def engine(self) -> Engine:
+        """The running node's storage engine, for in-process tools (the test harness)."""
+        return self._require_running().engine
+
+    def _require_running(self) -> _Running:
         if self._running is None:
             raise RuntimeError(f"node {self.spec.id} is not running")
-        return self._running.view
+        return self._running
 
     # -- start -----------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 import grpc
 
 from edgekv.errors import EdgeKVError, InvalidArgument, PermissionDenied
-from edgekv.server.status import abort_with
+from edgekv.server.status import grpc_errors, grpc_stream_errors
 from edgekv.storage.clock import wall_ms
 from edgekv.storage.engine import Engine
 from edgekv.v1 import replication_pb2, replication_pb2_grpc
@@ -77,6 +77,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
             log.warning("refused %d records this region may not hold", len(pairs) - len(allowed))
         return self._engine.apply_many(allowed) if allowed else 0
 
+    @grpc_stream_errors
     async def Replicate(
         self,
         request_iterator: AsyncIterator[replication_pb2.ReplicateRequest],
@@ -99,15 +100,13 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
                 yield replication_pb2.ReplicateAck(acked_seq=request.through_seq, applied=applied)
         except EdgeKVError as exc:
             log.warning("replication stream from %s refused: %s", origin or "?", exc)
-            await abort_with(context, exc)
+            raise
 
+    @grpc_errors
     async def Heartbeat(
         self, request: replication_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> replication_pb2.HeartbeatResponse:
-        try:
-            self._check_hello(request.hello, context)
-        except EdgeKVError as exc:
-            await abort_with(context, exc)
+        self._check_hello(request.hello, context)
         return replication_pb2.HeartbeatResponse(
             node_id=self._node_id,
             region=self._region,
@@ -115,60 +114,52 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
             now_ms=wall_ms(),
         )
 
+    @grpc_errors
     async def GetDigests(
         self, request: replication_pb2.DigestRequest, context: grpc.aio.ServicerContext
     ) -> replication_pb2.DigestResponse:
-        try:
-            self._check_hello(request.hello, context)
-            groups = self._engine.digests.group_digests(request.placement)
-            buckets: list[int] = []
-            for group in request.groups:
-                buckets += self._engine.digests.bucket_digests(request.placement, group)
-        except EdgeKVError as exc:
-            await abort_with(context, exc)
+        self._check_hello(request.hello, context)
+        groups = self._engine.digests.group_digests(request.placement)
+        buckets: list[int] = []
+        for group in request.groups:
+            buckets += self._engine.digests.bucket_digests(request.placement, group)
         return replication_pb2.DigestResponse(group_digests=groups, bucket_digests=buckets)
 
+    @grpc_errors
     async def ListBuckets(
         self, request: replication_pb2.ListBucketsRequest, context: grpc.aio.ServicerContext
     ) -> replication_pb2.ListBucketsResponse:
-        try:
-            self._check_hello(request.hello, context)
-            if len(request.buckets) > MAX_LIST_BUCKETS:
-                raise InvalidArgument(
-                    f"{len(request.buckets)} buckets requested; the limit is {MAX_LIST_BUCKETS}"
-                )
-            entries = [
-                replication_pb2.KeyVersion(key=key, timestamp=ts, origin=origin)
-                for bucket in request.buckets
-                for key, ts, origin in self._engine.digests.list_bucket(request.placement, bucket)
-            ]
-        except EdgeKVError as exc:
-            await abort_with(context, exc)
+        self._check_hello(request.hello, context)
+        if len(request.buckets) > MAX_LIST_BUCKETS:
+            raise InvalidArgument(
+                f"{len(request.buckets)} buckets requested; the limit is {MAX_LIST_BUCKETS}"
+            )
+        entries = [
+            replication_pb2.KeyVersion(key=key, timestamp=ts, origin=origin)
+            for bucket in request.buckets
+            for key, ts, origin in self._engine.digests.list_bucket(request.placement, bucket)
+        ]
         return replication_pb2.ListBucketsResponse(entries=entries)
 
+    @grpc_errors
     async def FetchRecords(
         self, request: replication_pb2.FetchRecordsRequest, context: grpc.aio.ServicerContext
     ) -> replication_pb2.RecordBatch:
-        try:
-            requester = self._check_hello(request.hello, context)
-            if len(request.keys) > MAX_FETCH_KEYS:
-                raise InvalidArgument(
-                    f"{len(request.keys)} keys requested; the limit is {MAX_FETCH_KEYS}"
-                )
-            records = self._engine.records(list(request.keys))
-        except EdgeKVError as exc:
-            await abort_with(context, exc)
+        requester = self._check_hello(request.hello, context)
+        if len(request.keys) > MAX_FETCH_KEYS:
+            raise InvalidArgument(
+                f"{len(request.keys)} keys requested; the limit is {MAX_FETCH_KEYS}"
+            )
+        records = self._engine.records(list(request.keys))
         log.debug("served %d records to %s", len(records), requester)
         return replication_pb2.RecordBatch(
             records=[replication_pb2.KeyRecord(key=k, record=r) for k, r in records]
         )
 
+    @grpc_errors
     async def PushRecords(
         self, request: replication_pb2.RecordBatch, context: grpc.aio.ServicerContext
     ) -> replication_pb2.PushRecordsResponse:
-        try:
-            self._check_hello(request.hello, context)
-            applied = self._apply([(r.key, r.record) for r in request.records])
-        except EdgeKVError as exc:
-            await abort_with(context, exc)
+        self._check_hello(request.hello, context)
+        applied = self._apply([(r.key, r.record) for r in request.records])
         return replication_pb2.PushRecordsResponse(applied=applied)
