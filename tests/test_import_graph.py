@@ -108,7 +108,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_import_graph_sees_known_edges() -> None:
     graph = _graph()
     # Absolute, `from package import module`, and a name from a package's __init__.
-    assert "edgekv.errors" in graph["edgekv.server.cluster_service"]
+    assert "edgekv.errors" in graph["edgekv.server.peer_service"]
     assert "edgekv._fallback" in graph["edgekv.native"]
     assert "edgekv.server.view" in graph["edgekv.metrics"]
     assert "edgekv.v1" not in graph and "edgekv.client" in graph["edgekv"]

@@ -363,6 +363,10 @@ def test_client_routes_to_nearest_allowed_pop_and_fails_over(sdk: Flavor, tmp_pa
                 assert c.put("eu/k", "v").served_by == "fra-1"
                 direct_ms = (time.perf_counter() - started) * 1000
                 assert direct_ms < 70, f"{direct_ms:.1f} ms: went through iad, not straight to fra"
+                # Only a write that reached Frankfurt can be read there once iad-1 is gone
+                # (on a loaded machine the kill could beat replication over the WAN link).
+                with Client(cluster.endpoint("fra-1"), discover=False) as fra:
+                    wait_until(lambda: fra.get("global/k"), timeout_s=20, what="global/k at fra-1")
                 cluster.kill("iad-1")
                 entry = wait_until(lambda: c.get("global/k"), timeout_s=20, what="failover read")
                 assert entry.served_by == "fra-1"  # the next nearest
