@@ -48,7 +48,7 @@ class NodeMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
-        self._state: _NodeStateCollector | None = None
+        self._state: _NodeStateExporter | None = None
         self._server: Any = None
         self._port = 0
 
@@ -56,7 +56,7 @@ class NodeMetrics:
         """Report the state of the node behind ``view`` at every scrape (from now on)."""
         if self._state is not None:
             self.registry.unregister(self._state)
-        self._state = _NodeStateCollector(view)
+        self._state = _NodeStateExporter(view)
         self.registry.register(self._state)
 
     @property
@@ -158,7 +158,7 @@ class _MetricsInterceptor(grpc.aio.ServerInterceptor):
         return handler  # bidi streams (peer port, reflection): not timed
 
 
-class _NodeStateCollector(Collector):
+class _NodeStateExporter(Collector):
     """Gauges read from the node's view at scrape time (in the HTTP server's thread)."""
 
     def __init__(self, view: NodeView) -> None:

@@ -114,7 +114,9 @@ def preload_divergent(config: Path, keys: int) -> None:
 
     cfg = load_config(config)
     rules = PlacementRules.from_config(cfg)
-    opts = EngineSettings(placement_of=rules.group_of, placement_fingerprint=rules.fingerprint())
+    opts = EngineSettings(
+        placement_of=rules.placement_of, placement_fingerprint=rules.fingerprint()
+    )
     a = Engine(cfg.node("fra-1").data_dir, "fra-1", opts)
     b = Engine(cfg.node("iad-1").data_dir, "iad-1", opts)
     value = os.urandom(100)
@@ -143,7 +145,7 @@ async def digests_equal(peer_a: str, peer_b: str) -> bool:
         )
         da = await replication_pb2_grpc.ReplicationStub(ca).GetDigests(req_a)
         db = await replication_pb2_grpc.ReplicationStub(cb).GetDigests(req_b)
-        return list(da.group_digests) == list(db.group_digests)
+        return list(da.segment_digests) == list(db.segment_digests)
 
 
 def main() -> None:

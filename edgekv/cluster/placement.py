@@ -3,8 +3,8 @@
 Rules map a key prefix to the regions allowed to hold it; the longest matching
 prefix wins; a key that matches no rule is global (every region may hold it).
 Every node computes the same answer from the cluster file, so routing needs no
-lookup. A key's *placement group* is its rule's prefix (``b""`` for global):
-anti-entropy digests are kept per group, so two nodes compare only the keys
+lookup. A key's *placement* is its rule's prefix (``b""`` for global):
+anti-entropy digests are kept per placement, so two nodes compare only the keys
 both may hold.
 """
 
@@ -19,7 +19,7 @@ from edgekv.errors import InvalidArgument
 
 __all__ = ["GLOBAL", "PlacementRule", "PlacementRules"]
 
-GLOBAL = b""  # the placement group of keys that match no rule
+GLOBAL = b""  # the placement of keys that match no rule
 
 
 class _Region(Protocol):
@@ -132,8 +132,8 @@ class PlacementRules:
                 return rule
         return None
 
-    def group_of(self, key: bytes) -> bytes:
-        """The key's placement group: its rule's prefix, or ``GLOBAL`` (b"")."""
+    def placement_of(self, key: bytes) -> bytes:
+        """The key's placement: its rule's prefix, or ``GLOBAL`` (b"")."""
         rule = self.rule_for(key)
         return GLOBAL if rule is None else rule.prefix
 
@@ -141,21 +141,21 @@ class PlacementRules:
         """True when there are no rules: every region may hold every key."""
         return not self.rules
 
-    def groups_shared_by(self, regions: Iterable[str]) -> list[bytes]:
-        """Placement groups whose keys every one of ``regions`` may hold, sorted.
+    def placements_shared_by(self, regions: Iterable[str]) -> list[bytes]:
+        """Placements whose keys every one of ``regions`` may hold, sorted.
 
-        The global group is included when all of ``regions`` are known regions.
+        The global placement is included when all of ``regions`` are known regions.
         """
         wanted = frozenset(regions)
-        groups = [GLOBAL] if wanted <= self.all_regions else []
-        groups += sorted(p for p, allowed in self._regions_by_prefix.items() if wanted <= allowed)
-        return groups
+        shared = [GLOBAL] if wanted <= self.all_regions else []
+        shared += sorted(p for p, allowed in self._regions_by_prefix.items() if wanted <= allowed)
+        return shared
 
     def fingerprint(self) -> bytes:
         """16 bytes that change whenever the rules do, whatever their order in the file.
 
-        The engine stores it and rebuilds its per-group digest index when it
-        changes. Only the rules count: adding a region changes no key's group.
+        The engine stores it and rebuilds its per-placement digest index when it
+        changes. Only the rules count: adding a region changes no key's placement.
         """
         h = hashlib.sha256()
         for rule in sorted(self.rules, key=lambda r: r.prefix):

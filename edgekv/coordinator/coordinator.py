@@ -106,7 +106,7 @@ class Coordinator:
         if self._all_local:
             return BatchGetResult(self._engine.get_many(keys), self.node_id)
         router = self._router
-        local, remote = split_keys(keys, router.is_local, router.placement.group_of)
+        local, remote = split_keys(keys, router.is_local, router.placement.placement_of)
         if not remote:
             return BatchGetResult(self._engine.get_many(keys), self.node_id)
         self._refuse_if_forwarded(call)
@@ -205,7 +205,7 @@ class Coordinator:
         call.principal.authorize("write", [op.key for op in ops])
         if not self._all_local and ops:
             router = self._router
-            target = write_target(ops, router.is_local, router.placement.group_of)
+            target = write_target(ops, router.is_local, router.placement.placement_of)
             if target is not None:
                 self._refuse_if_forwarded(call)
                 return await self._forwarder.write(ops, target, call)

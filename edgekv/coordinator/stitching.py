@@ -17,9 +17,9 @@ from edgekv.storage.batch import DeleteOp, PutOp
 
 
 def split_keys(
-    keys: Sequence[bytes], is_local: Callable[[bytes], bool], group_of: Callable[[bytes], bytes]
+    keys: Sequence[bytes], is_local: Callable[[bytes], bool], placement_of: Callable[[bytes], bytes]
 ) -> tuple[list[int], dict[bytes, list[int]]]:
-    """Positions of ``keys`` served here, and of the rest by placement group.
+    """Positions of ``keys`` served here, and of the rest by placement.
 
     Linear in ``len(keys)``: one placement lookup per key.
     """
@@ -29,7 +29,7 @@ def split_keys(
         if is_local(key):
             local.append(i)
         else:
-            remote.setdefault(group_of(key), []).append(i)
+            remote.setdefault(placement_of(key), []).append(i)
     return local, remote
 
 
@@ -51,20 +51,20 @@ def remote_ranges(
 def write_target(
     ops: Sequence[PutOp | DeleteOp],
     is_local: Callable[[bytes], bool],
-    group_of: Callable[[bytes], bytes],
+    placement_of: Callable[[bytes], bytes],
 ) -> bytes | None:
     """None to apply ``ops`` here, or a key whose placement serves the whole batch.
 
-    A batch is atomic on one node only, so it must fall in one placement group
-    (or all in groups this node holds). A batch that spans groups held by
+    A batch is atomic on one node only, so it must fall in one placement (or
+    all in placements this node holds). A batch that spans placements held by
     different nodes is refused rather than applied half here, half there.
     """
-    groups = {group_of(op.key): op.key for op in ops}
-    if all(is_local(key) for key in groups.values()):
+    placements = {placement_of(op.key): op.key for op in ops}
+    if all(is_local(key) for key in placements.values()):
         return None
-    if len(groups) == 1:
-        return next(iter(groups.values()))
-    shown = ", ".join(repr(g.decode("utf-8", "replace") or "(global)") for g in sorted(groups))
+    if len(placements) == 1:
+        return next(iter(placements.values()))
+    shown = ", ".join(repr(p.decode("utf-8", "replace") or "(global)") for p in sorted(placements))
     raise InvalidArgument(
         f"batch spans placement groups {shown} that are held by different regions; a Write "
         f"is atomic only within one placement, so split it into one Write per placement"

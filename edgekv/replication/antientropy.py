@@ -28,7 +28,7 @@ from edgekv.v1 import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-_GROUPS_PER_CALL = 32
+_SEGMENTS_PER_CALL = 32
 _BUCKETS_PER_CALL = 512
 _RECORDS_PER_CALL = 1000
 _CALL_TIMEOUT_S = 30.0
@@ -38,7 +38,7 @@ _CALL_TIMEOUT_S = 30.0
 class SyncStats:
     """What one sync with one peer did."""
 
-    groups_differing: int = 0
+    segments_differing: int = 0
     buckets_differing: int = 0
     pulled: int = 0  # records fetched from the peer that changed local data
     pushed: int = 0  # records sent to the peer that changed its data
@@ -71,24 +71,26 @@ async def sync_with_peer(
     remote = await stub.GetDigests(
         replication_pb2.DigestRequest(hello=hello, placement=placement), timeout=_CALL_TIMEOUT_S
     )
-    local_groups = engine.digests.group_digests(placement)
-    differing = [g for g in range(digest.GROUPS) if remote.group_digests[g] != local_groups[g]]
-    stats.groups_differing = len(differing)
-    for start in range(0, len(differing), _GROUPS_PER_CALL):
-        groups = differing[start : start + _GROUPS_PER_CALL]
+    local_segments = engine.digests.segment_digests(placement)
+    differing = [
+        g for g in range(digest.SEGMENTS) if remote.segment_digests[g] != local_segments[g]
+    ]
+    stats.segments_differing = len(differing)
+    for start in range(0, len(differing), _SEGMENTS_PER_CALL):
+        segments = differing[start : start + _SEGMENTS_PER_CALL]
         resp = await stub.GetDigests(
-            replication_pb2.DigestRequest(hello=hello, placement=placement, groups=groups),
+            replication_pb2.DigestRequest(hello=hello, placement=placement, segments=segments),
             timeout=_CALL_TIMEOUT_S,
         )
         buckets: list[int] = []
-        for i, group in enumerate(groups):
-            local = engine.digests.bucket_digests(placement, group)
+        for i, segment in enumerate(segments):
+            local = engine.digests.bucket_digests(placement, segment)
             remote_b = resp.bucket_digests[
-                i * digest.BUCKETS_PER_GROUP : (i + 1) * digest.BUCKETS_PER_GROUP
+                i * digest.BUCKETS_PER_SEGMENT : (i + 1) * digest.BUCKETS_PER_SEGMENT
             ]
-            base = group * digest.BUCKETS_PER_GROUP
+            base = segment * digest.BUCKETS_PER_SEGMENT
             buckets += [
-                base + j for j in range(digest.BUCKETS_PER_GROUP) if remote_b[j] != local[j]
+                base + j for j in range(digest.BUCKETS_PER_SEGMENT) if remote_b[j] != local[j]
             ]
         stats.buckets_differing += len(buckets)
         for b_start in range(0, len(buckets), _BUCKETS_PER_CALL):
@@ -147,7 +149,7 @@ async def _reconcile_buckets(
 class AntiEntropy:
     """The periodic, jittered anti-entropy loop of one node.
 
-    ``placements_with(peer_id)`` lists the placement groups both nodes may
+    ``placements_with(peer_id)`` lists the placements both nodes may
     hold; ``stub_for(peer_id)`` gives a Replication stub for the peer.
     ``trigger`` asks for a sync now (a peer past log retention, a new node).
     """
@@ -180,12 +182,12 @@ class AntiEntropy:
         self._kick.set()
 
     async def sync_peer(self, peer_id: str) -> SyncStats:
-        """Sync every shared placement group with one peer now."""
+        """Sync every shared placement with one peer now."""
         total = SyncStats()
         stub = self._stub_for(peer_id)
         for placement in self._placements_with(peer_id):
             stats = await sync_with_peer(self._engine, stub, self._hello, placement)
-            total.groups_differing += stats.groups_differing
+            total.segments_differing += stats.segments_differing
             total.buckets_differing += stats.buckets_differing
             total.pulled += stats.pulled
             total.pushed += stats.pushed

@@ -174,7 +174,7 @@ class Node:
                     sync_writes=config.storage.sync_writes,
                     block_cache_mb=config.storage.block_cache_mb,
                     max_clock_skew_ms=config.replication.max_clock_skew_ms,
-                    placement_of=self.placement.group_of,
+                    placement_of=self.placement.placement_of,
                     placement_fingerprint=self.placement.fingerprint(),
                 ),
             )
@@ -364,9 +364,9 @@ class Node:
         return self.placement.allows(key, self.spec.region)
 
     def _placements_with(self, peer: str) -> list[bytes]:
-        """Placement groups that both this node and ``peer`` may hold."""
+        """Placements that both this node and ``peer`` may hold."""
         regions = {self.spec.region, self.config.node(peer).region}
-        return self.placement.groups_shared_by(regions)
+        return self.placement.placements_shared_by(regions)
 
     # -- stop ------------------------------------------------------------------
 

@@ -119,11 +119,11 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         self, request: replication_pb2.DigestRequest, context: grpc.aio.ServicerContext
     ) -> replication_pb2.DigestResponse:
         self._check_hello(request.hello, context)
-        groups = self._engine.digests.group_digests(request.placement)
+        segments = self._engine.digests.segment_digests(request.placement)
         buckets: list[int] = []
-        for group in request.groups:
-            buckets += self._engine.digests.bucket_digests(request.placement, group)
-        return replication_pb2.DigestResponse(group_digests=groups, bucket_digests=buckets)
+        for segment in request.segments:
+            buckets += self._engine.digests.bucket_digests(request.placement, segment)
+        return replication_pb2.DigestResponse(segment_digests=segments, bucket_digests=buckets)
 
     @grpc_errors
     async def ListBuckets(

@@ -1,12 +1,12 @@
-"""Anti-entropy digests: a two-level hash tree per placement group, kept current.
+"""Anti-entropy digests: a two-level hash tree per placement, kept current.
 
 Every record (tombstones and expired records included) contributes
 ``record_hash(key, record)`` to its key's bucket; a bucket's digest is the XOR
 of its records' hashes, so replacing a version is two XORs and the tree is
 maintained on every write and apply in the same WriteBatch, never rebuilt
-(except when the placement rules change). 65,536 buckets form 256 groups of
-256; two nodes compare the 256 group digests, then the buckets of differing
-groups, then list only differing buckets, so a sync costs in proportion to the
+(except when the placement rules change). 65,536 buckets form 256 segments
+of 256; two nodes compare the 256 segment digests, then the buckets of
+differing segments, then list only differing buckets, so a sync costs in proportion to the
 difference, not the data.
 
 Stored bytes (integers big-endian, see record.py):
@@ -32,8 +32,8 @@ from edgekv.storage.record import BUCKET_BITS, U16, U64, packed_version, unpack_
 
 DIGEST_CF = "digest"
 BUCKETS = 1 << BUCKET_BITS
-GROUPS = 256
-BUCKETS_PER_GROUP = BUCKETS // GROUPS
+SEGMENTS = 256
+BUCKETS_PER_SEGMENT = BUCKETS // SEGMENTS
 META_PREFIX = b"digest/"
 _META_PLACEMENT = b"placement_fingerprint"
 
@@ -67,29 +67,29 @@ def parse_meta_key(raw: bytes) -> tuple[bytes, int]:
 
 
 class DigestTree:
-    """Bucket and group digests of one placement group, in memory.
+    """Bucket and segment digests of one placement, in memory.
 
     Owned by a DigestIndex and changed only under the engine's write lock,
     after the WriteBatch carrying the same change has been written.
     """
 
-    __slots__ = ("buckets", "groups")
+    __slots__ = ("buckets", "segments")
 
     def __init__(self) -> None:
         self.buckets = array("Q", bytes(8 * BUCKETS))
-        self.groups = array("Q", bytes(8 * GROUPS))
+        self.segments = array("Q", bytes(8 * SEGMENTS))
 
     def set_bucket(self, bucket: int, digest: int) -> None:
         old = self.buckets[bucket]
         self.buckets[bucket] = digest
-        self.groups[bucket // BUCKETS_PER_GROUP] ^= old ^ digest
+        self.segments[bucket // BUCKETS_PER_SEGMENT] ^= old ^ digest
 
-    def group_digests(self) -> list[int]:
-        return list(self.groups)
+    def segment_digests(self) -> list[int]:
+        return list(self.segments)
 
-    def bucket_digests(self, group: int) -> list[int]:
-        start = group * BUCKETS_PER_GROUP
-        return list(self.buckets[start : start + BUCKETS_PER_GROUP])
+    def bucket_digests(self, segment: int) -> list[int]:
+        start = segment * BUCKETS_PER_SEGMENT
+        return list(self.buckets[start : start + BUCKETS_PER_SEGMENT])
 
 
 class DigestIndex:
@@ -132,20 +132,20 @@ class DigestIndex:
 
     # -- queries ----------------------------------------------------------------
 
-    def group_digests(self, placement: bytes) -> list[int]:
-        """The 256 top-level digests of a placement group."""
+    def segment_digests(self, placement: bytes) -> list[int]:
+        """The 256 segment digests of a placement."""
         with self._lock:
-            return self._tree(placement).group_digests()
+            return self._tree(placement).segment_digests()
 
-    def bucket_digests(self, placement: bytes, group: int) -> list[int]:
-        """The 256 bucket digests of one top-level group."""
-        if not 0 <= group < GROUPS:
-            raise InvalidArgument(f"digest group {group} is out of range 0..{GROUPS - 1}")
+    def bucket_digests(self, placement: bytes, segment: int) -> list[int]:
+        """The 256 bucket digests of one segment."""
+        if not 0 <= segment < SEGMENTS:
+            raise InvalidArgument(f"digest segment {segment} is out of range 0..{SEGMENTS - 1}")
         with self._lock:
-            return self._tree(placement).bucket_digests(group)
+            return self._tree(placement).bucket_digests(segment)
 
     def placements(self) -> list[bytes]:
-        """Placement groups this node holds data of."""
+        """Placements this node holds data of."""
         with self._lock:
             return sorted(self._trees)
 
@@ -187,7 +187,7 @@ class DigestIndex:
         trees = self._trees
         tags = self._tags
         buckets: Buckets = {}
-        latest: dict[bytes, bytes] = {}  # a key written twice in one group
+        latest: dict[bytes, bytes] = {}  # a key written twice in one write group
         for key, record in changes:
             placement = placement_of(key)
             bucket = key_bucket(key)
@@ -317,7 +317,7 @@ class DigestIndex:
 
 
 def _global(key: bytes) -> bytes:
-    return b""  # no placement rules: one group
+    return b""  # no placement rules: one placement
 
 
 def _first_key(cf: Rdict) -> bytes | None:

@@ -75,8 +75,8 @@ class EngineSettings:
     sync_writes: bool = False
     block_cache_mb: int = 64
     max_clock_skew_ms: int = DEFAULT_MAX_SKEW_MS
-    # Maps a key to its placement group (the matching rule's prefix; b"" = global).
-    # Digests are kept per group so two nodes compare only what both may hold.
+    # Maps a key to its placement (the matching rule's prefix; b"" = global).
+    # Digests are kept per placement so two nodes compare only what both may hold.
     placement_of: Callable[[bytes], bytes] | None = None
     # Changes whenever the placement rules change; the digest index is rebuilt then.
     placement_fingerprint: bytes = b""

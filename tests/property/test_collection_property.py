@@ -94,7 +94,7 @@ def test_collection_at_any_safe_point_converges(writes: list, data: st.DataObjec
             for eng in nodes:
                 stored, _, _ = eng.column_families()
                 assert dict(stored.items()) == want
-            assert len({tuple(eng.digests.group_digests(b"")) for eng in nodes}) == 1
+            assert len({tuple(eng.digests.segment_digests(b"")) for eng in nodes}) == 1
         finally:
             for eng in nodes:
                 eng.close()

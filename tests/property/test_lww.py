@@ -98,7 +98,7 @@ def test_apply_any_order_with_duplicates_converges_to_greatest_version(
             assert contents(eng) == expected
             assert eng.get_many(KEYS) == group[0].get_many(KEYS)
             assert eng.last_seq == 0  # applied records are not re-logged
-        assert len({tuple(eng.digests.group_digests(b"")) for eng in group}) == 1
+        assert len({tuple(eng.digests.segment_digests(b"")) for eng in group}) == 1
 
 
 @SETTINGS
@@ -111,12 +111,12 @@ def test_apply_again_in_any_order_changes_nothing(
     with engines(1) as (eng,):
         changed = sum(eng.apply(key, record) for key, record in order)
         assert 1 <= changed <= len(entries)
-        before = (contents(eng), eng.digests.group_digests(b""), eng.last_seq)
+        before = (contents(eng), eng.digests.segment_digests(b""), eng.last_seq)
         replay = list(entries)
         again.shuffle(replay)
         assert eng.apply_many(replay) == 0  # idempotent
         assert not any(eng.apply(key, record) for key, record in replay)
-        assert (contents(eng), eng.digests.group_digests(b""), eng.last_seq) == before
+        assert (contents(eng), eng.digests.segment_digests(b""), eng.last_seq) == before
         assert contents(eng) == greatest(writes)
 
 
@@ -165,7 +165,7 @@ def test_log_shipping_any_interleaving_converges(
                 winners[key] = record
         for eng in group:
             assert contents(eng) == winners
-        assert len({tuple(eng.digests.group_digests(b"")) for eng in group}) == 1
+        assert len({tuple(eng.digests.segment_digests(b"")) for eng in group}) == 1
 
 
 def test_mixed_local_and_remote_batches_converge(tmp_path: Path) -> None:

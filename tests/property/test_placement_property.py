@@ -41,7 +41,7 @@ def test_regions_for_matches_brute_force(
     for key in [*keys, *rules]:  # keys equal to a prefix are the edge case
         group, regions = reference(rules, key)
         assert placement.regions_for(key) == regions
-        assert placement.group_of(key) == group
+        assert placement.placement_of(key) == group
         rule = placement.rule_for(key)
         assert (rule.prefix if rule else GLOBAL) == group
         for region in REGIONS:

@@ -62,7 +62,9 @@ class InProcessNodes:
         self.feeds: dict[str, ChangeFeed] = {}
         loop = asyncio.get_running_loop()
         for spec in self.config.nodes:
-            engine = Engine(spec.data_dir, spec.id, EngineSettings(placement_of=placement.group_of))
+            engine = Engine(
+                spec.data_dir, spec.id, EngineSettings(placement_of=placement.placement_of)
+            )
             feed = ChangeFeed(loop)
             engine.add_listener(feed.on_change)
             router = Router(self.config, spec, placement, membership=None)

@@ -59,13 +59,13 @@ def test_digests_match_rebuild_and_survive_reopen(tmp_path: Path) -> None:
         eng.put(b"d%d" % i, b"v")
     eng.write([DeleteOp(b"d1"), PutOp(b"d2", b"again")])
     eng.apply(b"r", remote(now_hlc()))
-    groups = eng.digests.group_digests(b"")
+    groups = eng.digests.segment_digests(b"")
     eng.digests.rebuild()
-    assert eng.digests.group_digests(b"") == groups
+    assert eng.digests.segment_digests(b"") == groups
     eng.close()
     eng = open_engine(tmp_path / "db")
     try:
-        assert eng.digests.group_digests(b"") == groups
+        assert eng.digests.segment_digests(b"") == groups
         bucket = native.key_bucket(b"d2")
         assert (b"d2", eng.get(b"d2")[1], "node-a") in eng.digests.list_bucket(b"", bucket)  # type: ignore[index]
     finally:

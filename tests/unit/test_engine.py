@@ -87,7 +87,7 @@ def state(eng: Engine) -> tuple[Any, ...]:
         eng.clock.last,
         list(data.items()),
         list(log.items()),
-        eng.digests.group_digests(b""),
+        eng.digests.segment_digests(b""),
     )
 
 

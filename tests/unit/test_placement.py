@@ -78,7 +78,7 @@ def test_regions_for_binary_and_utf8_prefixes() -> None:
     assert placement.regions_for(b"\x00") == EVERYWHERE
 
 
-# -- allows, rule_for, group_of ------------------------------------------------------
+# -- allows, rule_for, placement_of ------------------------------------------------------
 
 
 def test_allows_only_listed_regions(eu_rules: PlacementRules) -> None:
@@ -95,16 +95,16 @@ def test_rule_for_returns_longest_rule_or_none(eu_rules: PlacementRules) -> None
 
 
 def test_group_of_is_rule_prefix_or_global(eu_rules: PlacementRules) -> None:
-    assert eu_rules.group_of(b"eu/de/x") == b"eu/de/"
-    assert eu_rules.group_of(b"eu/fr/x") == b"eu/"
-    assert eu_rules.group_of(b"us/x") == GLOBAL == b""
+    assert eu_rules.placement_of(b"eu/de/x") == b"eu/de/"
+    assert eu_rules.placement_of(b"eu/fr/x") == b"eu/"
+    assert eu_rules.placement_of(b"us/x") == GLOBAL == b""
 
 
 def test_groups_shared_by_regions_that_may_hold_them(eu_rules: PlacementRules) -> None:
-    assert eu_rules.groups_shared_by({"eu-west", "eu-central"}) == [b"", b"eu/"]
-    assert eu_rules.groups_shared_by({"eu-central"}) == [b"", b"eu/", b"eu/de/"]
-    assert eu_rules.groups_shared_by({"us-east", "ap-northeast"}) == [b""]
-    assert eu_rules.groups_shared_by({"mars"}) == []
+    assert eu_rules.placements_shared_by({"eu-west", "eu-central"}) == [b"", b"eu/"]
+    assert eu_rules.placements_shared_by({"eu-central"}) == [b"", b"eu/", b"eu/de/"]
+    assert eu_rules.placements_shared_by({"us-east", "ap-northeast"}) == [b""]
+    assert eu_rules.placements_shared_by({"mars"}) == []
 
 
 # -- fingerprint ---------------------------------------------------------------------

@@ -27,14 +27,14 @@ def is_local_in(region: str):  # type: ignore[no-untyped-def]
 
 def test_split_keys_groups_foreign_keys_by_placement_keeping_positions() -> None:
     keys = [b"eu/1", b"g/1", b"jp/1", b"eu/2", b"g/2"]
-    local, remote = split_keys(keys, is_local_in("us"), PLACEMENT.group_of)
+    local, remote = split_keys(keys, is_local_in("us"), PLACEMENT.placement_of)
     assert local == [1, 4]
     assert remote == {b"eu/": [0, 3], b"jp/": [2]}
 
 
 def test_split_keys_many_foreign_keys_is_linear() -> None:
     keys = [b"eu/%06d" % i for i in range(200_000)]
-    local, remote = split_keys(keys, is_local_in("us"), PLACEMENT.group_of)
+    local, remote = split_keys(keys, is_local_in("us"), PLACEMENT.placement_of)
     assert local == [] and len(remote[b"eu/"]) == 200_000
 
 
@@ -50,18 +50,18 @@ def test_remote_ranges_only_the_foreign_parts_of_a_range() -> None:
 
 def test_write_target_local_batch_stays_here() -> None:
     assert write_target([PutOp(b"g/1", b"x"), DeleteOp(b"eu/1")], is_local_in("eu"),
-                        PLACEMENT.group_of) is None  # fmt: skip
+                        PLACEMENT.placement_of) is None  # fmt: skip
 
 
 def test_write_target_one_foreign_placement_goes_there() -> None:
     ops = [PutOp(b"eu/1", b"x"), DeleteOp(b"eu/2")]
-    assert write_target(ops, is_local_in("us"), PLACEMENT.group_of) in (b"eu/1", b"eu/2")
+    assert write_target(ops, is_local_in("us"), PLACEMENT.placement_of) in (b"eu/1", b"eu/2")
 
 
 def test_write_target_placements_held_apart_refused_naming_them() -> None:
     with pytest.raises(InvalidArgument, match=r"'eu/', 'jp/'"):
         write_target([PutOp(b"eu/1", b"x"), PutOp(b"jp/1", b"y")], is_local_in("us"),
-                     PLACEMENT.group_of)  # fmt: skip
+                     PLACEMENT.placement_of)  # fmt: skip
 
 
 class _Item:

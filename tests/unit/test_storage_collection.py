@@ -73,7 +73,7 @@ def test_collect_removes_old_tombstones_and_expired_records(
     other = Engine(tmp_path / "other", "node-c")
     try:
         other.apply_many(data(engine).items())
-        assert other.digests.group_digests(b"") == engine.digests.group_digests(b"")
+        assert other.digests.segment_digests(b"") == engine.digests.segment_digests(b"")
     finally:
         other.close()
 
@@ -105,11 +105,11 @@ def test_collected_digests_survive_reopen(tmp_path: Path, now: int) -> None:
     eng.put(b"a", b"1")
     eng.delete(b"b")
     eng.collection.collect_dead(now + MINUTE)
-    digests = eng.digests.group_digests(b"")
+    digests = eng.digests.segment_digests(b"")
     eng.close()
     eng = Engine(tmp_path / "db", "node-a")
     try:
-        assert eng.digests.group_digests(b"") == digests
+        assert eng.digests.segment_digests(b"") == digests
         assert set(data(eng)) == {b"a"}
     finally:
         eng.close()
@@ -134,7 +134,7 @@ def test_apply_collectable_tombstone_over_older_value_removes_it(engine: Engine,
     assert engine.apply(b"k", tomb) is True
 
     assert data(engine) == {} and index_keys(engine) == []
-    assert engine.digests.group_digests(b"") == [0] * digest.GROUPS
+    assert engine.digests.segment_digests(b"") == [0] * digest.SEGMENTS
     assert seen == [[Change(b"k", tomb)]]  # watchers see the delete
 
 
