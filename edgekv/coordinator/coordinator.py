@@ -48,9 +48,9 @@ from edgekv.errors import (
 from edgekv.keyrange import prefix_end, scan_bounds
 from edgekv.replication.changefeed import ChangeFeed, Watcher, WatchOverflow
 from edgekv.storage.batch import DeleteOp, PutOp
-from edgekv.storage.engine import Engine, ScanItem, ScanPage
+from edgekv.storage.engine import Engine
 from edgekv.storage.group_commit import GroupCommitter
-from edgekv.storage.record import Version
+from edgekv.storage.record import ScanItem, ScanPage, Version
 
 DEFAULT_SCAN_LIMIT = 100
 # Scans asking for more items than this run on a worker thread, off the event loop.

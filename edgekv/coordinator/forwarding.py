@@ -22,8 +22,7 @@ from edgekv.coordinator.results import BatchGetResult, ChangeEvent, GetResult, S
 from edgekv.errors import Unavailable, error_from_code
 from edgekv.server.auth import AUTHORIZATION
 from edgekv.storage.batch import DeleteOp, PutOp
-from edgekv.storage.engine import ScanItem
-from edgekv.storage.record import Version
+from edgekv.storage.record import ScanItem, Version
 from edgekv.v1 import kv_pb2
 
 _T = TypeVar("_T")

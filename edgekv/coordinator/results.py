@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from edgekv.storage.engine import ScanItem
-from edgekv.storage.record import Item, Version
+from edgekv.storage.record import Item, ScanItem, Version
 
 # (value, timestamp, origin, expires_at_ms), or None when absent, deleted or expired.
 Found = Item | tuple[bytes, int, str, int] | None

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, cast
+from typing import cast
 
 from rocksdict import Rdict, WriteBatch, WriteOptions
 
@@ -34,7 +34,7 @@ from edgekv.storage.clock import DEFAULT_MAX_SKEW_MS, HybridClock, wall_ms
 from edgekv.storage.collection import Collection, split_winners
 from edgekv.storage.database import META_CF, claim, open_rocksdb
 from edgekv.storage.digest import DIGEST_CF, DigestIndex
-from edgekv.storage.record import U64, Change, Item, Version
+from edgekv.storage.record import U64, Change, Item, ScanItem, ScanPage, Version
 from edgekv.storage.replog import LOG_CF, LogEntry, ReplicationLog
 
 _META_HLC = b"hlc"
@@ -44,27 +44,6 @@ _META_HLC = b"hlc"
 _SCAN_EXAMINE_FACTOR = 8
 _SCAN_EXAMINE_FLOOR = 1024
 _PENDING = EdgeKVError("pending")  # write_group placeholder for a batch not yet committed
-
-
-class ScanItem(NamedTuple):
-    """A live item as a scan returns it."""
-
-    key: bytes
-    value: bytes
-    timestamp: int
-    origin: str
-    expires_at_ms: int
-
-    @property
-    def version(self) -> Version:
-        return Version(self.timestamp, self.origin)
-
-
-class ScanPage(NamedTuple):
-    """A page of a scan; ``next_start`` resumes it (None when the range is done)."""
-
-    items: list[ScanItem]
-    next_start: bytes | None
 
 
 @dataclass(frozen=True, slots=True)

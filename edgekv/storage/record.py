@@ -150,3 +150,24 @@ def packed_version(record: bytes) -> bytes:
 def unpack_version(raw: bytes) -> Version:
     """The version packed by ``packed_version``."""
     return Version(int(U64.unpack_from(raw)[0]), raw[U64.size :].decode("ascii"))
+
+
+class ScanItem(NamedTuple):
+    """A live item as a scan returns it."""
+
+    key: bytes
+    value: bytes
+    timestamp: int
+    origin: str
+    expires_at_ms: int
+
+    @property
+    def version(self) -> Version:
+        return Version(self.timestamp, self.origin)
+
+
+class ScanPage(NamedTuple):
+    """A page of a scan; ``next_start`` resumes it (None when the range is done)."""
+
+    items: list[ScanItem]
+    next_start: bytes | None
