@@ -46,7 +46,11 @@ def serve(
 
     configure_logging(log_level, log_format, node_id)
     try:
-        config = load_config(config_path)
+        config = load_config(config_path)  # its errors start with the file's path
+    except ConfigError as exc:
+        print(f"edgekv: {exc}", file=sys.stderr)
+        return 1
+    try:
         config.node(node_id)
         if ready_file:
             Path(ready_file).unlink(missing_ok=True)
