@@ -142,7 +142,7 @@ def entry_from_get(key: bytes, resp: kv_pb2.GetResponse) -> Entry | None:
 def entries_from_batch(resp: kv_pb2.BatchGetResponse) -> list[Entry | None]:
     served_by = resp.served_by
     return [
-        Entry(r.key, r.value, version_of(r.version), r.expires_at_ms, served_by)
+        Entry(r.key, r.value, version_of(r.version), r.expires_at_ms, r.served_by or served_by)
         if r.found
         else None
         for r in resp.results
@@ -158,7 +158,8 @@ def write_result(
 def scan_entries(resp: kv_pb2.ScanResponse) -> list[Entry]:
     served_by = resp.served_by
     return [
-        Entry(i.key, i.value, version_of(i.version), i.expires_at_ms, served_by) for i in resp.items
+        Entry(i.key, i.value, version_of(i.version), i.expires_at_ms, i.served_by or served_by)
+        for i in resp.items
     ]
 
 

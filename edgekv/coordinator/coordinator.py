@@ -116,10 +116,12 @@ class Coordinator:
         replies = await asyncio.gather(
             *(self._forwarder.get_many([keys[i] for i in at], call) for at in remote.values())
         )
+        read_by = [self.node_id] * len(keys)
         for at, reply in zip(remote.values(), replies, strict=True):
-            for i, item in zip(at, reply.found, strict=True):
+            for i, item, reader in zip(at, reply.found, _readers(reply), strict=True):
                 found[i] = item
-        return BatchGetResult(found, self.node_id)
+                read_by[i] = reader
+        return BatchGetResult(found, self.node_id, read_by)
 
     async def scan(
         self,
@@ -171,16 +173,16 @@ class Coordinator:
         """A scan over several placements: each part from a node that holds it, merged."""
         self._refuse_if_forwarded(call)
         local = await self._scan_local(lo, hi, limit)
-        sources = [ScanSource(_page_items(local, keys_only), local.next_start or b"")]
+        sources = [ScanSource(_page_items(local, keys_only), local.next_start or b"", self.node_id)]
         replies = await asyncio.gather(
             *(
                 self._forwarder.scan(start, end, limit, keys_only, rule_prefix, call)
                 for start, end, rule_prefix in remote
             )
         )
-        sources += [ScanSource(r.items, r.next_page_token) for r in replies]
-        items, token = merge_scan_pages(sources, limit)
-        return ScanResult(items, token, self.node_id)
+        sources += [ScanSource(r.items, r.next_page_token, _holders(r)) for r in replies]
+        items, token, held_by = merge_scan_pages(sources, limit)
+        return ScanResult(items, token, self.node_id, held_by)
 
     def _remote_ranges(self, lo: bytes, hi: bytes) -> list[tuple[bytes, bytes, bytes]]:
         router = self._router
@@ -296,6 +298,14 @@ class Coordinator:
         """A forwarded call for keys we may not hold is refused rather than bounced on."""
         if call.forwarded_by is not None:
             self._router.refuse_misrouted(call.forwarded_by)
+
+
+def _readers(result: BatchGetResult) -> list[str]:
+    return result.read_by or [result.served_by] * len(result.found)
+
+
+def _holders(result: ScanResult) -> list[str] | str:
+    return result.held_by or result.served_by
 
 
 def _page_items(page: ScanPage, keys_only: bool) -> list[ScanItem]:

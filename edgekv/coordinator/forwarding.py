@@ -109,7 +109,8 @@ class GrpcForwarder:
             raise Unavailable(
                 f"node {reply.served_by} answered {len(found)} results for {len(keys)} keys"
             )
-        return BatchGetResult(found, reply.served_by)
+        read_by = [r.served_by or reply.served_by for r in reply.results]
+        return BatchGetResult(found, reply.served_by, read_by)
 
     async def write(
         self, ops: Sequence[PutOp | DeleteOp], route_key: bytes, call: Call
@@ -137,7 +138,8 @@ class GrpcForwarder:
             ScanItem(i.key, i.value, i.version.timestamp, i.version.origin, i.expires_at_ms)
             for i in reply.items
         ]
-        return ScanResult(items, reply.next_page_token, reply.served_by)
+        held_by = [i.served_by or reply.served_by for i in reply.items]
+        return ScanResult(items, reply.next_page_token, reply.served_by, held_by)
 
     async def watch(
         self, prefix: bytes, route_key: bytes, call: Call

@@ -23,10 +23,15 @@ class GetResult(NamedTuple):
 
 
 class BatchGetResult(NamedTuple):
-    """Values in request order (None where absent) and the node that assembled them."""
+    """Values in request order (None where absent) and the node that assembled them.
+
+    ``read_by`` names, per position, the node that read that key when the batch was
+    split over placements; None when ``served_by`` read every key.
+    """
 
     found: list[Found]
     served_by: str
+    read_by: list[str] | None = None
 
 
 class WriteAck(NamedTuple):
@@ -37,11 +42,16 @@ class WriteAck(NamedTuple):
 
 
 class ScanResult(NamedTuple):
-    """A page of a scan; ``next_page_token`` b"" when the range is done."""
+    """A page of a scan; ``next_page_token`` b"" when the range is done.
+
+    ``held_by`` names, per item, the node that served it when the range was
+    stitched from several PoPs; None when ``served_by`` served every item.
+    """
 
     items: list[ScanItem]  # value b"" in a keys-only scan
     next_page_token: bytes
     served_by: str
+    held_by: list[str] | None = None
 
 
 class ChangeEvent(NamedTuple):

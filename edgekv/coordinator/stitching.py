@@ -72,31 +72,43 @@ def write_target(
 
 
 class ScanSource:
-    """One source's page of a stitched scan: its items and where it would resume."""
+    """One source's page of a stitched scan: its items, where it would resume, and
+    which node served each item (one id for the page, or one per item)."""
 
-    __slots__ = ("items", "resume")
+    __slots__ = ("items", "resume", "served_by")
 
-    def __init__(self, items: list[Any], resume: bytes) -> None:
+    def __init__(self, items: list[Any], resume: bytes, served_by: str | list[str] = "") -> None:
         self.items = items  # objects with a ``key`` attribute, in key order
         self.resume = resume  # b"" when the source has nothing more in its range
+        self.served_by = served_by
+
+    def holders(self) -> list[str]:
+        """The node that served each item, in item order."""
+        if isinstance(self.served_by, str):
+            return [self.served_by] * len(self.items)
+        return self.served_by
 
 
-def merge_scan_pages(sources: Sequence[ScanSource], limit: int) -> tuple[list[Any], bytes]:
+def merge_scan_pages(
+    sources: Sequence[ScanSource], limit: int
+) -> tuple[list[Any], bytes, list[str]]:
     """Merge pages of several sources into one page of at most ``limit`` items.
 
-    Items are deduplicated by key (nested placement rules can make two sources
-    hold one key; any holder's copy converges to the same value). Nothing is
-    emitted past the lowest point where a source still has more, so no key is
-    skipped; the returned token resumes exactly there.
+    Returns the items, the token that resumes after them, and the node that
+    served each item. Items are deduplicated by key (nested placement rules can
+    make two sources hold one key; any holder's copy converges to the same
+    value; the first source listed wins). Nothing is emitted past the lowest
+    point where a source still has more, so no key is skipped; the returned
+    token resumes exactly there.
     """
     cut = min((s.resume for s in sources if s.resume), default=b"")
-    merged: dict[bytes, Any] = {}
+    merged: dict[bytes, tuple[Any, str]] = {}
     for source in sources:
-        for item in source.items:
+        for item, holder in zip(source.items, source.holders(), strict=True):
             if (not cut or item.key < cut) and item.key not in merged:
-                merged[item.key] = item
-    items = [merged[k] for k in sorted(merged)]
-    if len(items) > limit:
-        items = items[:limit]
-        return items, items[-1].key + b"\x00"
-    return items, cut
+                merged[item.key] = (item, holder)
+    ordered = [merged[k] for k in sorted(merged)]
+    if len(ordered) > limit:
+        ordered = ordered[:limit]
+        cut = ordered[-1][0].key + b"\x00"
+    return [item for item, _ in ordered], cut, [holder for _, holder in ordered]

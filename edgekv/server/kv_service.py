@@ -78,11 +78,14 @@ class KVService(kv_pb2_grpc.KVServicer):
     ) -> kv_pb2.BatchGetResponse:
         keys = list(request.keys)
         result = await self._kv.get_many(keys, self._call(context))
+        served_by = result.served_by
+        read_by = result.read_by or [served_by] * len(keys)
         results: list[kv_pb2.KeyResult] = []
         append = results.append
-        for key, found in zip(keys, result.found, strict=True):
+        for key, found, reader in zip(keys, result.found, read_by, strict=True):
+            other = "" if reader == served_by else reader
             if found is None:
-                append(_KeyResult(key=key))
+                append(_KeyResult(key=key, served_by=other))
             else:
                 value, timestamp, origin, expires_at_ms = found
                 append(
@@ -92,9 +95,10 @@ class KVService(kv_pb2_grpc.KVServicer):
                         value=value,
                         version=_Version(timestamp=timestamp, origin=origin),
                         expires_at_ms=expires_at_ms,
+                        served_by=other,
                     )
                 )
-        return kv_pb2.BatchGetResponse(results=results, served_by=result.served_by)
+        return kv_pb2.BatchGetResponse(results=results, served_by=served_by)
 
     @grpc_errors
     async def Put(
@@ -132,6 +136,8 @@ class KVService(kv_pb2_grpc.KVServicer):
             limit=request.limit,
             keys_only=request.keys_only,
         )
+        served_by = page.served_by
+        held_by = page.held_by or [served_by] * len(page.items)
         return kv_pb2.ScanResponse(
             items=[
                 kv_pb2.KeyValue(
@@ -139,11 +145,12 @@ class KVService(kv_pb2_grpc.KVServicer):
                     value=item.value,
                     version=_Version(timestamp=item.timestamp, origin=item.origin),
                     expires_at_ms=item.expires_at_ms,
+                    served_by="" if holder == served_by else holder,
                 )
-                for item in page.items
+                for item, holder in zip(page.items, held_by, strict=True)
             ],
             next_page_token=page.next_page_token,
-            served_by=page.served_by,
+            served_by=served_by,
         )
 
     @grpc_stream_errors

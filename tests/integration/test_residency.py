@@ -122,6 +122,31 @@ def test_scan_spanning_placements_is_stitched(cluster: LocalCluster) -> None:
     assert len(page.items) == 30
 
 
+def test_stitched_scan_and_batch_get_name_the_pop_that_served_each_key(
+    cluster: LocalCluster,
+) -> None:
+    # A PoP answering for pinned keys says so per key (#16): in the proto, the SDK and
+    # the CLI's --json, an eu/ item names fra-1 even when Tokyo assembled the page.
+    kv(cluster, "fra-1").Put(kv_pb2.PutRequest(key=b"eu/who", value=b"eu"))
+    kv(cluster, "nrt-1").Put(kv_pb2.PutRequest(key=b"ev/who", value=b"global"))
+    nrt = kv(cluster, "nrt-1")
+    page = nrt.Scan(kv_pb2.ScanRequest(start=b"eu/", end=b"ew"))
+    assert page.served_by == "nrt-1"
+    assert {i.key: i.served_by or page.served_by for i in page.items} == {
+        b"eu/who": "fra-1", b"ev/who": "nrt-1",
+    }  # fmt: skip
+    batch = nrt.BatchGet(kv_pb2.BatchGetRequest(keys=[b"eu/who", b"ev/who", b"eu/none"]))
+    assert [r.served_by or batch.served_by for r in batch.results] == ["fra-1", "nrt-1", "fra-1"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgekv.cli.main", "scan", "eu/", "--endpoint",
+         cluster.endpoint("nrt-1"), "--json"],
+        capture_output=True, text=True, timeout=60, env=os.environ.copy(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert lines and all(line["served_by"] == "fra-1" for line in lines), lines
+
+
 def test_watch_on_pinned_prefix_from_other_region(cluster: LocalCluster) -> None:
     call = kv(cluster, "nrt-1").Watch(kv_pb2.WatchRequest(prefix=b"eu/w/"), timeout=30)
     events: list[kv_pb2.WatchEvent] = []

@@ -39,7 +39,7 @@ def test_stitched_paging_returns_every_key_once_in_order(
     seen: list[bytes] = []
     token = b""
     for _ in range(len(expected) + 2):
-        page, token = merge_scan_pages([_page(keys, token, limit) for keys in sources], limit)
+        page, token, _ = merge_scan_pages([_page(keys, token, limit) for keys in sources], limit)
         assert len(page) <= limit
         seen += [item.key for item in page]
         if not token:

@@ -161,6 +161,7 @@ async def test_get_many_mixed_placements_in_request_order(nodes: InProcessNodes)
     assert result.served_by == "iad-1"
     values = [None if f is None else f[0] for f in result.found]
     assert values == [b"JA", b"GA", None, b"EA", None]
+    assert result.read_by == ["nrt-1", "iad-1", "fra-1", "fra-1", "iad-1"]
 
 
 async def test_write_within_one_foreign_placement_forwarded_atomically(
@@ -196,6 +197,9 @@ async def test_scan_stitched_pages_cover_every_key_once(nodes: InProcessNodes) -
         assert page.served_by == "iad-1"
         assert len(page.items) <= 4
         assert all(item.value == b"" for item in page.items)
+        assert page.held_by is not None
+        for item, holder in zip(page.items, page.held_by, strict=True):
+            assert holder == {b"eu/": "fra-1", b"jp/": "nrt-1"}.get(item.key[:3], "iad-1")
         seen += [item.key for item in page.items]
         token = page.next_page_token
         if not token:

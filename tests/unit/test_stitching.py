@@ -70,16 +70,17 @@ class _Item:
 
 
 def test_merge_scan_pages_stops_at_lowest_resume_point() -> None:
-    a = ScanSource([_Item(b"a1"), _Item(b"a2"), _Item(b"c9")], resume=b"c9\x00")
-    b = ScanSource([_Item(b"b1"), _Item(b"d1")], resume=b"d1\x00")
-    items, token = merge_scan_pages([a, b], limit=10)
+    a = ScanSource([_Item(b"a1"), _Item(b"a2"), _Item(b"c9")], resume=b"c9\x00", served_by="A")
+    b = ScanSource([_Item(b"b1"), _Item(b"d1")], resume=b"d1\x00", served_by=["B1", "B2"])
+    items, token, held_by = merge_scan_pages([a, b], limit=10)
     assert [i.key for i in items] == [b"a1", b"a2", b"b1", b"c9"]
     assert token == b"c9\x00"
+    assert held_by == ["A", "A", "B1", "A"]
 
 
 def test_merge_scan_pages_deduplicates_keys_held_by_two_sources() -> None:
     a = ScanSource([_Item(b"k1"), _Item(b"k2")], resume=b"")
     b = ScanSource([_Item(b"k2"), _Item(b"k3")], resume=b"")
-    items, token = merge_scan_pages([a, b], limit=2)
+    items, token, _ = merge_scan_pages([a, b], limit=2)
     assert [i.key for i in items] == [b"k1", b"k2"]
     assert token == b"k2\x00"
