@@ -62,6 +62,18 @@ class CorruptRecord(StorageError):
     """A stored record does not parse; the message says where and why."""
 
 
+class OtherStatus(EdgeKVError):
+    """A gRPC status with no class of its own (CANCELLED, UNIMPLEMENTED, ABORTED...).
+
+    It keeps its ``code``, so a status relayed from another node (a forwarded
+    call) reaches the caller unchanged, and SDK users can still tell them apart.
+    """
+
+    def __init__(self, message: str, code: grpc.StatusCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class ConfigError(EdgeKVError, ValueError):
     """The cluster file is invalid; the message names the entry."""
 
@@ -86,6 +98,8 @@ _ERROR_BY_CODE: dict[grpc.StatusCode, type[EdgeKVError]] = {
 
 def grpc_code_for(exc: EdgeKVError) -> grpc.StatusCode:
     """The status code for ``exc``: the entry of its nearest class in the table."""
+    if isinstance(exc, OtherStatus):
+        return exc.code
     for cls in type(exc).__mro__:
         code = GRPC_CODE_BY_ERROR.get(cls)
         if code is not None:
@@ -97,3 +111,14 @@ def error_from_code(code: grpc.StatusCode, message: str) -> EdgeKVError:
     """The SDK side of the table: an exception of the class the node raised."""
     cls = _ERROR_BY_CODE.get(code, EdgeKVError)
     return cls(message)
+
+
+def relayed_status(code: grpc.StatusCode, message: str) -> EdgeKVError:
+    """A status another node answered, to pass on to our caller unchanged.
+
+    Like ``error_from_code``, but a code with no class of its own becomes an
+    ``OtherStatus`` that keeps it (``grpc_code_for`` gives it back).
+    """
+    if code in _ERROR_BY_CODE:
+        return _ERROR_BY_CODE[code](message)
+    return OtherStatus(message, code)

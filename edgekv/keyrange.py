@@ -1,6 +1,6 @@
 """Key-range arithmetic shared by storage, routing, auth and the request layer.
 
-A leaf module: it imports nothing from edgekv, so every layer may use it. A range
+A leaf module: it imports only edgekv.errors, so every layer may use it. A range
 is ``[lo, hi)`` over raw key bytes, and ``b""`` as an upper bound means unbounded.
 """
 

@@ -262,3 +262,7 @@ class _NodeStateExporter(Collector):
             "edgekv_forwarded_calls", "Calls forwarded to a node allowed to hold the key.",
             value=view.forwarded_calls,
         )  # fmt: skip
+        yield GaugeMetricFamily(
+            "edgekv_watch_streams", "Watch subscriptions open on this node's change feed.",
+            value=view.watch_streams,
+        )  # fmt: skip

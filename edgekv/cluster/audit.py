@@ -8,7 +8,6 @@ directory (opened read-only) or on a live node's engine (Cluster.Audit).
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 from rocksdict import AccessType, Options, Rdict
 
 from edgekv.errors import StorageError
+from edgekv.storage.digest import key_of_index_entry
+from edgekv.storage.replog import decode_entry
 
 MAX_SAMPLES = 100
 
@@ -49,24 +50,14 @@ def _iterate(cf: Rdict) -> Iterator[tuple[bytes, bytes]]:
         it.next()
 
 
-def _log_key(value: bytes) -> bytes:
-    (n,) = struct.unpack_from(">H", value)
-    return value[2 : 2 + n]
-
-
-def _index_key(ikey: bytes) -> bytes:
-    n = ikey[0]
-    return ikey[1 + n + 2 :]  # len(placement) | placement | bucket (2) | key
-
-
 def audit_column_families(
     report: AuditReport, data: Rdict, log: Rdict, index: Rdict, allows: Callable[[bytes], bool]
 ) -> AuditReport:
     """Flag every user key in the three column families that ``allows`` refuses."""
     sources: list[tuple[str, Rdict, Callable[[bytes, bytes], bytes]]] = [
         ("data", data, lambda k, v: k),
-        ("log", log, lambda k, v: _log_key(v)),
-        ("digest", index, lambda k, v: _index_key(k)),
+        ("log", log, lambda k, v: decode_entry(v)[0]),
+        ("digest", index, lambda k, v: key_of_index_entry(k)),
     ]
     for name, cf, user_key in sources:
         for key, value in _iterate(cf):

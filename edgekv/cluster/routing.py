@@ -13,6 +13,7 @@ at info level, cached or queued for replication here.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from edgekv.cluster.geo import great_circle_km
 from edgekv.cluster.membership import Membership
 from edgekv.cluster.placement import PlacementRules
 from edgekv.config.model import ClusterConfig, NodeSpec
-from edgekv.errors import FailedPrecondition, Unavailable
+from edgekv.errors import DeadlineExceeded, FailedPrecondition, Unavailable
 from edgekv.v1 import kv_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -103,31 +104,42 @@ class Router:
         timeout_s: float | None = None,
         targets: Sequence[str] | None = None,
         credentials: str | None = None,
+        idempotent: bool = True,
     ) -> Any:
         """Call ``method`` on the nearest reachable node allowed to hold ``key``.
 
-        Raises Unavailable naming the nodes tried when none answers.
+        All attempts share one deadline (``timeout_s`` from now). A node that is
+        UNAVAILABLE is skipped for the next; one that ran out of time is too,
+        unless the call is not ``idempotent`` (a write): its outcome is unknown,
+        so it is not sent again elsewhere. Raises Unavailable naming the nodes
+        tried when none answers, DeadlineExceeded when the time ran out first.
         """
         tried: list[str] = []
         last_error = ""
         metadata: tuple[tuple[str, str], ...] = ((FORWARDED_BY, self.spec.id),)
         if credentials is not None:  # the caller's token: the target checks it too
             metadata += (("authorization", credentials),)
+        deadline = time.monotonic() + (timeout_s or DEFAULT_FORWARD_TIMEOUT_S)
         for node_id in targets if targets is not None else self.candidates(key):
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                raise DeadlineExceeded(
+                    f"the call's deadline passed while forwarding; tried {', '.join(tried)} "
+                    f"(last: {last_error})"
+                )
             tried.append(node_id)
             call = getattr(self.stub(node_id), method)
             try:
                 self.forwarded_calls += 1
-                return await call(
-                    request,
-                    timeout=timeout_s or DEFAULT_FORWARD_TIMEOUT_S,
-                    metadata=metadata,
-                )
+                return await call(request, timeout=left_s, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in _FAILOVER_CODES:
+                code = exc.code()
+                if code not in _FAILOVER_CODES or (
+                    not idempotent and code is grpc.StatusCode.DEADLINE_EXCEEDED
+                ):
                     raise
-                last_error = f"{node_id}: {exc.code().name}"
-                log.debug("forward %s to %s failed: %s", method, node_id, exc.code().name)
+                last_error = f"{node_id}: {code.name}"
+                log.debug("forward %s to %s failed: %s", method, node_id, code.name)
         raise self.unavailable(key, tried, last_error)
 
     def unavailable(self, key: bytes, tried: list[str], last_error: str) -> Unavailable:

@@ -20,7 +20,7 @@ Naming, one rule for every class here:
   ``regions[i]`` -> :class:`Region` (here, the file is its only source),
   ``placement[i]`` -> :class:`edgekv.cluster.placement.PlacementRule`,
   ``limits`` -> :class:`edgekv.limits.Limits`, the auth scopes ->
-  ``edgekv.server.auth.AUTH_SCOPES``.
+  ``edgekv.principal.AUTH_SCOPES``.
 
 Importing this module pulls in neither PyYAML nor RocksDB.
 """
@@ -141,7 +141,7 @@ class TokenSpec:
 
     name: str
     sha256: bytes
-    scope: str  # one of edgekv.server.auth.AUTH_SCOPES: read < write < admin
+    scope: str  # one of edgekv.principal.AUTH_SCOPES: read < write < admin
     prefixes: tuple[bytes, ...] = ()  # empty: every key
 
 

@@ -44,7 +44,7 @@ from edgekv.config.values import (
 )
 from edgekv.errors import ConfigError, InvalidArgument
 from edgekv.limits import DEFAULT_LIMITS, MAX_KEY_BYTES, Limits
-from edgekv.server.auth import AUTH_SCOPES
+from edgekv.principal import AUTH_SCOPES
 
 __all__ = [
     "parse_limits",

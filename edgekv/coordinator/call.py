@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from edgekv.server.auth import ANYONE, Principal
+from edgekv.principal import Principal
 
 
 class Call:
     """One client call as a front door hands it to the request layer.
 
-    ``principal`` is who is calling (already authenticated by the door; ``ANYONE``
-    when auth is disabled). ``credentials`` is the caller's raw ``authorization``
-    header, passed on when the call is forwarded so the serving node checks it
-    too. ``forwarded_by`` names the node that forwarded this call (None from a
-    client): such a call must be served here or refused, never forwarded again.
-    ``time_remaining`` returns the seconds left before the caller's deadline (None:
-    no deadline); it is asked only when the call is forwarded, so a local read
-    pays nothing for it. Built once per call on the hot path: keep it cheap
+    ``principal`` is who is calling, already authenticated by the door. It has no
+    default, so a door that forgets it fails loudly instead of running as admin
+    (``ANYONE`` is for the doors of nodes with auth disabled).
+
+    ``credentials`` is the caller's raw ``authorization`` header, passed on when
+    the call is forwarded so that the serving node checks it too.
+
+    ``forwarded_by`` names the node that forwarded this call (None from a client):
+    such a call must be served here or refused, never forwarded again.
+
+    ``time_remaining`` returns the seconds left before the caller's deadline
+    (None: no deadline). It is asked only when the call is forwarded, so a local
+    read pays nothing for it. Built once per call on the hot path: keep it cheap
     (slots, positional arguments).
     """
 
@@ -25,7 +30,7 @@ class Call:
 
     def __init__(
         self,
-        principal: Principal = ANYONE,
+        principal: Principal,
         credentials: str | None = None,
         forwarded_by: str | None = None,
         time_remaining: Callable[[], float | None] | None = None,

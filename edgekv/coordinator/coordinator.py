@@ -17,7 +17,7 @@ cost more than the work (performance-notes.md). Only large scans leave the loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from edgekv import native
 from edgekv.cluster.routing import Router
@@ -36,11 +36,11 @@ from edgekv.coordinator.stitching import (
     merge_scan_pages,
     remote_ranges,
     split_keys,
+    split_range,
     write_target,
 )
 from edgekv.errors import (
     EdgeKVError,
-    FailedPrecondition,
     InvalidArgument,
     ResourceExhausted,
     Unavailable,
@@ -220,29 +220,39 @@ class Coordinator:
 
     # -- watch -------------------------------------------------------------------
 
-    async def watch(self, prefix: bytes, call: Call) -> AsyncIterator[ChangeEvent]:
+    async def watch(self, prefix: bytes, call: Call) -> AsyncGenerator[ChangeEvent, None]:
         """Changes under ``prefix`` from now on, merged from every placement it spans.
 
         Never ends by itself; raises ResourceExhausted when the caller falls
         more than WATCH_QUEUE_EVENTS behind, and the serving node's error when a
-        relayed part fails.
+        relayed part fails. The node a client calls relays every placement it
+        may not hold from that placement's nearest node (one relay per
+        placement); a relayed (forwarded) Watch is served from the local feed
+        only, which holds exactly that node's placements, and is refused when
+        this node holds nothing under the prefix (the caller misrouted it).
         """
         hi = prefix_end(prefix)
         call.principal.authorize("read", key_range=(prefix, hi))
         feed = self._feed
         if feed is None:
             raise Unavailable("this node does not serve Watch")
-        remote = [] if self._all_local else self._remote_ranges(prefix, hi)
-        if remote and call.forwarded_by is not None:
-            raise FailedPrecondition("forwarded Watch spans placements held elsewhere")
+        owners: list[bytes] = []
+        if not self._all_local:
+            router = self._router
+            held, remote = split_range(prefix, hi, router.placement, router.region)
+            if call.forwarded_by is not None:
+                if not held:
+                    router.refuse_misrouted(call.forwarded_by)
+            else:
+                owners = sorted({owner for _, _, owner in remote})
         queue: _WatchQueue = asyncio.Queue(WATCH_QUEUE_EVENTS)
         # Subscribed before the first wait: nothing committed after this is missed.
         watcher = feed.watch(prefix)
-        pumps = [asyncio.create_task(self._pump_local_watch(feed, watcher, queue))]
-        for _, _, rule_prefix in remote:
-            watch_prefix = max(rule_prefix, prefix, key=len)
+        pumps = [asyncio.create_task(self._pump_local_watch(watcher, queue))]
+        for owner in owners:
+            watch_prefix = max(owner, prefix, key=len)
             pumps.append(
-                asyncio.create_task(self._pump_remote_watch(watch_prefix, rule_prefix, queue, call))
+                asyncio.create_task(self._pump_remote_watch(watch_prefix, owner, queue, call))
             )
         try:
             while True:
@@ -251,36 +261,28 @@ class Coordinator:
                     raise item
                 yield item
         finally:
+            feed.unwatch(watcher)
             for pump in pumps:
                 pump.cancel()
+            # Wait for the relays to unwind, so their remote streams are closed
+            # (and remote subscriptions gone) by the time the Watch has ended.
+            await asyncio.gather(*pumps, return_exceptions=True)
 
-    async def _pump_local_watch(
-        self, feed: ChangeFeed, watcher: Watcher, queue: _WatchQueue
-    ) -> None:
+    async def _pump_local_watch(self, watcher: Watcher, queue: _WatchQueue) -> None:
         decode = native.decode_record
         node_id = self.node_id
-        try:
-            while True:
-                try:
-                    change, local = await watcher.next()
-                except WatchOverflow as exc:
-                    await queue.put(ResourceExhausted(str(exc)))
-                    return
-                tombstone, timestamp, expires_at_ms, origin, value = decode(change.record)
-                await queue.put(
-                    ChangeEvent(
-                        change.key,
-                        value,
-                        timestamp,
-                        origin,
-                        tombstone,
-                        expires_at_ms,
-                        local,
-                        node_id,
-                    )
+        while True:
+            try:
+                change, local = await watcher.next()
+            except WatchOverflow as exc:
+                await queue.put(ResourceExhausted(str(exc)))
+                return
+            tombstone, timestamp, expires_at_ms, origin, value = decode(change.record)
+            await queue.put(
+                ChangeEvent(
+                    change.key, value, timestamp, origin, tombstone, expires_at_ms, local, node_id
                 )
-        finally:
-            feed.unwatch(watcher)
+            )
 
     async def _pump_remote_watch(
         self, prefix: bytes, rule_prefix: bytes, queue: _WatchQueue, call: Call

@@ -19,8 +19,8 @@ import grpc
 from edgekv.cluster.routing import FORWARDED_BY, Router
 from edgekv.coordinator.call import Call
 from edgekv.coordinator.results import BatchGetResult, ChangeEvent, GetResult, ScanResult, WriteAck
-from edgekv.errors import Unavailable, error_from_code
-from edgekv.server.auth import AUTHORIZATION
+from edgekv.errors import Unavailable, relayed_status
+from edgekv.principal import AUTHORIZATION
 from edgekv.storage.batch import DeleteOp, PutOp
 from edgekv.storage.record import ScanItem, Version
 from edgekv.v1 import kv_pb2
@@ -80,7 +80,9 @@ class GrpcForwarder:
     def __init__(self, router: Router) -> None:
         self._router = router
 
-    async def _forward(self, method: str, request: Any, route_key: bytes, call: Call) -> Any:
+    async def _forward(
+        self, method: str, request: Any, route_key: bytes, call: Call, *, idempotent: bool = True
+    ) -> Any:
         try:
             return await self._router.forward(
                 method,
@@ -88,9 +90,10 @@ class GrpcForwarder:
                 route_key,
                 timeout_s=call.timeout_s(),
                 credentials=call.credentials,
+                idempotent=idempotent,
             )
         except grpc.aio.AioRpcError as exc:  # the serving node's own answer
-            raise error_from_code(exc.code(), exc.details() or "") from None
+            raise relayed_status(exc.code(), exc.details() or "") from None
 
     async def get(self, key: bytes, call: Call) -> GetResult:
         reply = await self._forward("Get", kv_pb2.GetRequest(key=key), key, call)
@@ -119,14 +122,13 @@ class GrpcForwarder:
             op = ops[0]
             if isinstance(op, PutOp):
                 request: Any = kv_pb2.PutRequest(key=op.key, value=op.value, ttl_ms=op.ttl_ms)
-                reply = await self._forward("Put", request, route_key, call)
+                reply = await self._forward("Put", request, route_key, call, idempotent=False)
             else:
-                reply = await self._forward(
-                    "Delete", kv_pb2.DeleteRequest(key=op.key), route_key, call
-                )
+                request = kv_pb2.DeleteRequest(key=op.key)
+                reply = await self._forward("Delete", request, route_key, call, idempotent=False)
         else:
             request = kv_pb2.WriteRequest(ops=[_write_op(op) for op in ops])
-            reply = await self._forward("Write", request, route_key, call)
+            reply = await self._forward("Write", request, route_key, call, idempotent=False)
         return WriteAck(Version(reply.version.timestamp, reply.version.origin), reply.served_by)
 
     async def scan(
@@ -163,7 +165,7 @@ class GrpcForwarder:
                 return
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise error_from_code(exc.code(), exc.details() or "") from None
+                    raise relayed_status(exc.code(), exc.details() or "") from None
             finally:
                 stream.cancel()
         raise router.unavailable(route_key, tried, "watch")

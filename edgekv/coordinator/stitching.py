@@ -12,7 +12,7 @@ from typing import Any
 
 from edgekv.cluster.placement import PlacementRules
 from edgekv.errors import InvalidArgument
-from edgekv.keyrange import intersect, overlaps, prefix_range
+from edgekv.keyrange import prefix_range
 from edgekv.storage.batch import DeleteOp, PutOp
 
 
@@ -33,19 +33,49 @@ def split_keys(
     return local, remote
 
 
+def split_range(
+    lo: bytes, hi: bytes, placement: PlacementRules, region: str
+) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes, bytes]]]:
+    """[lo, hi) cut into the parts ``region`` may hold and the parts it may not.
+
+    Returns ``(local, remote)``: local parts as (start, end), remote parts as
+    (start, end, placement) where placement is the rule prefix that governs the
+    part (its routing key). Nested rules are honoured: with ``eu/`` pinned to the
+    EU and ``eu/us/`` to the US, a US node's remote part of ``eu/`` is
+    [eu/, eu/us/) + [eu/us0, eu0), never the US-held middle. Adjacent parts with
+    the same owner are merged; an end of b"" means unbounded.
+    """
+    # Between two consecutive rule edges every key matches the same rules, so
+    # the first key of each elementary interval names its placement.
+    cuts = {lo}
+    for rule in placement.rules:
+        for edge in prefix_range(rule.prefix):
+            if edge > lo and (not hi or edge < hi):
+                cuts.add(edge)
+    points = sorted(cuts)
+    local: list[tuple[bytes, bytes]] = []
+    remote: list[tuple[bytes, bytes, bytes]] = []
+    for i, start in enumerate(points):
+        end = points[i + 1] if i + 1 < len(points) else hi
+        if region in placement.regions_for(start):
+            if local and local[-1][1] == start:
+                local[-1] = (local[-1][0], end)
+            else:
+                local.append((start, end))
+        else:
+            owner = placement.placement_of(start)
+            if remote and remote[-1][1] == start and remote[-1][2] == owner:
+                remote[-1] = (remote[-1][0], end, owner)
+            else:
+                remote.append((start, end, owner))
+    return local, remote
+
+
 def remote_ranges(
     lo: bytes, hi: bytes, placement: PlacementRules, region: str
 ) -> list[tuple[bytes, bytes, bytes]]:
-    """(start, end, rule prefix) of each part of [lo, hi) that ``region`` may not hold."""
-    parts = []
-    for rule in placement.rules:
-        if region in rule.regions:
-            continue
-        r_lo, r_hi = prefix_range(rule.prefix)
-        if overlaps(lo, hi, r_lo, r_hi):
-            start, end = intersect(lo, hi, r_lo, r_hi)
-            parts.append((start, end, rule.prefix))
-    return parts
+    """(start, end, placement) of each part of [lo, hi) that ``region`` may not hold."""
+    return split_range(lo, hi, placement, region)[1]
 
 
 def write_target(

@@ -1,4 +1,4 @@
-"""Bearer-token authentication and scope/prefix authorization for the client API.
+"""Bearer-token authentication for the client API: which Principal is calling.
 
 Tokens arrive as ``authorization: Bearer <token>`` metadata. The cluster file
 holds only their SHA-256 (``security.auth.tokens``), each with a scope
@@ -13,76 +13,14 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import grpc
 
 from edgekv.config.model import AuthSettings
-from edgekv.errors import PermissionDenied, Unauthenticated
-from edgekv.keyrange import prefix_range, within
+from edgekv.errors import Unauthenticated
+from edgekv.principal import AUTHORIZATION, Principal
 
 log = logging.getLogger(__name__)
-
-AUTHORIZATION = "authorization"
-# The scopes a token may have, weakest first: each one allows what the earlier
-# ones do. The cluster file's security.auth.tokens[].scope must be one of them.
-AUTH_SCOPES = ("read", "write", "admin")
-_LEVEL = {scope: i for i, scope in enumerate(AUTH_SCOPES)}
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: the token's name, scope and key prefixes (empty = all keys)."""
-
-    name: str
-    scope: str
-    prefixes: tuple[bytes, ...]
-
-    def may(self, scope: str) -> bool:
-        return _LEVEL[self.scope] >= _LEVEL[scope]
-
-    def covers(self, key: bytes) -> bool:
-        return not self.prefixes or any(key.startswith(p) for p in self.prefixes)
-
-    def covers_range(self, start: bytes, end: bytes) -> bool:
-        """Whether every key in [start, end) starts with one of the prefixes."""
-        if not self.prefixes:
-            return True
-        return any(within(start, end, *prefix_range(p)) for p in self.prefixes)
-
-    def authorize(
-        self,
-        scope: str,
-        keys: Sequence[bytes] = (),
-        key_range: tuple[bytes, bytes] | None = None,
-    ) -> None:
-        """Check that this principal may make a ``scope`` call on ``keys`` / ``key_range``.
-
-        Raises PermissionDenied with a message naming the token, what it may do
-        and what was asked. Pure: no I/O, safe from any thread.
-        """
-        if self is ANYONE:
-            return
-        if not self.may(scope):
-            raise PermissionDenied(
-                f"token {self.name!r} has scope {self.scope}; this call needs {scope}"
-            )
-        if self.prefixes:
-            for key in keys:
-                if not self.covers(key):
-                    raise PermissionDenied(
-                        f"token {self.name!r} may only use keys under "
-                        f"{_show(self.prefixes)}; got {key[:64]!r}"
-                    )
-            if key_range is not None and not self.covers_range(*key_range):
-                raise PermissionDenied(
-                    f"token {self.name!r} may only use keys under {_show(self.prefixes)}; "
-                    f"the requested range starts at {key_range[0][:64]!r}"
-                )
-
-
-# The principal of every call when auth is disabled (security.auth.mode: disabled).
-ANYONE = Principal("anyone", "admin", ())
 
 
 def hash_token(token: str | bytes) -> bytes:
@@ -141,7 +79,3 @@ class Authorizer:
         principal = self.authenticate(context.invocation_metadata())
         principal.authorize(scope, keys, key_range)
         return principal
-
-
-def _show(prefixes: tuple[bytes, ...]) -> str:
-    return ", ".join(repr(p.decode("utf-8", "backslashreplace")) for p in prefixes)

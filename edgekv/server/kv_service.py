@@ -10,14 +10,16 @@ on a thread pool, one thread hop per call (performance-notes.md).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
 
 import grpc
 
 from edgekv.cluster.routing import FORWARDED_BY
 from edgekv.coordinator import Call, Coordinator
 from edgekv.errors import InvalidArgument
-from edgekv.server.auth import ANYONE, AUTHORIZATION, Authorizer
+from edgekv.principal import ANYONE, AUTHORIZATION
+from edgekv.server.auth import Authorizer
 from edgekv.server.status import grpc_errors, grpc_stream_errors
 from edgekv.storage.batch import DeleteOp, PutOp
 from edgekv.storage.record import Version
@@ -44,10 +46,10 @@ class KVService(kv_pb2_grpc.KVServicer):
     def _call(self, context: grpc.aio.ServicerContext) -> Call:
         """Authenticate the caller and read what the request layer needs from metadata."""
         credentials = forwarded_by = None
-        for key, value in context.invocation_metadata() or ():
-            if key == AUTHORIZATION:
+        for key, value in context.invocation_metadata() or ():  # the first of each counts
+            if key == AUTHORIZATION and credentials is None:
                 credentials = value if isinstance(value, str) else value.decode("latin-1")
-            elif key == FORWARDED_BY:
+            elif key == FORWARDED_BY and forwarded_by is None:
                 forwarded_by = str(value)
         auth = self._auth
         principal = ANYONE if auth is None else auth.authenticate_header(credentials)
@@ -156,17 +158,19 @@ class KVService(kv_pb2_grpc.KVServicer):
     @grpc_stream_errors
     async def Watch(
         self, request: kv_pb2.WatchRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[kv_pb2.WatchEvent]:
-        async for event in self._kv.watch(request.prefix, self._call(context)):
-            yield kv_pb2.WatchEvent(
-                key=event.key,
-                value=event.value,
-                version=_Version(timestamp=event.timestamp, origin=event.origin),
-                deleted=event.deleted,
-                expires_at_ms=event.expires_at_ms,
-                local=event.local,
-                served_by=event.served_by,
-            )
+    ) -> AsyncGenerator[kv_pb2.WatchEvent, None]:
+        events = self._kv.watch(request.prefix, self._call(context))
+        async with contextlib.aclosing(events):  # unsubscribe as soon as the call ends
+            async for event in events:
+                yield kv_pb2.WatchEvent(
+                    key=event.key,
+                    value=event.value,
+                    version=_Version(timestamp=event.timestamp, origin=event.origin),
+                    deleted=event.deleted,
+                    expires_at_ms=event.expires_at_ms,
+                    local=event.local,
+                    served_by=event.served_by,
+                )
 
 
 def _version(version: Version) -> common_pb2.Version:

@@ -247,6 +247,7 @@ class Node:
             sync_state=sync_state,
             collector=collector,
             router=router,
+            feed=feed,
         )
         coordinator = Coordinator(engine, router, committer=committer, feed=feed)
         kv_pb2_grpc.add_KVServicer_to_server(KVService(coordinator, self.auth), server)

@@ -9,7 +9,7 @@ may arrive twice or out of order.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
 
 import grpc
 
@@ -82,7 +82,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         self,
         request_iterator: AsyncIterator[replication_pb2.ReplicateRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[replication_pb2.ReplicateAck]:
+    ) -> AsyncGenerator[replication_pb2.ReplicateAck, None]:
         origin = ""
         try:
             async for request in request_iterator:

@@ -9,8 +9,9 @@ etcd's v3rpc ``togRPCError`` plays this role there.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -22,7 +23,7 @@ _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 
 _Unary = Callable[[_S, _Req, grpc.aio.ServicerContext], Awaitable[_Resp]]
-_Stream = Callable[[_S, _Req, grpc.aio.ServicerContext], AsyncIterator[_Resp]]
+_Stream = Callable[[_S, _Req, grpc.aio.ServicerContext], AsyncGenerator[_Resp, None]]
 
 
 async def abort_with(context: grpc.aio.ServicerContext, exc: EdgeKVError) -> NoReturn:
@@ -50,10 +51,13 @@ def grpc_stream_errors(handler: _Stream[_S, _Req, _Resp]) -> _Stream[_S, _Req, _
     @functools.wraps(handler)
     async def stream(
         self: _S, request: _Req, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[_Resp]:
+    ) -> AsyncGenerator[_Resp, None]:
         try:
-            async for item in handler(self, request, context):
-                yield item
+            # aclosing: when the call ends (or is cancelled) the handler's own
+            # cleanup runs now, not whenever the garbage collector finalizes it.
+            async with contextlib.aclosing(handler(self, request, context)) as items:
+                async for item in items:
+                    yield item
         except EdgeKVError as exc:
             await abort_with(context, exc)
 

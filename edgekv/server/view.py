@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from edgekv.cluster.membership import PeerHealth
 from edgekv.cluster.routing import Router
 from edgekv.replication.antientropy import PeerSyncState
+from edgekv.replication.changefeed import ChangeFeed
 from edgekv.replication.collector import Collector
 from edgekv.replication.sender import PeerSender
 from edgekv.storage.engine import Engine
@@ -72,7 +73,8 @@ class NodeView:
     """
 
     __slots__ = (
-        "_collector", "_engine", "_health", "_metrics_endpoint", "_router", "_senders", "_sync",
+        "_collector", "_engine", "_feed", "_health", "_metrics_endpoint", "_router", "_senders",
+        "_sync",
         "cluster", "endpoint", "node_id", "peer_endpoint", "region", "sync_writes",
     )  # fmt: skip
 
@@ -92,6 +94,7 @@ class NodeView:
         sync_state: Mapping[str, PeerSyncState],
         collector: Collector,
         router: Router,
+        feed: ChangeFeed,
     ) -> None:
         """``senders``, ``peer_health`` and ``sync_state`` each hold every peer (or none)."""
         self.node_id = node_id
@@ -106,6 +109,7 @@ class NodeView:
         self._health = peer_health
         self._sync = sync_state
         self._collector = collector
+        self._feed = feed
         self._router = router
 
     @property
@@ -159,3 +163,8 @@ class NodeView:
     def forwarded_calls(self) -> int:
         """Calls forwarded to a node allowed to hold the key, since start."""
         return self._router.forwarded_calls
+
+    @property
+    def watch_streams(self) -> int:
+        """Watch subscriptions open on this node's change feed now."""
+        return self._feed.watchers

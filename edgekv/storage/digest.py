@@ -51,6 +51,11 @@ def index_key(placement: bytes, bucket: int, key: bytes) -> bytes:
     return placement_tag(placement) + U16.pack(bucket) + key
 
 
+def key_of_index_entry(ikey: bytes) -> bytes:
+    """The user key of a digest-index key (``index_key``'s inverse, for the audit)."""
+    return ikey[1 + ikey[0] + 2 :]  # len(placement) | placement | bucket (2) | key
+
+
 def bucket_index_prefix(placement: bytes, bucket: int) -> bytes:
     return placement_tag(placement) + U16.pack(bucket)
 

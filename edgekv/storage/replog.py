@@ -104,9 +104,8 @@ class ReplicationLog:
         it = self._log.iter()
         it.seek(U64.pack(from_seq))
         while it.valid() and len(out) < limit:
-            raw = it.value()
-            (n,) = U16.unpack_from(raw)
-            out.append(LogEntry(int(U64.unpack(it.key())[0]), raw[2 : 2 + n], raw[2 + n :]))
+            key, record = decode_entry(it.value())
+            out.append(LogEntry(int(U64.unpack(it.key())[0]), key, record))
             it.next()
         return out
 
@@ -131,3 +130,9 @@ class ReplicationLog:
     def _read_u64(self, key: bytes) -> int:
         raw = self._meta.get(key)
         return 0 if raw is None else int(U64.unpack(raw)[0])
+
+
+def decode_entry(raw: bytes) -> tuple[bytes, bytes]:
+    """(key, record) of a log column-family value: u16 key length | key | record."""
+    (n,) = U16.unpack_from(raw)
+    return raw[2 : 2 + n], raw[2 + n :]

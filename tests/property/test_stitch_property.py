@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgekv.coordinator.stitching import ScanSource, merge_scan_pages
+from edgekv.cluster.placement import PlacementRule, PlacementRules
+from edgekv.coordinator.stitching import ScanSource, merge_scan_pages, split_range
 
 
 class _Item:
@@ -45,3 +48,45 @@ def test_stitched_paging_returns_every_key_once_in_order(
         if not token:
             break
     assert seen == expected
+
+
+_REGIONS = ("a", "b", "c")
+_BYTES = st.sampled_from([0x00, 0x01, ord("a"), ord("b"), 0xFF])
+_keys = st.lists(_BYTES, max_size=4).map(bytes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rules=st.dictionaries(
+        st.lists(st.sampled_from([ord("a"), ord("b"), 0xFF]), min_size=1, max_size=3).map(bytes),
+        st.sets(st.sampled_from(_REGIONS), min_size=1).map(tuple),
+        max_size=5,
+    ),
+    region=st.sampled_from(_REGIONS),
+    bounds=st.tuples(_keys, _keys),
+    probes=st.lists(_keys, max_size=30),
+)
+def test_split_range_parts_tile_the_range_and_agree_with_placement(
+    rules: dict[bytes, tuple[str, ...]],
+    region: str,
+    bounds: tuple[bytes, bytes],
+    probes: list[bytes],
+) -> None:
+    placement = PlacementRules([PlacementRule(p, r) for p, r in rules.items()], _REGIONS)
+    lo, hi = sorted(bounds)
+    if hi and lo >= hi:
+        return
+    local, remote = split_range(lo, hi, placement, region)
+    parts = sorted([(s, e, None) for s, e in local] + list(remote), key=lambda p: p[0])
+    assert parts[0][0] == lo and parts[-1][1] == hi
+    for (_, end, _), (start, _, _) in itertools.pairwise(parts):
+        assert end == start  # no gap, no overlap
+    for key in probes:
+        if key < lo or (hi and key >= hi):
+            continue
+        (start, end, owner) = next(p for p in parts if p[0] <= key and (not p[1] or key < p[1]))
+        if owner is None:
+            assert placement.allows(key, region)
+        else:
+            assert not placement.allows(key, region)
+            assert placement.placement_of(key) == owner

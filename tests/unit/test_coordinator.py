@@ -17,8 +17,8 @@ from edgekv.config.loader import parse_config
 from edgekv.config.model import ClusterConfig
 from edgekv.coordinator import Call, ChangeEvent, Coordinator, DirectForwarder
 from edgekv.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
+from edgekv.principal import ANYONE, Principal
 from edgekv.replication.changefeed import ChangeFeed
-from edgekv.server.auth import Principal
 from edgekv.storage.engine import DeleteOp, Engine, EngineSettings, PutOp
 
 NODES = (("fra-1", "eu-west"), ("iad-1", "us-east"), ("nrt-1", "ap-northeast"))
@@ -45,6 +45,7 @@ def cluster_config(tmp_path: Path) -> ClusterConfig:
         "placement": [
             {"prefix": "eu/", "regions": ["eu-west"]},
             {"prefix": "jp/", "regions": ["ap-northeast"]},
+            {"prefix": "eu/us/", "regions": ["us-east"]},  # nested inside an EU prefix
         ],
         "security": {"auth": {"mode": "disabled"}},
     }
@@ -94,7 +95,7 @@ async def nodes(tmp_path: Path) -> AsyncIterator[InProcessNodes]:
         cluster.close()
 
 
-CLIENT = Call()
+CLIENT = Call(ANYONE)
 
 
 # -- reads and writes of keys held here ---------------------------------------------
@@ -137,7 +138,7 @@ async def test_put_pinned_key_forwarded_and_never_stored_here(nodes: InProcessNo
 
 
 async def test_forwarded_call_for_foreign_key_refused_not_bounced(nodes: InProcessNodes) -> None:
-    forwarded = Call(forwarded_by="nrt-1")
+    forwarded = Call(ANYONE, forwarded_by="nrt-1")
     with pytest.raises(FailedPrecondition, match="already forwarded by nrt-1"):
         await nodes["iad-1"].get(b"eu/alice", forwarded)
     with pytest.raises(FailedPrecondition):
@@ -205,6 +206,18 @@ async def test_scan_stitched_pages_cover_every_key_once(nodes: InProcessNodes) -
         if not token:
             break
     assert seen == sorted(expected)
+
+
+async def test_scan_of_a_prefix_with_a_nested_rule_is_served_by_each_owner(
+    nodes: InProcessNodes,
+) -> None:
+    await nodes["fra-1"].put(b"eu/a", b"EU", 0, CLIENT)
+    await nodes["iad-1"].put(b"eu/us/a", b"US", 0, CLIENT)
+    await nodes["fra-1"].put(b"eu/z", b"EU", 0, CLIENT)
+    for at in ("iad-1", "fra-1", "nrt-1"):
+        page = await nodes[at].scan(CLIENT, prefix=b"eu/")
+        assert [i.key for i in page.items] == [b"eu/a", b"eu/us/a", b"eu/z"], at
+        assert page.held_by == ["fra-1", "iad-1", "fra-1"], at
 
 
 async def test_scan_page_token_outside_range_refused(nodes: InProcessNodes) -> None:
@@ -293,11 +306,27 @@ async def test_watch_delete_event_is_a_tombstone(nodes: InProcessNodes) -> None:
     await stream.aclose()
 
 
-async def test_forwarded_watch_spanning_foreign_placements_refused(
+async def test_forwarded_watch_to_a_node_holding_nothing_of_it_refused(
     nodes: InProcessNodes,
 ) -> None:
-    with pytest.raises(FailedPrecondition, match="spans placements"):
-        await anext(nodes["iad-1"].watch(b"", Call(forwarded_by="nrt-1")))
+    with pytest.raises(FailedPrecondition, match="already forwarded by nrt-1"):
+        await anext(nodes["iad-1"].watch(b"eu/x", Call(ANYONE, forwarded_by="nrt-1")))
+
+
+async def test_watch_over_a_nested_rule_relays_each_owner_once(nodes: InProcessNodes) -> None:
+    stream = nodes["nrt-1"].watch(b"eu/", CLIENT)
+    first = asyncio.ensure_future(anext(stream))
+    await _subscribed(nodes.feeds["fra-1"])  # eu/ (without eu/us/)
+    await _subscribed(nodes.feeds["iad-1"])  # eu/us/
+    await nodes["fra-1"].put(b"eu/a", b"EU", 0, CLIENT)
+    await nodes["iad-1"].put(b"eu/us/a", b"US", 0, CLIENT)
+    events = [await asyncio.wait_for(first, timeout=5), *await _next_events(stream, 1)]
+    assert sorted((e.key, e.served_by) for e in events) == [
+        (b"eu/a", "fra-1"), (b"eu/us/a", "iad-1"),
+    ]  # fmt: skip
+    assert nodes.feeds["fra-1"].watchers == 1  # one relay per owner, not per range part
+    await stream.aclose()
+    assert nodes.feeds["fra-1"].watchers == nodes.feeds["iad-1"].watchers == 0
 
 
 def test_in_process_nodes_fixture_has_every_node(tmp_path: Path) -> None:

@@ -94,13 +94,13 @@ def test_rule_for_returns_longest_rule_or_none(eu_rules: PlacementRules) -> None
     assert eu_rules.rule_for(b"us/x") is None
 
 
-def test_group_of_is_rule_prefix_or_global(eu_rules: PlacementRules) -> None:
+def test_placement_of_is_rule_prefix_or_global(eu_rules: PlacementRules) -> None:
     assert eu_rules.placement_of(b"eu/de/x") == b"eu/de/"
     assert eu_rules.placement_of(b"eu/fr/x") == b"eu/"
     assert eu_rules.placement_of(b"us/x") == GLOBAL == b""
 
 
-def test_groups_shared_by_regions_that_may_hold_them(eu_rules: PlacementRules) -> None:
+def test_placements_shared_by_regions_that_may_hold_them(eu_rules: PlacementRules) -> None:
     assert eu_rules.placements_shared_by({"eu-west", "eu-central"}) == [b"", b"eu/"]
     assert eu_rules.placements_shared_by({"eu-central"}) == [b"", b"eu/", b"eu/de/"]
     assert eu_rules.placements_shared_by({"us-east", "ap-northeast"}) == [b""]

@@ -10,6 +10,7 @@ from edgekv.coordinator.stitching import (
     merge_scan_pages,
     remote_ranges,
     split_keys,
+    split_range,
     write_target,
 )
 from edgekv.errors import InvalidArgument
@@ -46,6 +47,30 @@ def test_remote_ranges_only_the_foreign_parts_of_a_range() -> None:
     assert remote_ranges(b"eu/m", b"f", PLACEMENT, "us") == [(b"eu/m", b"eu0", b"eu/")]
     assert remote_ranges(b"", b"", PLACEMENT, "eu") == [(b"jp/", b"jp0", b"jp/")]
     assert remote_ranges(b"a", b"b", PLACEMENT, "us") == []
+
+
+NESTED = PlacementRules(
+    [PlacementRule(b"eu/", ("eu",)), PlacementRule(b"eu/us/", ("us",))], REGIONS
+)
+
+
+def test_split_range_nested_rule_held_here_is_not_sent_away() -> None:
+    local, remote = split_range(b"eu/", b"eu0", NESTED, "us")
+    assert remote == [(b"eu/", b"eu/us/", b"eu/"), (b"eu/us0", b"eu0", b"eu/")]
+    assert local == [(b"eu/us/", b"eu/us0")]
+
+
+def test_split_range_the_owner_sees_the_nested_part_as_remote() -> None:
+    local, remote = split_range(b"eu/", b"eu0", NESTED, "eu")
+    assert local == [(b"eu/", b"eu/us/"), (b"eu/us0", b"eu0")]
+    assert remote == [(b"eu/us/", b"eu/us0", b"eu/us/")]
+
+
+def test_split_range_unbounded_covers_everything_once() -> None:
+    local, remote = split_range(b"", b"", NESTED, "ap")
+    assert local == [(b"", b"eu/"), (b"eu0", b"")]
+    assert remote == [(b"eu/", b"eu/us/", b"eu/"), (b"eu/us/", b"eu/us0", b"eu/us/"),
+                      (b"eu/us0", b"eu0", b"eu/")]  # fmt: skip
 
 
 def test_write_target_local_batch_stays_here() -> None:
