@@ -17,6 +17,7 @@ from edgekv.cluster.membership import PeerHealth
 from edgekv.cluster.routing import Router
 from edgekv.replication.antientropy import PeerSyncState
 from edgekv.replication.collector import Collector
+from edgekv.replication.refusals import PeerRefusals
 from edgekv.replication.sender import PeerSender
 from edgekv.storage.engine import Engine
 
@@ -72,7 +73,8 @@ class NodeView:
     """
 
     __slots__ = (
-        "_collector", "_engine", "_health", "_metrics_endpoint", "_router", "_senders", "_sync",
+        "_collector", "_engine", "_health", "_metrics_endpoint", "_refusals", "_router",
+        "_senders", "_sync",
         "cluster", "endpoint", "node_id", "peer_endpoint", "region", "sync_writes",
     )  # fmt: skip
 
@@ -92,6 +94,7 @@ class NodeView:
         sync_state: Mapping[str, PeerSyncState],
         collector: Collector,
         router: Router,
+        refusals: PeerRefusals,
     ) -> None:
         """``senders``, ``peer_health`` and ``sync_state`` each hold every peer (or none)."""
         self.node_id = node_id
@@ -107,6 +110,7 @@ class NodeView:
         self._sync = sync_state
         self._collector = collector
         self._router = router
+        self._refusals = refusals
 
     @property
     def metrics_endpoint(self) -> str:
@@ -154,6 +158,10 @@ class NodeView:
     def collector_stats(self) -> CollectorStats:
         collector = self._collector
         return CollectorStats(collector.collected_total, collector.horizon_ms)
+
+    def peer_refusals(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Peer calls refused and received records dropped, by reason (copies)."""
+        return dict(self._refusals.calls), dict(self._refusals.records)
 
     @property
     def forwarded_calls(self) -> int:
