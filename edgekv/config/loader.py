@@ -106,11 +106,13 @@ def parse_config(doc: object, base_dir: Path) -> ClusterConfig:
     placement = parse_placement(top.get("placement"), region_names, nodes)
     limits = parse_limits(top.get("limits"))
     peers = len(nodes) - 1
-    if limits.max_peer_concurrent_rpcs < PEER_RPCS_PER_PEER * peers:
+    needed = PEER_RPCS_PER_PEER * peers
+    if limits.max_peer_concurrent_rpcs < needed:
         raise ConfigError(
             f"limits.max_peer_concurrent_rpcs is {limits.max_peer_concurrent_rpcs}; with {peers} "
-            f"peers a node needs at least {PEER_RPCS_PER_PEER * peers} ({PEER_RPCS_PER_PEER} per "
-            "peer: a replication stream, a heartbeat, an anti-entropy call and a spare)"
+            f"peer{'' if peers == 1 else 's'} a node needs at least {needed} "
+            f"({PEER_RPCS_PER_PEER} per peer: a replication stream, a heartbeat, an anti-entropy "
+            "call and a spare)"
         )
     return ClusterConfig(
         cluster=cluster,

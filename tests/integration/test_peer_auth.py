@@ -16,7 +16,7 @@ import pytest
 
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.launcher import LaunchError, running_node, start_node, write_cluster_file
-from edgekv.local.wait import assert_converged, scrape_metrics
+from edgekv.local.wait import assert_converged, scrape_metrics, wait_until
 from edgekv.server.auth import hash_token
 from edgekv.server.peer_auth import PEER_AUTH_METADATA, PEER_ID_METADATA, credential
 from edgekv.storage import digest
@@ -269,3 +269,82 @@ def test_tokens_without_peer_authentication_refuse_to_start(tmp_path: Path) -> N
     path = tokens_file(tmp_path / "secret", peer_secret_file=str(write_secret(tmp_path)))
     with running_node(path, "fra-1") as n:
         assert "UNAUTHENTICATED" not in n.log_path.read_text()
+
+
+class _LyingPeer(replication_pb2_grpc.ReplicationServicer):
+    """Plays fra-1 to a real iad-1: its anti-entropy answers list a pinned key and
+    send back records nobody asked for."""
+
+    def __init__(self) -> None:
+        self.fetched: list[list[bytes]] = []
+
+    def Heartbeat(self, request: Any, context: Any) -> Any:
+        return replication_pb2.HeartbeatResponse(node_id="fra-1", region="eu-west")
+
+    def Replicate(self, requests: Any, context: Any) -> Any:
+        for request in requests:
+            if not request.HasField("hello"):
+                yield replication_pb2.ReplicateAck(acked_seq=request.through_seq)
+
+    def GetDigests(self, request: Any, context: Any) -> Any:
+        # Segment 0, bucket 0 differ: one bucket to reconcile.
+        one_hot = [1] + [0] * (digest.SEGMENTS - 1)
+        buckets = [1] + [0] * (digest.BUCKETS_PER_SEGMENT - 1) if request.segments else []
+        return replication_pb2.DigestResponse(segment_digests=one_hot, bucket_digests=buckets)
+
+    def ListBuckets(self, request: Any, context: Any) -> Any:
+        ts = record_timestamp()
+        return replication_pb2.ListBucketsResponse(entries=[
+            replication_pb2.KeyVersion(key=k, timestamp=ts, origin="fra-1")
+            for k in (b"global/asked", b"eu/pinned")
+        ])  # fmt: skip
+
+    def FetchRecords(self, request: Any, context: Any) -> Any:
+        self.fetched.append(list(request.keys))
+        return replication_pb2.RecordBatch(records=[
+            replication_pb2.KeyRecord(key=k, record=record(b"from-a-liar", origin="fra-1"))
+            for k in (b"global/asked", b"global/unasked", b"eu/pinned")
+        ])  # fmt: skip
+
+    def PushRecords(self, request: Any, context: Any) -> Any:
+        return replication_pb2.PushRecordsResponse(applied=0)
+
+
+def record_timestamp() -> int:
+    return (int(time.time() * 1000) - 1000) << 16
+
+
+def test_antientropy_applies_only_records_asked_for_and_allowed(tmp_path: Path) -> None:
+    from concurrent import futures
+
+    from edgekv.config.loader import load_config
+    from edgekv.v1 import cluster_pb2, cluster_pb2_grpc
+
+    path = secret_cluster_file(tmp_path, nodes=NODES[:2])
+    liar = _LyingPeer()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    replication_pb2_grpc.add_ReplicationServicer_to_server(liar, server)
+    fra_peer = load_config(path).node("fra-1").peer_listen
+    assert fra_peer is not None and server.add_insecure_port(fra_peer)
+    server.start()
+    try:
+        with running_node(path, "iad-1") as iad:
+            channel = grpc.insecure_channel(iad.endpoint)
+            stub = kv_pb2_grpc.KVStub(channel)
+            got = wait_until(
+                lambda: (r := stub.Get(kv_pb2.GetRequest(key=b"global/asked"))).found and r,
+                timeout_s=30, what="global/asked pulled by anti-entropy",
+            )  # fmt: skip
+            assert got.value == b"from-a-liar"
+            assert all(b"eu/pinned" not in keys for keys in liar.fetched)  # never asked for
+            assert not stub.Get(kv_pb2.GetRequest(key=b"global/unasked")).found
+            audit = cluster_pb2_grpc.ClusterStub(channel).Audit(cluster_pb2.AuditRequest())
+            assert audit.violations == 0  # eu/pinned is nowhere in data, log or digests
+            m = scrape_metrics(iad.info["metrics_port"])
+            dropped = {
+                labels["reason"]: value for labels, value in m["edgekv_peer_refused_records_total"]
+            }
+            assert dropped["not_held"] >= 1 and dropped["not_asked"] >= 2
+            channel.close()
+    finally:
+        server.stop(0)
