@@ -226,6 +226,14 @@ def test_cluster_with_a_peer_secret_replicates_and_repairs(tmp_path: Path) -> No
         fra.Put(kv_pb2.PutRequest(key=b"eu/pinned", value=PINNED_VALUE))
         endpoints = {n: cluster.endpoint(n) for n in cluster.node_ids}
         assert_converged(endpoints, b"g/", timeout_s=30)
+        # Log shipping itself runs with credentials: every replication stream is up.
+        for node in cluster.node_ids:
+            wait_until(
+                lambda node=node: [v for _, v in scrape_metrics(
+                    cluster.nodes[node].info["metrics_port"])["edgekv_replication_connected"]]
+                == [1.0, 1.0],
+                timeout_s=15, what=f"{node}'s replication streams connected",
+            )  # fmt: skip
         # nrt-1 misses more writes than the log keeps: anti-entropy repairs it.
         cluster.stop("nrt-1")
         for i in range(200):
@@ -247,6 +255,7 @@ def test_cluster_with_a_peer_secret_replicates_and_repairs(tmp_path: Path) -> No
         for node in cluster.node_ids:
             counts = refused(cluster, node)
             assert set(counts.values()) == {0.0}, (node, counts)
+            assert SECRET not in cluster.nodes[node].log_path.read_bytes()
 
 
 def tokens_file(tmp_path: Path, **security: Any) -> Path:
