@@ -204,3 +204,17 @@ def test_refusals_start_at_zero_for_every_reason() -> None:
     refusals.call("keys")
     refusals.dropped("not_asked", 3)
     assert refusals.calls["keys"] == 1 and refusals.records["not_asked"] == 3
+
+
+def test_cli_peer_secret_new_writes_a_private_file_once(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edgekv.cli.main import main
+
+    out = tmp_path / "peer.secret"
+    first = CliRunner().invoke(main, ["peer-secret", "new", "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert len(read_peer_secret(out)) == 64
+    again = CliRunner().invoke(main, ["peer-secret", "new", "--out", str(out)])
+    assert again.exit_code == 1 and "refusing to replace" in again.output
