@@ -20,6 +20,13 @@ DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # gets RESOURCE_EXHAUSTED instead of memory growth; replication has its own port.
 DEFAULT_MAX_INFLIGHT_PER_CLIENT = 1024
 DEFAULT_MAX_CONCURRENT_RPCS = 8192
+# Calls in progress on the peer port, all peers together. A peer normally has
+# one replication stream, one heartbeat and one anti-entropy call open here;
+# beyond the limit gRPC answers RESOURCE_EXHAUSTED, so a flood on the peer port
+# costs bounded memory.
+DEFAULT_MAX_PEER_CONCURRENT_RPCS = 1024
+# The least max_peer_concurrent_rpcs per peer: stream, heartbeat, anti-entropy, and one spare.
+PEER_RPCS_PER_PEER = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +39,7 @@ class Limits:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_inflight_per_client: int = DEFAULT_MAX_INFLIGHT_PER_CLIENT
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
+    max_peer_concurrent_rpcs: int = DEFAULT_MAX_PEER_CONCURRENT_RPCS
 
     def __post_init__(self) -> None:
         for name in (
@@ -41,6 +49,7 @@ class Limits:
             "max_message_bytes",
             "max_inflight_per_client",
             "max_concurrent_rpcs",
+            "max_peer_concurrent_rpcs",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -258,6 +258,22 @@ class _NodeStateExporter(Collector):
             "edgekv_clock_skew_rejections", "Remote timestamps refused for clock skew.",
             value=engine.skew_rejections,
         )  # fmt: skip
+        calls, records = view.peer_refusals()
+        refused = CounterMetricFamily(
+            "edgekv_peer_refused", "Peer calls refused: no valid credential, another node's "
+            "credential, or a placement or keys the caller's region may not hold.",
+            labels=["reason"],
+        )  # fmt: skip
+        for reason, count in calls.items():
+            refused.add_metric([reason], count)
+        dropped = CounterMetricFamily(
+            "edgekv_peer_refused_records", "Records received from peers and not applied: "
+            "this region or the sender's may not hold them, or they were not asked for.",
+            labels=["reason"],
+        )  # fmt: skip
+        for reason, count in records.items():
+            dropped.add_metric([reason], count)
+        yield from (refused, dropped)
         yield CounterMetricFamily(
             "edgekv_forwarded_calls", "Calls forwarded to a node allowed to hold the key.",
             value=view.forwarded_calls,

@@ -15,7 +15,7 @@ import click
 from edgekv.cli import exitcodes as codes
 from edgekv.cli.cluster import cluster
 from edgekv.cli.kv import backup, delete, get, health, put, scan, status
-from edgekv.cli.security import certs, token
+from edgekv.cli.security import certs, peer_secret, token
 
 # The cluster file, for commands that act on one node of it.
 cluster_file_option = click.option(
@@ -30,7 +30,8 @@ def main() -> None:
     """edgekv: an edge-native, globally replicated key-value store."""
 
 
-for _command in (get, put, delete, scan, status, health, backup, cluster, certs, token):
+for _command in (get, put, delete, scan, status, health, backup, cluster, certs, token,
+                 peer_secret):  # fmt: skip
     main.add_command(_command)
 
 

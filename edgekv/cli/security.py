@@ -97,3 +97,28 @@ def token_new(name: str, scope: str, prefixes: tuple[str, ...]) -> None:
         entry += ", prefixes: [" + ", ".join(f'"{p}"' for p in prefixes) + "]"
     click.echo(f"token:  {secret}")
     click.echo(f"config: - {entry}}}   # under security.auth.tokens")
+
+
+@click.group("peer-secret")
+def peer_secret() -> None:
+    """The cluster peer secret that authenticates peers on a network without TLS."""
+
+
+@peer_secret.command("new")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The file to write (mode 0600); never replaces an existing one.")  # fmt: skip
+def peer_secret_new(out: str) -> None:
+    """Write a new random peer secret to --out, for security.peer_secret_file.
+
+    Every node of the cluster reads the same secret; copy the file to each one.
+    """
+    import os
+
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        click.echo(f"edgekv: {out} exists; refusing to replace a peer secret", err=True)
+        sys.exit(codes.ERROR)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32) + "\n")
+    click.echo(f"created {out}; set security.peer_secret_file: {out} in the cluster file")

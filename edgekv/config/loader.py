@@ -49,6 +49,7 @@ from edgekv.config.sections import (
 )
 from edgekv.config.values import as_ident, as_mapping, check_keys, show
 from edgekv.errors import ConfigError
+from edgekv.limits import PEER_RPCS_PER_PEER
 
 __all__ = ["load_config", "parse_config"]
 
@@ -103,12 +104,22 @@ def parse_config(doc: object, base_dir: Path) -> ClusterConfig:
     region_names = {r.name for r in regions}
     nodes = parse_nodes(top["nodes"], region_names, base_dir)
     placement = parse_placement(top.get("placement"), region_names, nodes)
+    limits = parse_limits(top.get("limits"))
+    peers = len(nodes) - 1
+    needed = PEER_RPCS_PER_PEER * peers
+    if limits.max_peer_concurrent_rpcs < needed:
+        raise ConfigError(
+            f"limits.max_peer_concurrent_rpcs is {limits.max_peer_concurrent_rpcs}; with {peers} "
+            f"peer{'' if peers == 1 else 's'} a node needs at least {needed} "
+            f"({PEER_RPCS_PER_PEER} per peer: a replication stream, a heartbeat, an anti-entropy "
+            "call and a spare)"
+        )
     return ClusterConfig(
         cluster=cluster,
         regions=regions,
         nodes=nodes,
         placement=placement,
-        limits=parse_limits(top.get("limits")),
+        limits=limits,
         storage=parse_storage(top.get("storage")),
         replication=parse_replication(top.get("replication")),
         wan=parse_wan(top.get("wan"), region_names),

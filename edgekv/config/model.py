@@ -155,10 +155,19 @@ class AuthSettings:
 
 @dataclass(frozen=True, slots=True)
 class SecuritySettings:
-    """The ``security`` section: TLS (optional) and client authentication."""
+    """The ``security`` section: TLS (optional), client authentication, the peer plane.
+
+    Peers prove their node id by mutual TLS (``tls``) or, on a private network
+    without TLS, with the cluster peer secret held in ``peer_secret_file`` (the
+    path only: the node reads the file at start, and the secret is never kept
+    here or printed). With ``auth.mode: tokens`` a node with peers refuses to
+    start with neither, unless ``insecure_peer_plane`` says the operator means it.
+    """
 
     tls: TlsSettings | None = None
     auth: AuthSettings | None = None  # None: not configured, the node refuses to start
+    peer_secret_file: Path | None = None
+    insecure_peer_plane: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -281,7 +281,12 @@ def parse_security(value: object, base_dir: Path) -> SecuritySettings:
     if value is None:
         return SecuritySettings()
     entry = as_mapping(value, "security")
-    check_keys(entry, "security", required=(), optional=("tls", "auth"))
+    check_keys(
+        entry,
+        "security",
+        required=(),
+        optional=("tls", "auth", "peer_secret_file", "insecure_peer_plane"),
+    )
     tls = None
     if entry.get("tls") is not None:
         t = as_mapping(entry["tls"], "security.tls")
@@ -338,7 +343,19 @@ def parse_security(value: object, base_dir: Path) -> SecuritySettings:
         if mode == "tokens" and not tokens:
             raise ConfigError("security.auth.tokens: mode is tokens but no token is configured")
         auth = AuthSettings(mode, tuple(tokens))
-    return SecuritySettings(tls, auth)
+    secret_file = None
+    if entry.get("peer_secret_file") is not None:
+        text = as_string(entry["peer_secret_file"], "security.peer_secret_file")
+        if not text:
+            raise ConfigError("security.peer_secret_file: the path is empty")
+        secret_file = Path(text) if Path(text).is_absolute() else base_dir / text
+    insecure = as_bool(entry.get("insecure_peer_plane", False), "security.insecure_peer_plane")
+    if insecure and (tls is not None or secret_file is not None):
+        raise ConfigError(
+            "security.insecure_peer_plane: true, but the peer plane is authenticated "
+            "(security.tls or security.peer_secret_file is set); remove insecure_peer_plane"
+        )
+    return SecuritySettings(tls, auth, secret_file, insecure)
 
 
 def parse_wan(value: object, region_names: set[str]) -> WanSettings:

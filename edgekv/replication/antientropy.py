@@ -7,7 +7,9 @@ whose versions differ — pulling what the peer has newer, pushing what we have
 newer. Cost is proportional to the difference, not the data size. It repairs
 a peer past log retention, a node restored from an old backup, and a brand-new
 node with an empty data directory. Applying is idempotent, so a sync that is
-cut off half-way is simply finished by the next one.
+cut off half-way is simply finished by the next one. Only records this node
+asked for and may hold are applied, whatever the peer sends back; the rest are
+dropped and counted (replication/refusals.py).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 
+from edgekv.replication.refusals import PeerRefusals
 from edgekv.storage import digest
 from edgekv.storage.clock import wall_ms
 from edgekv.storage.engine import Engine
@@ -64,8 +67,14 @@ async def sync_with_peer(
     stub: replication_pb2_grpc.ReplicationStub,
     hello: replication_pb2.PeerHello,
     placement: bytes,
+    *,
+    may_hold: Callable[[bytes], bool],
+    refusals: PeerRefusals,
 ) -> SyncStats:
-    """Make this node and the peer hold the same newest records of ``placement``."""
+    """Make this node and the peer hold the same newest records of ``placement``.
+
+    ``may_hold(key)``: may this node hold the key (data residency)?
+    """
     started = time.monotonic()
     stats = SyncStats()
     remote = await stub.GetDigests(
@@ -101,6 +110,7 @@ async def sync_with_peer(
                 placement,
                 buckets[b_start : b_start + _BUCKETS_PER_CALL],
                 stats,
+                _Intake(may_hold, refusals),
             )
     stats.duration_s = time.monotonic() - started
     return stats
@@ -113,6 +123,7 @@ async def _reconcile_buckets(
     placement: bytes,
     buckets: Sequence[int],
     stats: SyncStats,
+    intake: _Intake,
 ) -> None:
     listed = await stub.ListBuckets(
         replication_pb2.ListBucketsRequest(hello=hello, placement=placement, buckets=buckets),
@@ -124,16 +135,15 @@ async def _reconcile_buckets(
         for bucket in buckets
         for key, ts, origin in engine.digests.list_bucket(placement, bucket)
     }
-    pull = [k for k, v in theirs.items() if (mine := ours.get(k)) is None or mine < v]
+    pull = intake.wanted(k for k, v in theirs.items() if (mine := ours.get(k)) is None or mine < v)
     push = [k for k, v in ours.items() if (other := theirs.get(k)) is None or other < v]
     for start in range(0, len(pull), _RECORDS_PER_CALL):
+        asked = pull[start : start + _RECORDS_PER_CALL]
         batch = await stub.FetchRecords(
-            replication_pb2.FetchRecordsRequest(
-                hello=hello, keys=pull[start : start + _RECORDS_PER_CALL]
-            ),
+            replication_pb2.FetchRecordsRequest(hello=hello, keys=asked),
             timeout=_CALL_TIMEOUT_S,
         )
-        stats.pulled += engine.apply_many((r.key, r.record) for r in batch.records)
+        stats.pulled += engine.apply_many(intake.accepted(asked, batch.records))
     for start in range(0, len(push), _RECORDS_PER_CALL):
         records = engine.records(push[start : start + _RECORDS_PER_CALL])
         resp = await stub.PushRecords(
@@ -146,12 +156,45 @@ async def _reconcile_buckets(
         stats.pushed += resp.applied
 
 
+class _Intake:
+    """What a sync takes from a peer: only keys this node may hold, only records it asked for."""
+
+    __slots__ = ("_may_hold", "_refusals")
+
+    def __init__(self, may_hold: Callable[[bytes], bool], refusals: PeerRefusals) -> None:
+        self._may_hold = may_hold
+        self._refusals = refusals
+
+    def wanted(self, keys: Iterable[bytes]) -> list[bytes]:
+        """The listed keys worth fetching: those this node may hold (the rest counted)."""
+        listed = list(keys)
+        wanted = [k for k in listed if self._may_hold(k)]
+        if len(wanted) != len(listed):
+            self._refusals.dropped("not_held", len(listed) - len(wanted))
+            log.warning("peer listed %d keys this region may not hold", len(listed) - len(wanted))
+        return wanted
+
+    def accepted(
+        self, asked: Sequence[bytes], records: Iterable[replication_pb2.KeyRecord]
+    ) -> list[tuple[bytes, bytes]]:
+        """The fetched records to apply: asked for and allowed here (the rest counted)."""
+        asked_set = set(asked)
+        received = [(r.key, r.record) for r in records]
+        accepted = [(k, r) for k, r in received if k in asked_set and self._may_hold(k)]
+        if len(accepted) != len(received):
+            self._refusals.dropped("not_asked", len(received) - len(accepted))
+            log.warning("peer sent %d records not asked for", len(received) - len(accepted))
+        return accepted
+
+
 class AntiEntropy:
     """The periodic, jittered anti-entropy loop of one node.
 
     ``placements_with(peer_id)`` lists the placements both nodes may
     hold; ``stub_for(peer_id)`` gives a Replication stub for the peer.
     ``trigger`` asks for a sync now (a peer past log retention, a new node).
+    ``may_hold(key)`` says whether this node may hold a key; records refused
+    for residency are counted in ``refusals``.
     """
 
     def __init__(
@@ -163,9 +206,13 @@ class AntiEntropy:
         stub_for: Callable[[str], replication_pb2_grpc.ReplicationStub],
         placements_with: Callable[[str], Sequence[bytes]],
         interval_s: float,
+        may_hold: Callable[[bytes], bool],
+        refusals: PeerRefusals,
         on_synced: Callable[[str, SyncStats], None] | None = None,
     ) -> None:
         self._engine = engine
+        self._may_hold = may_hold
+        self._refusals = refusals
         self._hello = hello
         self._stub_for = stub_for
         self._placements_with = placements_with
@@ -186,7 +233,14 @@ class AntiEntropy:
         total = SyncStats()
         stub = self._stub_for(peer_id)
         for placement in self._placements_with(peer_id):
-            stats = await sync_with_peer(self._engine, stub, self._hello, placement)
+            stats = await sync_with_peer(
+                self._engine,
+                stub,
+                self._hello,
+                placement,
+                may_hold=self._may_hold,
+                refusals=self._refusals,
+            )
             total.segments_differing += stats.segments_differing
             total.buckets_differing += stats.buckets_differing
             total.pulled += stats.pulled

@@ -4,7 +4,8 @@ Tokens arrive as ``authorization: Bearer <token>`` metadata. The cluster file
 holds only their SHA-256 (``security.auth.tokens``), each with a scope
 (read < write < admin) and optional key prefixes. A presented token is hashed
 and compared with every configured digest in constant time. Health checks and
-reflection need no token (probes); the peer port is protected by mutual TLS.
+reflection need no token (probes); the peer port is protected by mutual TLS or
+the cluster peer secret (server/peer_auth.py).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from collections.abc import Iterable, Sequence
 
 import grpc
 
-from edgekv.config.model import AuthSettings
-from edgekv.errors import Unauthenticated
+from edgekv.config.model import AuthSettings, ClusterConfig
+from edgekv.errors import ConfigError, Unauthenticated
 from edgekv.principal import AUTHORIZATION, Principal
 
 log = logging.getLogger(__name__)
@@ -79,3 +80,20 @@ class Authorizer:
         principal = self.authenticate(context.invocation_metadata())
         principal.authorize(scope, keys, key_range)
         return principal
+
+
+def authorizer_for(config: ClusterConfig) -> Authorizer | None:
+    """The token checker, or None when auth is explicitly disabled (with a loud warning)."""
+    auth = config.security.auth
+    if auth is None:
+        raise ConfigError(
+            "security.auth is not configured: set security.auth.mode to tokens (with "
+            "security.auth.tokens), or to disabled for local development only"
+        )
+    if auth.mode == "disabled":
+        log.warning(
+            "AUTHENTICATION IS DISABLED (security.auth.mode: disabled): anyone who can reach "
+            "this node can read and write every key. Use this for local development only."
+        )
+        return None
+    return Authorizer(auth)

@@ -5,7 +5,9 @@ messages up to the configured limit), the peer port (server side, four times
 that, since a replication batch carries many values), and outgoing channels,
 either to a peer's peer port (pooled, one per peer, for replication,
 heartbeats and anti-entropy) or to another node's client port (for forwarded
-calls). Every link uses TLS when the cluster file configures it.
+calls). Every link uses TLS when the cluster file configures it, and every
+peer channel carries this node's peer credential when the cluster has a peer
+secret (server/peer_auth.py), so no peer call can go out without it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from edgekv import tls
 from edgekv.config.model import TlsSettings
 from edgekv.errors import EdgeKVError
 from edgekv.limits import Limits
+from edgekv.server.peer_auth import PeerCredentials
 
 # Framing on top of the largest value: key, headers, protobuf overhead.
 _MESSAGE_SLACK_BYTES = 64 * 1024
@@ -96,6 +99,9 @@ def endpoint_of(listen: str | None, port: int) -> str:
 class Dialer:
     """Opens one node's outgoing channels, with TLS when the cluster configures it.
 
+    ``peer_credentials`` (the cluster peer secret's, or None) is added to every
+    call on every peer channel; client-port channels never carry it.
+
     Peer channels are pooled (one per peer, reused by the sender, heartbeats and
     anti-entropy) and closed by :meth:`close`; client-port channels are new on
     every call and belong to the caller (the router closes its own). Runs on
@@ -108,8 +114,12 @@ class Dialer:
         tls_settings: TlsSettings | None,
         peer_addresses: Mapping[str, str],
         max_message: int,
+        peer_credentials: PeerCredentials | None = None,
     ) -> None:
         self._node_id = node_id
+        self._peer_interceptors = (
+            peer_credentials.interceptors() if peer_credentials is not None else None
+        )
         self._tls = tls_settings
         self._peer_addresses = dict(peer_addresses)  # peer id -> host:port of its peer port
         self._max_message = max_message
@@ -122,7 +132,9 @@ class Dialer:
         """The pooled channel to ``peer``'s peer port."""
         channel = self._peer_channels.get(peer)
         if channel is None:
-            channel = self._dial(self._peer_addresses[peer], PEER_CHANNEL_OPTIONS)
+            channel = self._dial(
+                self._peer_addresses[peer], PEER_CHANNEL_OPTIONS, self._peer_interceptors
+            )
             self._peer_channels[peer] = channel
         return channel
 
@@ -136,8 +148,13 @@ class Dialer:
             await channel.close()
         self._peer_channels.clear()
 
-    def _dial(self, address: str, options: list[tuple[str, int]]) -> grpc.aio.Channel:
+    def _dial(
+        self,
+        address: str,
+        options: list[tuple[str, int]],
+        interceptors: list[grpc.aio.ClientInterceptor] | None = None,
+    ) -> grpc.aio.Channel:
         if self._tls is None:
-            return grpc.aio.insecure_channel(address, options=options)
+            return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
         creds = tls.channel_credentials(self._tls, self._node_id)
-        return grpc.aio.secure_channel(address, creds, options=options)
+        return grpc.aio.secure_channel(address, creds, options=options, interceptors=interceptors)

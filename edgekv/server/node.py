@@ -48,13 +48,15 @@ from edgekv.metrics import NodeMetrics
 from edgekv.replication.antientropy import AntiEntropy, SyncStats
 from edgekv.replication.changefeed import ChangeFeed
 from edgekv.replication.collector import Collector
+from edgekv.replication.refusals import PeerRefusals
 from edgekv.replication.sender import PeerSender, SenderSettings
 from edgekv.replication.trimmer import LogTrimmer
-from edgekv.server.auth import Authorizer
+from edgekv.server.auth import authorizer_for
 from edgekv.server.channels import Dialer, bind, endpoint_of, max_message_bytes, server_options
 from edgekv.server.cluster_service import ClusterService
 from edgekv.server.interceptors import InflightLimiter
 from edgekv.server.kv_service import KVService
+from edgekv.server.peer_auth import PeerAuthenticator, PeerCredentials, peer_secret_for
 from edgekv.server.peer_service import PeerService
 from edgekv.server.view import NodeView
 from edgekv.storage.engine import Engine, EngineSettings
@@ -130,12 +132,20 @@ class Node:
         self._forward_addresses = dict(forward_addresses or {})
         if set(self._forward_addresses) - set(self.peer_ids):
             raise ConfigError("--forward-address names unknown nodes")
-        self.auth = _authorizer(config)
+        self.auth = authorizer_for(config)
         self.metrics = NodeMetrics()
         if self.peer_ids and not self.spec.peer_listen:
             raise ConfigError(f"node {node_id}: peer_listen is required when the cluster has peers")
         self._max_message = max_message_bytes(config.limits)
-        self._dialer = Dialer(node_id, config.security.tls, peer_address, self._max_message)
+        # Refuses token auth over an unauthenticated peer plane (peer_auth.py).
+        self._peer_secret = peer_secret_for(config, has_peers=bool(self.peer_ids))
+        credentials = None
+        if self._peer_secret is not None:
+            credentials = PeerCredentials(self._peer_secret, config.cluster, node_id)
+        self._dialer = Dialer(
+            node_id, config.security.tls, peer_address, self._max_message, credentials
+        )
+        self.refusals = PeerRefusals()  # what the peer plane refused, for metrics
         self._limiter = InflightLimiter(config.limits.max_inflight_per_client)
         self._health = health_aio.HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []  # long-lived; cancelled by stop
@@ -248,6 +258,7 @@ class Node:
             collector=collector,
             router=router,
             feed=feed,
+            refusals=self.refusals,
         )
         coordinator = Coordinator(engine, router, committer=committer, feed=feed)
         kv_pb2_grpc.add_KVServicer_to_server(KVService(coordinator, self.auth), server)
@@ -283,12 +294,20 @@ class Node:
         peer_service = PeerService(
             engine,
             node_id=spec.id,
-            region=spec.region,
             cluster=config.cluster,
-            known_nodes=[n.id for n in config.nodes],
-            may_hold=self._may_hold,
+            node_regions={n.id: n.region for n in config.nodes},
+            placement=self.placement,
+            authenticator=PeerAuthenticator(
+                cluster=config.cluster,
+                mutual_tls=config.security.tls is not None,
+                secret=self._peer_secret,
+            ),
+            refusals=self.refusals,
         )
-        peer_server = grpc.aio.server(options=server_options(self._max_message * 4))
+        peer_server = grpc.aio.server(
+            options=server_options(self._max_message * 4),
+            maximum_concurrent_rpcs=config.limits.max_peer_concurrent_rpcs,
+        )
         replication_pb2_grpc.add_ReplicationServicer_to_server(peer_service, peer_server)
         creds = None
         if config.security.tls is not None:
@@ -320,6 +339,8 @@ class Node:
             stub_for=self._stub,
             placements_with=self._placements_with,
             interval_s=settings.antientropy_interval_s,
+            may_hold=self._may_hold,
+            refusals=self.refusals,
             on_synced=on_synced,
         )
         sender_settings = SenderSettings(
@@ -413,23 +434,6 @@ async def _flush_to_peers(
         if not pending:
             return
         await asyncio.sleep(0.01)
-
-
-def _authorizer(config: ClusterConfig) -> Authorizer | None:
-    """The token checker, or None when auth is explicitly disabled (with a loud warning)."""
-    auth = config.security.auth
-    if auth is None:
-        raise ConfigError(
-            "security.auth is not configured: set security.auth.mode to tokens (with "
-            "security.auth.tokens), or to disabled for local development only"
-        )
-    if auth.mode == "disabled":
-        log.warning(
-            "AUTHENTICATION IS DISABLED (security.auth.mode: disabled): anyone who can reach "
-            "this node can read and write every key. Use this for local development only."
-        )
-        return None
-    return Authorizer(auth)
 
 
 def _require_peer_listen(node: NodeSpec) -> str:

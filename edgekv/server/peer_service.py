@@ -1,19 +1,27 @@
 """The peer gRPC service (edgekv.v1.Replication): the receiving side of replication.
 
 Check the request, call the engine, answer. Every request names its sender
-(PeerHello); a node refuses peers of another cluster or unknown node ids.
-Applying is last-writer-wins and idempotent (Engine.apply_many), so batches
-may arrive twice or out of order.
+(PeerHello), and every call proves it (server/peer_auth.py: mutual TLS or the
+cluster peer secret); a node refuses peers of another cluster, unknown node
+ids and unproven claims. The caller's region comes from its proven id, and a
+call for a placement or keys that region may not hold is refused with
+PERMISSION_DENIED; received records this node's region may not hold are
+dropped. Both are counted (replication/refusals.py). Applying is
+last-writer-wins and idempotent (Engine.apply_many), so batches may arrive
+twice or out of order.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 
 import grpc
 
-from edgekv.errors import EdgeKVError, InvalidArgument, PermissionDenied
+from edgekv.cluster.placement import PlacementRules
+from edgekv.errors import EdgeKVError, InvalidArgument, PermissionDenied, Unauthenticated
+from edgekv.replication.refusals import PeerRefusals
+from edgekv.server.peer_auth import PeerAuthenticator
 from edgekv.server.status import grpc_errors, grpc_stream_errors
 from edgekv.storage.clock import wall_ms
 from edgekv.storage.engine import Engine
@@ -26,55 +34,101 @@ MAX_FETCH_KEYS = 10_000
 
 
 class PeerService(replication_pb2_grpc.ReplicationServicer):
-    """Serves log shipping, heartbeats and anti-entropy to the other nodes."""
+    """Serves log shipping, heartbeats and anti-entropy to the other nodes.
+
+    ``node_regions`` maps every node id of the cluster file to its region.
+    """
 
     def __init__(
         self,
         engine: Engine,
         *,
         node_id: str,
-        region: str,
         cluster: str,
-        known_nodes: Collection[str],
-        may_hold: Callable[[bytes], bool],
+        node_regions: Mapping[str, str],
+        placement: PlacementRules,
+        authenticator: PeerAuthenticator,
+        refusals: PeerRefusals,
     ) -> None:
         self._engine = engine
         self._node_id = node_id
-        self._region = region
+        self._region = node_regions[node_id]
         self._cluster = cluster
-        self._known = frozenset(known_nodes)
-        # Defence in depth for data residency: never apply a key this node's
-        # region may not hold, whatever a (misconfigured) peer sends.
-        self._may_hold = may_hold
-        self.refused_records = 0
+        self._node_regions = dict(node_regions)
+        self._placement = placement
+        # Placements each region may hold, for the digest and listing calls.
+        self._placements_of = {
+            region: frozenset(placement.placements_shared_by([region]))
+            for region in set(node_regions.values())
+        }
+        self._auth = authenticator
+        self.refusals = refusals
         # origin id -> (through_seq, origin_last_seq, sent_at_ms) of the last batch.
         self.inbound: dict[str, tuple[int, int, int]] = {}
 
     def _check_hello(
         self, hello: replication_pb2.PeerHello, context: grpc.aio.ServicerContext
     ) -> str:
+        """The caller's node id, proven (module docstring); refusals are counted."""
         if hello.cluster != self._cluster:
+            self.refusals.call("unknown_peer")
             raise InvalidArgument(
                 f"peer {hello.node_id!r} belongs to cluster {hello.cluster!r}; this node is in "
                 f"{self._cluster!r}"
             )
-        if hello.node_id not in self._known or hello.node_id == self._node_id:
+        if hello.node_id not in self._node_regions or hello.node_id == self._node_id:
+            self.refusals.call("unknown_peer")
             raise InvalidArgument(f"peer {hello.node_id!r} is not a node of this cluster file")
-        # Under mutual TLS the certificate, not the message, says who is calling:
-        # a node's certificate cannot be used to speak for another node.
-        names = (context.auth_context() or {}).get("x509_common_name")
-        if names and hello.node_id.encode() not in names:
-            shown = ", ".join(n.decode("utf-8", "replace") for n in names)
-            raise PermissionDenied(
-                f"peer says it is {hello.node_id!r} but its certificate is for {shown}"
-            )
+        try:
+            self._auth.verify(hello.node_id, context)
+        except Unauthenticated:
+            self.refusals.call("unauthenticated")
+            raise
+        except PermissionDenied:
+            self.refusals.call("identity")
+            raise
         return hello.node_id
 
-    def _apply(self, pairs: list[tuple[bytes, bytes]]) -> int:
-        allowed = [(k, r) for k, r in pairs if self._may_hold(k)]
+    def _check_placement(self, caller: str, placement: bytes) -> None:
+        region = self._node_regions[caller]
+        if placement not in self._placements_of[region]:
+            self.refusals.call("placement")
+            log.warning("refused placement digests/listing to %s (%s)", caller, region)
+            raise PermissionDenied(
+                f"peer {caller!r} is in region {region!r}, which may not hold placement "
+                f"{placement[:64]!r}"
+            )
+
+    def _check_keys(self, caller: str, keys: Sequence[bytes]) -> None:
+        region = self._node_regions[caller]
+        allows = self._placement.allows
+        refused = [k for k in keys if not allows(k, region)]
+        if refused:
+            self.refusals.call("keys")
+            log.warning(
+                "refused a fetch of %d pinned keys to %s (%s)", len(refused), caller, region
+            )
+            raise PermissionDenied(
+                f"peer {caller!r} is in region {region!r}, which may not hold {len(refused)} of "
+                f"the {len(keys)} keys asked for (first: {refused[0][:64]!r})"
+            )
+
+    def _apply(self, caller: str, pairs: list[tuple[bytes, bytes]]) -> int:
+        # Defence in depth for data residency: never apply a key this node's
+        # region may not hold, whatever a (misconfigured) peer sends, nor one
+        # the sender's region may not hold (it should never have had it).
+        allows, region = self._placement.allows, self._region
+        allowed = [(k, r) for k, r in pairs if allows(k, region)]
         if len(allowed) != len(pairs):
-            self.refused_records += len(pairs) - len(allowed)
+            self.refusals.dropped("not_held", len(pairs) - len(allowed))
             log.warning("refused %d records this region may not hold", len(pairs) - len(allowed))
+        theirs = self._node_regions[caller]
+        if theirs != region:
+            held = len(allowed)
+            allowed = [(k, r) for k, r in allowed if allows(k, theirs)]
+            if len(allowed) != held:
+                self.refusals.dropped("not_callers", held - len(allowed))
+                log.warning("refused %d records %s may not hold", held - len(allowed), caller)
         return self._engine.apply_many(allowed) if allowed else 0
 
     @grpc_stream_errors
@@ -91,7 +145,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
                     continue  # the hello message carries no entries and gets no ack
                 applied = 0
                 if request.entries:
-                    applied = self._apply([(e.key, e.record) for e in request.entries])
+                    applied = self._apply(origin, [(e.key, e.record) for e in request.entries])
                 self.inbound[origin] = (
                     request.through_seq,
                     request.origin_last_seq,
@@ -118,7 +172,8 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
     async def GetDigests(
         self, request: replication_pb2.DigestRequest, context: grpc.aio.ServicerContext
     ) -> replication_pb2.DigestResponse:
-        self._check_hello(request.hello, context)
+        caller = self._check_hello(request.hello, context)
+        self._check_placement(caller, request.placement)
         segments = self._engine.digests.segment_digests(request.placement)
         buckets: list[int] = []
         for segment in request.segments:
@@ -129,7 +184,8 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
     async def ListBuckets(
         self, request: replication_pb2.ListBucketsRequest, context: grpc.aio.ServicerContext
     ) -> replication_pb2.ListBucketsResponse:
-        self._check_hello(request.hello, context)
+        caller = self._check_hello(request.hello, context)
+        self._check_placement(caller, request.placement)
         if len(request.buckets) > MAX_LIST_BUCKETS:
             raise InvalidArgument(
                 f"{len(request.buckets)} buckets requested; the limit is {MAX_LIST_BUCKETS}"
@@ -150,6 +206,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
             raise InvalidArgument(
                 f"{len(request.keys)} keys requested; the limit is {MAX_FETCH_KEYS}"
             )
+        self._check_keys(requester, request.keys)
         records = self._engine.records(list(request.keys))
         log.debug("served %d records to %s", len(records), requester)
         return replication_pb2.RecordBatch(
@@ -160,6 +217,6 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
     async def PushRecords(
         self, request: replication_pb2.RecordBatch, context: grpc.aio.ServicerContext
     ) -> replication_pb2.PushRecordsResponse:
-        self._check_hello(request.hello, context)
-        applied = self._apply([(r.key, r.record) for r in request.records])
+        caller = self._check_hello(request.hello, context)
+        applied = self._apply(caller, [(r.key, r.record) for r in request.records])
         return replication_pb2.PushRecordsResponse(applied=applied)

@@ -18,6 +18,7 @@ from edgekv.cluster.routing import Router
 from edgekv.replication.antientropy import PeerSyncState
 from edgekv.replication.changefeed import ChangeFeed
 from edgekv.replication.collector import Collector
+from edgekv.replication.refusals import PeerRefusals
 from edgekv.replication.sender import PeerSender
 from edgekv.storage.engine import Engine
 
@@ -73,8 +74,8 @@ class NodeView:
     """
 
     __slots__ = (
-        "_collector", "_engine", "_feed", "_health", "_metrics_endpoint", "_router", "_senders",
-        "_sync",
+        "_collector", "_engine", "_feed", "_health", "_metrics_endpoint", "_refusals",
+        "_router", "_senders", "_sync",
         "cluster", "endpoint", "node_id", "peer_endpoint", "region", "sync_writes",
     )  # fmt: skip
 
@@ -95,6 +96,7 @@ class NodeView:
         collector: Collector,
         router: Router,
         feed: ChangeFeed,
+        refusals: PeerRefusals,
     ) -> None:
         """``senders``, ``peer_health`` and ``sync_state`` each hold every peer (or none)."""
         self.node_id = node_id
@@ -111,6 +113,7 @@ class NodeView:
         self._collector = collector
         self._feed = feed
         self._router = router
+        self._refusals = refusals
 
     @property
     def metrics_endpoint(self) -> str:
@@ -158,6 +161,10 @@ class NodeView:
     def collector_stats(self) -> CollectorStats:
         collector = self._collector
         return CollectorStats(collector.collected_total, collector.horizon_ms)
+
+    def peer_refusals(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Peer calls refused and received records dropped, by reason (copies)."""
+        return dict(self._refusals.calls), dict(self._refusals.records)
 
     @property
     def forwarded_calls(self) -> int:
