@@ -33,6 +33,7 @@ from edgekv.coordinator.results import (
 )
 from edgekv.coordinator.stitching import (
     ScanSource,
+    local_ranges,
     merge_scan_pages,
     remote_ranges,
     split_keys,
@@ -168,10 +169,25 @@ class Coordinator:
         remote: list[tuple[bytes, bytes, bytes]],
         call: Call,
     ) -> ScanResult:
-        """A scan over several placements: each part from a node that holds it, merged."""
+        """A scan over several placements: each part from a node that holds it, merged.
+
+        The local part reads only the ranges this node may hold: a copy of a
+        range owned elsewhere (left behind by a rule change) is never served.
+        """
         self._refuse_if_forwarded(call)
-        local = await self._scan_local(lo, hi, limit)
-        sources = [ScanSource(_page_items(local, keys_only), local.next_start or b"")]
+        items: list[ScanItem] = []
+        resume = b""
+        parts = local_ranges(lo, hi, self._router.refused)
+        for i, (start, end) in enumerate(parts):
+            page = await self._scan_local(start, end, limit - len(items))
+            items += _page_items(page, keys_only)
+            if page.next_start:
+                resume = page.next_start
+                break
+            if len(items) >= limit:
+                resume = end if i + 1 < len(parts) else b""
+                break
+        sources = [ScanSource(items, resume)]
         replies = await asyncio.gather(
             *(
                 self._forwarder.scan(start, end, limit, keys_only, rule_prefix, call)

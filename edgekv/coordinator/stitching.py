@@ -48,6 +48,34 @@ def remote_ranges(
     return parts
 
 
+def local_ranges(
+    lo: bytes, hi: bytes, refused: Sequence[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """The parts of [lo, hi) outside every ``refused`` range, in key order.
+
+    ``refused`` is sorted and disjoint (``PlacementRules.refused_ranges``): what
+    this node may not hold. A stitched scan reads only these parts locally, so a
+    stale local copy of a range owned elsewhere (left by a rule change) is never
+    served ahead of the owner's.
+    """
+    parts: list[tuple[bytes, bytes]] = []
+    cursor = lo
+    for start, end in refused:
+        if not overlaps(cursor, hi, start, end):
+            if hi and start >= hi:
+                break
+            continue
+        if cursor < start:
+            parts.append((cursor, start))
+        if not end:
+            return parts
+        cursor = max(cursor, end)
+        if hi and cursor >= hi:
+            return parts
+    parts.append((cursor, hi))
+    return parts
+
+
 def write_target(
     ops: Sequence[PutOp | DeleteOp],
     is_local: Callable[[bytes], bool],

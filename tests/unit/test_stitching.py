@@ -7,6 +7,7 @@ import pytest
 from edgekv.cluster.placement import PlacementRule, PlacementRules
 from edgekv.coordinator.stitching import (
     ScanSource,
+    local_ranges,
     merge_scan_pages,
     remote_ranges,
     split_keys,
@@ -83,3 +84,12 @@ def test_merge_scan_pages_deduplicates_keys_held_by_two_sources() -> None:
     items, token = merge_scan_pages([a, b], limit=2)
     assert [i.key for i in items] == [b"k1", b"k2"]
     assert token == b"k2\x00"
+
+
+def test_local_ranges_exclude_every_refused_range() -> None:
+    refused = PLACEMENT.refused_ranges("us")
+    assert local_ranges(b"", b"", refused) == [(b"", b"eu/"), (b"eu0", b"jp/"), (b"jp0", b"")]
+    assert local_ranges(b"eu/m", b"f", refused) == [(b"eu0", b"f")]
+    assert local_ranges(b"eu/a", b"eu/z", refused) == []
+    assert local_ranges(b"a", b"b", refused) == [(b"a", b"b")]
+    assert local_ranges(b"k", b"", [(b"a", b"b"), (b"x", b"")]) == [(b"k", b"x")]
