@@ -144,6 +144,12 @@ def _parse_peer_addresses(values: tuple[str, ...], option: str) -> dict[str, str
     metavar="NODE=HOST:PORT",
     help="Forward client calls to this node at another address (a proxy); repeatable.",
 )
+@click.option(
+    "--purge-disallowed",
+    is_flag=True,
+    help="Erase keys this node may no longer hold (the placement rules changed) without "
+    "waiting for a node allowed to hold them to confirm it does: may lose their only copy.",
+)
 def serve(
     config_path: str,
     node_id: str,
@@ -152,8 +158,13 @@ def serve(
     log_format: str,
     peer_addresses: tuple[str, ...],
     forward_addresses: tuple[str, ...],
+    purge_disallowed: bool,
 ) -> None:
-    """Run one PoP node until SIGTERM/SIGINT (drains, flushes, exits 0)."""
+    """Run one PoP node until SIGTERM/SIGINT (drains, flushes, exits 0).
+
+    After a placement rule change the node hands the keys it may no longer
+    hold to a node that may, then erases them (--purge-disallowed: at once).
+    """
     from edgekv.server.process import serve as serve_node
 
     code = serve_node(
@@ -164,6 +175,7 @@ def serve(
         _parse_peer_addresses(peer_addresses, "--peer-address"),
         _parse_peer_addresses(forward_addresses, "--forward-address"),
         log_format,
+        purge_disallowed=purge_disallowed,
     )
     sys.exit(code)
 

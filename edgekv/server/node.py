@@ -48,6 +48,7 @@ from edgekv.metrics import NodeMetrics
 from edgekv.replication.antientropy import AntiEntropy, SyncStats
 from edgekv.replication.changefeed import ChangeFeed
 from edgekv.replication.collector import Collector
+from edgekv.replication.handoff import Handoff
 from edgekv.replication.sender import PeerSender, SenderSettings
 from edgekv.replication.trimmer import LogTrimmer
 from edgekv.server.auth import Authorizer
@@ -114,6 +115,7 @@ class Node:
         *,
         peer_addresses: Mapping[str, str] | None = None,
         forward_addresses: Mapping[str, str] | None = None,
+        purge_disallowed: bool = False,
     ) -> None:
         self.config = config
         self.spec: NodeSpec = config.node(node_id)
@@ -128,6 +130,7 @@ class Node:
             for peer in self.peer_ids
         }
         self._forward_addresses = dict(forward_addresses or {})
+        self._purge_disallowed = purge_disallowed  # the operator's --purge-disallowed
         if set(self._forward_addresses) - set(self.peer_ids):
             raise ConfigError("--forward-address names unknown nodes")
         self.auth = _authorizer(config)
@@ -222,6 +225,10 @@ class Node:
             channel_factory=self._dialer.client,
         )
         undo.push_async_callback(router.close)
+        # Keys a rule change left here: hand them to their owners, then erase them.
+        handoff = Handoff(engine, router, self._stub, confirm=not self._purge_disallowed)
+        if handoff.refused:
+            self._spawn(handoff.run_handoff(), "handoff")
         server = grpc.aio.server(
             options=server_options(self._max_message),
             interceptors=[self.metrics.interceptor(), self._limiter],
@@ -247,6 +254,7 @@ class Node:
             sync_state=sync_state,
             collector=collector,
             router=router,
+            handoff=handoff,
         )
         coordinator = Coordinator(engine, router, committer=committer, feed=feed)
         kv_pb2_grpc.add_KVServicer_to_server(KVService(coordinator, self.auth), server)

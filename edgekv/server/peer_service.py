@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 import grpc
 
 from edgekv.errors import EdgeKVError, InvalidArgument, PermissionDenied
+from edgekv.replication.handoff import held_keys
 from edgekv.server.status import grpc_errors, grpc_stream_errors
 from edgekv.storage.clock import wall_ms
 from edgekv.storage.engine import Engine
@@ -163,3 +164,21 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         self._check_hello(request.hello, context)
         applied = self._apply([(r.key, r.record) for r in request.records])
         return replication_pb2.PushRecordsResponse(applied=applied)
+
+    @grpc_errors
+    async def HandOff(
+        self, request: replication_pb2.RecordBatch, context: grpc.aio.ServicerContext
+    ) -> replication_pb2.HandOffResponse:
+        """A peer gives up records it may no longer hold: keep what this region may hold.
+
+        The caller's region is not checked against the records (it is giving
+        them up, not receiving them); this node's region is, as on every apply.
+        """
+        self._check_hello(request.hello, context)
+        if len(request.records) > MAX_FETCH_KEYS:
+            raise InvalidArgument(
+                f"{len(request.records)} records handed off; the limit is {MAX_FETCH_KEYS}"
+            )
+        pairs = [(r.key, r.record) for r in request.records]
+        self._apply(pairs)
+        return replication_pb2.HandOffResponse(held=held_keys(self._engine, pairs, self._may_hold))

@@ -17,6 +17,7 @@ from edgekv.cluster.membership import PeerHealth
 from edgekv.cluster.routing import Router
 from edgekv.replication.antientropy import PeerSyncState
 from edgekv.replication.collector import Collector
+from edgekv.replication.handoff import Handoff
 from edgekv.replication.sender import PeerSender
 from edgekv.storage.engine import Engine
 
@@ -63,6 +64,14 @@ class CollectorStats:
     horizon_ms: int  # records dead since before this are collected (0: nothing yet)
 
 
+@dataclass(frozen=True, slots=True)
+class PurgeStats:
+    """Keys this node may no longer hold (placement rule changes): erased and still here."""
+
+    removed_total: int  # records erased since start, after an owner confirmed them
+    kept: int  # refused records still here after the last pass (0: none, or no pass yet)
+
+
 class NodeView:
     """A read-only window onto one running node, for metrics and Cluster.Status/Members.
 
@@ -72,7 +81,8 @@ class NodeView:
     """
 
     __slots__ = (
-        "_collector", "_engine", "_health", "_metrics_endpoint", "_router", "_senders", "_sync",
+        "_collector", "_engine", "_handoff", "_health", "_metrics_endpoint", "_router", "_senders",
+        "_sync",
         "cluster", "endpoint", "node_id", "peer_endpoint", "region", "sync_writes",
     )  # fmt: skip
 
@@ -92,6 +102,7 @@ class NodeView:
         sync_state: Mapping[str, PeerSyncState],
         collector: Collector,
         router: Router,
+        handoff: Handoff | None = None,  # None: tools that start no node
     ) -> None:
         """``senders``, ``peer_health`` and ``sync_state`` each hold every peer (or none)."""
         self.node_id = node_id
@@ -107,6 +118,7 @@ class NodeView:
         self._sync = sync_state
         self._collector = collector
         self._router = router
+        self._handoff = handoff
 
     @property
     def metrics_endpoint(self) -> str:
@@ -154,6 +166,12 @@ class NodeView:
     def collector_stats(self) -> CollectorStats:
         collector = self._collector
         return CollectorStats(collector.collected_total, collector.horizon_ms)
+
+    def purge_stats(self) -> PurgeStats:
+        handoff = self._handoff
+        if handoff is None:
+            return PurgeStats(0, 0)
+        return PurgeStats(handoff.removed_total, handoff.kept)
 
     @property
     def forwarded_calls(self) -> int:
