@@ -175,7 +175,7 @@ def serve(
         _parse_peer_addresses(peer_addresses, "--peer-address"),
         _parse_peer_addresses(forward_addresses, "--forward-address"),
         log_format,
-        purge_disallowed=purge_disallowed,
+        purge_disallowed,
     )
     sys.exit(code)
 

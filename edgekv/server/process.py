@@ -36,7 +36,6 @@ def serve(
     peer_addresses: Mapping[str, str] | None = None,
     forward_addresses: Mapping[str, str] | None = None,
     log_format: str = "text",
-    *,
     purge_disallowed: bool = False,
 ) -> int:
     """Run one node until SIGTERM/SIGINT; return the process exit code.
