@@ -9,6 +9,7 @@ A backup taken in one region is not restored into another.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,14 @@ import grpc
 import pytest
 import yaml
 
+from edgekv.cluster.placement import PlacementRules
+from edgekv.config.loader import load_config
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.launcher import write_cluster_file
 from edgekv.local.wait import scrape_metrics, wait_until
+from edgekv.storage.backup import create_checkpoint
+from edgekv.storage.clock import wall_ms
+from edgekv.storage.engine import Engine, EngineSettings
 from edgekv.v1 import cluster_pb2, cluster_pb2_grpc, kv_pb2, kv_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -141,3 +147,64 @@ def test_rule_change_erases_replicated_keys_after_the_owner_confirms(tmp_path: P
     assert files_with(iad_dir, SECRET) == []
     out = edgekv("audit", "--config", str(path), "--node", "iad-1", "--offline")
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_restore_refuses_a_backup_from_another_region(tmp_path: Path) -> None:
+    path = two_region_cluster(tmp_path)
+    make_eu_only(path)
+    dest = tmp_path / "backups" / "fra-1"
+    with LocalCluster(path) as cluster:
+        cluster.start()
+        with grpc.insecure_channel(cluster.endpoint("fra-1")) as channel:
+            kv = kv_pb2_grpc.KVStub(channel)
+            kv.Put(kv_pb2.PutRequest(key=b"eu/alice", value=SECRET), timeout=10)
+            kv.Put(kv_pb2.PutRequest(key=b"g/1", value=b"public"), timeout=10)
+        wait_until(
+            lambda: synced_with_every_peer(cluster.nodes["fra-1"].info["metrics_port"]),
+            timeout_s=30,
+            what="fra-1 completing an anti-entropy sync",
+        )
+        out = edgekv("backup", "--dest", str(dest), "--endpoint", cluster.endpoint("fra-1"))
+        assert out.returncode == 0, out.stderr
+    iad_dir = tmp_path / "data" / "iad-1"
+    shutil.rmtree(iad_dir)
+    args = ("restore", "--from", str(dest), "--config", str(path), "--node", "iad-1")
+    out = edgekv(*args)
+    assert out.returncode == 1, out.stdout
+    assert "region 'eu-west'" in out.stderr and "--force-placement" in out.stderr
+    assert not iad_dir.exists()
+    out = edgekv(*args, "--force-placement")  # the audit finds eu/alice: still refused
+    assert out.returncode == 1, out.stdout
+    assert "may not hold" in out.stderr and not iad_dir.exists()
+    # The same backup restores into its own region's node.
+    shutil.rmtree(tmp_path / "data" / "fra-1")
+    out = edgekv("restore", "--from", str(dest), "--config", str(path), "--node", "fra-1")
+    assert out.returncode == 0, out.stderr
+
+
+def synced_with_every_peer(metrics_port: int) -> bool:
+    synced = scrape_metrics(metrics_port)["edgekv_antientropy_synced_from_timestamp_seconds"]
+    return all(value > 0 for _, value in synced)
+
+
+@pytest.mark.parametrize(
+    ("complete_days_ago", "message"),
+    [(4, "complete only up to 96.0 h ago"), (None, "before its node had completed")],
+)
+def test_restore_age_counts_from_how_complete_the_backup_is(
+    tmp_path: Path, complete_days_ago: int | None, message: str
+) -> None:
+    path = write_cluster_file(tmp_path)  # grace is 3 days by default
+    rules = PlacementRules.from_config(load_config(path))
+    settings = EngineSettings(placement_fingerprint=rules.fingerprint())
+    with Engine(tmp_path / "source", "node-1", settings) as engine:
+        engine.put(b"k", b"v")
+        complete = 0 if complete_days_ago is None else wall_ms() - complete_days_ago * 86_400_000
+        checkpoint = create_checkpoint(
+            engine, tmp_path / "cp", region="local", complete_as_of_ms=complete
+        )  # taken just now, but complete only up to days ago (or unknown)
+    args = ("restore", "--from", str(checkpoint), "--config", str(path), "--node", "node-1")
+    out = edgekv(*args)
+    assert out.returncode == 1 and message in out.stderr, out.stderr
+    out = edgekv(*args, "--force")
+    assert out.returncode == 0, out.stderr
