@@ -5,12 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
+
 from edgekv import native
 from edgekv.cluster.audit import AuditReport, audit_column_families
 from edgekv.cluster.placement import PlacementRule, PlacementRules
-from edgekv.replication.handoff import held_keys
+from edgekv.cluster.routing import Router
+from edgekv.config.loader import parse_config
+from edgekv.config.model import ClusterConfig
+from edgekv.local.launcher import free_port
+from edgekv.replication.handoff import Handoff, held_keys
 from edgekv.storage.engine import Engine, EngineSettings
 from edgekv.storage.purge import in_ranges
+from edgekv.v1.replication_pb2_grpc import ReplicationStub
 
 REGIONS = ("eu", "us")
 SHARED = PlacementRules([PlacementRule(b"eu/", ("eu", "us"))], REGIONS)
@@ -121,3 +128,46 @@ def test_held_keys_equal_or_newer_versions_only(tmp_path: Path) -> None:
         assert held_keys(engine, records, may_hold) == [b"eu/same", b"eu/newer"]
         engine.collection.horizon_ms = 1 << 40  # the dead record is past the horizon
         assert held_keys(engine, records, may_hold) == [b"eu/same", b"eu/newer", b"eu/dead"]
+
+
+def two_node_config(tmp_path: Path) -> ClusterConfig:
+    doc = {
+        "cluster": "unit",
+        "regions": [{"name": "eu", "location": [50.1, 8.7]}, {"name": "us", "location": [39, -77]}],
+        "nodes": [
+            {"id": "iad-1", "region": "us", "listen": "127.0.0.1:7101", "data_dir": "d/iad-1"},
+            {"id": "fra-1", "region": "eu", "listen": "127.0.0.1:7102", "data_dir": "d/fra-1"},
+        ],
+        "placement": [{"prefix": "eu/", "regions": ["eu"]}],
+        "security": {"auth": {"mode": "disabled"}},
+    }
+    return parse_config(doc, tmp_path)
+
+
+async def test_handoff_with_the_owner_down_keeps_keys_unless_the_operator_says(
+    tmp_path: Path,
+) -> None:
+    config = two_node_config(tmp_path)
+    rules = PlacementRules.from_config(config)
+    assert rules.fingerprint() == EU_ONLY.fingerprint()
+    with open_engine(tmp_path / "db", SHARED) as engine:
+        engine.put(b"eu/a", SECRET)
+    with open_engine(tmp_path / "db", EU_ONLY) as engine:
+        router = Router(config, config.node("iad-1"), rules, membership=None)
+
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}")  # fra-1 is down
+        try:
+            handoff = Handoff(engine, router, lambda peer: ReplicationStub(channel))
+            assert not await handoff.handoff_once()  # no owner confirmed: kept
+            assert handoff.kept == 1 and engine.get_record(b"eu/a") is not None
+        finally:
+            await channel.close()
+
+        def no_stub(peer: str) -> ReplicationStub:
+            raise AssertionError(f"{peer} was asked to confirm")
+
+        handoff = Handoff(engine, router, no_stub, confirm=False)  # --purge-disallowed
+        assert await handoff.handoff_once()
+        assert handoff.removed_total == 1 and handoff.kept == 0
+        assert engine.get_record(b"eu/a") is None and engine.read_log(0) == []
+    assert files_containing(tmp_path / "db", SECRET) == []
