@@ -229,6 +229,19 @@ class _NodeStateExporter(Collector):
             "it trails now by tombstone_grace_s unless a peer holds it back.",
             value=gc.horizon_ms / 1000.0,
         )  # fmt: skip
+        purge = view.purge_stats()
+        yield CounterMetricFamily(
+            "edgekv_purged_records",
+            "Records erased because this node may no longer hold them (placement rules "
+            "changed), after a node allowed to hold them confirmed it does.",
+            value=purge.removed_total,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "edgekv_purge_pending_records",
+            "Records this node may no longer hold that are still here, unserved, until "
+            "an owner confirms it holds them.",
+            value=purge.kept,
+        )  # fmt: skip
         engine = view.engine_stats()
         size = GaugeMetricFamily(
             "edgekv_rocksdb_size_bytes", "RocksDB SST files plus memtables.", labels=["kind"]

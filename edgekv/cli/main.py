@@ -8,6 +8,7 @@ violations. Errors print one line ``edgekv: <message>`` on stderr.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import click
@@ -43,23 +44,46 @@ for _command in (get, put, delete, scan, status, health, backup, cluster, certs,
               help="The node to restore; its data_dir must be missing or empty.")  # fmt: skip
 @click.option("--force", is_flag=True,
               help="Restore a backup older than replication.tombstone_grace_s anyway.")  # fmt: skip
-def restore(source: str, config_path: str, node_id: str, force: bool) -> None:
+@click.option("--force-placement", is_flag=True,
+              help="Restore a backup from another region or placement rules if an audit "
+              "finds no key in it this node may not hold.")  # fmt: skip
+def restore(
+    source: str, config_path: str, node_id: str, force: bool, force_placement: bool
+) -> None:
     """Restore a stopped node's data directory from a backup, then start it normally.
 
     Replication and anti-entropy bring it up to date with the cluster. The
     backup may come from another node (replacing a dead PoP). A backup older
     than the tombstone grace period is refused unless --force: deletes made
-    since could be undone.
+    since could be undone. A backup from a node of another region or under
+    other placement rules is refused (data residency) unless --force-placement
+    and an audit of it finds nothing this node may not hold.
     """
+    from edgekv.cluster.audit import audit_directory
+    from edgekv.cluster.placement import PlacementRules
     from edgekv.config.loader import load_config
     from edgekv.errors import EdgeKVError
+    from edgekv.storage.backup import check_placement
     from edgekv.storage.backup import restore as restore_data
 
     try:
         config = load_config(config_path)
         spec = config.node(node_id)
+        rules = PlacementRules.from_config(config)
         max_age_s = None if force else config.replication.tombstone_grace_s
-        restore_data(source, spec.data_dir, spec.id, max_age_s=max_age_s)
+        check = functools.partial(
+            check_placement,
+            source,
+            spec.region,
+            rules.fingerprint(),
+            violations=lambda: (
+                audit_directory(
+                    source, node_id, spec.region, lambda key: rules.allows(key, spec.region)
+                ).total_violations
+            ),
+            allow_other=force_placement,
+        )
+        restore_data(source, spec.data_dir, spec.id, max_age_s=max_age_s, check=check)
     except EdgeKVError as exc:
         click.echo(f"edgekv: {exc}", err=True)
         sys.exit(codes.ERROR)
@@ -145,6 +169,12 @@ def _parse_peer_addresses(values: tuple[str, ...], option: str) -> dict[str, str
     metavar="NODE=HOST:PORT",
     help="Forward client calls to this node at another address (a proxy); repeatable.",
 )
+@click.option(
+    "--purge-disallowed",
+    is_flag=True,
+    help="Erase keys this node may no longer hold (the placement rules changed) without "
+    "waiting for a node allowed to hold them to confirm it does: may lose their only copy.",
+)
 def serve(
     config_path: str,
     node_id: str,
@@ -153,8 +183,13 @@ def serve(
     log_format: str,
     peer_addresses: tuple[str, ...],
     forward_addresses: tuple[str, ...],
+    purge_disallowed: bool,
 ) -> None:
-    """Run one PoP node until SIGTERM/SIGINT (drains, flushes, exits 0)."""
+    """Run one PoP node until SIGTERM/SIGINT (drains, flushes, exits 0).
+
+    After a placement rule change the node hands the keys it may no longer
+    hold to a node that may, then erases them (--purge-disallowed: at once).
+    """
     from edgekv.server.process import serve as serve_node
 
     code = serve_node(
@@ -165,6 +200,7 @@ def serve(
         _parse_peer_addresses(peer_addresses, "--peer-address"),
         _parse_peer_addresses(forward_addresses, "--forward-address"),
         log_format,
+        purge_disallowed,
     )
     sys.exit(code)
 

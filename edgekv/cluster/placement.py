@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from edgekv.errors import InvalidArgument
+from edgekv.keyrange import prefix_range
 
 __all__ = ["GLOBAL", "PlacementRule", "PlacementRules"]
 
@@ -150,6 +151,25 @@ class PlacementRules:
         shared = [GLOBAL] if wanted <= self.all_regions else []
         shared += sorted(p for p, allowed in self._regions_by_prefix.items() if wanted <= allowed)
         return shared
+
+    def refused_ranges(self, region: str) -> list[tuple[bytes, bytes]]:
+        """The key ranges ``region`` may not hold: sorted, disjoint, merged (end b"" = unbounded).
+
+        Exact under nested rules: prefix ranges nest or are disjoint, so between
+        two consecutive rule boundaries one rule (the longest) governs every key.
+        Empty when ``region`` may hold every key.
+        """
+        points = sorted({p for rule in self.rules for p in prefix_range(rule.prefix) if p})
+        refused: list[tuple[bytes, bytes]] = []
+        for i, start in enumerate(points):
+            end = points[i + 1] if i + 1 < len(points) else b""
+            if region in self.regions_for(start):
+                continue
+            if refused and refused[-1][1] == start:
+                refused[-1] = (refused[-1][0], end)
+            else:
+                refused.append((start, end))
+        return refused
 
     def fingerprint(self) -> bytes:
         """16 bytes that change whenever the rules do, whatever their order in the file.

@@ -66,6 +66,8 @@ class Router:
         }
         # With no placement rules every key is local: skip the lookup entirely.
         self.everything_local = placement.is_global()
+        # The key ranges this node may not hold (stitched scans skip them locally).
+        self.refused = placement.refused_ranges(self.region)
         self.forwarded_calls = 0
 
     def is_local(self, key: bytes) -> bool:

@@ -170,10 +170,26 @@ class Coordinator:
         remote: list[tuple[bytes, bytes, bytes]],
         call: Call,
     ) -> ScanResult:
-        """A scan over several placements: each part from a node that holds it, merged."""
+        """A scan over several placements: each part from a node that holds it, merged.
+
+        The local part reads only the ranges this node may hold: a copy of a
+        range owned elsewhere (left behind by a rule change) is never served.
+        """
         self._refuse_if_forwarded(call)
-        local = await self._scan_local(lo, hi, limit)
-        sources = [ScanSource(_page_items(local, keys_only), local.next_start or b"", self.node_id)]
+        items: list[ScanItem] = []
+        resume = b""
+        router = self._router
+        parts = split_range(lo, hi, router.placement, router.region)[0]  # held here
+        for i, (start, end) in enumerate(parts):
+            page = await self._scan_local(start, end, limit - len(items))
+            items += _page_items(page, keys_only)
+            if page.next_start:
+                resume = page.next_start
+                break
+            if len(items) >= limit:
+                resume = end if i + 1 < len(parts) else b""
+                break
+        sources = [ScanSource(items, resume, self.node_id)]
         replies = await asyncio.gather(
             *(
                 self._forwarder.scan(start, end, limit, keys_only, rule_prefix, call)

@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -298,3 +298,15 @@ def whole_writes(engine: Engine, entries: list[LogEntry], limit: int) -> list[Lo
 def _write_of(entry: LogEntry) -> int:
     """The version timestamp of a log entry: the same for every op of one Write."""
     return timestamp_of(entry.record)
+
+
+async def flush_to_peers(
+    engine: Engine, senders: Mapping[str, PeerSender], timeout_s: float
+) -> None:
+    """Give connected senders a moment to ship the last writes before exit."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pending = [s for s in senders.values() if s.connected and s.acked_seq < engine.last_seq]
+        if not pending:
+            return
+        await asyncio.sleep(0.01)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 
@@ -156,5 +157,16 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
         engine = self._engine
         last_seq, hlc = engine.last_seq, engine.clock.last
         # Flush + checkpoint touch the disk: off the event loop.
-        path = await asyncio.to_thread(create_checkpoint, engine, request.dest_path)
+        peers = self._view.peer_stats()
+        # Complete up to the oldest last complete sync with a peer (backup.py).
+        complete_as_of_ms = min((p.synced_from_ms for p in peers), default=None)
+        path = await asyncio.to_thread(
+            functools.partial(
+                create_checkpoint,
+                engine,
+                request.dest_path,
+                region=self._view.region,
+                complete_as_of_ms=complete_as_of_ms,
+            )
+        )
         return cluster_pb2.BackupResponse(path=str(path), last_seq=last_seq, hlc_timestamp=hlc)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,8 +47,9 @@ from edgekv.metrics import NodeMetrics
 from edgekv.replication.antientropy import AntiEntropy, SyncStats
 from edgekv.replication.changefeed import ChangeFeed
 from edgekv.replication.collector import Collector
+from edgekv.replication.handoff import Handoff
 from edgekv.replication.refusals import PeerRefusals
-from edgekv.replication.sender import PeerSender, SenderSettings
+from edgekv.replication.sender import PeerSender, SenderSettings, flush_to_peers
 from edgekv.replication.trimmer import LogTrimmer
 from edgekv.server.auth import authorizer_for
 from edgekv.server.channels import Dialer, bind, endpoint_of, max_message_bytes, server_options
@@ -116,6 +116,7 @@ class Node:
         *,
         peer_addresses: Mapping[str, str] | None = None,
         forward_addresses: Mapping[str, str] | None = None,
+        purge_disallowed: bool = False,
     ) -> None:
         self.config = config
         self.spec: NodeSpec = config.node(node_id)
@@ -130,6 +131,7 @@ class Node:
             for peer in self.peer_ids
         }
         self._forward_addresses = dict(forward_addresses or {})
+        self._purge_disallowed = purge_disallowed  # the operator's --purge-disallowed
         if set(self._forward_addresses) - set(self.peer_ids):
             raise ConfigError("--forward-address names unknown nodes")
         self.auth = authorizer_for(config)
@@ -232,6 +234,10 @@ class Node:
             channel_factory=self._dialer.client,
         )
         undo.push_async_callback(router.close)
+        # Keys a rule change left here: hand them to their owners, then erase them.
+        handoff = Handoff(engine, router, self._stub, confirm=not self._purge_disallowed)
+        if handoff.refused:
+            self._spawn(handoff.run_handoff(), "handoff")
         server = grpc.aio.server(
             options=server_options(self._max_message),
             interceptors=[self.metrics.interceptor(), self._limiter],
@@ -259,6 +265,7 @@ class Node:
             router=router,
             feed=feed,
             refusals=self.refusals,
+            handoff=handoff,
         )
         coordinator = Coordinator(engine, router, committer=committer, feed=feed)
         kv_pb2_grpc.add_KVServicer_to_server(KVService(coordinator, self.auth), server)
@@ -405,7 +412,7 @@ class Node:
         if running.committer is not None:
             await running.committer.drain()
         if grace_s > 0 and running.replication is not None:
-            await _flush_to_peers(
+            await flush_to_peers(
                 running.engine, running.replication.senders, min(grace_s, DEFAULT_PEER_FLUSH_S)
             )
         await self._cancel_tasks()
@@ -422,18 +429,6 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-
-
-async def _flush_to_peers(
-    engine: Engine, senders: Mapping[str, PeerSender], timeout_s: float
-) -> None:
-    """Give connected senders a moment to ship the last writes before exit."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        pending = [s for s in senders.values() if s.connected and s.acked_seq < engine.last_seq]
-        if not pending:
-            return
-        await asyncio.sleep(0.01)
 
 
 def _require_peer_listen(node: NodeSpec) -> str:

@@ -20,6 +20,7 @@ import grpc
 
 from edgekv.cluster.placement import PlacementRules
 from edgekv.errors import EdgeKVError, InvalidArgument, PermissionDenied, Unauthenticated
+from edgekv.replication.handoff import held_keys
 from edgekv.replication.refusals import PeerRefusals
 from edgekv.server.peer_auth import PeerAuthenticator
 from edgekv.server.status import grpc_errors, grpc_stream_errors
@@ -113,17 +114,24 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
                 f"the {len(keys)} keys asked for (first: {refused[0][:64]!r})"
             )
 
-    def _apply(self, caller: str, pairs: list[tuple[bytes, bytes]]) -> int:
+    def _may_hold(self, key: bytes) -> bool:
+        return self._placement.allows(key, self._region)
+
+    def _apply(
+        self, caller: str, pairs: list[tuple[bytes, bytes]], *, from_callers_region: bool = True
+    ) -> int:
         # Defence in depth for data residency: never apply a key this node's
         # region may not hold, whatever a (misconfigured) peer sends, nor one
-        # the sender's region may not hold (it should never have had it).
+        # the sender's region may not hold (it should never have had it) --
+        # except in a hand-off (from_callers_region False), where the caller
+        # gives up exactly the records its region may no longer hold.
         allows, region = self._placement.allows, self._region
         allowed = [(k, r) for k, r in pairs if allows(k, region)]
         if len(allowed) != len(pairs):
             self.refusals.dropped("not_held", len(pairs) - len(allowed))
             log.warning("refused %d records this region may not hold", len(pairs) - len(allowed))
         theirs = self._node_regions[caller]
-        if theirs != region:
+        if from_callers_region and theirs != region:
             held = len(allowed)
             allowed = [(k, r) for k, r in allowed if allows(k, theirs)]
             if len(allowed) != held:
@@ -220,3 +228,21 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         caller = self._check_hello(request.hello, context)
         applied = self._apply(caller, [(r.key, r.record) for r in request.records])
         return replication_pb2.PushRecordsResponse(applied=applied)
+
+    @grpc_errors
+    async def HandOff(
+        self, request: replication_pb2.RecordBatch, context: grpc.aio.ServicerContext
+    ) -> replication_pb2.HandOffResponse:
+        """A peer gives up records it may no longer hold: keep what this region may hold.
+
+        The caller's region is not checked against the records (it is giving
+        them up, not receiving them); this node's region is, as on every apply.
+        """
+        caller = self._check_hello(request.hello, context)
+        if len(request.records) > MAX_FETCH_KEYS:
+            raise InvalidArgument(
+                f"{len(request.records)} records handed off; the limit is {MAX_FETCH_KEYS}"
+            )
+        pairs = [(r.key, r.record) for r in request.records]
+        self._apply(caller, pairs, from_callers_region=False)
+        return replication_pb2.HandOffResponse(held=held_keys(self._engine, pairs, self._may_hold))

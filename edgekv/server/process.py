@@ -36,6 +36,7 @@ def serve(
     peer_addresses: Mapping[str, str] | None = None,
     forward_addresses: Mapping[str, str] | None = None,
     log_format: str = "text",
+    purge_disallowed: bool = False,
 ) -> int:
     """Run one node until SIGTERM/SIGINT; return the process exit code.
 
@@ -54,7 +55,9 @@ def serve(
         config.node(node_id)
         if ready_file:
             Path(ready_file).unlink(missing_ok=True)
-        uvloop.run(_serve(config, node_id, ready_file, peer_addresses, forward_addresses))
+        uvloop.run(
+            _serve(config, node_id, ready_file, peer_addresses, forward_addresses, purge_disallowed)
+        )
     except ConfigError as exc:
         print(f"edgekv: {config_path}: {exc}", file=sys.stderr)
         return 1
@@ -70,8 +73,15 @@ async def _serve(
     ready_file: str | None,
     peer_addresses: Mapping[str, str] | None,
     forward_addresses: Mapping[str, str] | None,
+    purge_disallowed: bool,
 ) -> None:
-    node = Node(config, node_id, peer_addresses=peer_addresses, forward_addresses=forward_addresses)
+    node = Node(
+        config,
+        node_id,
+        peer_addresses=peer_addresses,
+        forward_addresses=forward_addresses,
+        purge_disallowed=purge_disallowed,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

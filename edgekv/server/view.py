@@ -18,6 +18,7 @@ from edgekv.cluster.routing import Router
 from edgekv.replication.antientropy import PeerSyncState
 from edgekv.replication.changefeed import ChangeFeed
 from edgekv.replication.collector import Collector
+from edgekv.replication.handoff import Handoff
 from edgekv.replication.refusals import PeerRefusals
 from edgekv.replication.sender import PeerSender
 from edgekv.storage.engine import Engine
@@ -65,6 +66,14 @@ class CollectorStats:
     horizon_ms: int  # records dead since before this are collected (0: nothing yet)
 
 
+@dataclass(frozen=True, slots=True)
+class PurgeStats:
+    """Keys this node may no longer hold (placement rule changes): erased and still here."""
+
+    removed_total: int  # records erased since start, after an owner confirmed them
+    kept: int  # refused records still here after the last pass (0: none, or no pass yet)
+
+
 class NodeView:
     """A read-only window onto one running node, for metrics and Cluster.Status/Members.
 
@@ -74,8 +83,8 @@ class NodeView:
     """
 
     __slots__ = (
-        "_collector", "_engine", "_feed", "_health", "_metrics_endpoint", "_refusals",
-        "_router", "_senders", "_sync",
+        "_collector", "_engine", "_feed", "_handoff", "_health", "_metrics_endpoint",
+        "_refusals", "_router", "_senders", "_sync",
         "cluster", "endpoint", "node_id", "peer_endpoint", "region", "sync_writes",
     )  # fmt: skip
 
@@ -97,6 +106,7 @@ class NodeView:
         router: Router,
         feed: ChangeFeed,
         refusals: PeerRefusals,
+        handoff: Handoff | None = None,  # None: tools that start no node
     ) -> None:
         """``senders``, ``peer_health`` and ``sync_state`` each hold every peer (or none)."""
         self.node_id = node_id
@@ -114,6 +124,7 @@ class NodeView:
         self._feed = feed
         self._router = router
         self._refusals = refusals
+        self._handoff = handoff
 
     @property
     def metrics_endpoint(self) -> str:
@@ -165,6 +176,12 @@ class NodeView:
     def peer_refusals(self) -> tuple[dict[str, int], dict[str, int]]:
         """Peer calls refused and received records dropped, by reason (copies)."""
         return dict(self._refusals.calls), dict(self._refusals.records)
+
+    def purge_stats(self) -> PurgeStats:
+        handoff = self._handoff
+        if handoff is None:
+            return PurgeStats(0, 0)
+        return PurgeStats(handoff.removed_total, handoff.kept)
 
     @property
     def forwarded_calls(self) -> int:

@@ -92,6 +92,16 @@ class Collection:
                 return removed
             time.sleep(0)  # let a waiting thread (the event loop) take the GIL
 
+    def write_removals(self, wb: WriteBatch, removals: list[Change]) -> None:
+        """Stage ``removals`` (data and digests) into ``wb``, write it, publish the digests.
+
+        ``wb`` may carry more (the purge adds log entries). The caller holds the write lock.
+        """
+        buckets: Buckets = {}
+        self.stage_removals(wb, removals, buckets)
+        self._write(wb)
+        self._digests.publish(buckets)
+
     def stage_removals(self, wb: WriteBatch, removals: list[Change], buckets: Buckets) -> None:
         """Stage deleting each (key, stored record) from data and digests into ``wb``.
 

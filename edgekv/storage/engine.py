@@ -34,6 +34,7 @@ from edgekv.storage.clock import DEFAULT_MAX_SKEW_MS, HybridClock, wall_ms
 from edgekv.storage.collection import Collection, split_winners
 from edgekv.storage.database import META_CF, claim, open_rocksdb
 from edgekv.storage.digest import DIGEST_CF, DigestIndex
+from edgekv.storage.purge import Purge
 from edgekv.storage.record import U64, Change, Item, ScanItem, ScanPage, Version
 from edgekv.storage.replog import LOG_CF, LogEntry, ReplicationLog
 
@@ -140,6 +141,8 @@ class Engine:
             write=self._write_batch,
             check_open=self._check_open,
         )
+        cfs = (self._db, self._log, self._digest, self._meta)  # purge.py: erase, compact
+        self.purge = Purge(cfs, self._replog, self.collection, self._lock)
         self._listeners: list[ChangeListener] = []
         self._closed = False
         self.digests.load()

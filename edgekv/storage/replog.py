@@ -117,6 +117,14 @@ class ReplicationLog:
             self._check_open()
             self._log.delete_range(U64.pack(0), U64.pack(min(below_seq, self.last_seq + 1)))
 
+    def stage_removals(self, wb: WriteBatch, seqs: Sequence[int]) -> None:
+        """Stage deleting single entries (a purge after a placement change) into ``wb``.
+
+        Readers skip the gaps; the caller holds the engine's write lock.
+        """
+        for seq in seqs:
+            wb.delete(U64.pack(seq), self._log_handle)
+
     # -- peer cursors -----------------------------------------------------------
 
     def load_cursor(self, peer_id: str) -> int:

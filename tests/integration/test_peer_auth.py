@@ -93,12 +93,14 @@ def every_peer_call(
     h = hello(node_id)
     pushed = replication_pb2.KeyRecord(key=b"global/pushed", record=record(b"pwned"))
     replicated = replication_pb2.LogEntry(seq=1, key=b"global/replicated", record=record(b"pwned"))
+    handed = replication_pb2.KeyRecord(key=b"global/handed", record=record(b"pwned"))
     requests = {
         "Heartbeat": replication_pb2.HeartbeatRequest(hello=h),
         "GetDigests": replication_pb2.DigestRequest(hello=h, placement=b""),
         "ListBuckets": replication_pb2.ListBucketsRequest(hello=h, placement=b"", buckets=[0, 1]),
         "FetchRecords": replication_pb2.FetchRecordsRequest(hello=h, keys=[b"global/a"]),
         "PushRecords": replication_pb2.RecordBatch(hello=h, records=[pushed]),
+        "HandOff": replication_pb2.RecordBatch(hello=h, records=[handed]),
     }
     stream = [
         replication_pb2.ReplicateRequest(hello=h),
@@ -149,9 +151,9 @@ def test_peer_calls_without_the_secret_are_refused(cluster: LocalCluster) -> Non
             got = codes(every_peer_call(stub, metadata))
             assert got == dict.fromkeys(got, grpc.StatusCode.UNAUTHENTICATED), (metadata, got)
     # Nothing pushed or replicated was applied.
-    for key in (b"global/pushed", b"global/replicated"):
+    for key in (b"global/pushed", b"global/replicated", b"global/handed"):
         assert not kv(cluster, "fra-1").Get(kv_pb2.GetRequest(key=key)).found
-    assert refused(cluster, "fra-1")[("edgekv_peer_refused_total", "unauthenticated")] == 24
+    assert refused(cluster, "fra-1")[("edgekv_peer_refused_total", "unauthenticated")] == 28
 
 
 def test_peer_with_the_secret_cannot_claim_another_node(cluster: LocalCluster) -> None:
@@ -169,11 +171,11 @@ def test_peer_with_the_secret_cannot_claim_another_node(cluster: LocalCluster) -
         ok = stub.Heartbeat(replication_pb2.HeartbeatRequest(hello=hello("iad-1")),
                             metadata=creds_for("iad-1"), timeout=5)  # fmt: skip
         assert ok.node_id == "fra-1"
-    for key in (b"global/pushed", b"global/replicated"):
+    for key in (b"global/pushed", b"global/replicated", b"global/handed"):
         assert not kv(cluster, "fra-1").Get(kv_pb2.GetRequest(key=key)).found
     counts = refused(cluster, "fra-1")
-    assert counts[("edgekv_peer_refused_total", "identity")] == 6
-    assert counts[("edgekv_peer_refused_total", "unauthenticated")] == 6
+    assert counts[("edgekv_peer_refused_total", "identity")] == 7
+    assert counts[("edgekv_peer_refused_total", "unauthenticated")] == 7
 
 
 def test_us_node_cannot_read_eu_records_over_the_peer_port(cluster: LocalCluster) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from edgekv import native
 from edgekv.cluster.placement import PlacementRules
 from edgekv.cluster.routing import Router
 from edgekv.config.loader import parse_config
@@ -338,3 +339,45 @@ def test_in_process_nodes_fixture_has_every_node(tmp_path: Path) -> None:
             cluster.close()
 
     assert asyncio.run(build()) == sorted(n for n, _ in NODES)
+
+
+def _stale_copy(engine: Engine, key: bytes, value: bytes) -> None:
+    """A local copy of a key this node may not hold, as a rule change leaves behind.
+
+    An old version (timestamp 2**20 ms), so any write by the owner is newer.
+    """
+    engine.apply(key, native.encode_record(False, 1 << 20, 0, b"old-node", value))
+
+
+async def test_scan_stitched_never_serves_a_stale_local_copy(nodes: InProcessNodes) -> None:
+    await nodes["fra-1"].put(b"eu/a", b"owner", 0, CLIENT)
+    await nodes["iad-1"].put(b"g/a", b"global", 0, CLIENT)
+    iad = nodes.engines["iad-1"]
+    for key in (b"eu/a", b"eu/stale-only"):  # iad-1 kept these from before the rule
+        _stale_copy(iad, key, b"stale")
+    for limit in (1, 2, 100):
+        seen: list[tuple[bytes, bytes]] = []
+        token = b""
+        for _ in range(10):
+            page = await nodes["iad-1"].scan(CLIENT, page_token=token, limit=limit)
+            seen += [(item.key, item.value) for item in page.items]
+            token = page.next_page_token
+            if not token:
+                break
+        assert seen == [(b"eu/a", b"owner"), (b"g/a", b"global")], limit
+
+
+async def test_scan_local_parts_skip_every_refused_range(nodes: InProcessNodes) -> None:
+    nrt = nodes.engines["nrt-1"]
+    for key in (b"a", b"eu/x", b"f", b"jp/1", b"z"):
+        nrt.put(key, b"v")  # eu/x is a stale copy: nrt-1 (ap-northeast) may not hold it
+    page = await nodes["nrt-1"].scan(CLIENT, limit=100)
+    assert [item.key for item in page.items] == [b"a", b"f", b"jp/1", b"z"]
+
+
+async def test_get_many_never_reads_a_stale_local_copy(nodes: InProcessNodes) -> None:
+    await nodes["fra-1"].put(b"eu/a", b"owner", 0, CLIENT)
+    _stale_copy(nodes.engines["iad-1"], b"eu/a", b"stale")
+    _stale_copy(nodes.engines["iad-1"], b"eu/b", b"stale")
+    result = await nodes["iad-1"].get_many([b"eu/a", b"eu/b"], CLIENT)
+    assert [None if f is None else f[0] for f in result.found] == [b"owner", None]

@@ -189,3 +189,34 @@ def test_great_circle_km_across_antimeridian_short_way() -> None:
     # 1 degree of longitude on the equator, not 359.
     one_degree = math.pi * EARTH_RADIUS_KM / 180
     assert great_circle_km((0.0, 179.5), (0.0, -179.5)) == pytest.approx(one_degree)
+
+
+# -- refused_ranges ------------------------------------------------------------------
+
+
+def test_refused_ranges_follow_nested_rules(eu_rules: PlacementRules) -> None:
+    assert eu_rules.refused_ranges("us-east") == [(b"eu/", b"eu0"), (b"jp/", b"jp0")]
+    assert eu_rules.refused_ranges("eu-west") == [(b"eu/de/", b"eu/de0"), (b"jp/", b"jp0")]
+    assert eu_rules.refused_ranges("eu-central") == [(b"jp/", b"jp0")]
+    assert rules().refused_ranges("us-east") == []
+
+
+def test_refused_ranges_hole_for_a_nested_rule_that_allows_the_region() -> None:
+    nested = rules(
+        (b"eu/", ("eu-west",)), (b"eu/pub/", ("eu-west", "us-east")), (b"\xff", ("eu-west",))
+    )
+    assert nested.refused_ranges("us-east") == [
+        (b"eu/", b"eu/pub/"),
+        (b"eu/pub0", b"eu0"),
+        (b"\xff", b""),
+    ]
+
+
+def test_refused_ranges_agree_with_allows_key_by_key(eu_rules: PlacementRules) -> None:
+    keys = [b"", b"a", b"eu", b"eu/", b"eu/a", b"eu/de", b"eu/de/", b"eu/de/x", b"eu/df"]
+    keys += [b"eu0", b"jp", b"jp/", b"jp/\xff", b"jp0", b"z", b"\xff\xff"]
+    for region in REGIONS:
+        refused = eu_rules.refused_ranges(region)
+        for key in keys:
+            inside = any(key >= lo and (not hi or key < hi) for lo, hi in refused)
+            assert inside == (not eu_rules.allows(key, region)), (region, key)

@@ -109,3 +109,13 @@ def test_merge_scan_pages_deduplicates_keys_held_by_two_sources() -> None:
     items, token, _ = merge_scan_pages([a, b], limit=2)
     assert [i.key for i in items] == [b"k1", b"k2"]
     assert token == b"k2\x00"
+
+
+def test_split_range_local_parts_exclude_every_refused_range() -> None:
+    def local(lo: bytes, hi: bytes) -> list[tuple[bytes, bytes]]:
+        return split_range(lo, hi, PLACEMENT, "us")[0]
+
+    assert local(b"", b"") == [(b"", b"eu/"), (b"eu0", b"jp/"), (b"jp0", b"")]
+    assert local(b"eu/m", b"f") == [(b"eu0", b"f")]
+    assert local(b"eu/a", b"eu/z") == []
+    assert local(b"a", b"b") == [(b"a", b"b")]
