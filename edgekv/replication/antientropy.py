@@ -133,7 +133,9 @@ async def _reconcile_buckets(
             ),
             timeout=_CALL_TIMEOUT_S,
         )
-        stats.pulled += engine.apply_many((r.key, r.record) for r in batch.records)
+        stats.pulled += engine.apply_many(
+            ((r.key, r.record) for r in batch.records), quarantine_skewed=True
+        )
     for start in range(0, len(push), _RECORDS_PER_CALL):
         records = engine.records(push[start : start + _RECORDS_PER_CALL])
         resp = await stub.PushRecords(

@@ -75,7 +75,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         if len(allowed) != len(pairs):
             self.refused_records += len(pairs) - len(allowed)
             log.warning("refused %d records this region may not hold", len(pairs) - len(allowed))
-        return self._engine.apply_many(allowed) if allowed else 0
+        return self._engine.apply_many(allowed, quarantine_skewed=True) if allowed else 0
 
     @grpc_stream_errors
     async def Replicate(
