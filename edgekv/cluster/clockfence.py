@@ -42,7 +42,7 @@ import logging
 import statistics
 from collections.abc import Sequence
 
-from edgekv.storage.clock import HybridClock, wall_ms
+from edgekv.storage.clock import HybridClock
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,9 @@ def update_fence(clock: HybridClock, peer_offsets: Sequence[tuple[float, float]]
     if fenced and not fence.fenced:
         log.warning(
             "clock fenced: this node's timestamps run %d ms ahead of its peers (median of %d; "
-            "HLC %d ms ahead of the wall clock, which reads %d); the limit is %d ms "
+            "HLC %d ms ahead of the wall clock); the limit is %d ms "
             "(replication.max_clock_skew_ms); writes are refused until it is back in bounds",
-            fence.ahead_ms, fence.peers, lead, wall_ms(), fence.max_skew_ms,
+            fence.ahead_ms, fence.peers, lead, fence.max_skew_ms,
         )  # fmt: skip
     elif fence.fenced and not fenced:
         log.info("clock back in bounds (%d ms ahead of its peers); writes accepted again",
