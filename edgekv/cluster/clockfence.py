@@ -22,7 +22,8 @@ with two, their midpoint; with many, a minority of wrong clocks can neither
 fence a healthy node nor shield a bad one. With no reachable peer nothing is
 compared and the node is not fenced: a partitioned or lone node keeps taking
 writes (if its clock drifted meanwhile, its peers quarantine those records
-when they meet again).
+when they meet again). Until its first heartbeat round after start (one
+interval) a node has compared nothing yet and is not fenced either.
 
 **What runs ahead** is what the node would put in a new timestamp: its wall
 clock, or its HLC high-water mark when that is ahead of the wall clock by more
@@ -72,6 +73,12 @@ def update_fence(clock: HybridClock, peer_offsets: Sequence[tuple[float, float]]
     """Recompute ``clock.fence`` from the latest heartbeats; logs when it changes."""
     fence = clock.fence
     lead = clock.lead_ms()
+    if lead > fence.max_skew_ms >= fence.hlc_lead_ms:
+        log.warning(
+            "this node's hybrid clock is %d ms ahead of its wall clock (was the clock stepped "
+            "back?); timestamps keep counting from it, so they stay ahead until wall time "
+            "catches up", lead,
+        )  # fmt: skip
     ahead = ahead_of_peers_ms(lead, peer_offsets, fence.max_skew_ms)
     fence.hlc_lead_ms = lead
     fence.peers = len(peer_offsets)

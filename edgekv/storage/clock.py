@@ -134,12 +134,9 @@ class HybridClock:
         """
         return max(0, (self._last >> LOGICAL_BITS) - self._wall_ms())
 
-    def too_far_ahead(self, remote: int) -> int:
-        """How far ``remote`` is ahead of local wall time beyond ``max_skew_ms`` (0: acceptable).
-
-        Counts nothing; ``observe`` does the refusing.
-        """
-        return max(0, (remote >> LOGICAL_BITS) - self._wall_ms() - self.max_skew_ms)
+    def skew_limit(self) -> int:
+        """The smallest timestamp ``observe`` would refuse now (too far ahead of wall time)."""
+        return (self._wall_ms() + self.max_skew_ms + 1) << LOGICAL_BITS
 
     def observe(self, remote: int) -> None:
         """Advance past a peer's timestamp, unless it is too far in the future.

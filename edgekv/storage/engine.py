@@ -347,16 +347,16 @@ class Engine:
             wb = WriteBatch(raw_mode=True)
             now = wall_ms()
             due_ms = now + clock.max_skew_ms
-            released = held.take_due(wb, due_ms) if held.due(due_ms) else []
+            released = held.take_due(wb, due_ms) if held.due(due_ms) else None
             got = sort_received(
-                itertools.chain(released, entries),
+                itertools.chain(released.records if released else (), entries),
                 check_key=self.limits.check_key,
                 get_stored=self._db.get,
-                too_far_ahead=clock.too_far_ahead if quarantine_skewed else None,
+                skew_limit=clock.skew_limit() if quarantine_skewed else 0,
             )
             if got.max_ts:
                 clock.observe(got.max_ts)  # may refuse the whole batch: nothing written yet
-            added = held.stage(wb, got.skewed) if got.skewed else 0
+            added = held.stage(wb, got.skewed) if got.skewed else None
             horizon = self.collection.horizon_ms
             changes, removals, visible = split_winners(got.pairs(), got.stored_of, horizon, now)
             for key, record in changes:
@@ -369,7 +369,7 @@ class Engine:
             if wb.is_empty():
                 return 0
             self._write_batch(wb)
-            held.committed(len(released), added)
+            held.committed(released, added)
             self.digests.publish(buckets)
             self._notify(visible, self._replog.last_seq, False)
             return len(changes) + len(removals)

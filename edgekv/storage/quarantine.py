@@ -20,8 +20,9 @@ its due time. A quarantined record is acknowledged to its sender: it is
 durable here, so nothing acknowledged is lost. Until released it is not in
 the data or digests (anti-entropy may fetch it again; it lands here again).
 
-Counts are kept in memory (rebuilt at open) for metrics and the cheap
-"anything due?" check on every apply. Values never reach the log.
+Counts are kept in memory (counted at open, then kept up to date with each
+written batch) for metrics and the one-comparison "anything due?" check on
+every apply. Values never reach the log.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from rocksdict import ColumnFamily, Rdict, WriteBatch
 
@@ -43,6 +45,23 @@ log = logging.getLogger(__name__)
 
 # (key, record, version) of a received record too far ahead to apply now.
 Skewed = tuple[bytes, bytes, tuple[int, str]]
+
+
+@dataclass(slots=True)
+class Released:
+    """Held records taken out by ``take_due`` (staged, not yet written)."""
+
+    records: list[tuple[bytes, bytes]] = field(default_factory=list)
+    left_earliest_ms: int = 0  # the earliest of those still held after (0: none)
+
+
+@dataclass(slots=True)
+class SetAside:
+    """Records staged by ``stage`` (not yet written)."""
+
+    count: int = 0  # records staged
+    new_keys: int = 0  # of those, keys not held before
+    earliest_ms: int = 0  # smallest wall part among them (0: none)
 
 
 class Quarantine:
@@ -84,47 +103,57 @@ class Quarantine:
         """Whether any held record has a wall part at or before ``latest_ms``."""
         return self.held > 0 and self.earliest_ms <= latest_ms
 
-    def take_due(self, wb: WriteBatch, latest_ms: int) -> list[tuple[bytes, bytes]]:
-        """(key, record) of every held record due by ``latest_ms``; stages their removal.
+    def take_due(self, wb: WriteBatch, latest_ms: int) -> Released:
+        """Every held record due by ``latest_ms``; stages their removal into ``wb``.
 
-        Call ``committed`` once ``wb`` is written (the counters change then).
+        Pass the result to ``committed`` once ``wb`` is written.
         """
-        due = []
+        out = Released()
         for key, record in self._items():
-            if native.record_version(record)[0] >> LOGICAL_BITS <= latest_ms:
+            ms = native.record_version(record)[0] >> LOGICAL_BITS
+            if ms <= latest_ms:
                 wb.delete(QUARANTINE_PREFIX + key, self._meta_handle)
-                due.append((key, record))
-        return due
+                out.records.append((key, record))
+            elif out.left_earliest_ms == 0 or ms < out.left_earliest_ms:
+                out.left_earliest_ms = ms
+        return out
 
-    def stage(self, wb: WriteBatch, skewed: list[Skewed]) -> int:
-        """Stage holding each skewed record (the greatest version per key); returns how many.
+    def stage(self, wb: WriteBatch, skewed: list[Skewed]) -> SetAside:
+        """Stage holding each skewed record (the greatest version per key) into ``wb``.
 
-        Call ``committed`` once ``wb`` is written.
+        Pass the result to ``committed`` once ``wb`` is written.
         """
         best: dict[bytes, Skewed] = {}
         for item in skewed:
             held = best.get(item[0])
             if held is None or held[2] < item[2]:
                 best[item[0]] = item
-        added = 0
+        out = SetAside()
         for key, record, version in best.values():
             held_raw = self._meta.get(QUARANTINE_PREFIX + key)
             if held_raw is not None and native.record_version(held_raw) >= version:
                 continue
             wb.put(QUARANTINE_PREFIX + key, record, self._meta_handle)
-            added += 1
+            out.count += 1
+            out.new_keys += held_raw is None
+            ms = version[0] >> LOGICAL_BITS
+            out.earliest_ms = ms if out.earliest_ms == 0 else min(out.earliest_ms, ms)
         self._report(skewed)
-        return added
+        return out
 
-    def committed(self, released: int, added: int) -> None:
-        """The WriteBatch with ``released`` removals and ``added`` new holds is written."""
-        self.released_total += released
-        self.set_aside_total += added
-        if released or added:
-            # Rebuilt from the column family: a few records, and only when it changed.
-            self.held, self.earliest_ms = 0, 0
-            for _, raw in self._items():
-                self._count_held(raw)
+    def committed(self, released: Released | None, added: SetAside | None) -> None:
+        """The WriteBatch staged with ``take_due`` and ``stage`` is written."""
+        if released is not None:
+            self.released_total += len(released.records)
+            self.held -= len(released.records)
+            self.earliest_ms = released.left_earliest_ms
+        if added is not None:
+            self.set_aside_total += added.count
+            self.held += added.new_keys
+            if added.earliest_ms and (
+                self.earliest_ms == 0 or added.earliest_ms < self.earliest_ms
+            ):
+                self.earliest_ms = added.earliest_ms
 
     def _report(self, skewed: list[Skewed]) -> None:
         now = time.monotonic()

@@ -34,13 +34,14 @@ def sort_received(
     *,
     check_key: Callable[[bytes], None],
     get_stored: Callable[[bytes], bytes | None],
-    too_far_ahead: Callable[[int], int] | None,
+    skew_limit: int,
 ) -> Sorted:
     """Validate every (key, record) and keep, per key, the one that beats the stored version.
 
     Raises (InvalidArgument, CorruptRecord) on the first bad key or record.
-    With ``too_far_ahead`` (``HybridClock.too_far_ahead``), records it flags
-    go to ``skewed`` instead. The caller holds the engine's write lock.
+    With ``skew_limit`` > 0 (``HybridClock.skew_limit``), records with a
+    timestamp at or above it go to ``skewed`` instead. The caller holds the
+    engine's write lock.
     """
     record_version = native.record_version
     out = Sorted()
@@ -48,7 +49,7 @@ def sort_received(
     for key, record in entries:
         check_key(key)
         version = record_version(record)  # raises CorruptRecord on junk
-        if too_far_ahead is not None and too_far_ahead(version[0]):
+        if skew_limit and version[0] >= skew_limit:
             out.skewed.append((key, record, version))
             continue
         out.max_ts = max(out.max_ts, version[0])

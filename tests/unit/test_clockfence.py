@@ -100,3 +100,14 @@ def test_hlc_ahead_after_the_clock_is_fixed_stays_fenced_until_wall_time_catches
     wall[0] = NOW + 9_600  # within the bound of it
     update_fence(clock, in_sync)
     assert not clock.fence.fenced
+
+
+def test_hlc_far_ahead_of_the_wall_clock_is_reported_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = clock_at(NOW, last_ms=NOW + 60_000)
+    with caplog.at_level(logging.WARNING):
+        update_fence(clock, [])
+        update_fence(clock, [])
+    assert caplog.text.count("hybrid clock is 60000 ms ahead of its wall clock") == 1
+    assert not clock.fence.fenced  # no peer to compare with

@@ -130,3 +130,10 @@ def test_quarantine_survives_reopen(tmp_path: Path, wall: FakeTime) -> None:
         assert eng.apply_many((), quarantine_skewed=True) == 1
     finally:
         eng.close()
+
+
+def test_quarantine_bound_matches_the_clock_bound(engine: Engine, wall: FakeTime) -> None:
+    edge = native.encode_record(False, ((wall.ms + BOUND) << LOGICAL_BITS) | 0xFFFF, 0, b"b", b"v")
+    beyond = remote(wall.ms + BOUND + 1)
+    assert engine.apply_many([(b"edge", edge), (b"beyond", beyond)], quarantine_skewed=True) == 1
+    assert engine.get(b"edge") is not None and held_keys(engine) == [b"beyond"]
