@@ -7,10 +7,11 @@ version is removed instead. Either way the data and the digest index change
 in one WriteBatch. Readers see no change: every removed record already read
 as absent.
 
-The sweep counts a record dead here since max(died, arrived here)
-(tombstones.py says why). A record stored already dead (a received tombstone
-or expired record) gets its arrival time in a side index in the ``meta``
-column family, written in the apply's WriteBatch and deleted with the record:
+The node's sweep counts a record dead here since max(died, arrived here)
+(tombstones.py says why; the collector passes ``arrived_before_ms``). A record
+stored already dead (a received tombstone or expired record) gets its arrival
+time in a side index in the ``meta`` column family, written in the apply's
+WriteBatch and deleted with the record:
 
     ``arrived/ | key -> arrival wall ms (u64)``
 
@@ -69,8 +70,16 @@ class Collection:
         """Drop the column-family handle: it keeps RocksDB (and its LOCK) open."""
         del self._meta_handle
 
-    def collect_dead(self, horizon_ms: int, *, chunk: int = 256) -> int:
-        """Remove tombstones and expired records dead here since before ``horizon_ms``.
+    def collect_dead(
+        self, horizon_ms: int, *, chunk: int = 256, arrived_before_ms: int | None = None
+    ) -> int:
+        """Remove tombstones and expired records dead since before ``horizon_ms``.
+
+        With ``arrived_before_ms`` (the collector passes the horizon, so that
+        a record counts as dead here since max(died, arrived here)), a record
+        stored already dead is kept unless it also arrived before that time.
+        None judges by death alone, for callers that know every record held
+        here reached every peer before the horizon (tests of the gate's model).
 
         Returns how many were removed. Works through the data ``chunk`` records
         at a time, each chunk under the write lock (so writers wait for one
@@ -104,7 +113,8 @@ class Collection:
                     it.next()
                 resume = it.key() if it.valid() else None
                 del it
-                removals = self._arrived_before(removals, horizon_ms)
+                if arrived_before_ms is not None:
+                    removals = self._arrived_before(removals, arrived_before_ms)
                 if removals:
                     wb = WriteBatch(raw_mode=True)
                     buckets: Buckets = {}
@@ -116,8 +126,8 @@ class Collection:
                 return removed
             time.sleep(0)  # let a waiting thread (the event loop) take the GIL
 
-    def _arrived_before(self, candidates: list[Change], horizon_ms: int) -> list[Change]:
-        """The records of ``candidates`` (dead since before the horizon) that arrived before it."""
+    def _arrived_before(self, candidates: list[Change], before_ms: int) -> list[Change]:
+        """The records of ``candidates`` that arrived here before ``before_ms``."""
         if not candidates:
             return candidates
         keys: list[str | int | float | bytes | bool] = [ARRIVED_PREFIX + k for k, _ in candidates]
@@ -125,7 +135,7 @@ class Collection:
         return [
             change
             for change, raw in zip(candidates, arrived, strict=True)
-            if raw is None or U64.unpack(raw)[0] < horizon_ms
+            if raw is None or U64.unpack(raw)[0] < before_ms
         ]
 
     def stage_removals(self, wb: WriteBatch, removals: list[Change], buckets: Buckets) -> None:
