@@ -356,7 +356,7 @@ class Engine:
             )
             if got.max_ts:
                 clock.observe(got.max_ts)  # may refuse the whole batch: nothing written yet
-            added = held.stage(wb, got.skewed) if got.skewed else None
+            added = held.stage(wb, got.skewed, released) if got.skewed else None
             horizon = self.collection.horizon_ms
             changes, removals, visible = split_winners(got.pairs(), got.stored_of, horizon, now)
             for key, record in changes:

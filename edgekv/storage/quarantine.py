@@ -118,11 +118,16 @@ class Quarantine:
                 out.left_earliest_ms = ms
         return out
 
-    def stage(self, wb: WriteBatch, skewed: list[Skewed]) -> SetAside:
+    def stage(
+        self, wb: WriteBatch, skewed: list[Skewed], releasing: Released | None = None
+    ) -> SetAside:
         """Stage holding each skewed record (the greatest version per key) into ``wb``.
 
-        Pass the result to ``committed`` once ``wb`` is written.
+        ``releasing`` is what ``take_due`` staged into the same ``wb``: those
+        keys count as no longer held. Pass the result to ``committed`` once
+        ``wb`` is written.
         """
+        gone = {key for key, _ in releasing.records} if releasing is not None else set()
         best: dict[bytes, Skewed] = {}
         for item in skewed:
             held = best.get(item[0])
@@ -130,7 +135,7 @@ class Quarantine:
                 best[item[0]] = item
         out = SetAside()
         for key, record, version in best.values():
-            held_raw = self._meta.get(QUARANTINE_PREFIX + key)
+            held_raw = None if key in gone else self._meta.get(QUARANTINE_PREFIX + key)
             if held_raw is not None and native.record_version(held_raw) >= version:
                 continue
             wb.put(QUARANTINE_PREFIX + key, record, self._meta_handle)

@@ -137,3 +137,17 @@ def test_quarantine_bound_matches_the_clock_bound(engine: Engine, wall: FakeTime
     beyond = remote(wall.ms + BOUND + 1)
     assert engine.apply_many([(b"edge", edge), (b"beyond", beyond)], quarantine_skewed=True) == 1
     assert engine.get(b"edge") is not None and held_keys(engine) == [b"beyond"]
+
+
+def test_released_and_newly_skewed_version_of_one_key_in_one_call(
+    engine: Engine, wall: FakeTime
+) -> None:
+    engine.apply_many([(b"k", remote(wall.ms + 2_000, value=b"1"))], quarantine_skewed=True)
+    wall.ms += 2_000  # the held one is due; a newer one arrives too far ahead
+    newer = remote(wall.ms + 5_000, value=b"2")
+    engine.apply_many([(b"k", newer)], quarantine_skewed=True)
+    assert engine.get(b"k") is not None  # the released one applied
+    assert held_keys(engine) == [b"k"] and engine.quarantine.held == 1
+    wall.ms += 5_000
+    engine.apply_many((), quarantine_skewed=True)
+    assert engine.get_record(b"k") == newer and engine.quarantine.held == 0
