@@ -287,6 +287,39 @@ class _NodeStateExporter(Collector):
         for reason, count in records.items():
             dropped.add_metric([reason], count)
         yield from (refused, dropped)
+        yield GaugeMetricFamily(
+            "edgekv_clock_fenced",
+            "1 while this node refuses writes because its clock runs more than "
+            "max_clock_skew_ms ahead of the median of its reachable peers.",
+            value=int(engine.clock_fenced),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "edgekv_clock_ahead_seconds",
+            "How far this node's next timestamp runs ahead of the median reachable peer's "
+            "clock, from heartbeats (negative: behind; 0 with no reachable peer).",
+            value=engine.clock_ahead_ms / 1000.0,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "edgekv_clock_hlc_lead_seconds",
+            "How far the hybrid clock's high-water mark is ahead of the local wall clock "
+            "(after a clock is stepped back, timestamps keep counting from it).",
+            value=engine.hlc_lead_ms / 1000.0,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "edgekv_clock_fenced_writes", "Writes refused while the clock was fenced.",
+            value=engine.fenced_writes,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "edgekv_clock_quarantined_records",
+            "Received records set aside because their timestamps run too far ahead of "
+            "this node's clock; applied once it catches up.",
+            value=engine.quarantined_held,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "edgekv_clock_quarantined_records_set_aside",
+            "Received records set aside for clock skew since start.",
+            value=engine.quarantined_total,
+        )  # fmt: skip
         yield CounterMetricFamily(
             "edgekv_forwarded_calls", "Calls forwarded to a node allowed to hold the key.",
             value=view.forwarded_calls,

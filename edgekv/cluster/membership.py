@@ -2,7 +2,9 @@
 
 Every node heartbeats every peer on the peer port. A peer is reachable while
 its heartbeats succeed; its round-trip time is an EWMA of heartbeat RTTs
-(geo-routing picks the nearest allowed PoP by it). Runs on the node's loop.
+(geo-routing picks the nearest allowed PoP by it). Each heartbeat also
+estimates the peer's clock offset, and after every round the node's clock
+fence is recomputed from them (cluster/clockfence.py). Runs on the node's loop.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from edgekv.storage.clock import wall_ms
+from edgekv.cluster.clockfence import peer_offset_ms, update_fence
+from edgekv.storage.clock import HybridClock, wall_ms
 from edgekv.v1 import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,9 @@ class PeerHealth:
     last_seen_monotonic: float = 0.0
     last_error: str = ""
     consecutive_failures: int = 0
+    # Latest heartbeat's estimate of the peer's wall clock minus ours, and its +- (RTT/2).
+    clock_offset_ms: float = 0.0
+    clock_uncertainty_ms: float = 0.0
 
     def observe_rtt(self, sample_ms: float) -> None:
         self.rtt_ms = (
@@ -63,6 +69,8 @@ class Membership:
         # Failures in a row before a peer counts as unreachable: one lost
         # heartbeat on a slow link is not an outage.
         failures_to_down: int = 2,
+        # This node's clock: its fence follows the peers' clocks (None: no fencing).
+        clock: HybridClock | None = None,
     ) -> None:
         self._hello = hello
         self._stub_for = stub_for
@@ -70,14 +78,16 @@ class Membership:
         self.timeout_s = timeout_s
         self.failures_to_down = failures_to_down
         self.peers = {peer: PeerHealth(peer) for peer in peers}
+        self._clock = clock
 
     async def heartbeat(self, peer_id: str) -> None:
         """One heartbeat to one peer; updates its health."""
         health = self.peers[peer_id]
         started = time.perf_counter()
+        sent_ms = wall_ms()
         try:
-            await self._stub_for(peer_id).Heartbeat(
-                replication_pb2.HeartbeatRequest(hello=self._hello, sent_at_ms=wall_ms()),
+            answer = await self._stub_for(peer_id).Heartbeat(
+                replication_pb2.HeartbeatRequest(hello=self._hello, sent_at_ms=sent_ms),
                 timeout=self.timeout_s,
             )
         except grpc.aio.AioRpcError as exc:
@@ -88,6 +98,9 @@ class Membership:
                 log.warning("peer %s unreachable: %s", peer_id, health.last_error)
             return
         health.observe_rtt((time.perf_counter() - started) * 1000.0)
+        health.clock_offset_ms, health.clock_uncertainty_ms = peer_offset_ms(
+            sent_ms, wall_ms(), answer.now_ms
+        )
         health.last_seen_monotonic = time.monotonic()
         health.consecutive_failures = 0
         health.last_error = ""
@@ -99,4 +112,17 @@ class Membership:
         """Heartbeat all peers every ``interval_s`` (jittered) forever."""
         while True:
             await asyncio.gather(*(self.heartbeat(p) for p in self.peers))
+            self.update_clock_fence()
             await asyncio.sleep(self.interval_s * (0.8 + 0.4 * random.random()))
+
+    def update_clock_fence(self) -> None:
+        """Recompute this node's clock fence from the reachable peers' latest clock offsets."""
+        if self._clock is not None:
+            update_fence(
+                self._clock,
+                [
+                    (h.clock_offset_ms, h.clock_uncertainty_ms)
+                    for h in self.peers.values()
+                    if h.reachable
+                ],
+            )

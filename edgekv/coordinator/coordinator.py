@@ -85,6 +85,8 @@ class Coordinator:
         self._forwarder: Forwarder = forwarder or GrpcForwarder(router)
         # Set with sync_writes: writes then share fsyncs; otherwise they run inline.
         self._committer = committer
+        # Set by membership while this node's clock runs too far ahead of its peers'.
+        self._fence = engine.clock.fence
         self._feed = feed  # None: this node serves no Watch
         self.node_id = router.spec.id
         # Fast path: with no placement rules nothing is ever forwarded.
@@ -218,7 +220,9 @@ class Coordinator:
         """Apply ``ops`` atomically with one version, here or at the node holding them all.
 
         Raises InvalidArgument when the batch spans placements held by different
-        regions (it could not be atomic).
+        regions (it could not be atomic), and ClockFenced (FAILED_PRECONDITION)
+        when it would be written here while this node's clock is fenced
+        (cluster/clockfence.py).
         """
         call.principal.authorize("write", [op.key for op in ops])
         if not self._all_local and ops:
@@ -227,6 +231,8 @@ class Coordinator:
             if target is not None:
                 self._refuse_if_forwarded(call)
                 return await self._forwarder.write(ops, target, call)
+        if self._fence.fenced:
+            raise self._fence.refuse()
         version: Version
         if self._committer is None:
             version = self._engine.write(ops)

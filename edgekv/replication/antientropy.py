@@ -143,7 +143,9 @@ async def _reconcile_buckets(
             replication_pb2.FetchRecordsRequest(hello=hello, keys=asked),
             timeout=_CALL_TIMEOUT_S,
         )
-        stats.pulled += engine.apply_many(intake.accepted(asked, batch.records))
+        stats.pulled += engine.apply_many(
+            intake.accepted(asked, batch.records), quarantine_skewed=True
+        )
     for start in range(0, len(push), _RECORDS_PER_CALL):
         records = engine.records(push[start : start + _RECORDS_PER_CALL])
         resp = await stub.PushRecords(

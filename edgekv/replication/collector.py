@@ -55,7 +55,10 @@ class Collector:
         self._warn_if_held_back(horizon)
         if horizon <= self.horizon_ms:
             return 0  # nothing new can have become collectable
-        removed = await asyncio.to_thread(self._engine.collection.collect_dead, horizon)
+        # Dead here since max(died, arrived here): a sync only carried what we held then.
+        removed = await asyncio.to_thread(
+            self._engine.collection.collect_dead, horizon, arrived_before_ms=horizon
+        )
         self.horizon_ms = horizon
         self.collected_total += removed
         if removed:

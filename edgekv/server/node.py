@@ -61,6 +61,7 @@ from edgekv.server.peer_service import PeerService
 from edgekv.server.view import NodeView
 from edgekv.storage.engine import Engine, EngineSettings
 from edgekv.storage.group_commit import GroupCommitter
+from edgekv.storage.quarantine import run_quarantine_release
 from edgekv.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
@@ -338,6 +339,7 @@ class Node:
             peers=self.peer_ids,
             stub_for=self._stub,
             interval_s=settings.heartbeat_interval_s,
+            clock=engine.clock,
         )
         antientropy = AntiEntropy(
             engine,
@@ -378,6 +380,8 @@ class Node:
         self._spawn(membership.run_heartbeats(), "heartbeats")
         self._spawn(antientropy.run_antientropy(), "antientropy")
         self._spawn(trimmer.run_log_trimmer(), "log-trimmer")
+        held, interval_s = engine.quarantine, membership.interval_s
+        self._spawn(run_quarantine_release(held, engine.apply_many, interval_s), "quarantine")
         return _Replication(peer_server, peer_port, membership, antientropy, senders)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:

@@ -137,7 +137,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
             if len(allowed) != held:
                 self.refusals.dropped("not_callers", held - len(allowed))
                 log.warning("refused %d records %s may not hold", held - len(allowed), caller)
-        return self._engine.apply_many(allowed) if allowed else 0
+        return self._engine.apply_many(allowed, quarantine_skewed=True) if allowed else 0
 
     @grpc_stream_errors
     async def Replicate(

@@ -36,6 +36,12 @@ class EngineStats:
     max_skew_seen_ms: int  # furthest a peer's timestamp has been ahead of wall time
     max_skew_allowed_ms: int  # max_clock_skew_ms: further ahead is refused
     skew_rejections: int  # remote timestamps refused for clock skew
+    clock_fenced: bool  # writes refused: this node's clock runs too far ahead of its peers
+    clock_ahead_ms: int  # how far its next timestamp runs ahead of the median peer's clock
+    hlc_lead_ms: int  # how far the HLC high-water mark is ahead of the local wall clock
+    fenced_writes: int  # writes refused while fenced
+    quarantined_held: int  # received records set aside now (too far ahead of the clock)
+    quarantined_total: int  # received records set aside since start
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +148,12 @@ class NodeView:
             max_skew_seen_ms=clock.max_skew_seen_ms,
             max_skew_allowed_ms=clock.max_skew_ms,
             skew_rejections=clock.rejected_count,
+            clock_fenced=clock.fence.fenced,
+            clock_ahead_ms=clock.fence.ahead_ms,
+            hlc_lead_ms=clock.lead_ms(),
+            fenced_writes=clock.fence.refused_count,
+            quarantined_held=engine.quarantine.held,
+            quarantined_total=engine.quarantine.set_aside_total,
         )
 
     def peer_stats(self) -> list[PeerStats]:

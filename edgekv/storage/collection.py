@@ -6,6 +6,21 @@ incoming one (``split_winners``): if it wins over the stored version, that
 version is removed instead. Either way the data and the digest index change
 in one WriteBatch. Readers see no change: every removed record already read
 as absent.
+
+The node's sweep counts a record dead here since max(died, arrived here)
+(tombstones.py says why; the collector passes ``arrived_before_ms``). A record
+stored already dead (a received tombstone or expired record) gets its arrival
+time in a side index in the ``meta`` column family, written in the apply's
+WriteBatch and deleted with the record:
+
+    ``arrived/ | key -> arrival wall ms (u64)``
+
+A side index rather than a record field: the record format is the wire and
+digest format too (every node must hash the same bytes), and arrival is a
+local fact. Only records dead on arrival need an entry; for the rest, died >=
+arrived. An entry left behind when a newer live version replaces the record
+is harmless (its time is older than any later record's death or arrival) and
+goes when the key is next collected.
 """
 
 from __future__ import annotations
@@ -13,12 +28,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import cast
 
-from rocksdict import Rdict, WriteBatch
+from rocksdict import ColumnFamily, Rdict, WriteBatch
 
 from edgekv.storage import tombstones
 from edgekv.storage.digest import Buckets, DigestIndex
-from edgekv.storage.record import Change
+from edgekv.storage.record import U64, Change
+
+ARRIVED_PREFIX = b"arrived/"
 
 
 class Collection:
@@ -37,8 +55,10 @@ class Collection:
         lock: threading.Lock,
         write: Callable[[WriteBatch], None],
         check_open: Callable[[], None],
+        meta: tuple[Rdict, ColumnFamily],
     ) -> None:
         self._data = data
+        self._meta, self._meta_handle = meta  # the engine's; dropped in ``release``
         self._digests = digests
         self._lock = lock
         self._write = write
@@ -46,8 +66,20 @@ class Collection:
         # Read without the lock by apply (an int: a stale read only delays a drop).
         self.horizon_ms = tombstones.NEVER
 
-    def collect_dead(self, horizon_ms: int, *, chunk: int = 256) -> int:
+    def release(self) -> None:
+        """Drop the column-family handle: it keeps RocksDB (and its LOCK) open."""
+        del self._meta_handle
+
+    def collect_dead(
+        self, horizon_ms: int, *, chunk: int = 256, arrived_before_ms: int | None = None
+    ) -> int:
         """Remove tombstones and expired records dead since before ``horizon_ms``.
+
+        With ``arrived_before_ms`` (the collector passes the horizon, so that
+        a record counts as dead here since max(died, arrived here)), a record
+        stored already dead is kept unless it also arrived before that time.
+        None judges by death alone, for callers that know every record held
+        here reached every peer before the horizon (tests of the gate's model).
 
         Returns how many were removed. Works through the data ``chunk`` records
         at a time, each chunk under the write lock (so writers wait for one
@@ -81,6 +113,8 @@ class Collection:
                     it.next()
                 resume = it.key() if it.valid() else None
                 del it
+                if arrived_before_ms is not None:
+                    removals = self._arrived_before(removals, arrived_before_ms)
                 if removals:
                     wb = WriteBatch(raw_mode=True)
                     buckets: Buckets = {}
@@ -102,6 +136,18 @@ class Collection:
         self._write(wb)
         self._digests.publish(buckets)
 
+    def _arrived_before(self, candidates: list[Change], before_ms: int) -> list[Change]:
+        """The records of ``candidates`` that arrived here before ``before_ms``."""
+        if not candidates:
+            return candidates
+        keys: list[str | int | float | bytes | bool] = [ARRIVED_PREFIX + k for k, _ in candidates]
+        arrived = cast("list[bytes | None]", self._meta.get(keys))
+        return [
+            change
+            for change, raw in zip(candidates, arrived, strict=True)
+            if raw is None or U64.unpack(raw)[0] < before_ms
+        ]
+
     def stage_removals(self, wb: WriteBatch, removals: list[Change], buckets: Buckets) -> None:
         """Stage deleting each (key, stored record) from data and digests into ``wb``.
 
@@ -110,7 +156,17 @@ class Collection:
         """
         for key, _ in removals:
             wb.delete(key)
+            wb.delete(ARRIVED_PREFIX + key, self._meta_handle)
         self._digests.stage_removals(wb, removals, buckets)
+
+    def stage_arrivals(self, wb: WriteBatch, changes: list[Change], now_ms: int) -> None:
+        """Stage the arrival time of each record in ``changes`` that is stored already dead."""
+        dead_since = tombstones.dead_since_ms
+        arrived = U64.pack(now_ms)
+        for key, record in changes:
+            since = dead_since(record)
+            if since is not None and since < now_ms:
+                wb.put(ARRIVED_PREFIX + key, arrived, self._meta_handle)
 
 
 def split_winners(

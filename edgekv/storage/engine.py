@@ -15,6 +15,7 @@ inline because each is a few microseconds.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -35,6 +36,8 @@ from edgekv.storage.collection import Collection, split_winners
 from edgekv.storage.database import META_CF, claim, open_rocksdb
 from edgekv.storage.digest import DIGEST_CF, DigestIndex
 from edgekv.storage.purge import Purge
+from edgekv.storage.quarantine import Quarantine
+from edgekv.storage.received import sort_received
 from edgekv.storage.record import U64, Change, Item, ScanItem, ScanPage, Version
 from edgekv.storage.replog import LOG_CF, LogEntry, ReplicationLog
 
@@ -140,9 +143,11 @@ class Engine:
             lock=self._lock,
             write=self._write_batch,
             check_open=self._check_open,
+            meta=meta,
         )
         cfs = (self._db, self._log, self._digest, self._meta)  # purge.py: erase, compact
         self.purge = Purge(cfs, self._replog, self.collection, self._lock)
+        self.quarantine = Quarantine(meta)  # received records too far ahead, set aside
         self._listeners: list[ChangeListener] = []
         self._closed = False
         self.digests.load()
@@ -326,50 +331,48 @@ class Engine:
         """
         return self.apply_many(((key, record),)) == 1
 
-    def apply_many(self, entries: Iterable[tuple[bytes, bytes]]) -> int:
+    def apply_many(
+        self, entries: Iterable[tuple[bytes, bytes]], *, quarantine_skewed: bool = False
+    ) -> int:
         """``apply`` for each (key, record) in one WriteBatch; returns how many changed.
 
         Same contract as ``apply``; within one call, the greatest version per key
-        wins too. Validates every record first; on any error nothing is
-        written. A winning record that is dead since before the collection
-        horizon is not stored: it removes the version it beats (collection.py).
+        wins too. Validates every record first; on any error nothing is written.
+        A winner dead since before the collection horizon is not stored: it
+        removes the version it beats (collection.py). With ``quarantine_skewed``
+        (the peer plane) a record too far ahead of the clock is set aside
+        (quarantine.py) rather than refusing the batch; due ones are released
+        first (``apply_many(())`` only releases them).
         """
-        record_version = native.record_version
-        horizon = self.collection.horizon_ms
+        clock, held = self.clock, self.quarantine
         with self._lock:
             self._check_open()
-            pending: dict[bytes, tuple[tuple[int, str], bytes]] = {}
-            stored_of: dict[bytes, bytes | None] = {}
-            max_ts = 0
-            for key, record in entries:
-                self.limits.check_key(key)
-                version = record_version(record)  # raises CorruptRecord on junk
-                max_ts = max(max_ts, version[0])
-                current = pending.get(key)
-                if current is None:
-                    stored = stored_of[key] = self._db.get(key)
-                    if stored is not None and record_version(stored) >= version:
-                        continue
-                elif current[0] >= version:
-                    continue
-                pending[key] = (version, record)
-            if max_ts:
-                self.clock.observe(max_ts)  # may refuse the whole batch: nothing written yet
-            changes, removals, visible = split_winners(
-                ((key, record) for key, (_, record) in pending.items()),
-                stored_of,
-                horizon,
-                wall_ms(),
-            )
-            if not changes and not removals:
-                return 0
             wb = WriteBatch(raw_mode=True)
+            now = wall_ms()
+            due_ms = now + clock.max_skew_ms
+            released = held.take_due(wb, due_ms) if held.due(due_ms) else None
+            got = sort_received(
+                itertools.chain(released.records if released else (), entries),
+                check_key=self.limits.check_key,
+                get_stored=self._db.get,
+                skew_limit=clock.skew_limit() if quarantine_skewed else 0,
+            )
+            if got.max_ts:
+                clock.observe(got.max_ts)  # may refuse the whole batch: nothing written yet
+            added = held.stage(wb, got.skewed, released) if got.skewed else None
+            horizon = self.collection.horizon_ms
+            changes, removals, visible = split_winners(got.pairs(), got.stored_of, horizon, now)
             for key, record in changes:
                 wb.put(key, record)
             buckets = self.digests.stage(wb, changes)
-            self.collection.stage_removals(wb, removals, buckets)
-            wb.put(_META_HLC, U64.pack(self.clock.last), self._meta_handle)
+            if changes or removals:
+                self.collection.stage_removals(wb, removals, buckets)
+                self.collection.stage_arrivals(wb, changes, now)
+                wb.put(_META_HLC, U64.pack(clock.last), self._meta_handle)
+            if wb.is_empty():
+                return 0
             self._write_batch(wb)
+            held.committed(released, added)
             self.digests.publish(buckets)
             self._notify(visible, self._replog.last_seq, False)
             return len(changes) + len(removals)
@@ -431,7 +434,7 @@ class Engine:
     def _release(self) -> None:
         # Column-family objects and handles keep RocksDB (and its LOCK file)
         # alive until they are closed or dropped too, the parts' borrowed ones included.
-        for part in ("_replog", "digests"):
+        for part in ("_replog", "digests", "quarantine", "collection"):
             if part in self.__dict__:
                 getattr(self, part).release()
         self._log.close()

@@ -6,14 +6,21 @@ it hand the older value back through anti-entropy (a resurrection). The rule,
 Cassandra's gc_grace with a replication gate on top:
 
 * a record is *dead since* its tombstone's wall-clock time, or its expiry;
+  on a node, it is *dead here since* the later of that and the time it
+  arrived here (collection.py keeps arrival times): a sync only carries what
+  the node held when it started, so a record that reached this node after
+  dying is safe to forget only once every peer synced after it arrived;
 * the **collection horizon** is ``now - grace``, but never later than the
   start of the last complete anti-entropy sync with *every* peer. A sync that
-  started after a record was dead and finished without error leaves the peer
+  started after a record was dead here and finished without error leaves the peer
   holding that record or a newer version, so no peer can still offer the value
   it replaced. A peer that has not synced (down, cut off, quarantined by TLS)
   holds the horizon back, and with it collection on this node;
-* records dead since before the horizon are removed from data and digests,
-  and an incoming record dead since before the horizon is never stored: if it
+* records dead here since before the horizon are removed from data and
+  digests, and an incoming record dead since before the horizon is never
+  stored (the one place the death time alone decides: judging it by its
+  arrival, now, would keep it, and two nodes would then hand a record back and
+  forth forever, each having collected it at a different moment): if it
   wins over the stored version that version is removed, otherwise nothing
   happens. Every node therefore converges to the same data, with or without
   the dead records, and digests of synced nodes agree.

@@ -381,3 +381,25 @@ async def test_get_many_never_reads_a_stale_local_copy(nodes: InProcessNodes) ->
     _stale_copy(nodes.engines["iad-1"], b"eu/b", b"stale")
     result = await nodes["iad-1"].get_many([b"eu/a", b"eu/b"], CLIENT)
     assert [None if f is None else f[0] for f in result.found] == [b"owner", None]
+
+
+# -- clock fencing --------------------------------------------------------------------
+
+
+async def test_write_refused_while_clock_fenced_and_forwarded_write_still_served(
+    nodes: InProcessNodes,
+) -> None:
+    fence = nodes.engines["iad-1"].clock.fence
+    fence.fenced, fence.ahead_ms, fence.peers = True, 2_345, 2
+    with pytest.raises(
+        FailedPrecondition, match=r"2345 ms ahead of its peers .*median of 2"
+    ) as info:
+        await nodes["iad-1"].put(b"g/k", b"v", 0, CLIENT)
+    assert "the limit is 500 ms (replication.max_clock_skew_ms)" in str(info.value)
+    assert nodes.engines["iad-1"].get(b"g/k") is None and fence.refused_count == 1
+    # A key held elsewhere is written by its node, whose clock is in bounds.
+    assert (await nodes["iad-1"].put(b"eu/k", b"v", 0, CLIENT)).served_by == "fra-1"
+    # Reads go on; writes resume as soon as the fence lifts.
+    assert (await nodes["iad-1"].get(b"g/k", CLIENT)).found is None
+    fence.fenced = False
+    assert (await nodes["iad-1"].put(b"g/k", b"v", 0, CLIENT)).served_by == "iad-1"

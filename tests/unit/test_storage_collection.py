@@ -173,3 +173,30 @@ def test_apply_tombstone_younger_than_the_horizon_is_stored(engine: Engine, now:
     tomb = record(now - 30_000, tombstone=True)
     assert engine.apply(b"k", tomb) is True
     assert data(engine) == {b"k": tomb}
+
+
+# -- the sweep waits for max(died, arrived here) ----------------------------------
+
+
+def test_record_that_arrived_after_dying_is_kept_until_the_horizon_passes_its_arrival(
+    engine: Engine, now: int
+) -> None:
+    tomb = record(now - 2 * MINUTE, tombstone=True)  # died two minutes ago, arrives now
+    assert engine.apply(b"k", tomb) is True
+    arrived = time.time_ns() // 1_000_000
+    assert engine._meta.get(b"arrived/k") is not None  # the side index (meta column family)
+    # Dead since before this horizon, but arrived after it: a peer whose last sync
+    # started in between may still hold the value it deleted.
+    assert engine.collection.collect_dead(now - MINUTE, arrived_before_ms=now - MINUTE) == 0
+    assert data(engine) == {b"k": tomb}
+    assert engine.collection.collect_dead(arrived + 1, arrived_before_ms=arrived + 1) == 1
+    assert data(engine) == {}
+    assert engine._meta.get(b"arrived/k") is None  # the side index entry went with it
+
+
+def test_local_delete_needs_no_arrival_entry(engine: Engine, now: int) -> None:
+    engine.put(b"k", b"v")
+    engine.delete(b"k")
+    assert engine._meta.get(b"arrived/k") is None
+    horizon = time.time_ns() // 1_000_000 + 1
+    assert engine.collection.collect_dead(horizon, arrived_before_ms=horizon) == 1
