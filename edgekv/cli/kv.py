@@ -327,7 +327,14 @@ def scan(prefix: str, start: str, end: str, limit: int | None, keys_only: bool, 
 @endpoint_options
 @handle_errors
 def status(as_json: bool, **conn: Any) -> None:
-    """Show the node's status and the cluster as it sees it (RTT, lag), plus metrics."""
+    """Show the node's status and the cluster as it sees it (RTT, lag), plus metrics.
+
+    The record count (``key_count`` in --json, with ``key_count_estimated``) is
+    RocksDB's estimate of stored records: live keys plus tombstones, expired
+    records not yet collected and overwritten versions not yet compacted. It
+    is not the number of keys `edgekv scan` lists, nor `edgekv audit`'s entries
+    checked (which add the log and the digest index).
+    """
     from edgekv.cli import output
 
     with Target.from_options(conn).client() as client:

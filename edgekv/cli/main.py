@@ -236,18 +236,35 @@ def audit(offline: bool, as_json: bool, **conn: Any) -> None:
     if as_json:
         click.echo(dumps({
             "node_id": report.node_id, "region": report.region, "mode": mode,
-            "checked": report.checked, "violations": report.total_violations,
+            "checked": report.checked, "checked_by_column_family": report.checked_by,
+            "violations": report.total_violations,
             "samples": [{"column_family": cf, "key": k.decode("utf-8", "backslashreplace")}
                         for cf, k in report.samples],
         }))  # fmt: skip
     else:
         click.echo(
             f"audit of {report.node_id} ({report.region}, {mode}): {report.checked} entries "
-            f"checked, {report.total_violations} violations"
+            f"checked{_checked_by(report.checked_by)}, {report.total_violations} violations"
         )
         for cf, key in report.samples:
             click.echo(f"  {cf:6}  {key.decode('utf-8', 'backslashreplace')}")
     sys.exit(codes.AUDIT_VIOLATIONS if report.total_violations else codes.OK)
+
+
+_ENTRY_NAMES = {"data": "data records", "log": "log entries", "digest": "digest index entries"}
+
+
+def _checked_by(checked_by: dict[str, int]) -> str:
+    """ " (8 data records, 8 log entries, 8 digest index entries)", or "" if not known."""
+    if not checked_by:
+        return ""
+    order = [*_ENTRY_NAMES, *sorted(set(checked_by) - set(_ENTRY_NAMES))]
+    parts = [
+        f"{checked_by[cf]} {_ENTRY_NAMES.get(cf, cf + ' entries')}"
+        for cf in order
+        if cf in checked_by
+    ]
+    return f" ({', '.join(parts)})"
 
 
 def _audit_live(target: Target) -> AuditReport:
@@ -258,6 +275,7 @@ def _audit_live(target: Target) -> AuditReport:
     with target.client() as client:
         resp = client._cluster_call("Audit", cluster_pb2.AuditRequest(), None)
     report = AuditReport(resp.node_id, resp.region, checked=resp.checked)
+    report.checked_by = dict(resp.checked_by_column_family)  # empty from an older node
     report.violations = {"all": resp.violations} if resp.violations else {}
     report.samples = [(v.column_family, v.key) for v in resp.samples]
     return report

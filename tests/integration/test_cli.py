@@ -253,3 +253,28 @@ def test_tls_and_token_mistakes_name_the_fix(tmp_path: Path, node: NodeProcess) 
         "drop --ca-file/$EDGEKV_CA_FILE (tls_ca_file in the SDK), or turn on security.tls on "
         "the node\n"
     ).encode() in tls_to_plain.stderr
+
+
+def test_counts_say_what_they_count(node: NodeProcess) -> None:
+    ep = ("--endpoint", node.endpoint)
+    with Client(node.endpoint, discover=False) as client:
+        client.write([Put(b"n/%d" % i, b"v") for i in range(8)])
+        client.put("n/0", "again")  # a second version of a live key
+        client.delete("n/7")  # a tombstone
+    assert len(edgekv("scan", "n/", *ep, "--keys-only").stdout.split()) == 7  # live keys
+    status = as_json(edgekv("status", *ep, "--json"))
+    assert status["key_count_estimated"] is True and isinstance(status["key_count"], int)
+    text = edgekv("status", *ep).stdout.decode()
+    assert f"records   ~{status['key_count']} is RocksDB's estimate of stored records" in text
+    assert "`edgekv scan` lists live keys" in text
+    audit = as_json(edgekv("audit", *ep, "--json"))
+    by_cf = audit["checked_by_column_family"]
+    assert isinstance(by_cf, dict) and set(by_cf) == {"data", "log", "digest"}
+    assert sum(by_cf.values()) == audit["checked"]
+    assert by_cf["data"] == 8 and by_cf["digest"] == 8  # 7 live keys and 1 tombstone
+    assert by_cf["log"] == 10  # every write: 8 puts, 1 overwrite, 1 delete
+    line = edgekv("audit", *ep).stdout.decode().splitlines()[0]
+    assert line == (
+        f"audit of node-1 (local, live): {audit['checked']} entries checked (8 data records, "
+        "10 log entries, 8 digest index entries), 0 violations"
+    )
