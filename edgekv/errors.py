@@ -62,8 +62,22 @@ class CorruptRecord(StorageError):
     """A stored record does not parse; the message says where and why."""
 
 
+class Unimplemented(EdgeKVError):
+    """The endpoint does not serve this method: usually a node's peer port
+    (``peer_listen``) or another gRPC service instead of the client ``listen`` port."""
+
+
+class MessageTooLarge(InvalidArgument, ResourceExhausted):
+    """A request or response is over a gRPC message-size limit.
+
+    Both an InvalidArgument (like a value over ``max_value_bytes``, the same
+    mistake by a wider margin) and a ResourceExhausted (the gRPC code it
+    arrives with), so code that catches either keeps working.
+    """
+
+
 class OtherStatus(EdgeKVError):
-    """A gRPC status with no class of its own (CANCELLED, UNIMPLEMENTED, ABORTED...).
+    """A gRPC status with no class of its own (CANCELLED, ABORTED, DATA_LOSS...).
 
     It keeps its ``code``, so a status relayed from another node (a forwarded
     call) reaches the caller unchanged, and SDK users can still tell them apart.
@@ -88,6 +102,7 @@ GRPC_CODE_BY_ERROR: dict[type[EdgeKVError], grpc.StatusCode] = {
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     Internal: grpc.StatusCode.INTERNAL,
+    Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
     ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
 }
 

@@ -6,10 +6,15 @@ FILE --node ID`` (the node's ``listen`` address from the cluster file), plus
 ``edgekv.cli.output``). KEY, VALUE and PREFIX arguments are taken as the bytes
 the shell passed (UTF-8 text in practice).
 
+Everything after ``--`` is an argument, so a KEY or VALUE that starts with
+"-" goes after ``--`` and every option before it:
+``edgekv put --endpoint HOST:PORT KEY -- -5``.
+
 Errors print one line ``edgekv: <message>`` on stderr and exit with a code
 from ``edgekv.cli.exitcodes``: 1 error, 2 usage, 3 not found (``get`` of a
 missing key), 4 unavailable (the node could not be reached or did not answer
-within ``--timeout``).
+within ``--timeout``). The messages come from the SDK's one error mapping
+(``edgekv.client._codec.error_from_rpc``), so they read the same in both.
 """
 
 from __future__ import annotations
@@ -33,31 +38,73 @@ F = TypeVar("F", bound=Callable[..., Any])
 CONNECTION_OPTIONS = ("endpoint", "config_path", "node_id", "timeout_s", "ca_file", "token")
 
 
-def endpoint_options(fn: F) -> F:
-    """--endpoint, or --config/--node, plus --timeout, --json, --token and --ca-file."""
+def endpoint_options(fn: F | None = None, *, timeout_s: float = 5.0) -> Any:
+    """--endpoint, or --config/--node, plus --timeout, --json, --token and --ca-file.
+
+    Used bare (``@endpoint_options``) or with another default ``--timeout``
+    (``@endpoint_options(timeout_s=120)``) for calls that walk the database.
+    """
+    if fn is None:
+        return functools.partial(endpoint_options, timeout_s=timeout_s)
     fn = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")(fn)
     fn = click.option("--token", envvar="EDGEKV_TOKEN",
                       help="Bearer token (or $EDGEKV_TOKEN).")(fn)  # fmt: skip
     fn = click.option("--ca-file", envvar="EDGEKV_CA_FILE", type=click.Path(dir_okay=False),
                       help="CA certificate for TLS (default: the cluster file's).")(fn)  # fmt: skip
     fn = click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True),
-                      default=5.0, show_default=True, help="Seconds per call.")(fn)  # fmt: skip
+                      default=timeout_s, show_default=True,
+                      help="Seconds per call.")(fn)  # fmt: skip
     fn = click.option("--node", "node_id", help="Node id in --config.")(fn)
     fn = click.option("--config", "config_path", type=click.Path(dir_okay=False),
                       help="Cluster file; with --node, talk to that node.")(fn)  # fmt: skip
     fn = click.option("--endpoint", "-e", envvar="EDGEKV_ENDPOINT", callback=_check_endpoint,
-                      help="Node address HOST:PORT (or $EDGEKV_ENDPOINT).")(fn)  # fmt: skip
+                      help="Node address HOST:PORT: the node's listen address, not its "
+                           "peer_listen (or $EDGEKV_ENDPOINT).")(fn)  # fmt: skip
     return fn
 
 
 def _check_endpoint(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """HOST:PORT with a port 1..65535 (or a gRPC target such as unix:/path)."""
-    if value is None or value.startswith(("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:")):
+    """HOST:PORT with a port 1..65535 (or a gRPC target such as unix:/path); exit 2 if not.
+
+    The SDK checks its endpoints with the same function (``_codec.check_endpoint``).
+    """
+    from edgekv.client._codec import check_endpoint
+    from edgekv.errors import InvalidArgument
+
+    if value is None:
         return value
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:7101)")
-    return value
+    try:
+        return check_endpoint(value)
+    except InvalidArgument as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+class ClientCommand(click.Command):
+    """A command that talks to a node: everything after ``--`` is an argument.
+
+    POSIX (and click) read every word after ``--`` as an argument, so an option
+    written there is a value, not an option. A command that receives more
+    arguments than it takes says so and shows where the options go, instead of
+    click's bare "unexpected extra arguments".
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("context_settings", {})["allow_extra_args"] = True
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        dashdash = "--" in args
+        rest = super().parse_args(ctx, args)
+        if ctx.args and not ctx.resilient_parsing:
+            extra = " ".join(ctx.args)
+            if dashdash:
+                ctx.fail(
+                    f"unexpected extra arguments ({extra}): every word after `--` is a value, "
+                    f"not an option; put the options before `--`, e.g. `edgekv {self.name} "
+                    f"--endpoint HOST:PORT KEY -- -5`"
+                )
+            ctx.fail(f"unexpected extra arguments ({extra})")
+        return rest
 
 
 class Target:
@@ -158,7 +205,7 @@ def arg_bytes(text: str) -> bytes:
     return os.fsencode(text)
 
 
-@click.command()
+@click.command(cls=ClientCommand)
 @click.argument("key")
 @endpoint_options
 @handle_errors
@@ -189,7 +236,7 @@ def get(key: str, as_json: bool, **conn: Any) -> None:
     stdout.flush()
 
 
-@click.command()
+@click.command(cls=ClientCommand)
 @click.argument("key")
 @click.argument("value", required=False)
 @click.option("--ttl-ms", type=click.IntRange(min=0), default=0,
@@ -200,8 +247,9 @@ def put(key: str, value: str | None, ttl_ms: int, as_json: bool, **conn: Any) ->
     """Store VALUE under KEY.
 
     With VALUE omitted or "-", the value is read from stdin, byte for byte
-    (`edgekv put img < photo.jpg`). A VALUE that starts with "-" goes after
-    "--": `edgekv put KEY -- -5`.
+    (`edgekv put img < photo.jpg`). A KEY or VALUE that starts with "-" goes
+    after "--", and every option before it, since whatever follows "--" is a
+    value: `edgekv put --endpoint HOST:PORT KEY -- -5`.
     """
     from edgekv.cli import output
 
@@ -221,7 +269,7 @@ def put(key: str, value: str | None, ttl_ms: int, as_json: bool, **conn: Any) ->
         click.echo(output.describe_write("stored", k, result))
 
 
-@click.command()
+@click.command(cls=ClientCommand)
 @click.argument("key")
 @endpoint_options
 @handle_errors
@@ -241,7 +289,7 @@ def delete(key: str, as_json: bool, **conn: Any) -> None:
 SCAN_PAGE_SIZE = 500
 
 
-@click.command()
+@click.command(cls=ClientCommand)
 @click.argument("prefix", required=False, default="")
 @click.option("--start", default="", help="Inclusive lower bound.")
 @click.option("--end", default="", help="Exclusive upper bound.")
@@ -275,11 +323,18 @@ def scan(prefix: str, start: str, end: str, limit: int | None, keys_only: bool, 
                 click.echo(f"{output.show_bytes(entry.key)}\t{output.show_bytes(entry.value)}")
 
 
-@click.command()
+@click.command(cls=ClientCommand)
 @endpoint_options
 @handle_errors
 def status(as_json: bool, **conn: Any) -> None:
-    """Show the node's status and the cluster as it sees it (RTT, lag), plus metrics."""
+    """Show the node's status and the cluster as it sees it (RTT, lag), plus metrics.
+
+    The record count (``key_count`` in --json, with ``key_count_estimated``) is
+    RocksDB's estimate of stored records: live keys plus tombstones, expired
+    records not yet collected and overwritten versions not yet compacted. It
+    is not the number of keys `edgekv scan` lists, nor `edgekv audit`'s entries
+    checked (which add the log and the digest index).
+    """
     from edgekv.cli import output
 
     with Target.from_options(conn).client() as client:
@@ -339,7 +394,7 @@ def metrics_summary(endpoint: str) -> list[str]:
     return lines
 
 
-@click.command()
+@click.command(cls=ClientCommand)
 @endpoint_options
 @handle_errors
 def health(as_json: bool, **conn: Any) -> None:
@@ -362,7 +417,10 @@ def health(as_json: bool, **conn: Any) -> None:
             )
             serving = resp.status == health_pb2.HealthCheckResponse.SERVING
         except grpc.RpcError as exc:
-            click.echo(f"edgekv: {target.endpoint}: {exc.code().name}", err=True)
+            from edgekv.client._codec import error_from_rpc
+
+            err = error_from_rpc(exc, target.endpoint, tls=bool(target.ca_file))
+            click.echo(f"edgekv: {err}", err=True)
             serving = False
     if as_json:
         click.echo(output.dumps({"endpoint": target.endpoint, "serving": serving}))
@@ -371,7 +429,7 @@ def health(as_json: bool, **conn: Any) -> None:
     sys.exit(codes.OK if serving else codes.UNAVAILABLE)
 
 
-@click.command()
+@click.command(cls=ClientCommand)
 @click.option("--dest", required=True, help="Absolute path on the node's machine (new).")
 @endpoint_options
 @handle_errors

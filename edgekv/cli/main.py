@@ -10,13 +10,30 @@ from __future__ import annotations
 
 import functools
 import sys
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from edgekv.cli import exitcodes as codes
 from edgekv.cli.cluster import cluster
-from edgekv.cli.kv import backup, delete, get, health, put, scan, status
+from edgekv.cli.kv import (
+    ClientCommand,
+    Target,
+    backup,
+    delete,
+    endpoint_options,
+    get,
+    handle_errors,
+    health,
+    put,
+    scan,
+    status,
+)
+from edgekv.cli.output import dumps
 from edgekv.cli.security import certs, peer_secret, token
+
+if TYPE_CHECKING:
+    from edgekv.cluster.audit import AuditReport
 
 # The cluster file, for commands that act on one node of it.
 cluster_file_option = click.option(
@@ -102,7 +119,6 @@ def doctor(as_json: bool) -> None:
 
     from edgekv import native
     from edgekv._version import __version__
-    from edgekv.cli.output import dumps
 
     versions: dict[str, str] = {}
     for dist in ("grpcio", "protobuf", "rocksdict", "uvloop", "click"):
@@ -205,78 +221,98 @@ def serve(
     sys.exit(code)
 
 
-@main.command()
-@cluster_file_option
-@click.option("--node", "node_id", required=True, help="The node to audit.")
+@main.command(cls=ClientCommand)
 @click.option(
     "--offline",
     is_flag=True,
-    help="Open the stopped node's data directory instead of asking the live node.",
+    help="Open the stopped node's data directory (needs --config and --node).",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def audit(config_path: str, node_id: str, offline: bool, as_json: bool) -> None:
+@endpoint_options(timeout_s=120.0)
+@handle_errors
+def audit(offline: bool, as_json: bool, **conn: Any) -> None:
     """Prove data residency: list keys stored on a node that its placement forbids.
 
-    Asks the live node (Cluster.Audit); when it is not running, or with
-    --offline, opens its data directory read-only. Exit 0 when compliant,
-    5 when any key violates the placement rules.
-    """
-    import json as _json
+    Asks the live node (Cluster.Audit, an admin token when the cluster uses
+    tokens) at --endpoint, or at --node's listen address in --config. With
+    --config and --node, a node that is not running (or --offline) is audited
+    from its data directory, opened read-only. Exit 0 when compliant, 5 when
+    any key violates the placement rules.
 
-    from edgekv.cluster.audit import AuditReport, audit_directory
+    It checks every stored entry that holds a user key: data records (live
+    keys, tombstones and expired records not yet collected), replication log
+    entries and digest index entries, so its count is larger than the number
+    of keys `edgekv scan` lists.
+    """
+    from edgekv.cluster.audit import audit_directory
     from edgekv.cluster.placement import PlacementRules
     from edgekv.config.loader import load_config
-    from edgekv.errors import EdgeKVError
+    from edgekv.errors import Unavailable
 
-    try:
+    config_path, node_id = conn["config_path"], conn["node_id"]
+    local = bool(config_path and node_id)
+    if offline and not local:
+        raise click.UsageError("--offline needs --config FILE and --node ID (it reads that "
+                               "node's data_dir)")  # fmt: skip
+    report: AuditReport | None = None
+    mode = "live"
+    if not offline:
+        try:
+            report = _audit_live(Target.from_options(conn))
+        except Unavailable:
+            if not local or conn["endpoint"]:
+                raise
+            # Not running: its data directory can be opened (below).
+    if report is None:
+        mode = "offline"
         config = load_config(config_path)
         spec = config.node(node_id)
         rules = PlacementRules.from_config(config)
-        report = None if offline else _audit_live(spec.listen)
-        mode = "live"
-        if report is None:
-            mode = "offline"
-            report = audit_directory(
-                spec.data_dir, spec.id, spec.region, lambda k: rules.allows(k, spec.region)
-            )
-    except EdgeKVError as exc:
-        click.echo(f"edgekv: {exc}", err=True)
-        sys.exit(codes.ERROR)
-    assert isinstance(report, AuditReport)
+        report = audit_directory(
+            spec.data_dir, spec.id, spec.region, lambda k: rules.allows(k, spec.region)
+        )
     if as_json:
-        click.echo(_json.dumps({
+        click.echo(dumps({
             "node_id": report.node_id, "region": report.region, "mode": mode,
-            "checked": report.checked, "violations": report.total_violations,
+            "checked": report.checked, "checked_by_column_family": report.checked_by,
+            "violations": report.total_violations,
             "samples": [{"column_family": cf, "key": k.decode("utf-8", "backslashreplace")}
                         for cf, k in report.samples],
         }))  # fmt: skip
     else:
         click.echo(
             f"audit of {report.node_id} ({report.region}, {mode}): {report.checked} entries "
-            f"checked, {report.total_violations} violations"
+            f"checked{_checked_by(report.checked_by)}, {report.total_violations} violations"
         )
         for cf, key in report.samples:
             click.echo(f"  {cf:6}  {key.decode('utf-8', 'backslashreplace')}")
     sys.exit(codes.AUDIT_VIOLATIONS if report.total_violations else codes.OK)
 
 
-def _audit_live(endpoint: str) -> object | None:
-    """The node's own audit over gRPC, or None if it is not running."""
-    import grpc
+_ENTRY_NAMES = {"data": "data records", "log": "log entries", "digest": "digest index entries"}
 
+
+def _checked_by(checked_by: dict[str, int]) -> str:
+    """ " (8 data records, 8 log entries, 8 digest index entries)", or "" if not known."""
+    if not checked_by:
+        return ""
+    order = [*_ENTRY_NAMES, *sorted(set(checked_by) - set(_ENTRY_NAMES))]
+    parts = [
+        f"{checked_by[cf]} {_ENTRY_NAMES.get(cf, cf + ' entries')}"
+        for cf in order
+        if cf in checked_by
+    ]
+    return f" ({', '.join(parts)})"
+
+
+def _audit_live(target: Target) -> AuditReport:
+    """The node's own audit over gRPC (Cluster.Audit), with the target's TLS and token."""
     from edgekv.cluster.audit import AuditReport
-    from edgekv.v1 import cluster_pb2, cluster_pb2_grpc
+    from edgekv.v1 import cluster_pb2
 
-    with grpc.insecure_channel(endpoint) as channel:
-        try:
-            resp = cluster_pb2_grpc.ClusterStub(channel).Audit(
-                cluster_pb2.AuditRequest(), timeout=120, wait_for_ready=False
-            )
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.UNAVAILABLE:
-                return None
-            raise
+    with target.client() as client:
+        resp = client._cluster_call("Audit", cluster_pb2.AuditRequest(), None)
     report = AuditReport(resp.node_id, resp.region, checked=resp.checked)
+    report.checked_by = dict(resp.checked_by_column_family)  # empty from an older node
     report.violations = {"all": resp.violations} if resp.violations else {}
     report.samples = [(v.column_family, v.key) for v in resp.samples]
     return report

@@ -73,9 +73,19 @@ def write_json(key: bytes, result: WriteResult) -> dict[str, Any]:
     }
 
 
+# What ``status`` counts, said where it is shown: not the keys ``scan`` lists.
+KEY_COUNT_MEANING = (
+    "RocksDB's estimate of stored records: live keys plus tombstones, expired records not "
+    "yet collected and overwritten versions not yet compacted"
+)
+
+
 def status_json(status: NodeStatus, members: Sequence[Member]) -> dict[str, Any]:
+    """``status --json``: NodeStatus's fields, ``key_count_estimated`` (always true: see
+    KEY_COUNT_MEANING) and ``members``."""
     return {
         **dataclasses.asdict(status),
+        "key_count_estimated": True,
         "members": [dataclasses.asdict(m) for m in members],
     }
 
@@ -125,6 +135,7 @@ def status_lines(status: NodeStatus, members: Sequence[Member]) -> list[str]:
         f"version   edgekv {st.server_version}, read path {st.read_path}",
         f"uptime    {st.uptime_s:.0f} s, ~{st.key_count} records, last seq {st.last_seq}",
         f"durable   {durability}",
+        f"records   ~{st.key_count} is {KEY_COUNT_MEANING}; `edgekv scan` lists live keys",
         "",
     ]
     rows = [("NODE", "REGION", "ENDPOINT", "STATE", "RTT ms", "LAG entries", "LAG s")]

@@ -58,6 +58,8 @@ class ClientBase:
         seeds = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not seeds or not all(isinstance(s, str) and s for s in seeds):
             raise InvalidArgument(f"give at least one endpoint as host:port, got {endpoints!r}")
+        for seed in seeds:
+            codec.check_endpoint(seed)  # "http://h:p" fails here, not as a DNS error later
         self.timeout_s = self._check_timeout(timeout_s)
         self._retry = retry or DEFAULT_RETRY
         self._options = (*CHANNEL_OPTIONS, *channel_options)
@@ -142,20 +144,23 @@ class ClientBase:
         """
         code = exc.code()
         if code != _UNAVAILABLE:
-            raise codec.error_from_rpc(exc, node.endpoint) from None
+            raise self._error(exc, node) from None
         if self._retry.should_retry(code, attempt, idempotent):
             return self._retry.backoff_s(attempt)
         self.topology.mark_failed(node)
         return None
 
-    @staticmethod
+    def _error(self, exc: grpc.RpcError, node: NodeRoute) -> EdgeKVError:
+        """The EdgeKVError for ``exc`` from ``node`` (codec.error_from_rpc, knowing about TLS)."""
+        return codec.error_from_rpc(exc, node.endpoint, tls=self._tls is not None)
+
     def _exhausted(
-        last: grpc.RpcError | None, last_node: NodeRoute | None, tried: int
+        self, last: grpc.RpcError | None, last_node: NodeRoute | None, tried: int
     ) -> EdgeKVError:
         """The error once every node was tried and none answered."""
         if last is None or last_node is None:
             return Unavailable("no node to send the call to")
-        err = codec.error_from_rpc(last, last_node.endpoint)
+        err = self._error(last, last_node)
         if tried > 1:
             return type(err)(f"all {tried} nodes unavailable; last: {err}")
         return err

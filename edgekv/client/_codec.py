@@ -13,6 +13,7 @@ than leaking protobuf's ``ValueError``/``TypeError``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import grpc
@@ -27,7 +28,15 @@ from edgekv.client._types import (
     WatchEvent,
     WriteResult,
 )
-from edgekv.errors import EdgeKVError, InvalidArgument, error_from_code
+from edgekv.errors import (
+    EdgeKVError,
+    InvalidArgument,
+    MessageTooLarge,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+    error_from_code,
+)
 from edgekv.v1 import cluster_pb2, common_pb2, kv_pb2
 
 MAX_U64 = (1 << 64) - 1
@@ -203,22 +212,159 @@ def members(resp: cluster_pb2.MembersResponse) -> list[Member]:
 
 
 # -- errors -------------------------------------------------------------------
+#
+# The one place where gRPC failures become EdgeKVError messages, for the SDK and
+# the CLI alike. Transport errors a user can cause (a peer port, an oversized
+# message, a TLS mismatch, a missing token) are recognised here and reworded to
+# name the cause and the fix; everything else keeps the node's own message.
+
+# gRPC target schemes the channel understands besides plain host:port.
+_TARGET_SCHEMES = ("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:")
+# grpc core: "[SERVER: ]Received message larger than max (5000010 vs. 4194304)".
+_LARGER_THAN_MAX = re.compile(
+    r"(?P<server>SERVER: )?(?P<way>Received|Sent) message larger than max "
+    r"\((?P<size>\d+) vs\. (?P<limit>\d+)\)"
+)
+# What BoringSSL says when the node's certificate does not chain to the CA given.
+_WRONG_CA = (
+    "CERTIFICATE_VERIFY_FAILED",
+    "certificate verify failed",
+    "certificate signature failure",
+    "unable to get local issuer certificate",
+)
+_TLS_FIX_PLAINTEXT = (
+    "drop --ca-file/$EDGEKV_CA_FILE (tls_ca_file in the SDK), or turn on security.tls on the node"
+)
+_TLS_FIX_SECURE = (
+    "give the cluster's CA certificate: --ca-file or $EDGEKV_CA_FILE, or --config with "
+    "the cluster file (tls_ca_file in the SDK)"
+)
+_TOKEN_FIX = "pass one with --token or $EDGEKV_TOKEN (token= in the SDK)"
+_TOKEN_BAD_FIX = (
+    "check the token given with --token, $EDGEKV_TOKEN or token= (its SHA-256 must be "
+    "listed in the cluster file's security.auth.tokens)"
+)
 
 
-def error_from_rpc(exc: grpc.RpcError, endpoint: str = "") -> EdgeKVError:
+def check_endpoint(endpoint: object) -> str:
+    """``endpoint`` if it is HOST:PORT (port 1..65535) or a gRPC target (unix:/path).
+
+    Raises InvalidArgument naming the mistake (a URL scheme, no port, a bad
+    port) and the expected form, before anything is dialled.
+    """
+    if not isinstance(endpoint, str) or not endpoint:
+        raise InvalidArgument(f"endpoint must be HOST:PORT (e.g. 127.0.0.1:7101), got {endpoint!r}")
+    if endpoint.startswith(_TARGET_SCHEMES):
+        return endpoint
+    scheme, sep, rest = endpoint.partition("://")
+    if sep:
+        raise InvalidArgument(
+            f"{endpoint!r} is not HOST:PORT: edgekv endpoints have no {scheme}:// scheme "
+            f"(they speak gRPC); give {rest.rstrip('/') or 'HOST:PORT'}"
+        )
+    host, sep, port = endpoint.rpartition(":")
+    example = "HOST:PORT (e.g. 127.0.0.1:7101)"
+    if not sep or not host:
+        raise InvalidArgument(f"{endpoint!r} is not HOST:PORT: the port is missing; give {example}")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidArgument(
+            f"{endpoint!r} is not HOST:PORT: the port {port!r} is not a number 1..65535; "
+            f"give {example}"
+        )
+    return endpoint
+
+
+def _explain(
+    code: grpc.StatusCode, details: str, endpoint: str, tls: bool | None
+) -> tuple[type[EdgeKVError], str] | None:
+    """(class, message) for a transport error a user can cause; None for the others."""
+    where = f"{endpoint}: " if endpoint else ""
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return Unimplemented, (
+            f"{where}this endpoint does not serve the edgekv client API; it is probably a "
+            "node's peer port (peer_listen): use the node's listen address; the server said: "
+            f"{details}"
+        )
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        m = _LARGER_THAN_MAX.search(details)
+        if m is None:
+            return None
+        size, limit = m["size"], m["limit"]
+        if m["way"] == "Sent":
+            return MessageTooLarge, (
+                f"the request is {size} bytes; this client sends at most {limit} "
+                "(channel option grpc.max_send_message_length), and the node takes a value "
+                "of at most limits.max_value_bytes (default 1048576)"
+            )
+        if m["server"]:
+            return MessageTooLarge, (
+                f"the request is {size} bytes; the node accepts messages up to {limit} bytes "
+                "(limits.max_message_bytes) and values up to limits.max_value_bytes "
+                "(default 1048576): store a smaller value, or raise both settings in the "
+                "cluster file"
+            )
+        return MessageTooLarge, (
+            f"the response is {size} bytes; this client accepts at most {limit} (channel "
+            "option grpc.max_receive_message_length): ask for fewer items per call"
+        )
+    if code == grpc.StatusCode.UNAVAILABLE:
+        if "WRONG_VERSION_NUMBER" in details:
+            return Unavailable, (
+                f"{where}TLS handshake failed: the node does not use TLS (plaintext); "
+                + _TLS_FIX_PLAINTEXT
+            )
+        if any(sign in details for sign in _WRONG_CA):
+            return Unavailable, (
+                f"{where}TLS handshake failed: the node's certificate is not signed by the "
+                f"given CA; {_TLS_FIX_SECURE}"
+            )
+        if "is not in peer certificate" in details:
+            return Unavailable, (
+                f"{where}TLS handshake failed: the node's certificate does not name the host "
+                "you dialled; connect with a host name or IP it lists, or reissue it with "
+                f"this one (`edgekv certs issue --host`); {details}"
+            )
+        if "handshake failed" in details.lower():
+            return Unavailable, f"{where}TLS handshake failed ({details}); {_TLS_FIX_SECURE}"
+        if not tls and "Socket closed" in details and "failed to connect" in details:
+            return Unavailable, (
+                f"{where}the node closed the connection before it was set up ({details}); "
+                f"if the node uses TLS (security.tls), {_TLS_FIX_SECURE}"
+            )
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        if "not valid" in details:
+            return (
+                Unauthenticated,
+                f"the token was refused: {_TOKEN_BAD_FIX}; the node said: {details}",
+            )
+        return Unauthenticated, f"no valid token: {_TOKEN_FIX}; the node said: {details}"
+    return None
+
+
+def error_from_rpc(
+    exc: grpc.RpcError, endpoint: str = "", *, tls: bool | None = None
+) -> EdgeKVError:
     """The EdgeKVError subclass the node raised, from a gRPC error.
 
     The class comes from ``edgekv.errors.error_from_code`` (the table the node
     uses the other way round); codes outside the table give a plain EdgeKVError.
     The message is the node's own; when the node could not be reached at all
     (UNAVAILABLE, DEADLINE_EXCEEDED) it starts with ``endpoint`` so the caller
-    sees which address failed.
+    sees which address failed. Transport errors a user can cause (a peer port,
+    a message over the size limit, a TLS mismatch, a missing or unknown token)
+    get a message that names the cause and the fix, and the class the table
+    gives their code (an oversized message: MessageTooLarge, also an
+    InvalidArgument). ``tls`` says whether the channel used TLS (None: unknown).
     """
     code = exc.code() if hasattr(exc, "code") else None
     if not isinstance(code, grpc.StatusCode):
         return EdgeKVError(f"{endpoint + ': ' if endpoint else ''}gRPC call failed: {exc!r}")
     details = exc.details() if hasattr(exc, "details") else None
     message = details or code.name
+    explained = _explain(code, message, endpoint, tls)
+    if explained is not None:
+        cls, text = explained
+        return cls(text)
     if (
         code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         and endpoint

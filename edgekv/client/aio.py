@@ -131,7 +131,7 @@ class AsyncClient(ClientBase):
             self.topology = topology
             return
         if last is not None and len(self.topology.nodes) == 1:
-            raise codec.error_from_rpc(last, self.topology.nodes[0].endpoint) from None
+            raise self._error(last, self.topology.nodes[0]) from None
 
     async def _probe(self, topology: Topology, node: NodeRoute) -> None:
         stub = self._cluster(node)
@@ -310,7 +310,7 @@ class AsyncClient(ClientBase):
                 yield codec.watch_event(event)
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.CANCELLED:
-                raise codec.error_from_rpc(exc, node.endpoint) from None
+                raise self._error(exc, node) from None
         finally:
             call.cancel()
 

@@ -24,13 +24,20 @@ MAX_SAMPLES = 100
 
 @dataclass
 class AuditReport:
-    """What an audit found. ``violations`` counts keys per column family."""
+    """What an audit found. ``violations`` counts keys per column family.
+
+    ``checked`` counts every entry that holds a user key, in all column
+    families: data records (live keys, tombstones and expired records not yet
+    collected), log entries and digest index entries; ``checked_by`` splits it
+    per column family ("data", "log", "digest").
+    """
 
     node_id: str
     region: str
     checked: int = 0
     violations: dict[str, int] = field(default_factory=dict)
     samples: list[tuple[str, bytes]] = field(default_factory=list)  # (column family, key)
+    checked_by: dict[str, int] = field(default_factory=dict)  # column family -> entries
 
     @property
     def total_violations(self) -> int:
@@ -60,11 +67,13 @@ def audit_column_families(
         ("digest", index, lambda k, v: key_of_index_entry(k)),
     ]
     for name, cf, user_key in sources:
+        before = report.checked
         for key, value in _iterate(cf):
             report.checked += 1
             user = user_key(key, value)
             if not allows(user):
                 report._flag(name, user)
+        report.checked_by[name] = report.checked_by.get(name, 0) + report.checked - before
     return report
 
 

@@ -143,6 +143,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             node_id=report.node_id,
             region=report.region,
             checked=report.checked,
+            checked_by_column_family=report.checked_by,
             violations=report.total_violations,
             samples=[
                 cluster_pb2.AuditViolation(column_family=cf, key=key) for cf, key in report.samples

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from edgekv import Client, Put
-from edgekv.local.launcher import NodeProcess, free_port
+from edgekv import Client, InvalidArgument, Put, errors
+from edgekv.local.launcher import NodeProcess, free_port, running_node, write_cluster_file
+from edgekv.server.auth import hash_token
+from edgekv.tls import create_ca, issue_cert
 
 pytestmark = pytest.mark.integration
 
@@ -140,3 +142,139 @@ def test_errors_have_exit_codes(node: NodeProcess) -> None:
     too_big = edgekv("put", "big", "--endpoint", node.endpoint, stdin=b"x" * (1024 * 1024 + 1))
     assert too_big.returncode == 1 and b"(max_value_bytes)" in too_big.stderr
     assert edgekv("doctor").stdout.startswith(b"edgekv      ")
+
+
+# -- mistakes a user can make: the message names the cause and the fix ----------------
+
+
+def test_peer_port_exits_1_saying_use_the_listen_address(tmp_path: Path) -> None:
+    two = write_cluster_file(tmp_path, nodes=(("node-1", "local"), ("node-2", "local")))
+    with running_node(two, "node-1") as node:
+        peer = str(node.info["peer_endpoint"])
+        for command in (("get", "k"), ("status",), ("audit",)):
+            wrong = edgekv(*command, "--endpoint", peer)
+            assert wrong.returncode == 1, wrong.stderr
+            assert (
+                wrong.stderr
+                == (
+                    f"edgekv: {peer}: this endpoint does not serve the edgekv client API; it is "
+                    "probably a node's peer port (peer_listen): use the node's listen address; "
+                    "the server said: Method not found!\n"
+                ).encode()
+            )
+        with Client(peer, discover=False) as client, pytest.raises(errors.Unimplemented):
+            client.get("k")
+
+
+def test_oversized_value_names_the_size_the_limit_and_the_settings(node: NodeProcess) -> None:
+    five_mb = b"x" * 5_000_000
+    too_big = edgekv("put", "big", "--endpoint", node.endpoint, stdin=five_mb)
+    assert too_big.returncode == 1
+    assert too_big.stderr == (
+        b"edgekv: the request is 5000010 bytes; the node accepts messages up to 4194304 bytes "
+        b"(limits.max_message_bytes) and values up to limits.max_value_bytes (default 1048576): "
+        b"store a smaller value, or raise both settings in the cluster file\n"
+    )
+    # The SDK raises the class a value over max_value_bytes gets: InvalidArgument.
+    with Client(node.endpoint, discover=False) as client:
+        with pytest.raises(InvalidArgument, match=r"limits\.max_message_bytes"):
+            client.put("big", five_mb)
+        with pytest.raises(InvalidArgument, match=r"\(max_value_bytes\)"):
+            client.put("big", b"x" * (1024 * 1024 + 1))
+
+
+def test_url_endpoint_exits_2_saying_host_port(node: NodeProcess) -> None:
+    url = edgekv("get", "k", "--endpoint", f"http://{node.endpoint}")
+    assert url.returncode == 2
+    assert f"give {node.endpoint}".encode() in url.stderr and b"HOST:PORT" in url.stderr
+    no_port = edgekv("status", "--endpoint", "127.0.0.1")
+    assert no_port.returncode == 2 and b"the port is missing" in no_port.stderr
+
+
+def test_double_dash_value_with_options_before_it(node: NodeProcess) -> None:
+    put = edgekv("put", "--endpoint", node.endpoint, "dash/k", "--", "-5")
+    assert put.returncode == 0, put.stderr
+    assert edgekv("get", "--endpoint", node.endpoint, "--", "dash/k").stdout == b"-5"
+    after = edgekv("put", "dash/k", "--", "-5", "--endpoint", node.endpoint)
+    assert after.returncode == 2 and b"put the options before `--`" in after.stderr
+
+
+def test_audit_takes_endpoint(node: NodeProcess) -> None:
+    assert edgekv("put", "a/k", "v", "--endpoint", node.endpoint).returncode == 0
+    report = as_json(edgekv("audit", "--endpoint", node.endpoint, "--json"))
+    assert report["mode"] == "live" and report["violations"] == 0 and report["node_id"] == "node-1"
+    text = edgekv("audit", "-e", node.endpoint)
+    assert text.returncode == 0 and text.stdout.startswith(b"audit of node-1 (local, live): ")
+    dead = edgekv("audit", "--endpoint", f"127.0.0.1:{free_port()}", "--timeout", "1")
+    assert dead.returncode == 4 and dead.stderr.startswith(b"edgekv: 127.0.0.1:")
+
+
+def test_tls_and_token_mistakes_name_the_fix(tmp_path: Path, node: NodeProcess) -> None:
+    pki = tmp_path / "pki"
+    create_ca(pki)
+    issue_cert(pki, "node-1", ["127.0.0.1"])
+    other = tmp_path / "other-ca"
+    create_ca(other)
+    security = {
+        "tls": {"ca_file": str(pki / "ca.pem"), "cert_file": str(pki / "{node}.pem"),
+                "key_file": str(pki / "{node}-key.pem")},
+        "auth": {"mode": "tokens", "tokens": [
+            {"name": "ops", "sha256": hash_token("o-secret").hex(), "scope": "admin"}]},
+    }  # fmt: skip
+    path = write_cluster_file(tmp_path / "secure", extra={"security": security})
+    ca = ("--ca-file", str(pki / "ca.pem"))
+    with running_node(path, "node-1") as secure:
+        ep = ("--endpoint", secure.endpoint, "--timeout", "2")
+        plain = edgekv("get", "k", *ep, "--token", "o-secret")
+        assert plain.returncode == 4
+        assert b"the node closed the connection" in plain.stderr
+        assert b"if the node uses TLS (security.tls), give the cluster's CA certificate: " \
+            b"--ca-file or $EDGEKV_CA_FILE" in plain.stderr  # fmt: skip
+        wrong_ca = edgekv("get", "k", *ep, "--token", "o-secret", "--ca-file",
+                          str(other / "ca.pem"))  # fmt: skip
+        assert wrong_ca.returncode == 4
+        assert b"TLS handshake failed: the node's certificate is not signed by the given CA; " \
+            b"give the cluster's CA certificate" in wrong_ca.stderr  # fmt: skip
+        no_token = edgekv("get", "k", *ep, *ca)
+        assert no_token.returncode == 1
+        assert no_token.stderr.startswith(
+            b"edgekv: no valid token: pass one with --token or $EDGEKV_TOKEN (token= in the SDK)"
+        )
+        bad_token = edgekv("get", "k", *ep, *ca, "--token", "nope")
+        assert bad_token.returncode == 1
+        assert b"the token was refused: check the token" in bad_token.stderr
+        assert b"security.auth.tokens" in bad_token.stderr
+        ok = edgekv("audit", *ep, *ca, "--token", "o-secret", "--json")
+        assert as_json(ok)["mode"] == "live"  # audit speaks TLS and sends the token
+    tls_to_plain = edgekv("get", "k", "--endpoint", node.endpoint, "--timeout", "2", *ca)
+    assert tls_to_plain.returncode == 4
+    assert (
+        f"edgekv: {node.endpoint}: TLS handshake failed: the node does not use TLS (plaintext); "
+        "drop --ca-file/$EDGEKV_CA_FILE (tls_ca_file in the SDK), or turn on security.tls on "
+        "the node\n"
+    ).encode() in tls_to_plain.stderr
+
+
+def test_counts_say_what_they_count(node: NodeProcess) -> None:
+    ep = ("--endpoint", node.endpoint)
+    with Client(node.endpoint, discover=False) as client:
+        client.write([Put(b"n/%d" % i, b"v") for i in range(8)])
+        client.put("n/0", "again")  # a second version of a live key
+        client.delete("n/7")  # a tombstone
+    assert len(edgekv("scan", "n/", *ep, "--keys-only").stdout.split()) == 7  # live keys
+    status = as_json(edgekv("status", *ep, "--json"))
+    assert status["key_count_estimated"] is True and isinstance(status["key_count"], int)
+    text = edgekv("status", *ep).stdout.decode()
+    assert f"records   ~{status['key_count']} is RocksDB's estimate of stored records" in text
+    assert "`edgekv scan` lists live keys" in text
+    audit = as_json(edgekv("audit", *ep, "--json"))
+    by_cf = audit["checked_by_column_family"]
+    assert isinstance(by_cf, dict) and set(by_cf) == {"data", "log", "digest"}
+    assert sum(by_cf.values()) == audit["checked"]
+    assert by_cf["data"] == 8 and by_cf["digest"] == 8  # 7 live keys and 1 tombstone
+    assert by_cf["log"] == 10  # every write: 8 puts, 1 overwrite, 1 delete
+    line = edgekv("audit", *ep).stdout.decode().splitlines()[0]
+    assert line == (
+        f"audit of node-1 (local, live): {audit['checked']} entries checked (8 data records, "
+        "10 log entries, 8 digest index entries), 0 violations"
+    )

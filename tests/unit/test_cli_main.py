@@ -135,6 +135,65 @@ def test_errors_print_one_line_and_their_exit_code(
     assert result.stderr == f"edgekv: {error}\n" and result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "message"),
+    [("http://127.0.0.1:7101", "no http:// scheme (they speak gRPC); give 127.0.0.1:7101"),
+     ("127.0.0.1", "the port is missing; give HOST:PORT (e.g. 127.0.0.1:7101)"),
+     ("h:0", "the port '0' is not a number 1..65535"),
+     ("h:x", "the port 'x' is not a number 1..65535")],
+)  # fmt: skip
+@pytest.mark.parametrize("command", [("get", "k"), ("put", "k", "v"), ("scan",), ("status",),
+                                     ("health",), ("audit",)])  # fmt: skip
+def test_bad_endpoint_syntax_exits_2_naming_the_form(
+    endpoint: str, message: str, command: tuple[str, ...]
+) -> None:
+    for given in (("--endpoint", endpoint), ("-e", endpoint)):
+        result = run(*command, *given)
+        assert result.exit_code == exitcodes.USAGE, result.output
+        assert f"'{endpoint}' is not HOST:PORT: " in result.stderr and message in result.stderr
+    from_env = CliRunner(env={"EDGEKV_ENDPOINT": endpoint}).invoke(main, list(command))
+    assert from_env.exit_code == exitcodes.USAGE and message in from_env.stderr
+    assert FakeClient.instances == []
+
+
+def test_options_after_double_dash_are_values_and_the_message_says_so() -> None:
+    result = run("put", "k", "--", "-5", *EP)
+    assert result.exit_code == exitcodes.USAGE
+    assert "unexpected extra arguments (--endpoint 127.0.0.1:7101)" in result.stderr
+    assert "put the options before `--`, e.g. `edgekv put --endpoint HOST:PORT KEY -- -5`" in (
+        result.stderr
+    )
+    assert FakeClient.instances == []
+    # The documented form works for values, and for keys, that start with "-".
+    assert run("put", *EP, "k", "--", "-5").exit_code == 0 and FakeClient.data[b"k"] == b"-5"
+    assert run("put", *EP, "--", "-k", "--endpoint").exit_code == 0
+    assert FakeClient.data[b"-k"] == b"--endpoint"
+    assert run("get", *EP, "--", "-k").stdout_bytes == b"--endpoint"
+    help_text = run("put", "--help").stdout
+    assert "edgekv put --endpoint HOST:PORT KEY -- -5" in " ".join(help_text.split())
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [(errors.Unimplemented("h:7201: this endpoint does not serve the edgekv client API; it is "
+                           "probably a node's peer port (peer_listen)"), exitcodes.ERROR),
+     (errors.MessageTooLarge("the request is 5000010 bytes; the node accepts messages up to "
+                             "4194304 bytes (limits.max_message_bytes)"), exitcodes.ERROR),
+     (errors.Unauthenticated("no valid token: pass one with --token"), exitcodes.ERROR)],
+)  # fmt: skip
+def test_transport_errors_print_the_sdk_message_and_exit_code(error: Exception, code: int) -> None:
+    FakeClient.error = error
+    result = run("put", "k", "v", *EP)
+    assert result.exit_code == code and result.stderr == f"edgekv: {error}\n"
+
+
+def test_audit_offline_needs_config_and_node() -> None:
+    result = run("audit", *EP, "--offline")
+    assert result.exit_code == exitcodes.USAGE
+    assert "--offline needs --config FILE and --node ID" in result.stderr
+    assert "--endpoint" in run("audit", "--help").stdout
+
+
 def test_bad_cluster_file_is_an_error_not_usage(tmp_path: Path) -> None:
     result = run("get", "k", "--config", str(tmp_path / "missing.yaml"), "--node", "n1")
     assert result.exit_code == exitcodes.ERROR

@@ -91,3 +91,15 @@ def test_status_lines_and_json() -> None:
     data = output.status_json(status, members)
     assert data["hlc_timestamp"] == 99 and data["members"][1]["last_error"] == "refused"
     json.dumps(data)
+
+
+def test_status_names_what_its_record_count_counts() -> None:
+    status = NodeStatus("n1", "local", "test", 1.0, 10, "cython", "0.1.0", 12, False)
+    lines = output.status_lines(status, [])
+    assert lines[4] == (
+        "records   ~10 is RocksDB's estimate of stored records: live keys plus tombstones, "
+        "expired records not yet collected and overwritten versions not yet compacted; "
+        "`edgekv scan` lists live keys"
+    )
+    data = output.status_json(status, [])
+    assert data["key_count"] == 10 and data["key_count_estimated"] is True  # names kept

@@ -187,6 +187,19 @@ def test_client_needs_an_endpoint(sdk: Flavor) -> None:
             sdk.client(bad, discover=False)
 
 
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [("http://127.0.0.1:7101", "no http:// scheme"), ("127.0.0.1", "the port is missing"),
+     (["127.0.0.1:7101", "h:70000"], "the port '70000' is not a number 1..65535")],
+)  # fmt: skip
+def test_client_rejects_bad_endpoint_syntax_before_dialling(
+    sdk: Flavor, bad: str | list[str], message: str
+) -> None:
+    with pytest.raises(errors.InvalidArgument, match="HOST:PORT") as info:
+        sdk.client(bad, discover=False)
+    assert message in str(info.value)
+
+
 def test_every_kv_call_through_one_client(sdk: Flavor) -> None:
     kv = FakeKV(keys=12)
     with new_client(sdk, kv, timeout_s=3) as client:

@@ -191,3 +191,119 @@ def test_error_from_rpc_unknown_code_is_the_base_class() -> None:
     assert type(err) is errors.EdgeKVError and str(err) == "lost"
     # An RpcError without a status (not a call) still becomes an EdgeKVError.
     assert type(codec.error_from_rpc(grpc.RpcError("odd"), "h:1")) is errors.EdgeKVError
+
+
+# -- transport errors a user can cause: the cause and the fix, for SDK and CLI alike --
+
+
+def test_error_from_rpc_peer_port_says_use_the_listen_address() -> None:
+    err = codec.error_from_rpc(FakeRpcError(grpc.StatusCode.UNIMPLEMENTED, "Method not found!"),
+                               "h:7201")  # fmt: skip
+    assert type(err) is errors.Unimplemented
+    assert str(err) == (
+        "h:7201: this endpoint does not serve the edgekv client API; it is probably a node's "
+        "peer port (peer_listen): use the node's listen address; the server said: "
+        "Method not found!"
+    )
+
+
+@pytest.mark.parametrize(
+    ("details", "names"),
+    [("SERVER: Received message larger than max (5000010 vs. 4194304)",
+      ("the request is 5000010 bytes", "up to 4194304 bytes (limits.max_message_bytes)",
+       "limits.max_value_bytes")),
+     ("Sent message larger than max (70000000 vs. 67108864)",
+      ("the request is 70000000 bytes", "at most 67108864", "grpc.max_send_message_length",
+       "limits.max_value_bytes")),
+     ("Received message larger than max (70000000 vs. 67108864)",
+      ("the response is 70000000 bytes", "at most 67108864",
+       "grpc.max_receive_message_length"))],
+)  # fmt: skip
+def test_error_from_rpc_oversized_message_names_size_limit_and_setting(
+    details: str, names: tuple[str, ...]
+) -> None:
+    err = codec.error_from_rpc(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, details), "h:1")
+    # The same mistake as a value over max_value_bytes, by a wider margin: caught either way.
+    assert isinstance(err, errors.MessageTooLarge)
+    assert isinstance(err, errors.InvalidArgument) and isinstance(err, errors.ResourceExhausted)
+    for name in names:
+        assert name in str(err)
+    assert "larger than max" not in str(err)
+
+
+def test_error_from_rpc_other_resource_exhausted_keeps_the_node_message() -> None:
+    msg = "127.0.0.1 has 1024 calls in flight; the limit is 1024 (max_inflight_per_client)"
+    err = codec.error_from_rpc(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, msg), "h:1")
+    assert type(err) is errors.ResourceExhausted and str(err) == msg
+
+
+def test_error_from_rpc_tls_client_to_plaintext_node_says_drop_the_ca() -> None:
+    details = ("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Tls "
+               "handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:100000f7:SSL "
+               "routines:OPENSSL_internal:WRONG_VERSION_NUMBER")  # fmt: skip
+    err = codec.error_from_rpc(FakeRpcError(grpc.StatusCode.UNAVAILABLE, details), "h:1", tls=True)
+    assert type(err) is errors.Unavailable
+    assert str(err).startswith("h:1: TLS handshake failed: the node does not use TLS (plaintext)")
+    assert "drop --ca-file" in str(err) and "security.tls" in str(err)
+
+
+def test_error_from_rpc_tls_with_another_ca_says_use_the_clusters_ca() -> None:
+    details = ("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+               "Ssl handshake failed: SSL_ERROR_SSL: error:1000007d:SSL "
+               "routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED")  # fmt: skip
+    err = codec.error_from_rpc(FakeRpcError(grpc.StatusCode.UNAVAILABLE, details), "h:1", tls=True)
+    assert type(err) is errors.Unavailable
+    assert "not signed by the given CA" in str(err) and "--ca-file" in str(err)
+
+
+def test_error_from_rpc_plaintext_client_to_tls_node_says_give_the_ca() -> None:
+    details = ("failed to connect to all addresses; last error: UNAVAILABLE: "
+               "ipv4:127.0.0.1:1: Socket closed")  # fmt: skip
+    plain = codec.error_from_rpc(FakeRpcError(grpc.StatusCode.UNAVAILABLE, details), "h:1",
+                                 tls=False)  # fmt: skip
+    assert type(plain) is errors.Unavailable and str(plain).startswith("h:1: the node closed")
+    assert "if the node uses TLS (security.tls)" in str(plain) and "--ca-file" in str(plain)
+    # With TLS on already, a closed socket says nothing about TLS: the plain message.
+    secure = codec.error_from_rpc(FakeRpcError(grpc.StatusCode.UNAVAILABLE, details), "h:1",
+                                  tls=True)  # fmt: skip
+    assert str(secure) == f"h:1: {details}"
+
+
+@pytest.mark.parametrize(
+    ("details", "fix"),
+    [('missing "authorization: Bearer <token>" metadata; this node requires a token',
+      "no valid token: pass one with --token or $EDGEKV_TOKEN (token= in the SDK)"),
+     ("the bearer token is not valid for this cluster",
+      "the token was refused: check the token given with --token, $EDGEKV_TOKEN or token= "
+      "(its SHA-256 must be listed in the cluster file's security.auth.tokens)")],
+)  # fmt: skip
+def test_error_from_rpc_missing_or_unknown_token_names_the_fix(details: str, fix: str) -> None:
+    err = codec.error_from_rpc(FakeRpcError(grpc.StatusCode.UNAUTHENTICATED, details), "h:1")
+    assert type(err) is errors.Unauthenticated
+    assert str(err) == f"{fix}; the node said: {details}"
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["127.0.0.1:7101", "localhost:1", "[::1]:7101", "edge.example.com:65535", "unix:/tmp/s",
+     "dns:///h:1"],
+)  # fmt: skip
+def test_check_endpoint_accepts_host_port_and_grpc_targets(endpoint: str) -> None:
+    assert codec.check_endpoint(endpoint) == endpoint
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "message"),
+    [("http://127.0.0.1:7101", "no http:// scheme (they speak gRPC); give 127.0.0.1:7101"),
+     ("https://h:1/", "no https:// scheme (they speak gRPC); give h:1"),
+     ("127.0.0.1", "the port is missing; give HOST:PORT (e.g. 127.0.0.1:7101)"),
+     (":7101", "the port is missing"),
+     ("h:0", "the port '0' is not a number 1..65535"),
+     ("h:99999", "the port '99999' is not a number 1..65535"),
+     ("h:abc", "the port 'abc' is not a number 1..65535"),
+     ("", "endpoint must be HOST:PORT")],
+)  # fmt: skip
+def test_check_endpoint_rejects_bad_syntax_naming_the_fix(endpoint: str, message: str) -> None:
+    with pytest.raises(errors.InvalidArgument, match="HOST:PORT") as info:
+        codec.check_endpoint(endpoint)
+    assert message in str(info.value)
