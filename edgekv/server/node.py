@@ -286,6 +286,7 @@ class Node:
             cluster=config.cluster,
             known_nodes=[n.id for n in config.nodes],
             may_hold=self._may_hold,
+            page_bytes=self._max_message,
         )
         peer_server = grpc.aio.server(options=server_options(self._max_message * 4))
         replication_pb2_grpc.add_ReplicationServicer_to_server(peer_service, peer_server)
@@ -320,9 +321,12 @@ class Node:
             placements_with=self._placements_with,
             interval_s=settings.antientropy_interval_s,
             on_synced=on_synced,
+            page_bytes=self._max_message,
         )
         sender_settings = SenderSettings(
-            batch_entries=settings.batch_entries, max_inflight=settings.max_inflight_batches
+            batch_entries=settings.batch_entries,
+            max_batch_bytes=self._max_message,
+            max_inflight=settings.max_inflight_batches,
         )
         for peer in self.peer_ids:
             region = config.node(peer).region

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Callable, Collection
 import grpc
 
 from edgekv.errors import EdgeKVError, InvalidArgument, PermissionDenied
+from edgekv.limits import DEFAULT_MAX_MESSAGE_BYTES
+from edgekv.replication.paging import bucket_page, record_page
 from edgekv.server.status import grpc_errors, grpc_stream_errors
 from edgekv.storage.clock import wall_ms
 from edgekv.storage.engine import Engine
@@ -37,8 +39,11 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         cluster: str,
         known_nodes: Collection[str],
         may_hold: Callable[[bytes], bool],
+        page_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self._engine = engine
+        # The byte budget of one ListBuckets or FetchRecords answer (paging.py).
+        self._page_bytes = page_bytes
         self._node_id = node_id
         self._region = region
         self._cluster = cluster
@@ -134,12 +139,23 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
             raise InvalidArgument(
                 f"{len(request.buckets)} buckets requested; the limit is {MAX_LIST_BUCKETS}"
             )
-        entries = [
-            replication_pb2.KeyVersion(key=key, timestamp=ts, origin=origin)
-            for bucket in request.buckets
-            for key, ts, origin in self._engine.digests.list_bucket(request.placement, bucket)
-        ]
-        return replication_pb2.ListBucketsResponse(entries=entries)
+        digests = self._engine.digests
+        placement = request.placement
+        page = bucket_page(
+            lambda bucket, after: digests.iter_bucket(placement, bucket, after),
+            request.buckets,
+            request.after_key,
+            self._page_bytes,
+        )
+        return replication_pb2.ListBucketsResponse(
+            entries=[
+                replication_pb2.KeyVersion(key=key, timestamp=ts, origin=origin)
+                for key, ts, origin in page.entries
+            ],
+            truncated=page.truncated,
+            resume_index=page.resume_index if page.truncated else 0,
+            resume_after_key=page.resume_after_key,
+        )
 
     @grpc_errors
     async def FetchRecords(
@@ -150,10 +166,12 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
             raise InvalidArgument(
                 f"{len(request.keys)} keys requested; the limit is {MAX_FETCH_KEYS}"
             )
-        records = self._engine.records(list(request.keys))
+        keys = list(request.keys)
+        records, end = record_page(self._engine.records, keys, 0, self._page_bytes)
         log.debug("served %d records to %s", len(records), requester)
         return replication_pb2.RecordBatch(
-            records=[replication_pb2.KeyRecord(key=k, record=r) for k, r in records]
+            records=[replication_pb2.KeyRecord(key=k, record=r) for k, r in records],
+            resume_index=end if end < len(keys) else 0,
         )
 
     @grpc_errors
