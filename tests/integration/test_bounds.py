@@ -21,6 +21,10 @@ NODES = (("fra-1", "eu-west"), ("iad-1", "us-east"))
 FAST = {"heartbeat_interval_s": 0.2, "antientropy_interval_s": 1.0, "log_trim_interval_s": 0.2}
 BIG = 40 * 1024
 N_BIG = 500
+# Values of tens of KiB with messages sized for them (a peer accepts 4 x 128 KiB):
+# 500 x 40 KiB is then far more than one message, as 20,000 such values are at
+# the default 4 MiB, and 3 records fill a page.
+SMALL_MESSAGES = {"max_value_bytes": 64 * 1024, "max_message_bytes": 128 * 1024}
 
 
 def make_cluster(tmp_path: Path, **extra: Any) -> LocalCluster:
@@ -49,15 +53,12 @@ def versions(endpoint: str, prefix: bytes) -> dict[bytes, tuple[int, str]]:
 
 
 def write_big(endpoint: str, prefix: bytes, n: int = N_BIG, size: int = BIG) -> None:
-    """``n`` keys of ``size`` bytes (value i repeated), in Writes of under 4 MiB."""
+    """``n`` keys of ``size`` bytes (value i repeated), one Put each."""
     with grpc.insecure_channel(endpoint) as channel:
         stub = kv_pb2_grpc.KVStub(channel)
-        for start in range(0, n, 50):
-            ops = [
-                kv_pb2.WriteOp(put=kv_pb2.PutOp(key=b"%s%05d" % (prefix, i), value=value(i, size)))
-                for i in range(start, min(n, start + 50))
-            ]
-            stub.Write(kv_pb2.WriteRequest(ops=ops), timeout=30)
+        for i in range(n):
+            key = b"%s%05d" % (prefix, i)
+            stub.Put(kv_pb2.PutRequest(key=key, value=value(i, size)), timeout=30)
 
 
 def value(i: int, size: int = BIG) -> bytes:
@@ -80,9 +81,12 @@ def assert_big_converged(cluster: LocalCluster, prefix: bytes, timeout_s: float)
 
 
 def test_peer_past_log_retention_repaired_with_values_of_tens_of_kib(tmp_path: Path) -> None:
-    # 500 x 40 KiB = 20 MB: more than a peer message may carry, so anti-entropy
-    # must page by bytes; moving 1,000 records per call failed at the same chunk forever.
-    with make_cluster(tmp_path, replication={"log_retention_entries": 50}) as cluster:
+    # 500 x 40 KiB = 20 MB: far more than a peer message may carry, so anti-entropy
+    # must page by bytes; moving up to 1,000 records per call failed at the same
+    # chunk forever (RESOURCE_EXHAUSTED).
+    with make_cluster(
+        tmp_path, replication={"log_retention_entries": 50}, limits=SMALL_MESSAGES
+    ) as cluster:
         cluster.start()
         cluster.stop("iad-1")
         write_big(cluster.endpoint("fra-1"), b"big/")
@@ -91,7 +95,11 @@ def test_peer_past_log_retention_repaired_with_values_of_tens_of_kib(tmp_path: P
 
 
 def test_empty_replacement_node_converges_with_values_of_tens_of_kib(tmp_path: Path) -> None:
-    with make_cluster(tmp_path, replication={"log_retention_entries": 10}) as cluster:
+    # The first convergence is log shipping (batches bounded by the same budget),
+    # the second anti-entropy onto the empty data directory.
+    with make_cluster(
+        tmp_path, replication={"log_retention_entries": 10}, limits=SMALL_MESSAGES
+    ) as cluster:
         cluster.start()
         write_big(cluster.endpoint("fra-1"), b"rep/")
         assert_big_converged(cluster, b"rep/", timeout_s=60)
