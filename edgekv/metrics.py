@@ -262,3 +262,11 @@ class _NodeStateExporter(Collector):
             "edgekv_forwarded_calls", "Calls forwarded to a node allowed to hold the key.",
             value=view.forwarded_calls,
         )  # fmt: skip
+        refusals = CounterMetricFamily(
+            "edgekv_client_limit_refusals",
+            "Client calls refused with RESOURCE_EXHAUSTED by a per-client limit.",
+            labels=["limit"],
+        )
+        for limit, count in view.client_refusals().items():
+            refusals.add_metric([limit], count)
+        yield refusals

@@ -19,8 +19,6 @@ from edgekv.config.model import TlsSettings
 from edgekv.errors import EdgeKVError
 from edgekv.limits import Limits
 
-# Framing on top of the largest value: key, headers, protobuf overhead.
-_MESSAGE_SLACK_BYTES = 64 * 1024
 _PEER_MESSAGE_BYTES = 64 * 1024 * 1024
 
 # Replication streams and heartbeats: big batches, fast reconnects.
@@ -36,7 +34,7 @@ PEER_CHANNEL_OPTIONS: list[tuple[str, int]] = [
 
 def max_message_bytes(limits: Limits) -> int:
     """The largest gRPC message a client call may carry: a full value plus framing."""
-    return max(limits.max_message_bytes, limits.max_value_bytes + _MESSAGE_SLACK_BYTES)
+    return limits.message_bytes
 
 
 def server_options(max_message: int) -> list[tuple[str, int]]:

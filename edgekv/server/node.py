@@ -136,7 +136,7 @@ class Node:
             raise ConfigError(f"node {node_id}: peer_listen is required when the cluster has peers")
         self._max_message = max_message_bytes(config.limits)
         self._dialer = Dialer(node_id, config.security.tls, peer_address, self._max_message)
-        self._limiter = InflightLimiter(config.limits.max_inflight_per_client)
+        self._limiter = InflightLimiter.from_limits(config.limits)
         self._health = health_aio.HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []  # long-lived; cancelled by stop
         self._running: _Running | None = None  # set by start, cleared by stop
@@ -247,6 +247,7 @@ class Node:
             sync_state=sync_state,
             collector=collector,
             router=router,
+            limiter=self._limiter,
         )
         coordinator = Coordinator(engine, router, committer=committer, feed=feed)
         kv_pb2_grpc.add_KVServicer_to_server(KVService(coordinator, self.auth), server)

@@ -18,6 +18,7 @@ from edgekv.cluster.routing import Router
 from edgekv.replication.antientropy import PeerSyncState
 from edgekv.replication.collector import Collector
 from edgekv.replication.sender import PeerSender
+from edgekv.server.interceptors import InflightLimiter
 from edgekv.storage.engine import Engine
 
 
@@ -72,7 +73,8 @@ class NodeView:
     """
 
     __slots__ = (
-        "_collector", "_engine", "_health", "_metrics_endpoint", "_router", "_senders", "_sync",
+        "_collector", "_engine", "_health", "_limiter", "_metrics_endpoint", "_router", "_senders",
+        "_sync",
         "cluster", "endpoint", "node_id", "peer_endpoint", "region", "sync_writes",
     )  # fmt: skip
 
@@ -92,6 +94,7 @@ class NodeView:
         sync_state: Mapping[str, PeerSyncState],
         collector: Collector,
         router: Router,
+        limiter: InflightLimiter | None = None,
     ) -> None:
         """``senders``, ``peer_health`` and ``sync_state`` each hold every peer (or none)."""
         self.node_id = node_id
@@ -107,6 +110,7 @@ class NodeView:
         self._sync = sync_state
         self._collector = collector
         self._router = router
+        self._limiter = limiter
 
     @property
     def metrics_endpoint(self) -> str:
@@ -159,3 +163,13 @@ class NodeView:
     def forwarded_calls(self) -> int:
         """Calls forwarded to a node allowed to hold the key, since start."""
         return self._router.forwarded_calls
+
+    def client_refusals(self) -> dict[str, int]:
+        """Calls refused by a per-client limit since start, by the setting's name."""
+        limiter = self._limiter
+        if limiter is None:
+            return {}
+        return {
+            "max_inflight_per_client": limiter.rejected,
+            "max_watches_per_client": limiter.rejected_streams,
+        }
