@@ -181,7 +181,9 @@ async def _pull(
                 replication_pb2.FetchRecordsRequest(hello=hello, keys=batch[done:]),
                 timeout=_CALL_TIMEOUT_S,
             )
-            stats.pulled += engine.apply_many((r.key, r.record) for r in answer.records)
+            pairs = [(r.key, r.record) for r in answer.records]
+            # On a worker thread: reads on the loop keep answering during a repair.
+            stats.pulled += await asyncio.to_thread(engine.apply_many, pairs)
             done += answer.resume_index or len(batch) - done
 
 

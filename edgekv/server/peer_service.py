@@ -8,6 +8,7 @@ may arrive twice or out of order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Collection
 
@@ -179,5 +180,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         self, request: replication_pb2.RecordBatch, context: grpc.aio.ServicerContext
     ) -> replication_pb2.PushRecordsResponse:
         self._check_hello(request.hello, context)
-        applied = self._apply([(r.key, r.record) for r in request.records])
+        # A page of anti-entropy repair (up to page_bytes) is applied on a worker
+        # thread, so reads on the loop keep answering while a node is repaired.
+        applied = await asyncio.to_thread(self._apply, [(r.key, r.record) for r in request.records])
         return replication_pb2.PushRecordsResponse(applied=applied)
