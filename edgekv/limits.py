@@ -91,6 +91,13 @@ class Limits:
                 f"value is {n} bytes; the limit is {self.max_value_bytes} (max_value_bytes)"
             )
 
+    def check_scan_limit(self, limit: int) -> None:
+        """Raise InvalidArgument unless a scan page's ``limit`` is 1..max_scan_limit."""
+        if limit < 1 or limit > self.max_scan_limit:
+            raise InvalidArgument(
+                f"scan limit is {limit}; it must be 1 to {self.max_scan_limit} (max_scan_limit)"
+            )
+
     def check_batch_get(self, n_keys: int) -> None:
         """Raise InvalidArgument when a BatchGet names more than max_batch_ops keys."""
         if n_keys > self.max_batch_ops:

@@ -193,6 +193,7 @@ class Coordinator:
     async def _scan_local(
         self, lo: bytes, hi: bytes, limit: int, *, keys_only: bool = False
     ) -> ScanPage:
+        self._engine.limits.check_scan_limit(limit)
         if limit > SCAN_INLINE_MAX:
             return await asyncio.to_thread(self._scan_bounded, lo, hi, limit, keys_only)
         return self._scan_bounded(lo, hi, limit, keys_only)
