@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgekv.errors import InvalidArgument
+from edgekv.errors import InvalidArgument, ResourceExhausted
 
 MAX_KEY_BYTES = 1024
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
@@ -27,6 +27,13 @@ DEFAULT_MAX_CONCURRENT_RPCS = 8192
 DEFAULT_MAX_PEER_CONCURRENT_RPCS = 1024
 # The least max_peer_concurrent_rpcs per peer: stream, heartbeat, anti-entropy, and one spare.
 PEER_RPCS_PER_PEER = 4
+# Watch streams one client address may hold open at once (streams are long-lived,
+# so they are counted apart from the calls in flight above).
+DEFAULT_MAX_WATCHES_PER_CLIENT = 64
+# Bytes of changes one Watch may have queued for a slow client before it is ended.
+DEFAULT_MAX_WATCH_QUEUE_BYTES = 16 * 1024 * 1024
+# Framing on top of the largest value in one message: key, headers, protobuf overhead.
+MESSAGE_SLACK_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +47,8 @@ class Limits:
     max_inflight_per_client: int = DEFAULT_MAX_INFLIGHT_PER_CLIENT
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
     max_peer_concurrent_rpcs: int = DEFAULT_MAX_PEER_CONCURRENT_RPCS
+    max_watches_per_client: int = DEFAULT_MAX_WATCHES_PER_CLIENT
+    max_watch_queue_bytes: int = DEFAULT_MAX_WATCH_QUEUE_BYTES
 
     def __post_init__(self) -> None:
         for name in (
@@ -50,10 +59,26 @@ class Limits:
             "max_inflight_per_client",
             "max_concurrent_rpcs",
             "max_peer_concurrent_rpcs",
+            "max_watches_per_client",
+            "max_watch_queue_bytes",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidArgument(f"{name} must be a positive integer, got {value!r}")
+
+    @property
+    def message_bytes(self) -> int:
+        """The largest gRPC message a client call may carry: a full value plus framing."""
+        return max(self.max_message_bytes, self.max_value_bytes + MESSAGE_SLACK_BYTES)
+
+    @property
+    def response_bytes(self) -> int:
+        """What the items of one answer (a Scan page, a BatchGet) may add up to.
+
+        The message limit less framing: never less than max_value_bytes, so one
+        item of any allowed size always fits.
+        """
+        return self.message_bytes - MESSAGE_SLACK_BYTES
 
     def check_key(self, key: object) -> None:
         """Raise InvalidArgument unless ``key`` is 1..MAX_KEY_BYTES bytes."""
@@ -73,6 +98,28 @@ class Limits:
         if n > self.max_value_bytes:
             raise InvalidArgument(
                 f"value is {n} bytes; the limit is {self.max_value_bytes} (max_value_bytes)"
+            )
+
+    def check_scan_limit(self, limit: int) -> None:
+        """Raise InvalidArgument unless a scan page's ``limit`` is 1..max_scan_limit."""
+        if limit < 1 or limit > self.max_scan_limit:
+            raise InvalidArgument(
+                f"scan limit is {limit}; it must be 1 to {self.max_scan_limit} (max_scan_limit)"
+            )
+
+    def check_batch_get(self, n_keys: int) -> None:
+        """Raise InvalidArgument when a BatchGet names more than max_batch_ops keys."""
+        if n_keys > self.max_batch_ops:
+            raise InvalidArgument(
+                f"batch get has {n_keys} keys; the limit is {self.max_batch_ops} (max_batch_ops)"
+            )
+
+    def check_response_bytes(self, nbytes: int, what: str) -> None:
+        """Raise ResourceExhausted when an answer's items exceed ``response_bytes``."""
+        if nbytes > self.response_bytes:
+            raise ResourceExhausted(
+                f"{what} answer is at least {nbytes} bytes; the limit is {self.response_bytes} "
+                "(max_message_bytes, less framing); ask for fewer keys"
             )
 
     def check_batch(self, n_ops: int) -> None:

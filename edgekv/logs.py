@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -37,3 +38,11 @@ def configure_logging(level: str, log_format: str = "text", node_id: str = "") -
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def log_task_death(task: asyncio.Task[None]) -> None:
+    """Done-callback of a long-lived task: a task that died says so, with its traceback."""
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger("edgekv.node").error(
+            "background task %s died", task.get_name(), exc_info=task.exception()
+        )

@@ -328,3 +328,11 @@ class _NodeStateExporter(Collector):
             "edgekv_watch_streams", "Watch subscriptions open on this node's change feed.",
             value=view.watch_streams,
         )  # fmt: skip
+        refusals = CounterMetricFamily(
+            "edgekv_client_limit_refusals",
+            "Client calls refused with RESOURCE_EXHAUSTED by a per-client limit.",
+            labels=["limit"],
+        )
+        for limit, count in view.client_refusals().items():
+            refusals.add_metric([limit], count)
+        yield refusals

@@ -46,7 +46,7 @@ from edgekv.errors import (
     Unavailable,
 )
 from edgekv.keyrange import prefix_end, scan_bounds
-from edgekv.replication.changefeed import ChangeFeed, Watcher, WatchOverflow
+from edgekv.replication.changefeed import ByteQueue, ChangeFeed, Watcher, WatchOverflow
 from edgekv.storage.batch import DeleteOp, PutOp
 from edgekv.storage.engine import Engine
 from edgekv.storage.group_commit import GroupCommitter
@@ -55,10 +55,17 @@ from edgekv.storage.record import ScanItem, ScanPage, Version
 DEFAULT_SCAN_LIMIT = 100
 # Scans asking for more items than this run on a worker thread, off the event loop.
 SCAN_INLINE_MAX = 1000
-# Events a Watch may have queued for its client before it is ended as too slow.
+# Events a Watch may have queued for its client before it is ended as too slow
+# (and at most Limits.max_watch_queue_bytes of them).
 WATCH_QUEUE_EVENTS = 10_000
+# Keys per local multi-get of a BatchGet: the answer's size is checked between reads.
+BATCH_READ_KEYS = 128
+# Items read by a scan's first run; later runs are sized by the items' bytes.
+SCAN_FIRST_RUN = 128
+# Protobuf framing of one item of an answer (tags, lengths, version), counted generously.
+_ITEM_OVERHEAD_BYTES = 32
 
-_WatchQueue = asyncio.Queue[ChangeEvent | BaseException]
+_WatchQueue = ByteQueue[ChangeEvent | BaseException]
 
 
 class Coordinator:
@@ -103,27 +110,56 @@ class Coordinator:
         return await self._forwarder.get(key, call)
 
     async def get_many(self, keys: Sequence[bytes], call: Call) -> BatchGetResult:
-        """Values of ``keys`` in request order; pinned keys are read where they live."""
+        """Values of ``keys`` in request order; pinned keys are read where they live.
+
+        Raises InvalidArgument for more than max_batch_ops keys, counted over
+        all keys before any is read or forwarded, and ResourceExhausted when
+        the answer would exceed the message limit (``Limits.response_bytes``):
+        ask for fewer keys. Reading stops as soon as that is known.
+        """
+        limits = self._engine.limits
+        limits.check_batch_get(len(keys))
         call.principal.authorize("read", keys)
         if self._all_local:
-            return BatchGetResult(self._engine.get_many(keys), self.node_id)
+            return BatchGetResult(self._read_many(keys)[0], self.node_id)
         router = self._router
         local, remote = split_keys(keys, router.is_local, router.placement.placement_of)
         if not remote:
-            return BatchGetResult(self._engine.get_many(keys), self.node_id)
+            return BatchGetResult(self._read_many(keys)[0], self.node_id)
         self._refuse_if_forwarded(call)
         found: list[Found] = [None] * len(keys)
-        for i, item in zip(local, self._engine.get_many([keys[i] for i in local]), strict=True):
+        local_found, size = self._read_many([keys[i] for i in local])
+        for i, item in zip(local, local_found, strict=True):
             found[i] = item
         replies = await asyncio.gather(
             *(self._forwarder.get_many([keys[i] for i in at], call) for at in remote.values())
         )
         read_by = [self.node_id] * len(keys)
         for at, reply in zip(remote.values(), replies, strict=True):
+            size += _found_bytes([keys[i] for i in at], reply.found)
             for i, item, reader in zip(at, reply.found, _readers(reply), strict=True):
                 found[i] = item
                 read_by[i] = reader
+        limits.check_response_bytes(size, "batch get")
         return BatchGetResult(found, self.node_id, read_by)
+
+    def _read_many(self, keys: Sequence[bytes]) -> tuple[list[Found], int]:
+        """Local values of ``keys`` and their answer bytes, refused once over the limit."""
+        engine = self._engine
+        check = engine.limits.check_response_bytes
+        if len(keys) <= BATCH_READ_KEYS:
+            found: list[Found] = list(engine.get_many(keys))
+            size = _found_bytes(keys, found)
+            check(size, "batch get")
+            return found, size
+        found, size = [], 0
+        for start in range(0, len(keys), BATCH_READ_KEYS):
+            part = keys[start : start + BATCH_READ_KEYS]
+            values = engine.get_many(part)
+            size += _found_bytes(part, values)
+            check(size, "batch get")
+            found += values
+        return found, size
 
     async def scan(
         self,
@@ -155,13 +191,45 @@ class Coordinator:
         remote = [] if self._all_local else self._remote_ranges(lo, hi)
         if remote:
             return await self._scan_stitched(lo, hi, limit, keys_only, remote, call)
-        page = await self._scan_local(lo, hi, limit)
+        page = await self._scan_local(lo, hi, limit, keys_only=keys_only)
         return ScanResult(_page_items(page, keys_only), page.next_start or b"", self.node_id)
 
-    async def _scan_local(self, lo: bytes, hi: bytes, limit: int) -> ScanPage:
+    async def _scan_local(
+        self, lo: bytes, hi: bytes, limit: int, *, keys_only: bool = False
+    ) -> ScanPage:
+        self._engine.limits.check_scan_limit(limit)
         if limit > SCAN_INLINE_MAX:
-            return await asyncio.to_thread(self._engine.scan, lo, hi, limit=limit)
-        return self._engine.scan(lo, hi, limit=limit)
+            return await asyncio.to_thread(self._scan_bounded, lo, hi, limit, keys_only)
+        return self._scan_bounded(lo, hi, limit, keys_only)
+
+    def _scan_bounded(self, lo: bytes, hi: bytes, limit: int, keys_only: bool) -> ScanPage:
+        """``Engine.scan`` cut at ``Limits.response_bytes`` of items (at least one item).
+
+        Reads in runs sized by the items seen so far, so a page of big values
+        never reads far past the budget; stops early (``next_start`` set) where
+        the budget is met, as a page cut by ``limit`` does.
+        """
+        scan = self._engine.scan
+        budget = self._engine.limits.response_bytes
+        items: list[ScanItem] = []
+        size = 0
+        start = lo
+        step = min(limit, SCAN_FIRST_RUN)
+        while True:
+            page = scan(start, hi, limit=step)
+            for item in page.items:
+                cost = _item_bytes(item, keys_only)
+                if items and size + cost > budget:
+                    return ScanPage(items, item.key)  # resume at the item left out
+                items.append(item)
+                size += cost
+            if page.next_start is None or len(items) >= limit or len(page.items) < step:
+                return ScanPage(items, page.next_start)  # done, full, or examined enough
+            start = page.next_start
+            if hi and start >= hi:
+                return ScanPage(items, None)
+            average = max(1, size // max(1, len(items)))
+            step = max(1, min(limit - len(items), (budget - size) // average + 1))
 
     async def _scan_stitched(
         self,
@@ -200,7 +268,8 @@ class Coordinator:
         )
         sources += [ScanSource(r.items, r.next_page_token, _holders(r)) for r in replies]
         items, token, held_by = merge_scan_pages(sources, limit)
-        return ScanResult(items, token, self.node_id, held_by)
+        items, token = _cut_to_bytes(items, token, self._engine.limits.response_bytes, keys_only)
+        return ScanResult(items, token, self.node_id, held_by[: len(items)])
 
     def _remote_ranges(self, lo: bytes, hi: bytes) -> list[tuple[bytes, bytes, bytes]]:
         router = self._router
@@ -267,9 +336,10 @@ class Coordinator:
                     router.refuse_misrouted(call.forwarded_by)
             else:
                 owners = sorted({owner for _, _, owner in remote})
-        queue: _WatchQueue = asyncio.Queue(WATCH_QUEUE_EVENTS)
+        max_bytes = self._engine.limits.max_watch_queue_bytes
+        queue: _WatchQueue = ByteQueue(WATCH_QUEUE_EVENTS, max_bytes)
         # Subscribed before the first wait: nothing committed after this is missed.
-        watcher = feed.watch(prefix)
+        watcher = feed.watch(prefix, WATCH_QUEUE_EVENTS, max_bytes)
         pumps = [asyncio.create_task(self._pump_local_watch(watcher, queue))]
         for owner in owners:
             watch_prefix = max(owner, prefix, key=len)
@@ -297,13 +367,14 @@ class Coordinator:
             try:
                 change, local = await watcher.next()
             except WatchOverflow as exc:
-                await queue.put(ResourceExhausted(str(exc)))
+                await queue.put(ResourceExhausted(str(exc)), 0)
                 return
             tombstone, timestamp, expires_at_ms, origin, value = decode(change.record)
             await queue.put(
                 ChangeEvent(
                     change.key, value, timestamp, origin, tombstone, expires_at_ms, local, node_id
-                )
+                ),
+                len(change.key) + len(value),
             )
 
     async def _pump_remote_watch(
@@ -312,9 +383,9 @@ class Coordinator:
         """Relay a Watch from the nearest node that holds ``rule_prefix``'s keys."""
         try:
             async for event in self._forwarder.watch(prefix, rule_prefix, call):
-                await queue.put(event)
+                await queue.put(event, len(event.key) + len(event.value))
         except EdgeKVError as exc:
-            await queue.put(exc)
+            await queue.put(exc, 0)
 
     # -- routing -----------------------------------------------------------------
 
@@ -330,6 +401,32 @@ def _readers(result: BatchGetResult) -> list[str]:
 
 def _holders(result: ScanResult) -> list[str] | str:
     return result.held_by or result.served_by
+
+
+def _found_bytes(keys: Sequence[bytes], found: Sequence[Found]) -> int:
+    """What a BatchGet answer of ``found`` adds to its message, framing included."""
+    size = sum(len(k) for k in keys) + _ITEM_OVERHEAD_BYTES * len(keys)
+    for item in found:
+        if item is not None:
+            size += len(item[0]) + len(item[2])
+    return size
+
+
+def _item_bytes(item: ScanItem, keys_only: bool) -> int:
+    value = 0 if keys_only else len(item.value)
+    return len(item.key) + value + len(item.origin) + _ITEM_OVERHEAD_BYTES
+
+
+def _cut_to_bytes(
+    items: list[ScanItem], token: bytes, budget: int, keys_only: bool
+) -> tuple[list[ScanItem], bytes]:
+    """A merged page cut at ``budget`` bytes of items (at least one), and its token."""
+    size = 0
+    for i, item in enumerate(items):
+        size += _item_bytes(item, keys_only)
+        if i and size > budget:
+            return items[:i], item.key
+    return items, token
 
 
 def _page_items(page: ScanPage, keys_only: bool) -> list[ScanItem]:

@@ -18,11 +18,14 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 
+from edgekv.errors import EdgeKVError
+from edgekv.limits import DEFAULT_MAX_MESSAGE_BYTES
+from edgekv.replication.paging import BucketPage, key_batches, page_range, record_page
 from edgekv.replication.refusals import PeerRefusals
 from edgekv.storage import digest
 from edgekv.storage.clock import wall_ms
@@ -70,10 +73,15 @@ async def sync_with_peer(
     *,
     may_hold: Callable[[bytes], bool],
     refusals: PeerRefusals,
+    page_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> SyncStats:
     """Make this node and the peer hold the same newest records of ``placement``.
 
-    ``may_hold(key)``: may this node hold the key (data residency)?
+    ``may_hold(key)``: may this node hold the key (data residency)? Only such
+    keys are fetched, and only records asked for are applied (``refusals``
+    counts the rest). Every message of the sync is bounded by about
+    ``page_bytes`` (a listing or record batch longer than that comes in pages),
+    so records of any size up to max_value_bytes move, whatever their count.
     """
     started = time.monotonic()
     stats = SyncStats()
@@ -111,6 +119,7 @@ async def sync_with_peer(
                 buckets[b_start : b_start + _BUCKETS_PER_CALL],
                 stats,
                 _Intake(may_hold, refusals),
+                page_bytes,
             )
     stats.duration_s = time.monotonic() - started
     return stats
@@ -124,30 +133,91 @@ async def _reconcile_buckets(
     buckets: Sequence[int],
     stats: SyncStats,
     intake: _Intake,
+    page_bytes: int,
 ) -> None:
-    listed = await stub.ListBuckets(
-        replication_pb2.ListBucketsRequest(hello=hello, placement=placement, buckets=buckets),
-        timeout=_CALL_TIMEOUT_S,
-    )
-    theirs = {e.key: (e.timestamp, e.origin) for e in listed.entries}
-    ours = {
-        key: (ts, origin)
-        for bucket in buckets
-        for key, ts, origin in engine.digests.list_bucket(placement, bucket)
-    }
-    pull = intake.wanted(k for k, v in theirs.items() if (mine := ours.get(k)) is None or mine < v)
-    push = [k for k, v in ours.items() if (other := theirs.get(k)) is None or other < v]
-    for start in range(0, len(pull), _RECORDS_PER_CALL):
-        asked = pull[start : start + _RECORDS_PER_CALL]
-        batch = await stub.FetchRecords(
-            replication_pb2.FetchRecordsRequest(hello=hello, keys=asked),
+    """Exchange the newer records of ``buckets``, one byte-bounded listing page at a time."""
+    digests = engine.digests
+
+    def ours(bucket: int, after: bytes) -> Iterator[tuple[bytes, int, str]]:
+        return digests.iter_bucket(placement, bucket, after)
+
+    after = b""
+    while buckets:
+        listed = await stub.ListBuckets(
+            replication_pb2.ListBucketsRequest(
+                hello=hello, placement=placement, buckets=buckets, after_key=after
+            ),
             timeout=_CALL_TIMEOUT_S,
         )
-        stats.pulled += engine.apply_many(
-            intake.accepted(asked, batch.records), quarantine_skewed=True
+        page = BucketPage(
+            [(e.key, e.timestamp, e.origin) for e in listed.entries],
+            listed.truncated,
+            listed.resume_index if listed.truncated else len(buckets),
+            listed.resume_after_key,
         )
-    for start in range(0, len(push), _RECORDS_PER_CALL):
-        records = engine.records(push[start : start + _RECORDS_PER_CALL])
+        if page.truncated and (
+            page.resume_index >= len(buckets)
+            or (page.resume_index == 0 and page.resume_after_key <= after)
+        ):
+            raise EdgeKVError(
+                f"peer listing of placement {placement!r} did not progress "
+                f"(resume at {page.resume_index} after {page.resume_after_key!r})"
+            )
+        theirs = {key: (ts, origin) for key, ts, origin in page.entries}
+        mine = {key: (ts, origin) for key, ts, origin in page_range(ours, buckets, after, page)}
+        pull = intake.wanted(k for k, v in theirs.items() if (m := mine.get(k)) is None or m < v)
+        push = [k for k, v in mine.items() if (t := theirs.get(k)) is None or t < v]
+        await _pull(engine, stub, hello, pull, stats, intake, page_bytes)
+        await _push(engine, stub, hello, push, stats, page_bytes)
+        if not page.truncated:
+            return
+        buckets = buckets[page.resume_index :]
+        after = page.resume_after_key
+
+
+async def _pull(
+    engine: Engine,
+    stub: replication_pb2_grpc.ReplicationStub,
+    hello: replication_pb2.PeerHello,
+    keys: Sequence[bytes],
+    stats: SyncStats,
+    intake: _Intake,
+    page_bytes: int,
+) -> None:
+    """Fetch ``keys`` from the peer; each answer is a byte-bounded page (paging.py).
+
+    Only records asked for and allowed here are applied (``intake``); a record
+    too far ahead of this node's clock is quarantined, not the whole page.
+    """
+    for batch in key_batches(keys, _RECORDS_PER_CALL, page_bytes):
+        done = 0
+        while done < len(batch):
+            answer = await stub.FetchRecords(
+                replication_pb2.FetchRecordsRequest(hello=hello, keys=batch[done:]),
+                timeout=_CALL_TIMEOUT_S,
+            )
+            pairs = intake.accepted(batch[done:], answer.records)
+            # On a worker thread: reads on the loop keep answering during a repair.
+            stats.pulled += await asyncio.to_thread(
+                engine.apply_many, pairs, quarantine_skewed=True
+            )
+            done += answer.resume_index or len(batch) - done
+
+
+async def _push(
+    engine: Engine,
+    stub: replication_pb2_grpc.ReplicationStub,
+    hello: replication_pb2.PeerHello,
+    keys: Sequence[bytes],
+    stats: SyncStats,
+    page_bytes: int,
+) -> None:
+    """Send the records of ``keys`` to the peer in requests of at most ``page_bytes``."""
+    start = 0
+    while start < len(keys):
+        records, start = record_page(engine.records, keys, start, page_bytes)
+        if not records:
+            continue
         resp = await stub.PushRecords(
             replication_pb2.RecordBatch(
                 hello=hello,
@@ -211,10 +281,12 @@ class AntiEntropy:
         may_hold: Callable[[bytes], bool],
         refusals: PeerRefusals,
         on_synced: Callable[[str, SyncStats], None] | None = None,
+        page_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self._engine = engine
         self._may_hold = may_hold
         self._refusals = refusals
+        self._page_bytes = page_bytes  # byte budget of one sync message (paging.py)
         self._hello = hello
         self._stub_for = stub_for
         self._placements_with = placements_with
@@ -242,6 +314,7 @@ class AntiEntropy:
                 placement,
                 may_hold=self._may_hold,
                 refusals=self._refusals,
+                page_bytes=self._page_bytes,
             )
             total.segments_differing += stats.segments_differing
             total.buckets_differing += stats.buckets_differing

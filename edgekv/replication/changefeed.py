@@ -11,41 +11,99 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from edgekv.storage.record import Change
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WATCH_QUEUE = 10_000
+DEFAULT_WATCH_QUEUE_BYTES = 16 * 1024 * 1024
+
+_T = TypeVar("_T")
 
 
 class WatchOverflow(Exception):
     """A watcher fell too far behind; its stream is ended (re-watch and re-scan)."""
 
 
+class ByteQueue(Generic[_T]):
+    """A FIFO bounded in items and in bytes (the caller says what each item weighs).
+
+    An empty queue always admits one item, however large, so a single big
+    change never blocks a stream for good. Owned by one event loop.
+    """
+
+    __slots__ = ("_items", "_max_bytes", "_max_items", "_readable", "_room", "bytes")
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._items: deque[tuple[_T, int]] = deque()
+        self.bytes = 0  # weight of the queued items
+        self._readable = asyncio.Event()
+        self._room = asyncio.Event()
+
+    def offer(self, item: _T, nbytes: int) -> bool:
+        """Queue ``item`` if there is room; False (nothing queued) if not."""
+        items = self._items
+        if items and (len(items) >= self._max_items or self.bytes + nbytes > self._max_bytes):
+            return False
+        items.append((item, nbytes))
+        self.bytes += nbytes
+        self._readable.set()
+        return True
+
+    async def put(self, item: _T, nbytes: int) -> None:
+        """Queue ``item``, waiting for room."""
+        while not self.offer(item, nbytes):
+            self._room.clear()
+            await self._room.wait()
+
+    async def get(self) -> _T:
+        while not self._items:
+            self._readable.clear()
+            await self._readable.wait()
+        item, nbytes = self._items.popleft()
+        self.bytes -= nbytes
+        self._room.set()
+        return item
+
+    def empty(self) -> bool:
+        return not self._items
+
+
 class Watcher:
-    """One Watch stream's subscription: changes under ``prefix``, in commit order."""
+    """One Watch stream's subscription: changes under ``prefix``, in commit order.
 
-    __slots__ = ("_queue", "overflowed", "prefix")
+    At most ``max_queue`` changes and ``max_bytes`` bytes of keys and records
+    wait for the stream; a change beyond either overflows the watcher.
+    """
 
-    def __init__(self, prefix: bytes, max_queue: int) -> None:
+    __slots__ = ("_max_bytes", "_max_queue", "_queue", "overflowed", "prefix")
+
+    def __init__(self, prefix: bytes, max_queue: int, max_bytes: int) -> None:
         self.prefix = prefix
-        self._queue: asyncio.Queue[tuple[Change, bool]] = asyncio.Queue(max_queue)
+        self._max_queue = max_queue
+        self._max_bytes = max_bytes
+        self._queue: ByteQueue[tuple[Change, bool]] = ByteQueue(max_queue, max_bytes)
         self.overflowed = False
 
     def _offer(self, change: Change, local: bool) -> bool:
-        try:
-            self._queue.put_nowait((change, local))
+        if self._queue.offer((change, local), len(change.key) + len(change.record)):
             return True
-        except asyncio.QueueFull:
-            self.overflowed = True
-            return False
+        self.overflowed = True
+        return False
 
     async def next(self) -> tuple[Change, bool]:
         """The next change and whether it was local; raises WatchOverflow when dropped."""
         if self.overflowed and self._queue.empty():
-            raise WatchOverflow("watcher fell behind by more than its queue; re-watch")
+            raise WatchOverflow(
+                f"watcher fell behind by more than its queue of {self._max_queue} changes or "
+                f"{self._max_bytes} bytes (max_watch_queue_bytes); re-watch"
+            )
         return await self._queue.get()
 
 
@@ -82,8 +140,13 @@ class ChangeFeed:
         """Call ``wake()`` on the loop whenever the local log grows."""
         self._wakers.append(wake)
 
-    def watch(self, prefix: bytes, max_queue: int = DEFAULT_WATCH_QUEUE) -> Watcher:
-        watcher = Watcher(prefix, max_queue)
+    def watch(
+        self,
+        prefix: bytes,
+        max_queue: int = DEFAULT_WATCH_QUEUE,
+        max_bytes: int = DEFAULT_WATCH_QUEUE_BYTES,
+    ) -> Watcher:
+        watcher = Watcher(prefix, max_queue, max_bytes)
         self._watchers.add(watcher)
         return watcher
 

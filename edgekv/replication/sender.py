@@ -24,6 +24,7 @@ import grpc
 
 from edgekv import native
 from edgekv.errors import EdgeKVError
+from edgekv.replication.paging import record_cost
 from edgekv.storage.clock import physical_ms, wall_ms
 from edgekv.storage.engine import Engine
 from edgekv.storage.record import timestamp_of
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class SenderSettings:
     batch_entries: int = 512
+    # At most this many bytes per batch, or one Write if larger: the node sets it
+    # to its client message limit, a quarter of what the peer port accepts.
     max_batch_bytes: int = 4 * 1024 * 1024
     max_inflight: int = 64  # unacknowledged batches
     max_inflight_bytes: int = 16 * 1024 * 1024
@@ -119,6 +122,7 @@ class PeerSender:
         self.needs_repair = False
         self._wake = asyncio.Event()
         self._window: _Window | None = None  # the current stream's, for metrics
+        self._entry_bytes = 0  # average shipped entry size of the last batch (sizes reads)
 
     def wake(self) -> None:
         """The local log grew: ship now (change-feed callback)."""
@@ -235,6 +239,8 @@ class PeerSender:
                 reader.result()  # re-raise why the ack stream ended
             self._wake.clear()
             limit = settings.batch_entries
+            if self._entry_bytes:  # read about one batch's bytes, not batch_entries of big values
+                limit = max(1, min(limit, settings.max_batch_bytes // self._entry_bytes + 1))
             entries = whole_writes(engine, engine.read_log(next_seq, limit), limit)
             if not entries:
                 try:
@@ -243,18 +249,9 @@ class PeerSender:
                     inflight.sent(next_seq - 1, 0)
                     await call.write(self._batch([], next_seq - 1))
                 continue
-            allowed = self._allowed
-            shipped = []
-            nbytes = 0
-            for i, e in enumerate(entries):
-                if allowed(e.key):
-                    shipped.append(replication_pb2.LogEntry(seq=e.seq, key=e.key, record=e.record))
-                    nbytes += len(e.key) + len(e.record)
-                through = e.seq
-                if nbytes >= settings.max_batch_bytes and (
-                    i + 1 == len(entries) or _write_of(entries[i + 1]) != _write_of(e)
-                ):
-                    break  # the rest goes in the next batch, never half of a Write
+            shipped, through, nbytes = take_batch(entries, self._allowed, settings.max_batch_bytes)
+            if shipped:
+                self._entry_bytes = max(1, nbytes // len(shipped))
             inflight.sent(through, nbytes)
             await call.write(self._batch(shipped, through))
             self.sent_seq = through
@@ -293,6 +290,31 @@ def whole_writes(engine: Engine, entries: list[LogEntry], limit: int) -> list[Lo
         entries.extend(same)
         if len(same) < len(more) or not more:
             return entries
+
+
+def take_batch(
+    entries: list[LogEntry], allowed: Callable[[bytes], bool], max_bytes: int
+) -> tuple[list[replication_pb2.LogEntry], int, int]:
+    """The first batch of ``entries``: (entries to ship, through seq, bytes).
+
+    Stops before the entry that would take the batch past ``max_bytes``, but
+    only where a Write ends (never half of a Write), so a batch is at most
+    ``max_bytes`` or one Write, whichever is larger: with ``max_bytes`` the
+    client message limit, always a quarter of what a peer accepts. Entries the
+    peer may not hold are skipped and cost nothing.
+    """
+    shipped: list[replication_pb2.LogEntry] = []
+    nbytes = 0
+    through = entries[0].seq - 1
+    for i, e in enumerate(entries):
+        if allowed(e.key):
+            cost = record_cost(e.key, e.record)
+            if shipped and nbytes + cost > max_bytes and _write_of(entries[i - 1]) != _write_of(e):
+                break  # the rest goes in the next batch
+            shipped.append(replication_pb2.LogEntry(seq=e.seq, key=e.key, record=e.record))
+            nbytes += cost
+        through = e.seq
+    return shipped, through, nbytes
 
 
 def _write_of(entry: LogEntry) -> int:

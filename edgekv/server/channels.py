@@ -17,13 +17,11 @@ from collections.abc import Mapping
 import grpc
 
 from edgekv import tls
-from edgekv.config.model import TlsSettings
-from edgekv.errors import EdgeKVError
+from edgekv.config.model import NodeSpec, TlsSettings
+from edgekv.errors import ConfigError, EdgeKVError
 from edgekv.limits import Limits
 from edgekv.server.peer_auth import PeerCredentials
 
-# Framing on top of the largest value: key, headers, protobuf overhead.
-_MESSAGE_SLACK_BYTES = 64 * 1024
 _PEER_MESSAGE_BYTES = 64 * 1024 * 1024
 
 # Replication streams and heartbeats: big batches, fast reconnects.
@@ -39,7 +37,7 @@ PEER_CHANNEL_OPTIONS: list[tuple[str, int]] = [
 
 def max_message_bytes(limits: Limits) -> int:
     """The largest gRPC message a client call may carry: a full value plus framing."""
-    return max(limits.max_message_bytes, limits.max_value_bytes + _MESSAGE_SLACK_BYTES)
+    return limits.message_bytes
 
 
 def server_options(max_message: int) -> list[tuple[str, int]]:
@@ -158,3 +156,10 @@ class Dialer:
             return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
         creds = tls.channel_credentials(self._tls, self._node_id)
         return grpc.aio.secure_channel(address, creds, options=options, interceptors=interceptors)
+
+
+def peer_listen_of(node: NodeSpec) -> str:
+    """Where ``node`` serves its peer port; a cluster with peers needs one on every node."""
+    if not node.peer_listen:
+        raise ConfigError(f"node {node.id}: peer_listen is required when the cluster has peers")
+    return node.peer_listen

@@ -1,18 +1,23 @@
-"""Admission control for the client port: a per-client limit on calls in flight.
+"""Admission control for the client port: per-client limits on calls and Watch streams.
 
-A client (by peer address) with ``max_inflight_per_client`` calls running gets
+A client (by peer address) with ``max_inflight_per_client`` unary calls running,
+or ``max_watches_per_client`` server streams (Watch) open, gets
 RESOURCE_EXHAUSTED for the next one, with the limit and the setting named; the
-server as a whole stops at ``max_concurrent_rpcs`` (gRPC's own limit). One
-misbehaving client cannot take the node's memory or starve the others, and the
-replication port is a separate server that client traffic never queues behind.
+server as a whole stops at ``max_concurrent_rpcs`` (gRPC's own limit). Streams
+are counted apart because they are long-lived: a client's open Watches never
+use up its unary calls. One misbehaving client cannot take the node's memory
+or starve the others, and the replication port is a separate server that
+client traffic never queues behind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+
+from edgekv.limits import Limits
 
 
 def client_of(peer: str) -> str:
@@ -23,11 +28,18 @@ def client_of(peer: str) -> str:
 class InflightLimiter(grpc.aio.ServerInterceptor):
     """Counts calls in flight per client address; owned by the node's event loop."""
 
-    def __init__(self, max_inflight_per_client: int) -> None:
+    def __init__(self, max_inflight_per_client: int, max_streams_per_client: int = 64) -> None:
         self.limit = max_inflight_per_client
+        self.stream_limit = max_streams_per_client
         self.inflight: dict[str, int] = {}
+        self.streams: dict[str, int] = {}  # open server streams (Watch) per client
         self.rejected = 0
+        self.rejected_streams = 0
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    @classmethod
+    def from_limits(cls, limits: Limits) -> InflightLimiter:
+        return cls(limits.max_inflight_per_client, limits.max_watches_per_client)
 
     async def intercept_service(
         self,
@@ -38,8 +50,12 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
         if cached is not None:
             return cached
         handler = await continuation(details)
+        if handler is not None and handler.unary_stream is not None:
+            wrapped = self._limit_streams(handler)
+            self._wrapped[details.method] = wrapped
+            return wrapped
         if handler is None or handler.unary_unary is None:
-            return handler  # streams (Watch) hold no per-call work worth limiting here
+            return handler
         inner = handler.unary_unary
 
         async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -67,3 +83,31 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
         )
         self._wrapped[details.method] = wrapped
         return wrapped
+
+    def _limit_streams(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        inner = handler.unary_stream
+
+        async def limited(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            client = client_of(context.peer())
+            count = self.streams.get(client, 0)
+            if count >= self.stream_limit:
+                self.rejected_streams += 1
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"client {client} has {count} Watch streams open; the limit is "
+                    f"{self.stream_limit} (max_watches_per_client)",
+                )
+            self.streams[client] = count + 1
+            try:
+                async for response in inner(request, context):
+                    yield response
+            finally:
+                left = self.streams[client] - 1
+                if left:
+                    self.streams[client] = left
+                else:
+                    del self.streams[client]
+
+        return grpc.unary_stream_rpc_method_handler(
+            limited, handler.request_deserializer, handler.response_serializer
+        )

@@ -8,10 +8,11 @@ limiter and the dialer of outgoing channels. It reads the cluster file only.
 engine (RocksDB) -> change feed, and the group committer with ``sync_writes``
 -> with peers: the peer server (Replication service), then membership,
 anti-entropy, one sender per peer (tasks: senders, heartbeats, anti-entropy,
-log trimmer) -> dead-record collector -> router -> the :class:`NodeView` ->
-the request layer (``Coordinator``) and the client server (KV, Cluster,
-health, reflection) -> /metrics -> health SERVING. If a step fails, what
-was opened is closed again and the error raised.
+log trimmer, quarantine release) -> dead-record collector -> router -> the
+hand-off of keys a rule change disallowed -> the :class:`NodeView` -> the
+request layer (``Coordinator``) and the client server (KV, Cluster, health,
+reflection) -> /metrics -> health SERVING. If a step fails, what was opened is
+closed again and the error raised.
 
 ``stop`` goes the other way: health NOT_SERVING -> the client server drains
 in-flight calls (grace period) -> group commits drain -> connected senders
@@ -43,6 +44,7 @@ from edgekv.cluster.routing import Router
 from edgekv.config.model import ClusterConfig, NodeSpec
 from edgekv.coordinator import Coordinator
 from edgekv.errors import ConfigError
+from edgekv.logs import log_task_death
 from edgekv.metrics import NodeMetrics
 from edgekv.replication.antientropy import AntiEntropy, SyncStats
 from edgekv.replication.changefeed import ChangeFeed
@@ -52,7 +54,14 @@ from edgekv.replication.refusals import PeerRefusals
 from edgekv.replication.sender import PeerSender, SenderSettings, flush_to_peers
 from edgekv.replication.trimmer import LogTrimmer
 from edgekv.server.auth import authorizer_for
-from edgekv.server.channels import Dialer, bind, endpoint_of, max_message_bytes, server_options
+from edgekv.server.channels import (
+    Dialer,
+    bind,
+    endpoint_of,
+    max_message_bytes,
+    peer_listen_of,
+    server_options,
+)
 from edgekv.server.cluster_service import ClusterService
 from edgekv.server.interceptors import InflightLimiter
 from edgekv.server.kv_service import KVService
@@ -128,8 +137,7 @@ class Node:
         if unknown:
             raise ConfigError(f"--peer-address names unknown peers: {', '.join(sorted(unknown))}")
         peer_address = {
-            peer: overrides.get(peer) or _require_peer_listen(config.node(peer))
-            for peer in self.peer_ids
+            peer: overrides.get(peer) or peer_listen_of(config.node(peer)) for peer in self.peer_ids
         }
         self._forward_addresses = dict(forward_addresses or {})
         self._purge_disallowed = purge_disallowed  # the operator's --purge-disallowed
@@ -149,7 +157,7 @@ class Node:
             node_id, config.security.tls, peer_address, self._max_message, credentials
         )
         self.refusals = PeerRefusals()  # what the peer plane refused, for metrics
-        self._limiter = InflightLimiter(config.limits.max_inflight_per_client)
+        self._limiter = InflightLimiter.from_limits(config.limits)
         self._health = health_aio.HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []  # long-lived; cancelled by stop
         self._running: _Running | None = None  # set by start, cleared by stop
@@ -267,6 +275,7 @@ class Node:
             feed=feed,
             refusals=self.refusals,
             handoff=handoff,
+            limiter=self._limiter,
         )
         coordinator = Coordinator(engine, router, committer=committer, feed=feed)
         kv_pb2_grpc.add_KVServicer_to_server(KVService(coordinator, self.auth), server)
@@ -311,6 +320,7 @@ class Node:
                 secret=self._peer_secret,
             ),
             refusals=self.refusals,
+            page_bytes=self._max_message,
         )
         peer_server = grpc.aio.server(
             options=server_options(self._max_message * 4),
@@ -351,9 +361,12 @@ class Node:
             may_hold=self._may_hold,
             refusals=self.refusals,
             on_synced=on_synced,
+            page_bytes=self._max_message,
         )
         sender_settings = SenderSettings(
-            batch_entries=settings.batch_entries, max_inflight=settings.max_inflight_batches
+            batch_entries=settings.batch_entries,
+            max_batch_bytes=self._max_message,
+            max_inflight=settings.max_inflight_batches,
         )
         for peer in self.peer_ids:
             region = config.node(peer).region
@@ -386,7 +399,7 @@ class Node:
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.spec.id}:{name}")
-        task.add_done_callback(_log_task_death)
+        task.add_done_callback(log_task_death)
         self._tasks.append(task)
 
     def _stub(self, peer: str) -> replication_pb2_grpc.ReplicationStub:
@@ -433,14 +446,3 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-
-
-def _require_peer_listen(node: NodeSpec) -> str:
-    if not node.peer_listen:
-        raise ConfigError(f"node {node.id}: peer_listen is required when the cluster has peers")
-    return node.peer_listen
-
-
-def _log_task_death(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("background task %s died", task.get_name(), exc_info=task.exception())

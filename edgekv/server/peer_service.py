@@ -13,6 +13,7 @@ twice or out of order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 
@@ -20,7 +21,9 @@ import grpc
 
 from edgekv.cluster.placement import PlacementRules
 from edgekv.errors import EdgeKVError, InvalidArgument, PermissionDenied, Unauthenticated
+from edgekv.limits import DEFAULT_MAX_MESSAGE_BYTES
 from edgekv.replication.handoff import held_keys
+from edgekv.replication.paging import bucket_page, record_page
 from edgekv.replication.refusals import PeerRefusals
 from edgekv.server.peer_auth import PeerAuthenticator
 from edgekv.server.status import grpc_errors, grpc_stream_errors
@@ -50,8 +53,11 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         placement: PlacementRules,
         authenticator: PeerAuthenticator,
         refusals: PeerRefusals,
+        page_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self._engine = engine
+        # The byte budget of one ListBuckets or FetchRecords answer (paging.py).
+        self._page_bytes = page_bytes
         self._node_id = node_id
         self._region = node_regions[node_id]
         self._cluster = cluster
@@ -198,12 +204,23 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
             raise InvalidArgument(
                 f"{len(request.buckets)} buckets requested; the limit is {MAX_LIST_BUCKETS}"
             )
-        entries = [
-            replication_pb2.KeyVersion(key=key, timestamp=ts, origin=origin)
-            for bucket in request.buckets
-            for key, ts, origin in self._engine.digests.list_bucket(request.placement, bucket)
-        ]
-        return replication_pb2.ListBucketsResponse(entries=entries)
+        digests = self._engine.digests
+        placement = request.placement
+        page = bucket_page(
+            lambda bucket, after: digests.iter_bucket(placement, bucket, after),
+            request.buckets,
+            request.after_key,
+            self._page_bytes,
+        )
+        return replication_pb2.ListBucketsResponse(
+            entries=[
+                replication_pb2.KeyVersion(key=key, timestamp=ts, origin=origin)
+                for key, ts, origin in page.entries
+            ],
+            truncated=page.truncated,
+            resume_index=page.resume_index if page.truncated else 0,
+            resume_after_key=page.resume_after_key,
+        )
 
     @grpc_errors
     async def FetchRecords(
@@ -214,11 +231,13 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
             raise InvalidArgument(
                 f"{len(request.keys)} keys requested; the limit is {MAX_FETCH_KEYS}"
             )
-        self._check_keys(requester, request.keys)
-        records = self._engine.records(list(request.keys))
+        keys = list(request.keys)
+        self._check_keys(requester, keys)
+        records, end = record_page(self._engine.records, keys, 0, self._page_bytes)
         log.debug("served %d records to %s", len(records), requester)
         return replication_pb2.RecordBatch(
-            records=[replication_pb2.KeyRecord(key=k, record=r) for k, r in records]
+            records=[replication_pb2.KeyRecord(key=k, record=r) for k, r in records],
+            resume_index=end if end < len(keys) else 0,
         )
 
     @grpc_errors
@@ -226,7 +245,11 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         self, request: replication_pb2.RecordBatch, context: grpc.aio.ServicerContext
     ) -> replication_pb2.PushRecordsResponse:
         caller = self._check_hello(request.hello, context)
-        applied = self._apply(caller, [(r.key, r.record) for r in request.records])
+        # A page of anti-entropy repair (up to page_bytes) is applied on a worker
+        # thread, so reads on the loop keep answering while a node is repaired.
+        applied = await asyncio.to_thread(
+            self._apply, caller, [(r.key, r.record) for r in request.records]
+        )
         return replication_pb2.PushRecordsResponse(applied=applied)
 
     @grpc_errors

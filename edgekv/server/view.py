@@ -21,6 +21,7 @@ from edgekv.replication.collector import Collector
 from edgekv.replication.handoff import Handoff
 from edgekv.replication.refusals import PeerRefusals
 from edgekv.replication.sender import PeerSender
+from edgekv.server.interceptors import InflightLimiter
 from edgekv.storage.engine import Engine
 
 
@@ -89,8 +90,8 @@ class NodeView:
     """
 
     __slots__ = (
-        "_collector", "_engine", "_feed", "_handoff", "_health", "_metrics_endpoint",
-        "_refusals", "_router", "_senders", "_sync",
+        "_collector", "_engine", "_feed", "_handoff", "_health", "_limiter",
+        "_metrics_endpoint", "_refusals", "_router", "_senders", "_sync",
         "cluster", "endpoint", "node_id", "peer_endpoint", "region", "sync_writes",
     )  # fmt: skip
 
@@ -113,6 +114,7 @@ class NodeView:
         feed: ChangeFeed,
         refusals: PeerRefusals,
         handoff: Handoff | None = None,  # None: tools that start no node
+        limiter: InflightLimiter | None = None,
     ) -> None:
         """``senders``, ``peer_health`` and ``sync_state`` each hold every peer (or none)."""
         self.node_id = node_id
@@ -131,6 +133,7 @@ class NodeView:
         self._router = router
         self._refusals = refusals
         self._handoff = handoff
+        self._limiter = limiter
 
     @property
     def metrics_endpoint(self) -> str:
@@ -204,3 +207,13 @@ class NodeView:
     def watch_streams(self) -> int:
         """Watch subscriptions open on this node's change feed now."""
         return self._feed.watchers
+
+    def client_refusals(self) -> dict[str, int]:
+        """Calls refused by a per-client limit since start, by the setting's name."""
+        limiter = self._limiter
+        if limiter is None:
+            return {}
+        return {
+            "max_inflight_per_client": limiter.rejected,
+            "max_watches_per_client": limiter.rejected_streams,
+        }

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from rocksdict import ColumnFamily, Rdict, WriteBatch
 
@@ -156,21 +156,26 @@ class DigestIndex:
 
     def list_bucket(self, placement: bytes, bucket: int) -> list[tuple[bytes, int, str]]:
         """(key, timestamp, origin) of every record in a bucket, in key order."""
+        return list(self.iter_bucket(placement, bucket))
+
+    def iter_bucket(
+        self, placement: bytes, bucket: int, after: bytes = b""
+    ) -> Iterator[tuple[bytes, int, str]]:
+        """``list_bucket`` lazily, from the first key greater than ``after`` (b"": all)."""
         if not 0 <= bucket < BUCKETS:
             raise InvalidArgument(f"bucket {bucket} is out of range 0..{BUCKETS - 1}")
         prefix = bucket_index_prefix(placement, bucket)
-        out: list[tuple[bytes, int, str]] = []
         it = self._index.iter()
-        it.seek(prefix)
+        # Keys are at least one byte, so the successor of ``after`` is after + b"\x00".
+        it.seek(prefix + after + b"\x00" if after else prefix)
         n = len(prefix)
         while it.valid():
             ikey = it.key()
             if not ikey.startswith(prefix):
                 break
             timestamp, origin = unpack_version(it.value())
-            out.append((ikey[n:], timestamp, origin))
+            yield ikey[n:], timestamp, origin
             it.next()
-        return out
 
     # -- staging (caller holds the engine's write lock) --------------------------
 

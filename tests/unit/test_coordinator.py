@@ -17,7 +17,13 @@ from edgekv.cluster.routing import Router
 from edgekv.config.loader import parse_config
 from edgekv.config.model import ClusterConfig
 from edgekv.coordinator import Call, ChangeEvent, Coordinator, DirectForwarder
-from edgekv.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
+from edgekv.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
 from edgekv.principal import ANYONE, Principal
 from edgekv.replication.changefeed import ChangeFeed
 from edgekv.storage.engine import DeleteOp, Engine, EngineSettings, PutOp
@@ -403,3 +409,84 @@ async def test_write_refused_while_clock_fenced_and_forwarded_write_still_served
     assert (await nodes["iad-1"].get(b"g/k", CLIENT)).found is None
     fence.fenced = False
     assert (await nodes["iad-1"].put(b"g/k", b"v", 0, CLIENT)).served_by == "iad-1"
+
+
+# -- bounds in bytes and counts ------------------------------------------------------
+
+BIG = 600 * 1024  # 7 of these exceed one 4 MiB message
+
+
+async def test_get_many_counts_max_batch_ops_over_all_keys_before_routing(
+    nodes: InProcessNodes,
+) -> None:
+    keys = [b"eu/%04d" % i for i in range(600)] + [b"g/%04d" % i for i in range(600)]
+    with pytest.raises(
+        InvalidArgument, match=r"^batch get has 1200 keys; the limit is 1000 \(max_batch_ops\)$"
+    ):
+        await nodes["iad-1"].get_many(keys, CLIENT)
+
+
+async def test_get_many_answer_over_the_message_limit_refused(nodes: InProcessNodes) -> None:
+    for i in range(5):
+        await nodes["fra-1"].put(b"eu/%d" % i, b"e" * BIG, 0, CLIENT)
+        await nodes["iad-1"].put(b"g/%d" % i, b"g" * BIG, 0, CLIENT)
+    local = [b"g/%d" % i for i in range(5)]
+    assert len((await nodes["iad-1"].get_many(local, CLIENT)).found) == 5  # 3 MB: fits
+    mixed = local + [b"eu/%d" % i for i in range(5)]
+    with pytest.raises(ResourceExhausted, match=r"\(max_message_bytes, less framing\)"):
+        await nodes["iad-1"].get_many(mixed, CLIENT)
+    many_local = [b"g/%d" % (i % 5) for i in range(200)]  # read in runs, refused early
+    with pytest.raises(ResourceExhausted, match="batch get answer is at least"):
+        await nodes["iad-1"].get_many(many_local, CLIENT)
+
+
+async def test_scan_pages_are_bounded_in_bytes_local_and_stitched(nodes: InProcessNodes) -> None:
+    budget = nodes.engines["iad-1"].limits.response_bytes
+    expected = []
+    for node_id, prefix in (("fra-1", b"eu/"), ("iad-1", b"g/")):
+        for i in range(12):
+            key = prefix + b"%02d" % i
+            await nodes[node_id].put(key, b"v" * BIG, 0, CLIENT)
+            expected.append(key)
+    for kwargs in ({"prefix": b"g/"}, {}):  # local only, then stitched with fra-1's part
+        seen: list[bytes] = []
+        token = b""
+        for _ in range(50):
+            page = await nodes["iad-1"].scan(CLIENT, page_token=token, limit=1000, **kwargs)
+            assert page.items and sum(len(i.key) + len(i.value) for i in page.items) <= budget
+            seen += [item.key for item in page.items]
+            token = page.next_page_token
+            if not token:
+                break
+        assert seen == sorted(k for k in expected if k.startswith(kwargs.get("prefix", b"")))
+    keys_only = await nodes["iad-1"].scan(CLIENT, prefix=b"g/", limit=1000, keys_only=True)
+    assert len(keys_only.items) == 12 and not keys_only.next_page_token
+
+
+async def test_watch_queue_bounded_in_bytes_ends_a_slow_watch(tmp_path: Path) -> None:
+    from edgekv.limits import Limits
+
+    engine = Engine(
+        tmp_path / "db", "n1", EngineSettings(limits=Limits(max_watch_queue_bytes=1 << 20))
+    )
+    try:
+        feed = ChangeFeed(asyncio.get_running_loop())
+        engine.add_listener(feed.on_change)
+        config = cluster_config(tmp_path)
+        spec = config.node("iad-1")
+        placement = PlacementRules.from_config(config)
+        router = Router(config, spec, placement, membership=None)
+        coordinator = Coordinator(engine, router, feed=feed)
+        stream = coordinator.watch(b"w/", CLIENT).__aiter__()
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0)  # subscribed
+        engine.put(b"w/first", b"v")
+        assert (await first).key == b"w/first"
+        for i in range(100):  # 6.4 MB in 100 changes (the count bound is 10,000)
+            engine.put(b"w/%03d" % i, b"x" * 64 * 1024)
+        with pytest.raises(ResourceExhausted, match="max_watch_queue_bytes"):
+            for _ in range(101):
+                await stream.__anext__()
+        await stream.aclose()
+    finally:
+        engine.close()

@@ -113,3 +113,35 @@ def test_check_batch_default_limit() -> None:
     Limits().check_batch(DEFAULT_MAX_BATCH_OPS)
     with pytest.raises(InvalidArgument, match=r"the limit is 1000 \(max_batch_ops\)"):
         Limits().check_batch(DEFAULT_MAX_BATCH_OPS + 1)
+
+
+def test_response_bytes_leave_room_for_framing_and_one_full_value() -> None:
+    from edgekv.limits import MESSAGE_SLACK_BYTES
+
+    limits = Limits()
+    assert limits.response_bytes == limits.max_message_bytes - MESSAGE_SLACK_BYTES
+    big = Limits(max_value_bytes=8 * 1024 * 1024)  # bigger than max_message_bytes
+    assert big.message_bytes == 8 * 1024 * 1024 + MESSAGE_SLACK_BYTES
+    assert big.response_bytes == big.max_value_bytes
+
+
+def test_batch_get_and_answer_size_checks_name_the_limit() -> None:
+    from edgekv.errors import ResourceExhausted
+
+    limits = Limits(max_batch_ops=10)
+    limits.check_batch_get(10)
+    with pytest.raises(
+        InvalidArgument, match=r"^batch get has 11 keys; the limit is 10 \(max_batch_ops\)$"
+    ):
+        limits.check_batch_get(11)
+    limits.check_response_bytes(limits.response_bytes, "batch get")
+    with pytest.raises(
+        ResourceExhausted, match=r"is at least \d+ bytes; the limit is \d+ \(max_message_bytes"
+    ):
+        limits.check_response_bytes(limits.response_bytes + 1, "batch get")
+
+
+def test_new_limits_must_be_positive() -> None:
+    for name in ("max_watches_per_client", "max_watch_queue_bytes"):
+        with pytest.raises(InvalidArgument, match=f"{name} must be a positive integer"):
+            Limits(**{name: 0})

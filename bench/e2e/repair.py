@@ -1,0 +1,168 @@
+"""Read latency at a node while anti-entropy repairs it, against the same node idle.
+
+Run: .venv/bin/python -m bench.e2e.repair [--keys 100000] [--value-bytes 24576] [--samples 5000]
+
+Two nodes on loopback. Their data directories are filled offline: fra-1 holds
+--keys keys of --value-bytes each (its log trimmed, so only anti-entropy can
+move them), and both hold 1,000 small probe keys. Then:
+
+* idle: iad-1 runs alone (its peer is down, so nothing is repaired); one client
+  reads probe keys at iad-1 (--samples reads);
+* repair: fra-1 starts; anti-entropy moves every big key to iad-1 in
+  byte-bounded pages, while the same client keeps reading probe keys at iad-1
+  until both nodes' digests are equal.
+
+Prints p50/p99/p999, reads per second and iad-1's CPU per read for both phases,
+the p99 ratio (goal: repair within 2x of idle) and the repair time and rate.
+iad-1 is pinned to CPU 1, fra-1 and the client to CPU 0 when the machine has
+two CPUs. Reads during repair include the CPU iad-1 spends applying records, so
+the CPU per read is a cost of the repair, not of the reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench.e2e.load import percentiles, pin
+from bench.e2e.replication import digests_equal
+from edgekv import Client
+from edgekv.local.cluster import LocalCluster
+from edgekv.local.launcher import write_cluster_file
+
+REGIONS = (("eu-west", 50.11, 8.68), ("us-east", 38.95, -77.45))
+NODES = (("fra-1", "eu-west"), ("iad-1", "us-east"))
+PROBES = 1000
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def preload(config: Path, keys: int, value_bytes: int) -> None:
+    """fra-1: ``keys`` big keys plus the probes; iad-1: the probes only. Logs trimmed."""
+    from edgekv.cluster.placement import PlacementRules
+    from edgekv.config.loader import load_config
+    from edgekv.storage.engine import Engine, EngineSettings, PutOp
+
+    cfg = load_config(config)
+    rules = PlacementRules.from_config(cfg)
+    settings = EngineSettings(
+        placement_of=rules.placement_of, placement_fingerprint=rules.fingerprint()
+    )
+    a = Engine(cfg.node("fra-1").data_dir, "fra-1", settings)
+    b = Engine(cfg.node("iad-1").data_dir, "iad-1", settings)
+    a.write([PutOp(b"probe/%04d" % i, b"p" * 100) for i in range(PROBES)])
+    b.apply_many((e.key, e.record) for e in a.read_log(a.first_log_seq(), PROBES))
+    for start in range(0, keys, 100):
+        a.write(
+            [
+                PutOp(b"big/%08d" % i, os.urandom(16) * (value_bytes // 16))
+                for i in range(start, min(keys, start + 100))
+            ]
+        )
+        a.trim_log(a.last_seq + 1)  # only anti-entropy may move these
+    a.close()
+    b.close()
+
+
+class Reader:
+    """One client reading probe keys at a node, on its own thread, until stopped."""
+
+    def __init__(self, endpoint: str) -> None:
+        self._endpoint = endpoint
+        self.samples_us: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        rnd = random.Random(7)
+        with Client(self._endpoint, discover=False) as client:
+            while not self._stop.is_set():
+                key = b"probe/%04d" % rnd.randrange(PROBES)
+                t0 = time.perf_counter_ns()
+                entry = client.get(key)
+                self.samples_us.append((time.perf_counter_ns() - t0) / 1000.0)
+                assert entry is not None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def report(name: str, samples_us: list[float], seconds: float, cpu: float) -> dict[str, float]:
+    p = percentiles(samples_us)
+    ops = len(samples_us) / seconds
+    cpu_us = cpu / len(samples_us) * 1e6
+    print(f"{name:<30} p50 {p['p50']:8.1f} us  p99 {p['p99']:8.1f} us  p999 {p['p999']:8.1f} us  "
+          f"{ops:7.0f} reads/s  iad-1 CPU {cpu_us:7.1f} us/read")  # fmt: skip
+    return {**p, "ops": ops}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument("--value-bytes", type=int, default=24 * 1024)
+    parser.add_argument("--samples", type=int, default=5000)
+    args = parser.parse_args()
+    total_mb = args.keys * args.value_bytes / 1e6
+    print(f"machine: {os.cpu_count()} CPUs; iad-1 on CPU 1, fra-1 and the client on CPU 0; "
+          f"repairing {args.keys} keys of {args.value_bytes} bytes "
+          f"({total_mb:.0f} MB)")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="edgekv-repair-") as tmp:
+        path = write_cluster_file(
+            tmp, regions=REGIONS, nodes=NODES, cluster="bench",
+            extra={"replication": {"antientropy_interval_s": 3600, "heartbeat_interval_s": 0.5}},
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        preload(path, args.keys, args.value_bytes)
+        print(f"preloaded offline in {time.perf_counter() - t0:.1f} s")
+        with LocalCluster(path, proxies=False, log_level="warning") as cluster:
+            cluster.start(["iad-1"])
+            iad = cluster.nodes["iad-1"]
+            pin(iad.pid, 1)
+            pin(0, 0)
+            reader = Reader(iad.endpoint)
+            reader.start()
+            while len(reader.samples_us) < 500:  # warm up
+                time.sleep(0.05)
+            reader.samples_us.clear()
+            cpu0, t0 = cpu_s(iad.pid), time.perf_counter()
+            while len(reader.samples_us) < args.samples:
+                time.sleep(0.05)
+            idle_s, idle_cpu = time.perf_counter() - t0, cpu_s(iad.pid) - cpu0
+            idle = report("read at iad-1, idle", list(reader.samples_us), idle_s, idle_cpu)
+            reader.samples_us.clear()
+
+            cpu0, t0 = cpu_s(iad.pid), time.perf_counter()
+            cluster.start(["fra-1"])
+            pin(cluster.nodes["fra-1"].pid, 0)
+            peer_a = cluster.nodes["fra-1"].info["peer_endpoint"]
+            peer_b = iad.info["peer_endpoint"]
+            while not asyncio.run(digests_equal(peer_a, peer_b)):
+                time.sleep(0.5)
+            repair_s, repair_cpu = time.perf_counter() - t0, cpu_s(iad.pid) - cpu0
+            reader.stop()
+            during = report(
+                "read at iad-1, during repair", list(reader.samples_us), repair_s, repair_cpu
+            )
+    print()
+    print(f"read p99 repair / idle      {during['p99'] / idle['p99']:.2f}x   (goal <= 2x)")
+    print(f"repair time                 {repair_s:.1f} s for {args.keys} keys "
+          f"({args.keys / repair_s:.0f} keys/s, {total_mb / repair_s:.1f} MB/s; "
+          f"includes fra-1's start)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
