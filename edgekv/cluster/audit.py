@@ -1,7 +1,9 @@
 """Residency audit: prove that a node stores nothing its placement does not allow.
 
 Checks every user key in every column family that can hold one: the data,
-the replication log and the anti-entropy index. Works on a stopped node's
+the replication log, the anti-entropy index, and the entries of the meta
+column family that name a user key (records set aside for clock skew, the
+arrival times of dead records). Works on a stopped node's
 directory (opened read-only) or on a live node's engine (Cluster.Audit).
 """
 
@@ -16,8 +18,13 @@ from typing import Any
 from rocksdict import AccessType, Options, Rdict
 
 from edgekv.errors import StorageError
+from edgekv.storage.collection import ARRIVED_PREFIX
 from edgekv.storage.digest import key_of_index_entry
+from edgekv.storage.quarantine import QUARANTINE_PREFIX
 from edgekv.storage.replog import decode_entry
+
+# Meta-column-family entries whose key is a prefix followed by a user key.
+META_USER_KEY_PREFIXES = (QUARANTINE_PREFIX, ARRIVED_PREFIX)
 
 MAX_SAMPLES = 100
 
@@ -57,23 +64,52 @@ def _iterate(cf: Rdict) -> Iterator[tuple[bytes, bytes]]:
         it.next()
 
 
+def _under(cf: Rdict, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    it = cf.iter()
+    it.seek(prefix)
+    while it.valid() and it.key().startswith(prefix):
+        yield it.key(), it.value()
+        it.next()
+
+
+def _meta_user_entries(meta: Rdict) -> Iterator[tuple[bytes, bytes]]:
+    for prefix in META_USER_KEY_PREFIXES:
+        for key, value in _under(meta, prefix):
+            yield key[len(prefix) :], value
+
+
 def audit_column_families(
-    report: AuditReport, data: Rdict, log: Rdict, index: Rdict, allows: Callable[[bytes], bool]
+    report: AuditReport,
+    data: Rdict,
+    log: Rdict,
+    index: Rdict,
+    allows: Callable[[bytes], bool],
+    meta: Rdict | None = None,
 ) -> AuditReport:
-    """Flag every user key in the three column families that ``allows`` refuses."""
+    """Flag every user key in the column families that ``allows`` refuses.
+
+    ``meta`` (optional, for callers that have it) adds the meta entries that
+    name user keys (``META_USER_KEY_PREFIXES``), reported as "meta".
+    """
     sources: list[tuple[str, Rdict, Callable[[bytes, bytes], bytes]]] = [
         ("data", data, lambda k, v: k),
         ("log", log, lambda k, v: decode_entry(v)[0]),
         ("digest", index, lambda k, v: key_of_index_entry(k)),
     ]
-    for name, cf, user_key in sources:
+    walks: list[tuple[str, Iterator[tuple[bytes, bytes]], Callable[[bytes, bytes], bytes]]] = [
+        (name, _iterate(cf), user_key) for name, cf, user_key in sources
+    ]
+    if meta is not None:
+        walks.append(("meta", _meta_user_entries(meta), lambda k, v: k))
+    for name, entries, user_key in walks:
         before = report.checked
-        for key, value in _iterate(cf):
+        for key, value in entries:
             report.checked += 1
             user = user_key(key, value)
             if not allows(user):
                 report._flag(name, user)
-        report.checked_by[name] = report.checked_by.get(name, 0) + report.checked - before
+        if name != "meta" or report.checked > before:  # "meta" only when it names keys
+            report.checked_by[name] = report.checked_by.get(name, 0) + report.checked - before
     return report
 
 
@@ -92,9 +128,12 @@ def audit_directory(
         raise StorageError(f"cannot open {path} read-only: {exc}") from exc
     log = db.get_column_family("log")
     index = db.get_column_family("digest")
+    meta = db.get_column_family("meta")
     try:
-        return audit_column_families(AuditReport(node_id, region), db, log, index, allows)
+        report = AuditReport(node_id, region)
+        return audit_column_families(report, db, log, index, allows, meta)
     finally:
         log.close()
         index.close()
+        meta.close()
         db.close()

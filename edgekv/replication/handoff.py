@@ -113,6 +113,9 @@ class Handoff:
     async def handoff_once(self) -> bool:
         """One pass over every refused key here; True when none is left."""
         purge = self._engine.purge
+        dropped = await asyncio.to_thread(purge.drop_quarantined, self.refused)
+        if dropped:
+            log.info("dropped %d set-aside records of keys this node may no longer hold", dropped)
         log_seqs = await asyncio.to_thread(purge.log_entries_in, self.refused)
         removed = kept = 0
         start: bytes | None = b""

@@ -138,6 +138,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             log,
             index,
             self._may_hold,
+            engine.meta_family(),
         )
         return cluster_pb2.AuditResponse(
             node_id=report.node_id,

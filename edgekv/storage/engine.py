@@ -1,12 +1,10 @@
 """The storage engine of one PoP: RocksDB (through rocksdict), written one WriteBatch at a time.
 
-One RocksDB database per node (storage/database.py): the data in the default
-column family, beside the replication log (replog.py), the digest index
-(digest.py) and engine state. The engine owns the database, the column families
-and the write lock. Every local write is one WriteBatch that carries the data,
-the log entries, the digest updates, the new last seq and the clock; the log,
-the digest index and dead-record collection (collection.py) only stage their
-parts into it, and the engine writes it.
+One RocksDB per node (database.py): data in the default column family, the
+replication log (replog.py), the digest index (digest.py) and meta. The engine
+owns them and the write lock. Every local write and every apply is one
+WriteBatch (data, log, digests, seq, clock) that its helpers stage into; their
+own upkeep (trims, rebuilds, sweeps, purges) writes under the same lock.
 
 Concurrency: reads may run on any thread. Writes are serialised by one lock
 (seq and clock order must match log order); a node's event loop calls them
@@ -100,8 +98,7 @@ class Engine:
             raise InvalidArgument(f"node id is {len(self._origin)} bytes; it must be 1 to 255")
         self.path.mkdir(parents=True, exist_ok=True)
         self._db = open_rocksdb(self.path, self.settings.block_cache_mb)
-        # Column families and their handles: owned here, lent to the parts below,
-        # dropped in _release (each keeps RocksDB and its LOCK file alive).
+        # Column families and handles: lent to the parts below, dropped in _release.
         self._log = self._db.get_column_family(LOG_CF)
         self._log_handle = self._db.get_column_family_handle(LOG_CF)
         self._meta = self._db.get_column_family(META_CF)
@@ -145,9 +142,9 @@ class Engine:
             check_open=self._check_open,
             meta=meta,
         )
-        cfs = (self._db, self._log, self._digest, self._meta)  # purge.py: erase, compact
-        self.purge = Purge(cfs, self._replog, self.collection, self._lock)
         self.quarantine = Quarantine(meta)  # received records too far ahead, set aside
+        cfs = (self._db, self._log, self._digest, self._meta)  # purge.py: erase, compact
+        self.purge = Purge(cfs, self._replog, self.collection, self.quarantine, self._lock)
         self._listeners: list[ChangeListener] = []
         self._closed = False
         self.digests.load()
@@ -213,6 +210,10 @@ class Engine:
         """(data, log, digest index) for read-only walks such as the residency audit."""
         self._check_open()
         return self._db, self._log, self._digest
+
+    def meta_family(self) -> Rdict:
+        """The meta column family: it holds user keys too (quarantine/, arrived/)."""
+        return self._meta
 
     def property_int(self, name: str) -> int:
         """A RocksDB integer property of the data column family (0 if unknown)."""
@@ -432,8 +433,7 @@ class Engine:
                 self._release()
 
     def _release(self) -> None:
-        # Column-family objects and handles keep RocksDB (and its LOCK file)
-        # alive until they are closed or dropped too, the parts' borrowed ones included.
+        # Every column family and handle, the parts' too, keeps RocksDB (and LOCK) open.
         for part in ("_replog", "digests", "quarantine", "collection"):
             if part in self.__dict__:
                 getattr(self, part).release()

@@ -26,6 +26,7 @@ from rocksdict import BottommostLevelCompaction, CompactOptions, Rdict, WriteBat
 
 from edgekv import native
 from edgekv.storage.collection import Collection
+from edgekv.storage.quarantine import Quarantine
 from edgekv.storage.record import Change
 from edgekv.storage.replog import ReplicationLog
 
@@ -56,11 +57,13 @@ class Purge:
         column_families: tuple[Rdict, Rdict, Rdict, Rdict],
         replog: ReplicationLog,
         collection: Collection,
+        quarantine: Quarantine,
         lock: threading.Lock,
     ) -> None:
         self._data, self._log, self._index, self._meta = column_families
         self._replog = replog
         self._collection = collection
+        self._quarantine = quarantine
         self._lock = lock
 
     # -- finding -------------------------------------------------------------------
@@ -139,6 +142,21 @@ class Purge:
             self._replog.stage_removals(wb, seqs)
             self._collection.write_removals(wb, removals)
             return len(removals)
+
+    def drop_quarantined(self, refused: KeyRanges) -> int:
+        """Drop the set-aside (quarantined) records of ``refused`` keys; how many.
+
+        They were never applied here, and their sender keeps its own copy; once
+        this node may not hold a key, it must not apply it when the clock
+        catches up either, nor keep its bytes in the meta column family.
+        """
+        with self._lock:
+            wb = WriteBatch(raw_mode=True)
+            dropped = self._quarantine.stage_drop(wb, lambda key: in_ranges(key, refused))
+            if dropped:
+                self._collection.write_removals(wb, [])
+                self._quarantine.recount()
+            return dropped
 
     def remove_orphan_log_entries(self, log_seqs: Mapping[bytes, Sequence[int]]) -> int:
         """Remove the log entries of keys that have no data record left; how many.

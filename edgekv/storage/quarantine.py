@@ -99,6 +99,24 @@ class Quarantine:
         self.held += 1
         self.earliest_ms = ms if self.earliest_ms == 0 else min(self.earliest_ms, ms)
 
+    def stage_drop(self, wb: WriteBatch, refused: Callable[[bytes], bool]) -> int:
+        """Stage removing every held record whose key is ``refused``; how many.
+
+        Call ``recount`` once ``wb`` is written.
+        """
+        dropped = 0
+        for key, _ in self._items():
+            if refused(key):
+                wb.delete(QUARANTINE_PREFIX + key, self._meta_handle)
+                dropped += 1
+        return dropped
+
+    def recount(self) -> None:
+        """Count the held records again from the column family (after ``stage_drop``)."""
+        self.held = self.earliest_ms = 0
+        for _, raw in self._items():
+            self._count_held(raw)
+
     def due(self, latest_ms: int) -> bool:
         """Whether any held record has a wall part at or before ``latest_ms``."""
         return self.held > 0 and self.earliest_ms <= latest_ms

@@ -151,3 +151,35 @@ def test_released_and_newly_skewed_version_of_one_key_in_one_call(
     wall.ms += 5_000
     engine.apply_many((), quarantine_skewed=True)
     assert engine.get_record(b"k") == newer and engine.quarantine.held == 0
+
+
+# -- residency: a rule change drops set-aside records; the audit sees them ------------
+
+
+def test_rule_change_drops_set_aside_records_of_refused_keys(
+    engine: Engine, wall: FakeTime
+) -> None:
+    from edgekv.cluster.audit import AuditReport, audit_column_families
+
+    ahead = wall.ms + 10 * BOUND
+    engine.apply_many(
+        [(b"eu/alice", remote(ahead)), (b"g/x", remote(ahead))], quarantine_skewed=True
+    )
+    assert held_keys(engine) == [b"eu/alice", b"g/x"]
+
+    def allows(key: bytes) -> bool:  # the new rules: eu/ may no longer be held here
+        return not key.startswith(b"eu/")
+
+    def audit() -> AuditReport:
+        data, log, index = engine.column_families()
+        report = AuditReport("node-a", "us-east")
+        return audit_column_families(report, data, log, index, allows, engine.meta_family())
+
+    before = audit()
+    assert before.violations == {"meta": 1} and before.samples == [("meta", b"eu/alice")]
+    assert engine.purge.drop_quarantined([(b"eu/", b"eu0")]) == 1
+    assert held_keys(engine) == [b"g/x"] and engine.quarantine.held == 1
+    assert audit().total_violations == 0
+    wall.ms = ahead  # the clock catches up: only the allowed record is ever applied
+    engine.apply_many([], quarantine_skewed=True)
+    assert engine.get(b"eu/alice") is None and engine.get(b"g/x") is not None
