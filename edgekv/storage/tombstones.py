@@ -43,8 +43,12 @@ NEVER = 0  # horizon that collects nothing
 def dead_since_ms(record: bytes) -> int | None:
     """Wall-clock ms from which ``record`` reads as absent; None if it never will.
 
-    ``record`` must be a valid record (the engine validates before calling).
+    ``record`` must be a valid record (the engine validates before calling); a
+    truncated one (storage corruption) never reads as dead, so a sweep skips it
+    instead of failing.
     """
+    if len(record) <= rec.OFF_ORIGIN:
+        return None
     if rec.is_tombstone(record):
         return physical_ms(rec.timestamp_of(record))
     return rec.expiry_of(record)

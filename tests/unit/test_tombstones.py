@@ -64,3 +64,9 @@ def test_horizon_is_held_back_by_the_least_synced_peer(now: int) -> None:
 
 def test_a_peer_that_never_synced_stops_collection(now: int) -> None:
     assert collection_horizon_ms(now, 1000, [now, 0]) == 0
+
+
+def test_truncated_record_never_reads_as_dead() -> None:
+    from edgekv.storage.tombstones import dead_since_ms
+
+    assert dead_since_ms(b"\x01\x01") is None  # corrupt: skipped by a sweep, not a crash
