@@ -191,7 +191,8 @@ def main() -> None:
     with LocalCluster(args.config, wan=True, log_level="warning") as cluster:
         cluster.start()
         for spec in cluster.config.nodes:
-            print(f"   {spec.id:<6} {spec.region:<13} client API {cluster.endpoint(spec.id)}")
+            print(f"   {spec.id:<6} {spec.region:<13} client API {cluster.endpoint(spec.id)}"
+                  f"  data {spec.data_dir}")  # fmt: skip
         tour(cluster)
         if args.once:
             return
