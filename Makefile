@@ -27,8 +27,9 @@ build: edgekv/.built
 proto: $(STAMP)
 	$(PY) setup.py --quiet build_ext --inplace
 
+# FRESH=1 deletes the nodes' data (deploy/local/data/<node>) first.
 run: build
-	$(VENV)/bin/edgekv cluster up --config deploy/local/cluster.yaml --wan --demo
+	$(VENV)/bin/edgekv cluster up --config deploy/local/cluster.yaml --wan --demo $(if $(FRESH),--fresh)
 
 test: build
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -67,3 +68,5 @@ debug: $(STAMP)
 clean:
 	rm -rf build dist *.egg-info edgekv/_speedups*.so native/*.c native/*.html edgekv/.built
 	rm -f edgekv/v1/*_pb2*.py edgekv/v1/*_pb2*.pyi
+	@echo "make clean removed build outputs; it keeps .venv, the nodes' data (deploy/local/data)"
+	@echo "and their logs (deploy/local/run). Start clean with: make run FRESH=1"

@@ -31,8 +31,18 @@ def cluster() -> None:
     is_flag=True,
     help="Once up, run the tour: replication lag, local vs forwarded reads, audit.",
 )
-def up(config_path: str, wan: bool, run_dir: str | None, demo: bool) -> None:
-    """Start every node of the cluster file and serve until Ctrl-C."""
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Start clean: first delete the data directories of this cluster file's nodes "
+    "(only those; refused while one of its nodes runs).",
+)
+def up(config_path: str, wan: bool, run_dir: str | None, demo: bool, fresh: bool) -> None:
+    """Start every node of the cluster file and serve until Ctrl-C.
+
+    Each node keeps its data in the cluster file's ``data_dir`` between runs;
+    ``--fresh`` deletes it first.
+    """
     from edgekv.errors import EdgeKVError
     from edgekv.local.cluster import LocalCluster
 
@@ -46,13 +56,23 @@ def up(config_path: str, wan: bool, run_dir: str | None, demo: bool) -> None:
         signal.signal(sig, lambda *_: stop.set())
     with local:
         try:
+            if fresh:
+                dirs = " ".join(str(d) for d in local.data_dirs().values())
+                click.echo(f"--fresh: deleting the data of this cluster's nodes: {dirs}")
+                removed = local.remove_data()
+                click.echo(f"--fresh: {len(removed)} data directories deleted")
             local.start()
         except EdgeKVError as exc:
             click.echo(f"edgekv: {exc}", err=True)
             sys.exit(codes.ERROR)
         for spec in local.config.nodes:
             proc = local.nodes[spec.id]
-            click.echo(f"{spec.id:<10} {spec.region:<14} {proc.endpoint:<22} log {proc.log_path}")
+            click.echo(
+                f"{spec.id:<10} {spec.region:<14} {proc.endpoint:<22} "
+                f"data {spec.data_dir}  log {proc.log_path}"
+            )
+        if not fresh:
+            click.echo("data is kept between runs; --fresh (make run FRESH=1) starts clean")
         if wan:
             click.echo("WAN emulation on: inter-region links carry realistic one-way delays")
         if demo:

@@ -206,6 +206,7 @@ def members(resp: cluster_pb2.MembersResponse) -> list[Member]:
             m.lag_entries,
             m.lag_seconds,
             m.last_error,
+            m.replication_connected,
         )
         for m in resp.members
     ]

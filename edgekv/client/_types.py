@@ -105,3 +105,5 @@ class Member:
     lag_entries: int
     lag_seconds: float
     last_error: str
+    # The answering node's replication stream to this node is up (True for self).
+    replication_connected: bool = False

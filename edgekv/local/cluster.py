@@ -10,6 +10,7 @@ WAN emulation sets each link's one-way delay from the cluster file's
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,14 @@ from typing import Any
 from edgekv.cluster.geo import one_way_delay_ms
 from edgekv.config.loader import load_config
 from edgekv.config.model import ClusterConfig
+from edgekv.errors import EdgeKVError
 from edgekv.local.faultproxy import FaultProxy, ProxyHost
-from edgekv.local.launcher import DEFAULT_START_TIMEOUT_S, NodeProcess, start_node
+from edgekv.local.launcher import (
+    DEFAULT_START_TIMEOUT_S,
+    NodeProcess,
+    start_node,
+    sweep_ready_files,
+)
 
 
 class LocalCluster:
@@ -42,6 +49,7 @@ class LocalCluster:
         self.config: ClusterConfig = load_config(self.config_path)
         self.run_dir = Path(run_dir) if run_dir else self.config_path.parent / "run"
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        sweep_ready_files(self.run_dir)  # a killed node's ready file names a dead PID
         self.nodes: dict[str, NodeProcess] = {}
         self._env = env
         self._log_level = log_level
@@ -76,6 +84,42 @@ class LocalCluster:
 
     def endpoint(self, node_id: str) -> str:
         return self.nodes[node_id].endpoint
+
+    # -- data ------------------------------------------------------------------
+
+    def data_dirs(self) -> dict[str, Path]:
+        """Where each node keeps its RocksDB (the cluster file's ``data_dir``, resolved)."""
+        return {n.id: Path(n.data_dir) for n in self.config.nodes}
+
+    def remove_data(self) -> list[Path]:
+        """Delete the data directories of this cluster file's nodes, and nothing else.
+
+        Returns the directories removed (those that existed). Refuses, removing
+        nothing, while a node of this cluster still runs (a ready file with a live
+        PID) or when a data directory would contain the cluster file or the run
+        directory.
+        """
+        running = {
+            n: pid for n, pid in sweep_ready_files(self.run_dir).items() if n in self.data_dirs()
+        }
+        running.update({n: p.pid for n, p in self.nodes.items() if p.alive()})
+        if running:
+            listed = ", ".join(f"{n} (pid {pid})" for n, pid in sorted(running.items()))
+            raise EdgeKVError(f"not removing data: still running: {listed}; stop it first")
+        keep = (self.config_path, self.run_dir.resolve())
+        for node_id, path in self.data_dirs().items():
+            path = path.resolve()
+            if any(path == k or path in k.parents for k in keep):
+                raise EdgeKVError(
+                    f"not removing data: {node_id}'s data_dir {path} holds the cluster file "
+                    f"or the run directory"
+                )
+        removed = []
+        for path in self.data_dirs().values():
+            if path.is_dir():
+                shutil.rmtree(path)
+                removed.append(path)
+        return removed
 
     # -- processes -------------------------------------------------------------
 

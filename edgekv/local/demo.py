@@ -38,49 +38,91 @@ def p50_ms(fn: object, n: int = 25) -> float:
 
 
 def watch_arrival(
-    client: Client, prefix: str, key: bytes, seen: dict[str, float], name: str
+    client: Client,
+    prefix: str,
+    probe: bytes,
+    opened: threading.Event,
+    key: bytes,
+    seen: dict[str, float],
+    name: str,
 ) -> None:
+    """Note when ``key`` arrives; ``opened`` is set once the watch delivered ``probe``."""
     for event in client.watch(prefix, timeout_s=30):
-        if event.key == key:
+        if event.key == probe:
+            opened.set()
+        elif event.key == key:
             seen[name] = time.perf_counter()
             return
 
 
-def wait_for_mesh(clients: dict[str, Client], timeout_s: float = 30.0) -> None:
-    """Until every node reaches every peer (streams up over the emulated WAN)."""
+def streams_connected(clients: dict[str, Client]) -> tuple[int, int]:
+    """(replication streams up, streams in all) over every node's view of its peers."""
+    up = total = 0
+    for c in clients.values():
+        for m in c.members():
+            if not m.is_self:
+                total += 1
+                up += m.reachable and m.replication_connected
+    return up, total
+
+
+def wait_for_mesh(clients: dict[str, Client], timeout_s: float = 60.0) -> float:
+    """Until every node's replication stream to every peer is up and caught up.
+
+    Returns the seconds it took. A write made before that would wait for a
+    stream to connect, and its propagation would measure the cold start, not
+    the link.
+    """
+    started = time.monotonic()
 
     def ready() -> bool:
-        return all(
-            m.reachable and m.lag_entries == 0 for c in clients.values() for m in c.members()
+        up, total = streams_connected(clients)
+        return up == total and all(
+            m.lag_entries == 0 for c in clients.values() for m in c.members()
         )
 
-    wait_until(ready, timeout_s=timeout_s, what="every node to reach every peer")
+    wait_until(ready, timeout_s=timeout_s, what="every replication stream to connect")
+    return time.monotonic() - started
 
 
-def tour(cluster: LocalCluster) -> None:
-    ids = cluster.node_ids
-    origin, others = ids[0], ids[1:]
-    regions = {n.id: n.region for n in cluster.config.nodes}
-    clients = {n: Client(cluster.endpoint(n), discover=False) for n in ids}
-    line = "-" * 72
-    wait_for_mesh(clients)
-    for c in clients.values():  # warm the replication streams once
+def warm_up(clients: dict[str, Client]) -> None:
+    """Wait for steady state, saying so: streams connected, one write each delivered."""
+    up, total = streams_connected(clients)
+    print(f"   warming up: {up}/{total} replication streams connected; "
+          f"waiting for all before measuring ...")  # fmt: skip
+    waited_s = wait_for_mesh(clients)
+    for c in clients.values():  # one delivered write per stream, then measure
         c.put("demo/warmup", "x")
-    print(line)
-    print(
-        f"1. Asynchronous replication: a write in {origin} ({regions[origin]}) reaching the others"
-    )
+    waited_s += wait_for_mesh(clients)
+    print(f"   steady state after {waited_s:.1f} s: {total}/{total} streams connected, no lag")
+
+
+def measure_propagation(
+    cluster: LocalCluster, clients: dict[str, Client], origin: str, others: list[str]
+) -> None:
+    regions = {n.id: n.region for n in cluster.config.nodes}
     seen: dict[str, float] = {}
     key = b"demo/greeting-%d" % time.time_ns()
+    opened = {n: threading.Event() for n in others}
+    probes = {n: b"demo/probe-%s-%d" % (n.encode(), time.time_ns()) for n in others}
     watchers = [
         threading.Thread(
-            target=watch_arrival, args=(clients[n], "demo/", key, seen, n), daemon=True
+            target=watch_arrival,
+            args=(clients[n], "demo/", probes[n], opened[n], key, seen, n),
+            daemon=True,
         )
         for n in others
     ]
     for w in watchers:
         w.start()
-    time.sleep(0.3)  # let the watch streams open
+
+    def watches_open() -> bool:  # a local write shows up in a local watch once it is open
+        for n in others:
+            if not opened[n].is_set():
+                clients[n].put(probes[n], "probe")
+        return all(e.is_set() for e in opened.values())
+
+    wait_until(watches_open, timeout_s=10, interval_s=0.05, what="the watch streams to open")
     start = time.perf_counter()
     written = clients[origin].put(key, "hello from the edge")
     acked = time.perf_counter()
@@ -93,19 +135,37 @@ def tour(cluster: LocalCluster) -> None:
         if n in seen:
             lag_ms = (seen[n] - acked) * 1000
             print(f"   visible in {n:<6} ({regions[n]:<12}) {lag_ms:7.1f} ms after the ack   "
-                  f"(emulated one-way delay {delay:.0f} ms)")  # fmt: skip
+                  f"(floor: emulated one-way delay {delay:.0f} ms)")  # fmt: skip
         else:
             print(f"   not yet visible in {n}")
+
+
+def tour(cluster: LocalCluster) -> None:
+    ids = cluster.node_ids
+    origin, others = ids[0], ids[1:]
+    regions = {n.id: n.region for n in cluster.config.nodes}
+    clients = {n: Client(cluster.endpoint(n), discover=False) for n in ids}
+    line = "-" * 72
+    print(line)
+    print(
+        f"1. Asynchronous replication: a write in {origin} ({regions[origin]}) reaching the others"
+    )
+    warm_up(clients)
+    measure_propagation(cluster, clients, origin, others)
     print(line)
     reader = others[0]
     print(f"2. Reads in {reader} ({regions[reader]}): local vs forwarded across the ocean")
     clients[origin].put("eu/user/42", "Ada, Berlin")
-    local = p50_ms(lambda: clients[reader].get(key))
+    local = p50_ms(lambda: clients[reader].get("demo/warmup"))
     far = p50_ms(lambda: clients[reader].get("eu/user/42"), n=10)
     entry = clients[reader].get("eu/user/42")
-    print(f"   global key, served locally by {reader}:          p50 {local:8.3f} ms")
-    print(f"   EU-pinned key, forwarded to {entry.served_by if entry else '?'}:           "
-          f"p50 {far:8.3f} ms")  # fmt: skip
+    owner = entry.served_by if entry else "?"
+    owner_region = regions.get(owner, regions[origin])
+    round_trip = 2 * cluster.wan_delay_ms(regions[reader], owner_region)
+    print(f"   global key, served locally by {reader}:   p50 {local:8.3f} ms   "
+          f"(floor: no WAN hop)")  # fmt: skip
+    print(f"   EU-pinned key, forwarded to {owner}:    p50 {far:8.3f} ms   "
+          f"(floor: emulated round trip {round_trip:.0f} ms)")  # fmt: skip
     print(line)
     print(f"3. Data residency: an EU-pinned key written through {reader}")
     result = clients[reader].put("eu/user/7", "Grace, Paris")
@@ -131,7 +191,8 @@ def main() -> None:
     with LocalCluster(args.config, wan=True, log_level="warning") as cluster:
         cluster.start()
         for spec in cluster.config.nodes:
-            print(f"   {spec.id:<6} {spec.region:<13} client API {cluster.endpoint(spec.id)}")
+            print(f"   {spec.id:<6} {spec.region:<13} client API {cluster.endpoint(spec.id)}"
+                  f"  data {spec.data_dir}")  # fmt: skip
         tour(cluster)
         if args.once:
             return

@@ -162,6 +162,39 @@ def start_node(
         time.sleep(0.02)
 
 
+def pid_alive(pid: int) -> bool:
+    """Is a process with this id running (and not a zombie we could reap)?"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    return True
+
+
+def sweep_ready_files(run_dir: str | os.PathLike[str]) -> dict[str, int]:
+    """Remove ready files left by nodes that are gone; return {node id: pid} of live ones.
+
+    A node removes its ready file when it exits cleanly; one killed (SIGKILL,
+    a crash, a power cut) leaves it behind with a dead PID, and it is deleted
+    here. An unreadable file counts as stale.
+    """
+    live: dict[str, int] = {}
+    for path in Path(run_dir).glob("*.ready.json"):
+        try:
+            pid = int(json.loads(path.read_text(encoding="utf-8"))["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pid = 0
+        if pid_alive(pid):
+            live[path.name.removesuffix(".ready.json")] = pid
+        else:
+            path.unlink(missing_ok=True)
+    return live
+
+
 def write_cluster_file(
     directory: str | os.PathLike[str],
     *,

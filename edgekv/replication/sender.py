@@ -47,6 +47,10 @@ class SenderSettings:
     # An idle stream still sends an empty batch this often, so the peer's lag
     # figures stay fresh and a dead connection is noticed.
     keepalive_s: float = 5.0
+    # A peer never reached since this node started is probably still starting
+    # too: its failures are logged at info until then, and one warning says so
+    # if it stays unreachable this long.
+    startup_grace_s: float = 30.0
 
 
 class _Window:
@@ -120,6 +124,9 @@ class PeerSender:
         self.last_error = ""
         self.last_ack_monotonic = 0.0
         self.needs_repair = False
+        self._started_monotonic = time.monotonic()  # for startup_grace_s
+        self._ever_connected = False
+        self._warned_never_connected = False
         self._wake = asyncio.Event()
         self._window: _Window | None = None  # the current stream's, for metrics
         self._entry_bytes = 0  # average shipped entry size of the last batch (sizes reads)
@@ -171,10 +178,23 @@ class PeerSender:
             backoff = min(backoff * 2, self.settings.max_backoff_s)
 
     def _failed(self, error: str) -> None:
-        if self.connected or not self.failures:
+        if self._ever_connected:
+            if self.connected or not self.failures:
+                log.warning(
+                    "replication to %s interrupted at seq %d: %s",
+                    self.peer_id, self.acked_seq, error,
+                )  # fmt: skip
+        elif not self.failures:
+            log.info("replication to %s waiting for the peer to come up: %s", self.peer_id, error)
+        elif (
+            not self._warned_never_connected
+            and time.monotonic() - self._started_monotonic >= self.settings.startup_grace_s
+        ):
+            self._warned_never_connected = True
             log.warning(
-                "replication to %s interrupted at seq %d: %s", self.peer_id, self.acked_seq, error
-            )
+                "replication to %s has not connected in %.0fs (startup_grace_s): %s",
+                self.peer_id, self.settings.startup_grace_s, error,
+            )  # fmt: skip
         self.connected = False
         self.failures += 1
         self.last_error = error
@@ -189,6 +209,10 @@ class PeerSender:
         reader = asyncio.create_task(self._read_acks(call, inflight))
         try:
             await call.write(replication_pb2.ReplicateRequest(hello=self._hello))
+            # An empty batch at once: its ack tells us (and Members) the stream is
+            # up within one round trip, not after the first write or keepalive.
+            inflight.sent(self.acked_seq, 0)
+            await call.write(self._batch([], self.acked_seq))
             await self._ship(call, inflight, reader)
         finally:
             reader.cancel()
@@ -206,6 +230,7 @@ class PeerSender:
                     self.acked_seq,
                 )
             self.connected = True
+            self._ever_connected = True
             self.failures = 0
             self.last_error = ""
             self.last_ack_monotonic = time.monotonic()

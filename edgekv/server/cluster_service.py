@@ -95,6 +95,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
                         is_self=True,
                         reachable=True,
                         last_seen_s=0.0,
+                        replication_connected=True,
                     )
                 )
                 continue
@@ -112,6 +113,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
                     lag_seconds=peer.lag_seconds,
                     last_seen_s=peer.last_seen_s,
                     last_error=peer.health_error or peer.sender_error,
+                    replication_connected=peer.connected,
                 )
             )
         return cluster_pb2.MembersResponse(

@@ -2,7 +2,7 @@
 
 Set up logging, load the cluster file, start the node, then tell a launcher
 it serves (the ready file). On a signal, stop the node (drain, flush to peers,
-close RocksDB) and exit 0; a node that cannot start exits 1 with the reason.
+close RocksDB), remove the ready file and exit 0; a node that cannot start exits 1 with the reason.
 """
 
 from __future__ import annotations
@@ -94,6 +94,8 @@ async def _serve(
     log.info("node %s: shutdown requested, draining", node_id)
     started = time.monotonic()
     await node.stop()
+    if ready_file:  # a ready file means "serving": it goes when the node does
+        Path(ready_file).unlink(missing_ok=True)
     log.info("node %s: drained and closed in %.2fs", node_id, time.monotonic() - started)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgekv import Client
 from edgekv.config.loader import load_config
+from edgekv.local.cluster import LocalCluster
+from edgekv.local.demo import wait_for_mesh
 from edgekv.local.launcher import free_ports
 
 pytestmark = pytest.mark.integration
@@ -23,14 +27,20 @@ def test_shipped_cluster_file_is_valid() -> None:
     assert config.placement[0].prefix == b"eu/"
 
 
-def test_demo_tour_runs_and_proves_residency(tmp_path: Path) -> None:
+def shipped_on_free_ports(directory: Path) -> Path:
+    """The shipped cluster file, its nodes moved to free ports, data under ``directory``."""
     doc = yaml.safe_load(SHIPPED.read_text())
     ports = iter(free_ports(2 * len(doc["nodes"])))
     for node in doc["nodes"]:
         node["listen"] = f"127.0.0.1:{next(ports)}"
         node["peer_listen"] = f"127.0.0.1:{next(ports)}"
-    config = tmp_path / "cluster.yaml"
+    config = directory / "cluster.yaml"
     config.write_text(yaml.safe_dump(doc))
+    return config
+
+
+def test_demo_tour_runs_and_proves_residency(tmp_path: Path) -> None:
+    config = shipped_on_free_ports(tmp_path)
     proc = subprocess.run(
         [sys.executable, "-m", "edgekv.local.demo", "--config", str(config), "--once"],
         capture_output=True, text=True, timeout=180,
@@ -42,3 +52,29 @@ def test_demo_tour_runs_and_proves_residency(tmp_path: Path) -> None:
     assert "put eu/user/7 via iad-1: stored by fra-1" in out
     assert out.count(", 0 violations") == 3
     assert "Traceback" not in proc.stderr
+    # Measured in steady state: the first write travels at the emulated delay.
+    assert "6/6 streams connected" in out
+    figures = re.findall(
+        r"visible in (\S+) .*? ([\d.]+) ms after the ack .*?one-way delay (\d+) ms", out
+    )
+    assert len(figures) == 2, out
+    for node, measured, floor in figures:
+        assert float(floor) - 1 <= float(measured) <= float(floor) + 25, (node, out)
+
+
+def test_normal_start_logs_no_peer_or_replication_warning(tmp_path: Path) -> None:
+    config = shipped_on_free_ports(tmp_path)
+    with LocalCluster(config, wan=True) as cluster:
+        cluster.start()
+        clients = {n: Client(cluster.endpoint(n), discover=False) for n in cluster.node_ids}
+        try:
+            wait_for_mesh(clients)
+        finally:
+            for c in clients.values():
+                c.close()
+        logs = {n: cluster.nodes[n].log_path.read_text() for n in cluster.node_ids}
+    for node, text in logs.items():
+        warnings = [line for line in text.splitlines() if " WARNING " in line]
+        unexpected = [line for line in warnings if "AUTHENTICATION IS DISABLED" not in line]
+        assert unexpected == [], (node, unexpected)
+        assert any("replication to" in line and "connected" in line for line in text.splitlines())
