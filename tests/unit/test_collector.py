@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clockfake import FakeTime
 
 from edgekv import native
 from edgekv.replication.collector import Collector
-from edgekv.storage import clock as clock_module
 from edgekv.storage.clock import LOGICAL_BITS
 from edgekv.storage.engine import Engine
 
 GRACE_MS = 10_000
-
-
-class FakeTime:
-    """Stands in for the ``time`` module inside edgekv.storage.clock."""
-
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def time_ns(self) -> int:
-        return self.ms * 1_000_000
-
-
-@pytest.fixture
-def wall(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
-    fake = FakeTime(time.time_ns() // 1_000_000)
-    monkeypatch.setattr(clock_module, "time", fake)
-    return fake
 
 
 @pytest.fixture

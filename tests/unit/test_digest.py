@@ -10,27 +10,8 @@ from typing import Any
 import pytest
 
 from edgekv import native
-from edgekv.storage import clock as clock_module
 from edgekv.storage.clock import LOGICAL_BITS
 from edgekv.storage.engine import DeleteOp, Engine, EngineSettings, PutOp
-
-
-class FakeTime:
-    """Stands in for the ``time`` module inside edgekv.storage.clock."""
-
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def time_ns(self) -> int:
-        return self.ms * 1_000_000
-
-
-@pytest.fixture
-def wall(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
-    """The engine's wall clock, settable; starts at the real time."""
-    fake = FakeTime(time.time_ns() // 1_000_000)
-    monkeypatch.setattr(clock_module, "time", fake)
-    return fake
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clockfake import FakeTime
 
 from edgekv import native
 from edgekv.errors import (
@@ -24,31 +25,12 @@ from edgekv.errors import (
 )
 from edgekv.keyrange import prefix_end
 from edgekv.limits import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, Limits
-from edgekv.storage import clock as clock_module
 from edgekv.storage.batch import MAX_TTL_MS
 from edgekv.storage.clock import LOGICAL_BITS, ClockSkewError, physical_ms
 from edgekv.storage.engine import DeleteOp, Engine, EngineSettings, PutOp, ScanItem
 from edgekv.storage.record import Item, Version
 
 MiB = 1024 * 1024
-
-
-class FakeTime:
-    """Stands in for the ``time`` module inside edgekv.storage.clock."""
-
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def time_ns(self) -> int:
-        return self.ms * 1_000_000
-
-
-@pytest.fixture
-def wall(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
-    """The engine's wall clock, settable; starts at the real time."""
-    fake = FakeTime(time.time_ns() // 1_000_000)
-    monkeypatch.setattr(clock_module, "time", fake)
-    return fake
 
 
 @pytest.fixture

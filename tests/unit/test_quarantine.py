@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clockfake import FakeTime
 
 from edgekv import native
-from edgekv.storage import clock as clock_module
 from edgekv.storage.clock import LOGICAL_BITS, ClockSkewError
 from edgekv.storage.engine import Engine
 from edgekv.storage.quarantine import QUARANTINE_PREFIX
 
 BOUND = 500
-
-
-class FakeTime:
-    """Stands in for the ``time`` module inside edgekv.storage.clock."""
-
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def time_ns(self) -> int:
-        return self.ms * 1_000_000
-
-
-@pytest.fixture
-def wall(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
-    fake = FakeTime(time.time_ns() // 1_000_000)
-    monkeypatch.setattr(clock_module, "time", fake)
-    return fake
 
 
 @pytest.fixture

@@ -8,32 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clockfake import FakeTime
 
 from edgekv import native
 from edgekv.errors import InvalidArgument
-from edgekv.storage import clock as clock_module
 from edgekv.storage.clock import LOGICAL_BITS
 from edgekv.storage.engine import DeleteOp, Engine, EngineSettings, PutOp
 from edgekv.storage.record import Version
 from edgekv.storage.replog import LogEntry
-
-
-class FakeTime:
-    """Stands in for the ``time`` module inside edgekv.storage.clock."""
-
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def time_ns(self) -> int:
-        return self.ms * 1_000_000
-
-
-@pytest.fixture
-def wall(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
-    """The engine's wall clock, settable; starts at the real time."""
-    fake = FakeTime(time.time_ns() // 1_000_000)
-    monkeypatch.setattr(clock_module, "time", fake)
-    return fake
 
 
 @pytest.fixture
