@@ -25,21 +25,6 @@ def prefix_range(prefix: bytes) -> tuple[bytes, bytes]:
     return prefix, prefix_end(prefix)
 
 
-def overlaps(lo: bytes, hi: bytes, start: bytes, end: bytes) -> bool:
-    """Whether [lo, hi) and [start, end) intersect (b"" as an end means unbounded)."""
-    return (not end or lo < end) and (not hi or start < hi)
-
-
-def intersect(lo: bytes, hi: bytes, start: bytes, end: bytes) -> tuple[bytes, bytes]:
-    """The intersection of two overlapping ranges [lo, hi) and [start, end)."""
-    new_lo = max(lo, start)
-    if not hi:
-        return new_lo, end
-    if not end:
-        return new_lo, hi
-    return new_lo, min(hi, end)
-
-
 def within(start: bytes, end: bytes, lo: bytes, hi: bytes) -> bool:
     """Whether [start, end) lies entirely inside [lo, hi)."""
     return start >= lo and (not hi or (bool(end) and end <= hi))

@@ -34,7 +34,6 @@ from edgekv.coordinator.results import (
 from edgekv.coordinator.stitching import (
     ScanSource,
     merge_scan_pages,
-    remote_ranges,
     split_keys,
     split_range,
     write_target,
@@ -188,9 +187,11 @@ class Coordinator:
             lo = page_token
         limit = limit or DEFAULT_SCAN_LIMIT
         call.principal.authorize("read", key_range=(lo, hi))
-        remote = [] if self._all_local else self._remote_ranges(lo, hi)
-        if remote:
-            return await self._scan_stitched(lo, hi, limit, keys_only, remote, call)
+        if not self._all_local:
+            router = self._router
+            held, remote = split_range(lo, hi, router.placement, router.region)
+            if remote:
+                return await self._scan_stitched(held, remote, limit, keys_only, call)
         page = await self._scan_local(lo, hi, limit, keys_only=keys_only)
         return ScanResult(_page_items(page, keys_only), page.next_start or b"", self.node_id)
 
@@ -233,31 +234,29 @@ class Coordinator:
 
     async def _scan_stitched(
         self,
-        lo: bytes,
-        hi: bytes,
+        held: list[tuple[bytes, bytes]],
+        remote: list[tuple[bytes, bytes, bytes]],
         limit: int,
         keys_only: bool,
-        remote: list[tuple[bytes, bytes, bytes]],
         call: Call,
     ) -> ScanResult:
         """A scan over several placements: each part from a node that holds it, merged.
 
-        The local part reads only the ranges this node may hold: a copy of a
-        range owned elsewhere (left behind by a rule change) is never served.
+        ``held`` and ``remote`` are the range's parts from ``split_range``. The
+        local part reads only the ranges this node may hold: a copy of a range
+        owned elsewhere (left behind by a rule change) is never served.
         """
         self._refuse_if_forwarded(call)
         items: list[ScanItem] = []
         resume = b""
-        router = self._router
-        parts = split_range(lo, hi, router.placement, router.region)[0]  # held here
-        for i, (start, end) in enumerate(parts):
-            page = await self._scan_local(start, end, limit - len(items))
+        for i, (start, end) in enumerate(held):
+            page = await self._scan_local(start, end, limit - len(items), keys_only=keys_only)
             items += _page_items(page, keys_only)
             if page.next_start:
                 resume = page.next_start
                 break
             if len(items) >= limit:
-                resume = end if i + 1 < len(parts) else b""
+                resume = end if i + 1 < len(held) else b""
                 break
         sources = [ScanSource(items, resume, self.node_id)]
         replies = await asyncio.gather(
@@ -270,10 +269,6 @@ class Coordinator:
         items, token, held_by = merge_scan_pages(sources, limit)
         items, token = _cut_to_bytes(items, token, self._engine.limits.response_bytes, keys_only)
         return ScanResult(items, token, self.node_id, held_by[: len(items)])
-
-    def _remote_ranges(self, lo: bytes, hi: bytes) -> list[tuple[bytes, bytes, bytes]]:
-        router = self._router
-        return remote_ranges(lo, hi, router.placement, router.region)
 
     # -- writes ------------------------------------------------------------------
 
