@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -89,22 +90,64 @@ class NodeProcess:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the kernel picks it)."""
+    """A TCP port nobody listens on right now, outside the ephemeral range."""
     return free_ports(1, host)[0]
 
 
+# Listening ports are picked below the kernel's ephemeral range. bind(port 0)
+# hands out a port from that range, and so does every outgoing connect(): in
+# the time between writing a cluster file and a node binding its ports, a
+# connection from another node could take one (CI saw EADDRINUSE on a metrics
+# port that way). Below the range only explicit binds use a port.
+_LOWEST_PICKED_PORT = 10_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()  # not handed out twice by one process
+_pick = random.Random(os.getpid() ^ time.monotonic_ns())  # workers pick apart
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text(encoding="ascii").split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct free ports: all held open at once, so none repeats."""
-    socks = []
+    """``count`` distinct ports nobody listens on, below the ephemeral range.
+
+    Each is checked by binding it; all are held open until every one is found.
+    Falls back to the kernel's choice when the ephemeral range starts too low
+    to leave room below it.
+    """
+    low = _ephemeral_low()
+    room = range(_LOWEST_PICKED_PORT, low)
+    socks: list[socket.socket] = []
     try:
         for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.bind((host, 0))
-        return [int(s.getsockname()[1]) for s in socks]
+            socks.append(_bind_free(host, room))
+        ports = [int(s.getsockname()[1]) for s in socks]
     finally:
         for sock in socks:
             sock.close()
+    _handed_out.update(ports)
+    return ports
+
+
+def _bind_free(host: str, room: range) -> socket.socket:
+    for _ in range(200 if room else 0):  # then the kernel picks
+        port = _pick.choice(room)
+        if port in _handed_out:
+            continue
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            continue
+        return sock
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    return sock
 
 
 def start_node(
