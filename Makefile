@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 NATIVE := $(wildcard native/*.pyx native/*.pxd native/*.pxi)
 PROTOS := $(wildcard proto/edgekv/v1/*.proto)
 PYTEST_ARGS ?=
+# make test runs the suite on two pytest-xdist workers, a test file per worker at a time
+# (module fixtures start one cluster); TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: build run test test-unit test-integration test-purepython lint fmt unasync proto bench debug clean
 
@@ -32,7 +35,7 @@ run: build
 	$(VENV)/bin/edgekv cluster up --config deploy/local/cluster.yaml --wan --demo $(if $(FRESH),--fresh)
 
 test: build
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: build
 	$(PY) -m pytest tests/unit tests/parity tests/property $(PYTEST_ARGS)

@@ -102,7 +102,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 _LOWEST_PICKED_PORT = 10_000
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _handed_out: set[int] = set()  # not handed out twice by one process
-_pick = random.Random(os.getpid() ^ time.monotonic_ns())  # workers pick apart
+_pick = random.Random(os.getpid() ^ time.monotonic_ns())
+_share = (0, 1)  # this process picks every _share[1]-th port, from offset _share[0]
+
+
+def share_ports(index: int, count: int) -> None:
+    """Pick only ports of share ``index`` of ``count``: processes that start
+    clusters side by side (parallel test workers) then never pick one port."""
+    if not 0 <= index < count:
+        raise ValueError(f"share {index} of {count} does not exist")
+    global _share
+    _share = (index, count)
 
 
 def _ephemeral_low() -> int:
@@ -119,8 +129,8 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     Falls back to the kernel's choice when the ephemeral range starts too low
     to leave room below it.
     """
-    low = _ephemeral_low()
-    room = range(_LOWEST_PICKED_PORT, low)
+    index, count_shares = _share
+    room = range(_LOWEST_PICKED_PORT + index, _ephemeral_low(), count_shares)
     socks: list[socket.socket] = []
     try:
         for _ in range(count):

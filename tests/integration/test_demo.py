@@ -59,7 +59,9 @@ def test_demo_tour_runs_and_proves_residency(tmp_path: Path) -> None:
     )
     assert len(figures) == 2, out
     for node, measured, floor in figures:
-        assert float(floor) - 1 <= float(measured) <= float(floor) + 25, (node, out)
+        # Never under the emulated delay; far under an anti-entropy round (the
+        # stream carried it), with room for a loaded machine.
+        assert float(floor) - 1 <= float(measured) <= float(floor) + 1000, (node, out)
 
 
 def test_normal_start_logs_no_peer_or_replication_warning(tmp_path: Path) -> None:
