@@ -140,6 +140,36 @@ def test_connect_unary_proto_and_json_on_one_keep_alive_connection(door: LocalCl
     assert {m.node_id for m in members.members} == {"fra-1", "iad-1"}
 
 
+def test_connect_unary_answers_alike_on_the_hot_path_and_through_connectrpc(
+    door: LocalCluster,
+) -> None:
+    """Plain bodies take unary.py's path; gzip-compressed ones go through connectrpc."""
+    import gzip
+
+    rpc(door, "Put", kv_pb2.PutRequest(key=b"same/a", value=b"v"))
+    url = f"{base(door)}/edgekv.v1.KV/Get"
+    for request, token in (
+        (kv_pb2.GetRequest(key=b"same/a"), WRITER),  # found
+        (kv_pb2.GetRequest(key=b""), WRITER),  # invalid_argument
+        (kv_pb2.GetRequest(key=b"same/a"), "bad"),  # unauthenticated
+    ):
+        body = request.SerializeToString()
+        plain = httpx.post(url, content=body, headers={**PROTO, **auth(token)})
+        zipped = httpx.post(
+            url,
+            content=gzip.compress(body),
+            headers={**PROTO, **auth(token), "content-encoding": "gzip"},
+        )
+        assert plain.status_code == zipped.status_code
+        assert plain.headers.get("edgekv-served-by") == zipped.headers.get("edgekv-served-by")
+        if plain.status_code == 200:
+            assert kv_pb2.GetResponse.FromString(plain.content) == kv_pb2.GetResponse.FromString(
+                zipped.content
+            )
+        else:
+            assert plain.json() == zipped.json()
+
+
 def test_pinned_key_is_forwarded_and_served_by_names_the_remote(door: LocalCluster) -> None:
     put = rpc(door, "Put", kv_pb2.PutRequest(key=b"eu/pinned", value=b"v"), node="iad-1")
     assert put.status_code == 200, put.text
