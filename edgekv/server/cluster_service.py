@@ -91,6 +91,11 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
         """The cluster as this node sees it (any door; the caller was authorized for ``read``)."""
         view = self._view
         peers = {peer.peer_id: peer for peer in view.peer_stats()}
+        scheme = "https" if self._config.security.tls is not None else "http"
+
+        def http_endpoint(address: str | None) -> str:
+            return f"{scheme}://{address}" if address else ""
+
         members = []
         for spec in self._config.nodes:
             if spec.id == view.node_id:
@@ -100,6 +105,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
                         region=spec.region,
                         endpoint=view.endpoint,
                         peer_endpoint=view.peer_endpoint,
+                        http_endpoint=http_endpoint(view.http_endpoint),
                         is_self=True,
                         reachable=True,
                         last_seen_s=0.0,
@@ -114,6 +120,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
                     region=spec.region,
                     endpoint=spec.listen,
                     peer_endpoint=spec.peer_listen or "",
+                    http_endpoint=http_endpoint(spec.http_listen),
                     is_self=False,
                     reachable=peer.reachable,
                     rtt_ms=peer.rtt_ms,
