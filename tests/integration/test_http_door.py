@@ -14,9 +14,11 @@ from __future__ import annotations
 import http.client
 import json
 import queue
+import ssl
 import struct
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -424,3 +426,28 @@ def _frames(data: bytes, partial: bool = False) -> list[tuple[int, bytes]]:
         data = data[5 + length :]
     assert partial or not data, "trailing bytes after the last frame"
     return frames
+
+
+def test_http_door_speaks_tls_when_the_node_has_tls(tmp_path: Path) -> None:
+    from edgekv.local.launcher import running_node
+    from edgekv.tls import create_ca, issue_cert
+
+    pki = tmp_path / "pki"
+    create_ca(pki)
+    issue_cert(pki, "node-1", ["127.0.0.1"])
+    tls = {
+        "ca_file": str(pki / "ca.pem"),
+        "cert_file": str(pki / "{node}.pem"),
+        "key_file": str(pki / "{node}-key.pem"),
+    }
+    path = write_cluster_file(
+        tmp_path, extra={"security": {"tls": tls, "auth": {"mode": "disabled"}}}, http=True
+    )
+    with running_node(path, "node-1") as node:
+        url = f"https://{node.http_endpoint}/edgekv.v1.KV/Put"
+        body = kv_pb2.PutRequest(key=b"tls/a", value=b"v").SerializeToString()
+        trust = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        answer = httpx.post(url, content=body, headers=PROTO, verify=trust)
+        assert answer.status_code == 200 and answer.headers["edgekv-served-by"] == "node-1"
+        with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port is no answer
+            httpx.post(url.replace("https://", "http://"), content=body, headers=PROTO)

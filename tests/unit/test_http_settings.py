@@ -116,3 +116,31 @@ def test_value_size_checked_before_reading() -> None:
     with pytest.raises(InvalidArgument, match=r"value is 11 bytes; the limit is 10 \(max_value"):
         Limits(max_value_bytes=10).check_value_size(11)
     Limits(max_value_bytes=10).check_value_size(10)
+
+
+def test_admission_applies_the_grpc_ports_limits_and_its_own_total() -> None:
+    from edgekv.http.calls import Admission, client_of_address
+    from edgekv.server.interceptors import InflightLimiter
+
+    limiter = InflightLimiter(max_inflight_per_client=1, max_streams_per_client=1)
+    admission = Admission(limiter, max_concurrent=2)
+    a, b, c = (client_of_address(f"10.0.0.{i}:5000") for i in (1, 2, 3))
+    assert a == "ipv4:10.0.0.1"  # the name the gRPC door counts the same client by
+    admission.enter_call(a)
+    with pytest.raises(ResourceExhausted, match=r"the limit is 1 \(max_inflight_per_client\)"):
+        admission.enter_call(a)
+    admission.leave_call(a)
+    limiter.enter_call(a)  # a gRPC call of the same client counts against it too
+    with pytest.raises(ResourceExhausted, match="max_inflight_per_client"):
+        admission.enter_call(a)
+    limiter.leave_call(a)
+    admission.enter_stream(b)
+    with pytest.raises(ResourceExhausted, match=r"max_watches_per_client"):
+        admission.enter_stream(b)
+    admission.enter_call(c)
+    with pytest.raises(ResourceExhausted, match=r"the limit is 2 \(max_concurrent_rpcs\)"):
+        admission.enter_call(a)
+    admission.leave_stream(b)
+    admission.leave_call(c)
+    assert admission.inflight == 0 and not limiter.inflight and not limiter.streams
+    assert client_of_address("[::1]:80") == "ipv6:[::1]"
