@@ -16,9 +16,9 @@ import click
 
 from edgekv.cli import exitcodes as codes
 from edgekv.cli.cluster import cluster
+from edgekv.cli.connection import Target
 from edgekv.cli.kv import (
     ClientCommand,
-    Target,
     backup,
     delete,
     endpoint_options,
@@ -309,6 +309,7 @@ def _audit_live(target: Target) -> AuditReport:
     from edgekv.cluster.audit import AuditReport
     from edgekv.v1 import cluster_pb2
 
+    target.require_grpc("audit")
     with target.client() as client:
         resp = client._cluster_call("Audit", cluster_pb2.AuditRequest(), None)
     report = AuditReport(resp.node_id, resp.region, checked=resp.checked)

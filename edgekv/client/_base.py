@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from edgekv.client import _codec as codec
+from edgekv.client._connect import ConnectDoors, is_url
 from edgekv.client.discovery import NodeRoute, Topology
 from edgekv.client.retry import DEFAULT_RETRY, RetryPolicy
 from edgekv.errors import EdgeKVError, InvalidArgument, Unavailable
@@ -59,7 +60,16 @@ class ClientBase:
         if not seeds or not all(isinstance(s, str) and s for s in seeds):
             raise InvalidArgument(f"give at least one endpoint as host:port, got {endpoints!r}")
         for seed in seeds:
-            codec.check_endpoint(seed)  # "http://h:p" fails here, not as a DNS error later
+            codec.check_endpoint(seed)  # "ftp://h:p" fails here, not as a DNS error later
+        # http(s):// seeds: every call goes through the nodes' HTTP doors (Connect).
+        self._over_http = is_url(seeds[0])
+        if any(is_url(seed) != self._over_http for seed in seeds):
+            raise InvalidArgument(
+                f"give every endpoint as HOST:PORT (gRPC) or every one as an http(s):// URL "
+                f"(the HTTP door), not a mix: {seeds!r}"
+            )
+        self._doors: ConnectDoors | None = None
+        self._tls_ca_file = tls_ca_file
         self.timeout_s = self._check_timeout(timeout_s)
         self._retry = retry or DEFAULT_RETRY
         self._options = (*CHANNEL_OPTIONS, *channel_options)
@@ -109,13 +119,24 @@ class ClientBase:
             self._channels[endpoint] = channel
         return channel
 
+    def _connect_doors(self) -> ConnectDoors:
+        if self._doors is None:
+            if self._closed:
+                raise ClientClosed("the client is closed; create a new one")
+            self._doors = ConnectDoors(self._grpc is not grpc, self._tls_ca_file)
+        return self._doors
+
     def _kv(self, node: NodeRoute) -> kv_pb2_grpc.KVStub:
+        if self._over_http:
+            return self._connect_doors().kv(node.endpoint)
         stub = self._kv_stubs.get(node.endpoint)
         if stub is None:
             stub = self._kv_stubs[node.endpoint] = kv_pb2_grpc.KVStub(self._channel(node.endpoint))
         return stub
 
     def _cluster(self, node: NodeRoute) -> cluster_pb2_grpc.ClusterStub:
+        if self._over_http:
+            return self._connect_doors().cluster(node.endpoint)
         stub = self._cluster_stubs.get(node.endpoint)
         if stub is None:
             stub = cluster_pb2_grpc.ClusterStub(self._channel(node.endpoint))
@@ -126,6 +147,9 @@ class ClientBase:
         """Mark closed and hand back the channels for the subclass to close."""
         self._closed = True
         channels = list(self._channels.values())
+        if self._doors is not None:
+            channels.append(self._doors)  # closed like a channel of the client's kind
+            self._doors = None
         self._channels.clear()
         self._kv_stubs.clear()
         self._cluster_stubs.clear()
@@ -152,7 +176,8 @@ class ClientBase:
 
     def _error(self, exc: grpc.RpcError, node: NodeRoute) -> EdgeKVError:
         """The EdgeKVError for ``exc`` from ``node`` (codec.error_from_rpc, knowing about TLS)."""
-        return codec.error_from_rpc(exc, node.endpoint, tls=self._tls is not None)
+        tls = node.endpoint.startswith("https://") if self._over_http else self._tls is not None
+        return codec.error_from_rpc(exc, node.endpoint, tls=tls)
 
     def _exhausted(
         self, last: grpc.RpcError | None, last_node: NodeRoute | None, tried: int

@@ -248,10 +248,11 @@ _TOKEN_BAD_FIX = (
 
 
 def check_endpoint(endpoint: object) -> str:
-    """``endpoint`` if it is HOST:PORT (port 1..65535) or a gRPC target (unix:/path).
+    """``endpoint`` if it is HOST:PORT (port 1..65535), a gRPC target (unix:/path)
+    or the URL of a node's HTTP door (``http://HOST:PORT``, ``https://HOST:PORT``).
 
-    Raises InvalidArgument naming the mistake (a URL scheme, no port, a bad
-    port) and the expected form, before anything is dialled.
+    Raises InvalidArgument naming the mistake (another URL scheme, a path, no
+    port, a bad port) and the expected form, before anything is dialled.
     """
     if not isinstance(endpoint, str) or not endpoint:
         raise InvalidArgument(f"endpoint must be HOST:PORT (e.g. 127.0.0.1:7101), got {endpoint!r}")
@@ -259,17 +260,31 @@ def check_endpoint(endpoint: object) -> str:
         return endpoint
     scheme, sep, rest = endpoint.partition("://")
     if sep:
-        raise InvalidArgument(
-            f"{endpoint!r} is not HOST:PORT: edgekv endpoints have no {scheme}:// scheme "
-            f"(they speak gRPC); give {rest.rstrip('/') or 'HOST:PORT'}"
+        if scheme not in ("http", "https"):
+            raise InvalidArgument(
+                f"{endpoint!r} is not HOST:PORT: edgekv endpoints are HOST:PORT (gRPC) or "
+                f"http(s)://HOST:PORT (the HTTP door), not {scheme}://"
+            )
+        address = rest.rstrip("/")
+        if "/" in address or "?" in address:
+            raise InvalidArgument(
+                f"{endpoint!r} has a path; give the HTTP door as {scheme}://HOST:PORT"
+            )
+        _check_host_port(
+            endpoint, address, f"{scheme}://HOST:PORT (e.g. {scheme}://127.0.0.1:8101)"
         )
-    host, sep, port = endpoint.rpartition(":")
-    example = "HOST:PORT (e.g. 127.0.0.1:7101)"
+        return endpoint
+    return _check_host_port(endpoint, endpoint, "HOST:PORT (e.g. 127.0.0.1:7101)")
+
+
+def _check_host_port(endpoint: str, address: str, example: str) -> str:
+    form = example.split()[0]
+    host, sep, port = address.rpartition(":")
     if not sep or not host:
-        raise InvalidArgument(f"{endpoint!r} is not HOST:PORT: the port is missing; give {example}")
+        raise InvalidArgument(f"{endpoint!r} is not {form}: the port is missing; give {example}")
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise InvalidArgument(
-            f"{endpoint!r} is not HOST:PORT: the port {port!r} is not a number 1..65535; "
+            f"{endpoint!r} is not {form}: the port {port!r} is not a number 1..65535; "
             f"give {example}"
         )
     return endpoint
@@ -309,6 +324,12 @@ def _explain(
             "option grpc.max_receive_message_length): ask for fewer items per call"
         )
     if code == grpc.StatusCode.UNAVAILABLE:
+        if "invalid HTTP version" in details:  # an http:// URL that names a gRPC port
+            return Unavailable, (
+                f"{where}this port does not speak HTTP/1.1: it is probably a node's gRPC "
+                "port (listen or peer_listen); an http(s):// endpoint names the node's HTTP "
+                "door (http_listen)"
+            )
         if "WRONG_VERSION_NUMBER" in details:
             return Unavailable, (
                 f"{where}TLS handshake failed: the node does not use TLS (plaintext); "

@@ -121,7 +121,7 @@ class AsyncClient(ClientBase):
             except grpc.RpcError as exc:
                 last = exc
                 continue
-            topology = Topology.from_members(resp, self._overrides)
+            topology = Topology.from_members(resp, self._overrides, http=self._over_http)
             if True:  # ASYNC
                 await asyncio.gather(*(self._probe(topology, m) for m in topology.nodes))
             else:

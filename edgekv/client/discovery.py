@@ -39,12 +39,19 @@ class Topology:
 
     @classmethod
     def from_members(
-        cls, resp: cluster_pb2.MembersResponse, overrides: Mapping[str, str] | None = None
+        cls,
+        resp: cluster_pb2.MembersResponse,
+        overrides: Mapping[str, str] | None = None,
+        *,
+        http: bool = False,
     ) -> Topology:
+        """The nodes of ``resp`` at their gRPC endpoints, or with ``http`` at
+        their HTTP doors (nodes without one are left out: any node forwards)."""
         overrides = overrides or {}
         nodes = [
-            NodeRoute(m.node_id, m.region, overrides.get(m.node_id, m.endpoint))
+            NodeRoute(m.node_id, m.region, endpoint)
             for m in resp.members
+            if (endpoint := overrides.get(m.node_id, m.http_endpoint if http else m.endpoint))
         ]
         rules = PlacementRules(
             (PlacementRule(r.prefix, tuple(r.regions)) for r in resp.placement),

@@ -103,7 +103,7 @@ class Client(ClientBase):
             except grpc.RpcError as exc:
                 last = exc
                 continue
-            topology = Topology.from_members(resp, self._overrides)
+            topology = Topology.from_members(resp, self._overrides, http=self._over_http)
             for member in topology.nodes:
                 self._probe(topology, member)
             topology.reorder()

@@ -7,7 +7,8 @@ fans multi-key and range requests out over placements and merges the answers,
 and picks the write path (inline, or group commit with ``sync_writes``). It
 returns plain results (``coordinator.results``) or raises ``EdgeKVError``s;
 turning those into a wire format is the door's job (server/kv_service.py for
-gRPC). Nothing here knows which protocol a call came in by.
+gRPC, edgekv/http for Connect, gRPC-Web and REST). Nothing here knows which
+protocol a call came in by.
 
 Reads and writes of keys this node may hold run inline on the event loop: a
 RocksDB point read or write takes microseconds, and a thread hop per call would

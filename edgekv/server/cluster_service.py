@@ -60,6 +60,17 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
         self, request: cluster_pb2.StatusRequest, context: grpc.aio.ServicerContext
     ) -> cluster_pb2.StatusResponse:
         self._authorize(context, "read")
+        return self.status_response()
+
+    @grpc_errors
+    async def Members(
+        self, request: cluster_pb2.MembersRequest, context: grpc.aio.ServicerContext
+    ) -> cluster_pb2.MembersResponse:
+        self._authorize(context, "read")
+        return self.members_response()
+
+    def status_response(self) -> cluster_pb2.StatusResponse:
+        """This node now (any door; the caller was authorized for ``read``)."""
         view = self._view
         engine = view.engine_stats()
         return cluster_pb2.StatusResponse(
@@ -76,13 +87,15 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             metrics_endpoint=view.metrics_endpoint,
         )
 
-    @grpc_errors
-    async def Members(
-        self, request: cluster_pb2.MembersRequest, context: grpc.aio.ServicerContext
-    ) -> cluster_pb2.MembersResponse:
-        self._authorize(context, "read")
+    def members_response(self) -> cluster_pb2.MembersResponse:
+        """The cluster as this node sees it (any door; the caller was authorized for ``read``)."""
         view = self._view
         peers = {peer.peer_id: peer for peer in view.peer_stats()}
+        scheme = "https" if self._config.security.tls is not None else "http"
+
+        def http_endpoint(address: str | None) -> str:
+            return f"{scheme}://{address}" if address else ""
+
         members = []
         for spec in self._config.nodes:
             if spec.id == view.node_id:
@@ -92,6 +105,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
                         region=spec.region,
                         endpoint=view.endpoint,
                         peer_endpoint=view.peer_endpoint,
+                        http_endpoint=http_endpoint(view.http_endpoint),
                         is_self=True,
                         reachable=True,
                         last_seen_s=0.0,
@@ -106,6 +120,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
                     region=spec.region,
                     endpoint=spec.listen,
                     peer_endpoint=spec.peer_listen or "",
+                    http_endpoint=http_endpoint(spec.http_listen),
                     is_self=False,
                     reachable=peer.reachable,
                     rtt_ms=peer.rtt_ms,

@@ -183,10 +183,15 @@ def test_oversized_value_names_the_size_the_limit_and_the_settings(node: NodePro
             client.put("big", b"x" * (1024 * 1024 + 1))
 
 
-def test_url_endpoint_exits_2_saying_host_port(node: NodeProcess) -> None:
+def test_url_endpoint_of_a_grpc_port_exits_4_naming_the_http_door(node: NodeProcess) -> None:
     url = edgekv("get", "k", "--endpoint", f"http://{node.endpoint}")
-    assert url.returncode == 2
-    assert f"give {node.endpoint}".encode() in url.stderr and b"HOST:PORT" in url.stderr
+    assert url.returncode == 4
+    assert b"does not speak HTTP/1.1: it is probably a node's gRPC port" in url.stderr
+    assert b"(http_listen)" in url.stderr
+    health = edgekv("health", "--endpoint", f"http://{node.endpoint}")
+    assert health.returncode == 2 and b"talks to the gRPC port" in health.stderr
+    scheme = edgekv("get", "k", "--endpoint", f"grpc://{node.endpoint}")
+    assert scheme.returncode == 2 and b"HOST:PORT" in scheme.stderr
     no_port = edgekv("status", "--endpoint", "127.0.0.1")
     assert no_port.returncode == 2 and b"the port is missing" in no_port.stderr
 

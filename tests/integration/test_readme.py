@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,10 +38,10 @@ def blocks(language: str) -> list[str]:
 def relocate(source: Path, directory: Path) -> tuple[Path, dict[str, str]]:
     """``source`` rewritten into ``directory`` with free ports; returns old -> new addresses."""
     doc = yaml.safe_load(source.read_text())
-    ports = iter(free_ports(2 * len(doc["nodes"])))
+    ports = iter(free_ports(3 * len(doc["nodes"])))
     moved: dict[str, str] = {}
     for node in doc["nodes"]:
-        for field in ("listen", "peer_listen"):
+        for field in ("listen", "peer_listen", "http_listen"):
             if field in node:
                 new = f"127.0.0.1:{next(ports)}"
                 moved[node[field]] = new
@@ -106,6 +107,23 @@ def test_readme_tour_runs(local_cluster: tuple[Path, dict[str, str]], tmp_path: 
         outputs.append(run(["bash", "-c", command], tmp_path, line).stdout)
     assert any("hello" in out for out in outputs), outputs
     assert any('"served_by": "fra-1"' in out for out in outputs), outputs
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_readme_http_door_examples_run(
+    local_cluster: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    _, moved = local_cluster
+    block = next(b for b in blocks("sh") if "/v1/kv/curl/greeting" in b)
+    outputs = [
+        run(["bash", "-c", substitute(line, moved, {})], tmp_path, line).stdout
+        for line in block.splitlines()
+        if line.strip()
+    ]
+    assert "hello from curl" in outputs[1] and "edgekv-served-by: fra-1" in outputs[1].lower()
+    assert '"name": "curl/greeting"' in outputs[2]
+    assert "edgekv-served-by: fra-1" in outputs[3].lower() and "forward;dur=" in outputs[3]
+    assert '"value": "aGVsbG8gZnJvbSBjdXJs"' in outputs[4]
 
 
 def test_readme_security_commands_run(tmp_path: Path) -> None:

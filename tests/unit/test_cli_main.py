@@ -137,7 +137,7 @@ def test_errors_print_one_line_and_their_exit_code(
 
 @pytest.mark.parametrize(
     ("endpoint", "message"),
-    [("http://127.0.0.1:7101", "no http:// scheme (they speak gRPC); give 127.0.0.1:7101"),
+    [("ftp://127.0.0.1:7101", "http(s)://HOST:PORT (the HTTP door), not ftp://"),
      ("127.0.0.1", "the port is missing; give HOST:PORT (e.g. 127.0.0.1:7101)"),
      ("h:0", "the port '0' is not a number 1..65535"),
      ("h:x", "the port 'x' is not a number 1..65535")],

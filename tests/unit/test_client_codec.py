@@ -286,7 +286,7 @@ def test_error_from_rpc_missing_or_unknown_token_names_the_fix(details: str, fix
 @pytest.mark.parametrize(
     "endpoint",
     ["127.0.0.1:7101", "localhost:1", "[::1]:7101", "edge.example.com:65535", "unix:/tmp/s",
-     "dns:///h:1"],
+     "dns:///h:1", "http://127.0.0.1:8101", "https://edge.example.com:443/"],
 )  # fmt: skip
 def test_check_endpoint_accepts_host_port_and_grpc_targets(endpoint: str) -> None:
     assert codec.check_endpoint(endpoint) == endpoint
@@ -294,8 +294,11 @@ def test_check_endpoint_accepts_host_port_and_grpc_targets(endpoint: str) -> Non
 
 @pytest.mark.parametrize(
     ("endpoint", "message"),
-    [("http://127.0.0.1:7101", "no http:// scheme (they speak gRPC); give 127.0.0.1:7101"),
-     ("https://h:1/", "no https:// scheme (they speak gRPC); give h:1"),
+    [("ftp://127.0.0.1:7101", "(gRPC) or http(s)://HOST:PORT (the HTTP door), not ftp://"),
+     ("grpc://h:1/", "not grpc://"),
+     ("http://h:1/v1/kv", "has a path; give the HTTP door as http://HOST:PORT"),
+     ("http://h", "the port is missing; give http://HOST:PORT (e.g. http://127.0.0.1:8101)"),
+     ("https://h:0", "the port '0' is not a number 1..65535; give https://HOST:PORT"),
      ("127.0.0.1", "the port is missing; give HOST:PORT (e.g. 127.0.0.1:7101)"),
      (":7101", "the port is missing"),
      ("h:0", "the port '0' is not a number 1..65535"),

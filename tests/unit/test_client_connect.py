@@ -1,0 +1,49 @@
+"""The SDK's HTTP transport: names, codes and discovery, without a node."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+
+from edgekv.client._connect import ConnectRpcError, _method_name, is_url
+from edgekv.client.discovery import Topology
+from edgekv.v1 import cluster_pb2
+
+
+@pytest.mark.parametrize("code", list(Code))
+def test_every_connect_code_is_the_grpc_status_of_the_same_name(code: Code) -> None:
+    error = ConnectRpcError(ConnectError(code, "the node's words"))
+    assert isinstance(error, grpc.RpcError)
+    assert error.code().name == ("CANCELLED" if code is Code.CANCELED else code.name)
+    assert error.details() == "the node's words"
+
+
+def test_rpc_names_become_the_generated_clients_method_names() -> None:
+    assert [_method_name(m) for m in ("Get", "BatchGet", "Watch", "Members")] == [
+        "get", "batch_get", "watch", "members",
+    ]  # fmt: skip
+
+
+def test_urls_are_told_from_grpc_targets() -> None:
+    assert is_url("http://h:1") and is_url("https://h:1")
+    assert not is_url("h:1") and not is_url("unix:/tmp/s") and not is_url("dns:///h:1")
+
+
+def members() -> cluster_pb2.MembersResponse:
+    return cluster_pb2.MembersResponse(
+        members=[
+            cluster_pb2.Member(node_id="a", region="r", endpoint="a:1", http_endpoint="http://a:2"),
+            cluster_pb2.Member(node_id="b", region="r", endpoint="b:1"),  # no http_listen
+        ],
+        regions=[cluster_pb2.Region(name="r")],
+    )
+
+
+def test_discovery_over_http_uses_the_doors_and_leaves_out_nodes_without_one() -> None:
+    assert [n.endpoint for n in Topology.from_members(members()).nodes] == ["a:1", "b:1"]
+    over_http = Topology.from_members(members(), http=True)
+    assert [(n.node_id, n.endpoint) for n in over_http.nodes] == [("a", "http://a:2")]
+    moved = Topology.from_members(members(), {"b": "http://proxy:9"}, http=True)
+    assert [n.endpoint for n in moved.nodes] == ["http://a:2", "http://proxy:9"]
