@@ -6,7 +6,7 @@
 //
 // The page is served from another origin than the node, so the node must allow
 // it: list the page's origin in the cluster file's CORS setting (off by default).
-import { ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { KV } from "../../js/gen/edgekv/v1/kv_pb.js";
 
@@ -81,7 +81,7 @@ export async function deleteKey(endpoint: Endpoint, key: string): Promise<Writte
 /** The error as the page shows it: the Connect code and the node's message. */
 export function describeError(err: unknown): { code: string; message: string } {
   const e = ConnectError.from(err);
-  return { code: String(e.code), message: e.rawMessage };
+  return { code: Code[e.code], message: e.rawMessage };
 }
 
 function wirePage(doc: Document): void {
