@@ -7,7 +7,7 @@ NATIVE := $(wildcard native/*.pyx native/*.pxd native/*.pxi)
 PROTOS := $(wildcard proto/edgekv/v1/*.proto)
 PYTEST_ARGS ?=
 
-.PHONY: build run test test-unit test-integration test-purepython lint fmt unasync proto bench debug clean
+.PHONY: build run test test-unit test-integration test-purepython lint fmt unasync proto bench debug clean js example
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ proto: $(STAMP)
 # FRESH=1 deletes the nodes' data (deploy/local/data/<node>) first.
 run: build
 	$(VENV)/bin/edgekv cluster up --config deploy/local/cluster.yaml --wan --demo $(if $(FRESH),--fresh)
+
+# The JavaScript side (needs node and npm): npm ci from package-lock.json, the ES
+# client generated from proto/ into js/gen/, the examples bundled. Stamped: fast when done.
+js: build
+	PY=$(PY) scripts/npm_setup.sh
+
+# The edge-function example in workerd against `make run`'s cluster (start that first).
+example: js
+	$(PY) scripts/edge_example.py $(if $(NODE),--node $(NODE))
 
 test: build
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -67,6 +76,7 @@ debug: $(STAMP)
 
 clean:
 	rm -rf build dist *.egg-info edgekv/_speedups*.so native/*.c native/*.html edgekv/.built
+	rm -rf js/gen examples/*/dist
 	rm -f edgekv/v1/*_pb2*.py edgekv/v1/*_pb2*.pyi
 	@echo "make clean removed build outputs; it keeps .venv, the nodes' data (deploy/local/data)"
 	@echo "and their logs (deploy/local/run). Start clean with: make run FRESH=1"
