@@ -11,7 +11,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { KV } from "../../js/gen/edgekv/v1/kv_pb.js";
 
 export interface Endpoint {
-  /** A PoP's HTTP endpoint (its http_listen), e.g. "http://127.0.0.1:7301". */
+  /** A PoP's HTTP endpoint (its http_listen), e.g. "http://127.0.0.1:8101". */
   baseUrl: string;
   /** A bearer token, when the cluster checks tokens. */
   token?: string;

@@ -1,6 +1,6 @@
 # workerd config for the edge-function example: `make example` (see README).
 #
-#   EDGEKV_URL=http://127.0.0.1:7302 workerd serve examples/edge-function/config.capnp
+#   EDGEKV_URL=http://127.0.0.1:8102 workerd serve examples/edge-function/config.capnp
 #
 # serves the Worker on 127.0.0.1:8787 (--socket-addr http=HOST:PORT moves it).
 # The Worker is the esbuild bundle of worker.ts (dist/worker.js, built by
