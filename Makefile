@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet "Cython>=3.0,<4" "grpcio-tools>=1.60"
+	$(PY) -m pip install --quiet "Cython>=3.0,<4" "grpcio-tools>=1.60" "protoc-gen-connectrpc==0.13.0"
 	$(PY) -m pip install --quiet --no-build-isolation -e '.[test]'
 	touch $(STAMP)
 
@@ -77,6 +77,6 @@ debug: $(STAMP)
 clean:
 	rm -rf build dist *.egg-info edgekv/_speedups*.so native/*.c native/*.html edgekv/.built
 	rm -rf js/gen examples/*/dist
-	rm -f edgekv/v1/*_pb2*.py edgekv/v1/*_pb2*.pyi
+	rm -f edgekv/v1/*_pb2*.py edgekv/v1/*_pb2*.pyi edgekv/v1/*_connect.py
 	@echo "make clean removed build outputs; it keeps .venv, the nodes' data (deploy/local/data)"
 	@echo "and their logs (deploy/local/run). Start clean with: make run FRESH=1"

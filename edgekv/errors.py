@@ -122,6 +122,40 @@ def grpc_code_for(exc: EdgeKVError) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+# What each status code is over HTTP: the Connect protocol's mapping
+# (connectrpc.com/docs/protocol, "Error Codes"), used by every HTTP face (Connect
+# unary errors, REST). With GRPC_CODE_BY_ERROR it is the one table from an
+# EdgeKVError to its gRPC code, Connect code and HTTP status.
+HTTP_STATUS_BY_CODE: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+
+def connect_code_name(code: grpc.StatusCode) -> str:
+    """The Connect protocol's name of a status code: "invalid_argument", "canceled"."""
+    return "canceled" if code is grpc.StatusCode.CANCELLED else code.name.lower()
+
+
+def http_status_for(exc: EdgeKVError) -> int:
+    """The HTTP status of ``exc`` (through its gRPC code, so the two never disagree)."""
+    return HTTP_STATUS_BY_CODE.get(grpc_code_for(exc), 500)
+
+
 def error_from_code(code: grpc.StatusCode, message: str) -> EdgeKVError:
     """The SDK side of the table: an exception of the class the node raised."""
     cls = _ERROR_BY_CODE.get(code, EdgeKVError)

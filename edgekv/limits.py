@@ -94,7 +94,14 @@ class Limits:
         """Raise InvalidArgument unless ``value`` is bytes within max_value_bytes."""
         if not isinstance(value, bytes):
             raise InvalidArgument(f"value must be bytes, got {type(value).__name__}")
-        n = len(value)
+        self.check_value_size(len(value))
+
+    def check_value_size(self, n: int) -> None:
+        """Raise InvalidArgument when a value of ``n`` bytes exceeds max_value_bytes.
+
+        Doors that learn a value's size before reading it (an HTTP body's
+        Content-Length) call this to refuse it unread, with the engine's message.
+        """
         if n > self.max_value_bytes:
             raise InvalidArgument(
                 f"value is {n} bytes; the limit is {self.max_value_bytes} (max_value_bytes)"

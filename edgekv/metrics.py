@@ -1,7 +1,8 @@
 """Every Prometheus metric of a node, defined once, served on ``metrics_listen``.
 
 Request counts and latency histograms come from a gRPC interceptor (per
-service, method and status code). Everything else is read from the node's
+service, method and status code) and from the HTTP door (per route and HTTP
+status, :class:`HttpRecorder`). Everything else is read from the node's
 :class:`~edgekv.server.view.NodeView` when Prometheus scrapes, so the request
 path pays nothing for it: replication lag and in-flight bytes per peer, peer
 reachability and RTT, anti-entropy repairs, RocksDB size, the clock skew seen
@@ -48,6 +49,20 @@ class NodeMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self.http_requests = Counter(
+            "edgekv_http_requests",
+            "Requests served by the HTTP door (Connect, gRPC-Web, REST), by route and HTTP "
+            "status (gRPC-Web and Connect streams answer 200 and carry their code in the body).",
+            ("route", "status"),
+            registry=self.registry,
+        )
+        self.http_latency = Histogram(
+            "edgekv_http_request_duration_seconds",
+            "HTTP door latency on the server until the response starts, by route.",
+            ("route",),
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
         self._state: _NodeStateExporter | None = None
         self._server: Any = None
         self._port = 0
@@ -84,6 +99,33 @@ class NodeMetrics:
 
     def interceptor(self) -> grpc.aio.ServerInterceptor:
         return _MetricsInterceptor(self)
+
+    def http_recorder(self) -> HttpRecorder:
+        """What the HTTP door calls once per request (edgekv/http/app.py)."""
+        return HttpRecorder(self)
+
+
+class HttpRecorder:
+    """Counts and times HTTP door requests; label children cached per route and status."""
+
+    __slots__ = ("_counts", "_latency", "_metrics", "_timers")
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self._metrics = metrics
+        self._counts: dict[tuple[str, int], Any] = {}
+        self._timers: dict[str, Any] = {}
+
+    def record(self, route: str, status: int, seconds: float) -> None:
+        counter = self._counts.get((route, status))
+        if counter is None:
+            counter = self._metrics.http_requests.labels(route, str(status))
+            self._counts[(route, status)] = counter
+        counter.inc()
+        timer = self._timers.get(route)
+        if timer is None:
+            timer = self._metrics.http_latency.labels(route)
+            self._timers[route] = timer
+        timer.observe(seconds)
 
 
 class _MetricsInterceptor(grpc.aio.ServerInterceptor):
@@ -336,3 +378,8 @@ class _NodeStateExporter(Collector):
         for limit, count in view.client_refusals().items():
             refusals.add_metric([limit], count)
         yield refusals
+        yield GaugeMetricFamily(
+            "edgekv_http_inflight",
+            "Calls and Watch streams in progress on the HTTP door (0 without http_listen).",
+            value=view.http_inflight,
+        )  # fmt: skip

@@ -67,9 +67,10 @@ def up(config_path: str, wan: bool, run_dir: str | None, demo: bool, fresh: bool
             sys.exit(codes.ERROR)
         for spec in local.config.nodes:
             proc = local.nodes[spec.id]
+            http = f"http {proc.http_endpoint}  " if proc.http_endpoint else ""
             click.echo(
                 f"{spec.id:<10} {spec.region:<14} {proc.endpoint:<22} "
-                f"data {spec.data_dir}  log {proc.log_path}"
+                f"{http}data {spec.data_dir}  log {proc.log_path}"
             )
         if not fresh:
             click.echo("data is kept between runs; --fresh (make run FRESH=1) starts clean")

@@ -38,6 +38,7 @@ import yaml
 
 from edgekv.config.model import ClusterConfig
 from edgekv.config.sections import (
+    parse_http,
     parse_limits,
     parse_nodes,
     parse_placement,
@@ -97,7 +98,7 @@ def parse_config(doc: object, base_dir: Path) -> ClusterConfig:
         top,
         "cluster file",
         required=("cluster", "regions", "nodes"),
-        optional=("placement", "limits", "storage", "replication", "wan", "security"),
+        optional=("placement", "limits", "storage", "replication", "wan", "security", "http"),
     )
     cluster = as_ident(top["cluster"], "cluster", "cluster name")
     regions = parse_regions(top["regions"])
@@ -124,6 +125,7 @@ def parse_config(doc: object, base_dir: Path) -> ClusterConfig:
         replication=parse_replication(top.get("replication")),
         wan=parse_wan(top.get("wan"), region_names),
         security=parse_security(top.get("security"), base_dir),
+        http=parse_http(top.get("http")),
     )
 
 

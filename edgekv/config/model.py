@@ -40,6 +40,7 @@ from edgekv.storage.clock import DEFAULT_MAX_SKEW_MS
 __all__ = [
     "AuthSettings",
     "ClusterConfig",
+    "HttpSettings",
     "NodeSpec",
     "Region",
     "ReplicationSettings",
@@ -80,6 +81,8 @@ class NodeSpec:
     peer_listen: str | None
     data_dir: Path
     metrics_listen: str | None = None  # Prometheus /metrics over HTTP, host:port
+    # The HTTP door (Connect, gRPC-Web, REST) on host:port; None: not served.
+    http_listen: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,18 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The ``http`` section: how every node's HTTP door (``http_listen``) answers browsers.
+
+    ``cors_allow_origins`` lists the origins (``https://app.example``, or ``*``)
+    whose pages may call the door from a browser; empty (the default) sends no
+    CORS headers at all, so browsers refuse cross-origin calls.
+    """
+
+    cors_allow_origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class WanSettings:
     """One-way delays between regions for the local launcher's WAN emulation.
 
@@ -203,6 +218,7 @@ class ClusterConfig:
     replication: ReplicationSettings = ReplicationSettings()
     wan: WanSettings = WanSettings()
     security: SecuritySettings = SecuritySettings()
+    http: HttpSettings = HttpSettings()
     # Lookup tables derived from the fields above; never compared or printed.
     _node_by_id: dict[str, NodeSpec] = field(init=False, repr=False, compare=False)
     _region_by_name: dict[str, Region] = field(init=False, repr=False, compare=False)

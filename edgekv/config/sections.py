@@ -1,5 +1,5 @@
 """One parser per section of the cluster file: regions, nodes, placement, limits,
-storage, replication, security and wan.
+storage, replication, security, http and wan.
 
 Each ``parse_<section>`` takes the section as loaded from YAML (plain data),
 checks every entry and builds the section's model
@@ -18,6 +18,7 @@ from typing import Any
 from edgekv.cluster.placement import PlacementRule
 from edgekv.config.model import (
     AuthSettings,
+    HttpSettings,
     NodeSpec,
     Region,
     ReplicationSettings,
@@ -47,6 +48,7 @@ from edgekv.limits import DEFAULT_LIMITS, MAX_KEY_BYTES, Limits
 from edgekv.principal import AUTH_SCOPES
 
 __all__ = [
+    "parse_http",
     "parse_limits",
     "parse_nodes",
     "parse_placement",
@@ -108,7 +110,7 @@ def parse_nodes(value: object, region_names: set[str], base_dir: Path) -> tuple[
             entry,
             where,
             required=("id", "region", "listen", "data_dir"),
-            optional=("peer_listen", "metrics_listen"),
+            optional=("peer_listen", "metrics_listen", "http_listen"),
         )
         node_id = as_ident(entry["id"], f"{where}.id", "node id")
         if node_id in first_index:
@@ -144,9 +146,48 @@ def parse_nodes(value: object, region_names: set[str], base_dir: Path) -> tuple[
                     if entry.get("metrics_listen") is None
                     else as_address(entry["metrics_listen"], f"{where}.metrics_listen", addresses)
                 ),
+                http_listen=_http_listen(entry.get("http_listen"), where, addresses, listen),
             )
         )
     return tuple(nodes)
+
+
+def _http_listen(
+    value: object, where: str, addresses: dict[tuple[str, int], str], listen: str
+) -> str | None:
+    if value is None:
+        return None
+    http_listen = as_address(value, f"{where}.http_listen", addresses)
+    if same_socket(listen, http_listen):
+        raise ConfigError(
+            f"{where}.http_listen: {show(http_listen)} is also this node's listen address; "
+            "the gRPC port and the HTTP door need different ports"
+        )
+    return http_listen
+
+
+# An origin as browsers send it: scheme://host[:port], nothing after.
+_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
+
+
+def parse_http(value: object) -> HttpSettings:
+    if value is None:
+        return HttpSettings()
+    entry = as_mapping(value, "http")
+    check_keys(entry, "http", required=(), optional=("cors_allow_origins",))
+    raw = entry.get("cors_allow_origins", [])
+    if not isinstance(raw, list):
+        raise ConfigError(f"http.cors_allow_origins: expected a list of origins, got {show(raw)}")
+    origins: list[str] = []
+    for i, item in enumerate(raw):
+        origin = as_string(item, f"http.cors_allow_origins[{i}]")
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise ConfigError(
+                f"http.cors_allow_origins[{i}]: {show(origin)} is not an origin; write "
+                '"https://host[:port]" (no path), or "*" for any'
+            )
+        origins.append(origin.rstrip("/"))
+    return HttpSettings(tuple(origins))
 
 
 def _data_dir(value: object, where: str, base_dir: Path) -> Path:

@@ -61,7 +61,7 @@ class LocalCluster:
             own_ports = frozenset(
                 int(addr.rsplit(":", 1)[1])
                 for n in self.config.nodes
-                for addr in (n.listen, n.peer_listen)
+                for addr in (n.listen, n.peer_listen, n.http_listen)
                 if addr
             )
             for src in self.config.nodes:

@@ -56,6 +56,11 @@ class NodeProcess:
         return str(self.info["endpoint"])
 
     @property
+    def http_endpoint(self) -> str:
+        """The HTTP door's "host:port" ("" when the node has no http_listen)."""
+        return str(self.info.get("http_endpoint", ""))
+
+    @property
     def pid(self) -> int:
         return self.proc.pid
 
@@ -247,16 +252,18 @@ def write_cluster_file(
     extra: dict[str, Any] | None = None,
     cluster: str = "test",
     metrics: bool = False,
+    http: bool = False,
 ) -> Path:
     """Write a cluster file for nodes on loopback with free ports; return its path.
 
     ``regions`` are (name, lat, lon); ``nodes`` are (id, region). Data
     directories go under ``directory``/data/<id>. With ``metrics`` every node
-    also serves Prometheus metrics on a free port (``metrics_listen``).
+    also serves Prometheus metrics on a free port (``metrics_listen``), with
+    ``http`` the HTTP door (``http_listen``).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    ports = iter(free_ports((3 if metrics else 2) * len(nodes)))
+    ports = iter(free_ports((2 + metrics + http) * len(nodes)))
     doc: dict[str, Any] = {
         "cluster": cluster,
         "regions": [{"name": name, "location": [lat, lon]} for name, lat, lon in regions],
@@ -274,6 +281,9 @@ def write_cluster_file(
     if metrics:
         for entry in doc["nodes"]:
             entry["metrics_listen"] = f"127.0.0.1:{next(ports)}"
+    if http:
+        for entry in doc["nodes"]:
+            entry["http_listen"] = f"127.0.0.1:{next(ports)}"
     # Local clusters run without tokens, on purpose and visibly (the node warns).
     doc["security"] = {"auth": {"mode": "disabled"}}
     if placement:

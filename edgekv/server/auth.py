@@ -19,7 +19,7 @@ import grpc
 
 from edgekv.config.model import AuthSettings, ClusterConfig
 from edgekv.errors import ConfigError, Unauthenticated
-from edgekv.principal import AUTHORIZATION, Principal
+from edgekv.principal import ANYONE, AUTHORIZATION, Principal
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,15 @@ class Authorizer:
         principal = self.authenticate(context.invocation_metadata())
         principal.authorize(scope, keys, key_range)
         return principal
+
+
+def principal_of(auth: Authorizer | None, header: str | None) -> Principal:
+    """Who calls with ``authorization`` header ``header`` (``ANYONE`` when auth is disabled).
+
+    Every door authenticates through this, so a missing or bad token is refused
+    with the same message whichever protocol carried it.
+    """
+    return ANYONE if auth is None else auth.authenticate_header(header)
 
 
 def authorizer_for(config: ClusterConfig) -> Authorizer | None:

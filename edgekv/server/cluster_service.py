@@ -60,6 +60,17 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
         self, request: cluster_pb2.StatusRequest, context: grpc.aio.ServicerContext
     ) -> cluster_pb2.StatusResponse:
         self._authorize(context, "read")
+        return self.status_response()
+
+    @grpc_errors
+    async def Members(
+        self, request: cluster_pb2.MembersRequest, context: grpc.aio.ServicerContext
+    ) -> cluster_pb2.MembersResponse:
+        self._authorize(context, "read")
+        return self.members_response()
+
+    def status_response(self) -> cluster_pb2.StatusResponse:
+        """This node now (any door; the caller was authorized for ``read``)."""
         view = self._view
         engine = view.engine_stats()
         return cluster_pb2.StatusResponse(
@@ -76,11 +87,8 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             metrics_endpoint=view.metrics_endpoint,
         )
 
-    @grpc_errors
-    async def Members(
-        self, request: cluster_pb2.MembersRequest, context: grpc.aio.ServicerContext
-    ) -> cluster_pb2.MembersResponse:
-        self._authorize(context, "read")
+    def members_response(self) -> cluster_pb2.MembersResponse:
+        """The cluster as this node sees it (any door; the caller was authorized for ``read``)."""
         view = self._view
         peers = {peer.peer_id: peer for peer in view.peer_stats()}
         members = []

@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from edgekv.errors import ResourceExhausted
 from edgekv.limits import Limits
 
 
@@ -25,8 +26,18 @@ def client_of(peer: str) -> str:
     return peer.rsplit(":", 1)[0]
 
 
+def client_of_host(host: str) -> str:
+    """The same name for a client known by its host ("1.2.3.4", "::1"), as gRPC writes it."""
+    return f"ipv6:[{host}]" if ":" in host else f"ipv4:{host}"
+
+
 class InflightLimiter(grpc.aio.ServerInterceptor):
-    """Counts calls in flight per client address; owned by the node's event loop."""
+    """Counts calls in flight per client address; owned by the node's event loop.
+
+    One limiter serves every door of a node (the gRPC port as an interceptor, the
+    HTTP door through ``enter_call``/``enter_stream``), so a client's calls count
+    against one limit whichever protocol they use.
+    """
 
     def __init__(self, max_inflight_per_client: int, max_streams_per_client: int = 64) -> None:
         self.limit = max_inflight_per_client
@@ -36,6 +47,45 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
         self.rejected = 0
         self.rejected_streams = 0
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    def enter_call(self, client: str) -> None:
+        """Count a unary call of ``client`` (any door); ResourceExhausted over the limit.
+
+        Every successful ``enter_call`` must be paired with one ``leave_call``.
+        """
+        count = self.inflight.get(client, 0)
+        if count >= self.limit:
+            self.rejected += 1
+            raise ResourceExhausted(
+                f"client {client} has {count} calls in flight; the limit is {self.limit} "
+                "(max_inflight_per_client)"
+            )
+        self.inflight[client] = count + 1
+
+    def leave_call(self, client: str) -> None:
+        left = self.inflight[client] - 1
+        if left:
+            self.inflight[client] = left
+        else:
+            del self.inflight[client]
+
+    def enter_stream(self, client: str) -> None:
+        """Count an open Watch of ``client`` (any door); ResourceExhausted over the limit."""
+        count = self.streams.get(client, 0)
+        if count >= self.stream_limit:
+            self.rejected_streams += 1
+            raise ResourceExhausted(
+                f"client {client} has {count} Watch streams open; the limit is "
+                f"{self.stream_limit} (max_watches_per_client)"
+            )
+        self.streams[client] = count + 1
+
+    def leave_stream(self, client: str) -> None:
+        left = self.streams[client] - 1
+        if left:
+            self.streams[client] = left
+        else:
+            del self.streams[client]
 
     @classmethod
     def from_limits(cls, limits: Limits) -> InflightLimiter:
@@ -60,23 +110,14 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
 
         async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
             client = client_of(context.peer())
-            count = self.inflight.get(client, 0)
-            if count >= self.limit:
-                self.rejected += 1
-                await context.abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"client {client} has {count} calls in flight; the limit is {self.limit} "
-                    "(max_inflight_per_client)",
-                )
-            self.inflight[client] = count + 1
+            try:
+                self.enter_call(client)
+            except ResourceExhausted as exc:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             try:
                 return await inner(request, context)
             finally:
-                left = self.inflight[client] - 1
-                if left:
-                    self.inflight[client] = left
-                else:
-                    del self.inflight[client]
+                self.leave_call(client)
 
         wrapped = grpc.unary_unary_rpc_method_handler(
             limited, handler.request_deserializer, handler.response_serializer
@@ -89,24 +130,15 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
 
         async def limited(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             client = client_of(context.peer())
-            count = self.streams.get(client, 0)
-            if count >= self.stream_limit:
-                self.rejected_streams += 1
-                await context.abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"client {client} has {count} Watch streams open; the limit is "
-                    f"{self.stream_limit} (max_watches_per_client)",
-                )
-            self.streams[client] = count + 1
+            try:
+                self.enter_stream(client)
+            except ResourceExhausted as exc:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             try:
                 async for response in inner(request, context):
                     yield response
             finally:
-                left = self.streams[client] - 1
-                if left:
-                    self.streams[client] = left
-                else:
-                    del self.streams[client]
+                self.leave_stream(client)
 
         return grpc.unary_stream_rpc_method_handler(
             limited, handler.request_deserializer, handler.response_serializer

@@ -11,12 +11,12 @@ anti-entropy, one sender per peer (tasks: senders, heartbeats, anti-entropy,
 log trimmer, quarantine release) -> dead-record collector -> router -> the
 hand-off of keys a rule change disallowed -> the :class:`NodeView` -> the
 request layer (``Coordinator``) and the client server (KV, Cluster, health,
-reflection) -> /metrics -> health SERVING. If a step fails, what was opened is
-closed again and the error raised.
+reflection), then the HTTP door (``http_listen``) -> /metrics -> health
+SERVING. If a step fails, what was opened is closed again and the error raised.
 
-``stop`` goes the other way: health NOT_SERVING -> the client server drains
-in-flight calls (grace period) -> group commits drain -> connected senders
-get a moment to ship the last writes -> background tasks are cancelled ->
+``stop`` goes the other way: health NOT_SERVING -> the client server and the
+HTTP door drain in-flight calls (grace period) -> group commits drain ->
+connected senders get a moment to ship the last writes -> background tasks are cancelled ->
 peer server stops -> peer channels, router and /metrics close -> the engine
 flushes the WAL and closes RocksDB. An acknowledged write is in the WAL
 before its response is sent, so a drain-then-close loses nothing.
@@ -32,9 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from edgekv import native, tls
 from edgekv._version import __version__
@@ -44,6 +43,7 @@ from edgekv.cluster.routing import Router
 from edgekv.config.model import ClusterConfig, NodeSpec
 from edgekv.coordinator import Coordinator
 from edgekv.errors import ConfigError
+from edgekv.http.door import HttpDoor
 from edgekv.logs import log_task_death
 from edgekv.metrics import NodeMetrics
 from edgekv.replication.antientropy import AntiEntropy, SyncStats
@@ -62,6 +62,7 @@ from edgekv.server.channels import (
     peer_listen_of,
     server_options,
 )
+from edgekv.server.client_api import add_client_services
 from edgekv.server.cluster_service import ClusterService
 from edgekv.server.interceptors import InflightLimiter
 from edgekv.server.kv_service import KVService
@@ -71,14 +72,7 @@ from edgekv.server.view import NodeView
 from edgekv.storage.engine import Engine, EngineSettings
 from edgekv.storage.group_commit import GroupCommitter
 from edgekv.storage.quarantine import run_quarantine_release
-from edgekv.v1 import (
-    cluster_pb2,
-    cluster_pb2_grpc,
-    kv_pb2,
-    kv_pb2_grpc,
-    replication_pb2,
-    replication_pb2_grpc,
-)
+from edgekv.v1 import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("edgekv.node")
 
@@ -108,6 +102,7 @@ class _Running:
     collector: Collector
     router: Router
     server: grpc.aio.Server  # the client port
+    http: HttpDoor | None  # only with http_listen
     view: NodeView
 
 
@@ -256,6 +251,10 @@ class Node:
         if config.security.tls is not None:
             creds = tls.server_credentials(config.security.tls, spec.id, require_client_auth=False)
         port = bind(server, spec.listen, creds)
+        http = HttpDoor(config, spec.id, self._limiter) if spec.http_listen else None
+        http_port = http.bind() if http is not None else 0
+        if http is not None:
+            undo.push_async_callback(http.stop, 0)
         view = NodeView(
             node_id=spec.id,
             region=spec.region,
@@ -276,31 +275,25 @@ class Node:
             refusals=self.refusals,
             handoff=handoff,
             limiter=self._limiter,
+            http_endpoint=endpoint_of(spec.http_listen, http_port) if http else "",
+            http_inflight=(lambda: http.inflight) if http is not None else None,
         )
         coordinator = Coordinator(engine, router, committer=committer, feed=feed)
-        kv_pb2_grpc.add_KVServicer_to_server(KVService(coordinator, self.auth), server)
         cluster_service = ClusterService(config, view, engine, self._may_hold, self.auth)
-        cluster_pb2_grpc.add_ClusterServicer_to_server(cluster_service, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (
-                kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name,
-                cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
+        kv_service = KVService(coordinator, self.auth)
+        add_client_services(server, kv_service, cluster_service, self._health)
         await server.start()
         undo.push_async_callback(server.stop, 0)
         undo.push_async_callback(self._health.enter_graceful_shutdown)
+        if http is not None:
+            await http.start(coordinator, cluster_service, self.auth, self.metrics)
         self.metrics.watch(view)
         if spec.metrics_listen:
             self.metrics.serve(spec.metrics_listen)
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         for service in ("edgekv.v1.KV", "edgekv.v1.Cluster"):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        return _Running(engine, feed, committer, replication, collector, router, server, view)
+        return _Running(engine, feed, committer, replication, collector, router, server, http, view)
 
     async def _start_replication(
         self, engine: Engine, feed: ChangeFeed, undo: contextlib.AsyncExitStack
@@ -425,7 +418,8 @@ class Node:
         if running is None:
             return
         await self._health.enter_graceful_shutdown()
-        await running.server.stop(grace_s)
+        http_stopped = running.http.stop(grace_s) if running.http else asyncio.sleep(0)
+        await asyncio.gather(running.server.stop(grace_s), http_stopped)
         if running.committer is not None:
             await running.committer.drain()
         if grace_s > 0 and running.replication is not None:

@@ -107,6 +107,7 @@ def _write_ready_file(path: str, node: Node) -> None:
         "region": view.region,
         "endpoint": view.endpoint,
         "peer_endpoint": view.peer_endpoint,
+        "http_endpoint": view.http_endpoint,  # "" without http_listen
         "metrics_port": node.metrics.port,
         "pid": os.getpid(),
         "read_path": native.ACTIVE,

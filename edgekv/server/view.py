@@ -90,9 +90,10 @@ class NodeView:
     """
 
     __slots__ = (
-        "_collector", "_engine", "_feed", "_handoff", "_health", "_limiter",
+        "_collector", "_engine", "_feed", "_handoff", "_health", "_http_inflight", "_limiter",
         "_metrics_endpoint", "_refusals", "_router", "_senders", "_sync",
-        "cluster", "endpoint", "node_id", "peer_endpoint", "region", "sync_writes",
+        "cluster", "endpoint", "http_endpoint", "node_id", "peer_endpoint", "region",
+        "sync_writes",
     )  # fmt: skip
 
     def __init__(
@@ -115,6 +116,8 @@ class NodeView:
         refusals: PeerRefusals,
         handoff: Handoff | None = None,  # None: tools that start no node
         limiter: InflightLimiter | None = None,
+        http_endpoint: str = "",
+        http_inflight: Callable[[], int] | None = None,
     ) -> None:
         """``senders``, ``peer_health`` and ``sync_state`` each hold every peer (or none)."""
         self.node_id = node_id
@@ -134,6 +137,8 @@ class NodeView:
         self._refusals = refusals
         self._handoff = handoff
         self._limiter = limiter
+        self.http_endpoint = http_endpoint  # the HTTP door, host as configured ("" if none)
+        self._http_inflight = http_inflight
 
     @property
     def metrics_endpoint(self) -> str:
@@ -207,6 +212,11 @@ class NodeView:
     def watch_streams(self) -> int:
         """Watch subscriptions open on this node's change feed now."""
         return self._feed.watchers
+
+    @property
+    def http_inflight(self) -> int:
+        """Calls and Watch streams in progress on the HTTP door now (0 without one)."""
+        return 0 if self._http_inflight is None else self._http_inflight()
 
     def client_refusals(self) -> dict[str, int]:
         """Calls refused by a per-client limit since start, by the setting's name."""

@@ -30,10 +30,11 @@ def test_shipped_cluster_file_is_valid() -> None:
 def shipped_on_free_ports(directory: Path) -> Path:
     """The shipped cluster file, its nodes moved to free ports, data under ``directory``."""
     doc = yaml.safe_load(SHIPPED.read_text())
-    ports = iter(free_ports(2 * len(doc["nodes"])))
+    ports = iter(free_ports(3 * len(doc["nodes"])))
     for node in doc["nodes"]:
         node["listen"] = f"127.0.0.1:{next(ports)}"
         node["peer_listen"] = f"127.0.0.1:{next(ports)}"
+        node["http_listen"] = f"127.0.0.1:{next(ports)}"
     config = directory / "cluster.yaml"
     config.write_text(yaml.safe_dump(doc))
     return config

@@ -37,10 +37,10 @@ def blocks(language: str) -> list[str]:
 def relocate(source: Path, directory: Path) -> tuple[Path, dict[str, str]]:
     """``source`` rewritten into ``directory`` with free ports; returns old -> new addresses."""
     doc = yaml.safe_load(source.read_text())
-    ports = iter(free_ports(2 * len(doc["nodes"])))
+    ports = iter(free_ports(3 * len(doc["nodes"])))
     moved: dict[str, str] = {}
     for node in doc["nodes"]:
-        for field in ("listen", "peer_listen"):
+        for field in ("listen", "peer_listen", "http_listen"):
             if field in node:
                 new = f"127.0.0.1:{next(ports)}"
                 moved[node[field]] = new

@@ -304,7 +304,7 @@ def test_parse_config_unknown_top_level_key_rejected(doc: dict[str, Any]) -> Non
     doc["nodez"] = []
     assert error_of(doc) == (
         'cluster file: unknown key "nodez" (allowed: cluster, regions, nodes, placement, '
-        "limits, storage, replication, wan, security)"
+        "limits, storage, replication, wan, security, http)"
     )
 
 
@@ -411,7 +411,7 @@ def test_nodes_unknown_key_rejected(doc: dict[str, Any]) -> None:
     doc["nodes"][0]["lisen"] = doc["nodes"][0].pop("listen")
     assert error_of(doc) == (
         'nodes[0]: unknown key "lisen" (allowed: id, region, listen, data_dir, peer_listen, '
-        "metrics_listen)"
+        "metrics_listen, http_listen)"
     )
 
 

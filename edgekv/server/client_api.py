@@ -1,0 +1,37 @@
+"""What the node's client gRPC port serves: KV, Cluster, health and reflection.
+
+The HTTP door (edgekv/http) serves the same KV and Cluster services over
+Connect and gRPC-Web; health and reflection are gRPC only.
+"""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from edgekv.server.cluster_service import ClusterService
+from edgekv.server.kv_service import KVService
+from edgekv.v1 import cluster_pb2, cluster_pb2_grpc, kv_pb2, kv_pb2_grpc
+
+
+def add_client_services(
+    server: grpc.aio.Server,
+    kv: KVService,
+    cluster: ClusterService,
+    health: health_aio.HealthServicer,
+) -> None:
+    """Register the client services on ``server`` (before it starts)."""
+    kv_pb2_grpc.add_KVServicer_to_server(kv, server)
+    cluster_pb2_grpc.add_ClusterServicer_to_server(cluster, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (
+            kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name,
+            cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
