@@ -81,8 +81,8 @@ def kv_calls(
         "calls": calls,
     }  # fmt: skip
     proc = subprocess.run(
-        [str(NODE), str(JS / "kv_calls.mjs"), json.dumps(spec)],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout_s,
+        [str(NODE), str(JS / "kv_calls.mjs")],
+        input=json.dumps(spec), cwd=REPO, capture_output=True, text=True, timeout=timeout_s,
     )  # fmt: skip
     assert proc.returncode == 0, f"kv_calls.mjs failed:\n{proc.stderr}"
     results: list[dict[str, Any]] = json.loads(proc.stdout)

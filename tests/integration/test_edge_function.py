@@ -77,9 +77,13 @@ def call(worker: WorkerdProcess, **params: str) -> tuple[int, dict[str, str], di
     url = f"{worker.url}/?{urllib.parse.urlencode(params)}"
     try:
         with urllib.request.urlopen(url, timeout=30) as resp:
-            return resp.status, dict(resp.headers), json.loads(resp.read())
+            return resp.status, lower(resp.headers.items()), json.loads(resp.read())
     except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), json.loads(err.read())
+        return err.code, lower(err.headers.items()), json.loads(err.read())
+
+
+def lower(headers: Any) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers}
 
 
 def test_worker_reads_pinned_and_global_keys_and_writes_with_ttl(
@@ -104,10 +108,14 @@ def test_worker_reads_pinned_and_global_keys_and_writes_with_ttl(
     assert body["global"]["value"] == "hello from edgekv"
     assert body["global"]["served_by"] == US
     assert body["wrote"]["key"] == session and body["wrote"]["served_by"] == US
-    timing = headers["Server-Timing"]
+    timing = headers["server-timing"]
     for name in ("edgekv-get-pinned", "edgekv-get-global", "edgekv-put", "total"):
         assert f"{name};dur=" in timing, timing
     assert f'desc="served by {EU}"' in timing
+    # The node's own Server-Timing, kept per call: iad-1 forwarded the pinned read.
+    for name in ("edgekv-get-pinned.forward", "edgekv-get-global.kv", "edgekv-put.kv",
+                 "edgekv-get-pinned.total"):  # fmt: skip
+        assert f"{name};dur=" in timing, timing
 
     # What the Worker wrote, read back over gRPC in the other region, with its TTL.
     with Client(cluster.endpoint(EU), discover=False, token=TOKEN) as eu:

@@ -261,16 +261,18 @@ def test_watch_streams_changes_and_cancel_ends_it_on_the_node(
         assert watch_streams(cluster, US) == 1
         us.put(p + "local", "1", ttl_ms=60_000)
         eu.put(p + "replicated", "2")  # written in eu-west, replicated to iad-1
-        us.delete(p + "local")
-        wanted = [(p + "local", False, True), (p + "replicated", False, False),
-                  (p + "local", True, True)]  # fmt: skip
 
         def seen() -> list[tuple[str, bool, bool]]:
             events = [line["event"] for line in watch.collected() if "event" in line]
             return [(unb64(e["key"]).decode(), e["deleted"], e["local"]) for e in events
                     if not unb64(e["key"]).endswith(b"probe")]  # fmt: skip
 
-        wait_until(lambda: len(seen()) >= 3, timeout_s=15, what="three watch events")
+        # Replication is asynchronous: delete only once the replicated put arrived.
+        wait_until(lambda: len(seen()) >= 2, timeout_s=15, what="two watch events")
+        us.delete(p + "local")
+        wait_until(lambda: len(seen()) >= 3, timeout_s=15, what="the delete's watch event")
+        wanted = [(p + "local", False, True), (p + "replicated", False, False),
+                  (p + "local", True, True)]  # fmt: skip
         assert seen() == wanted
         first = next(
             line["event"]

@@ -1,10 +1,11 @@
 // Unary calls to edgekv.v1.KV and edgekv.v1.Cluster from Node, for the pytest
 // integration tests (tests/integration/test_js_clients.py).
 //
-//   node kv_calls.mjs '{"transport": "connect-node", "binary": true,
-//                       "baseUrl": "http://127.0.0.1:PORT", "token": "...",
-//                       "calls": [{"service": "KV", "method": "put",
-//                                  "request": {"key": "<base64>", ...}}]}'
+//   node kv_calls.mjs < spec.json
+// with the spec on stdin (values up to the 1 MiB limit are too big for argv):
+//   {"transport": "connect-node", "binary": true, "baseUrl": "http://127.0.0.1:PORT",
+//    "token": "...", "calls": [{"service": "KV", "method": "put",
+//                               "request": {"key": "<base64>", ...}}]}
 //
 // Requests are given in the protobuf JSON mapping (bytes as base64). Prints one
 // JSON array, a result per call, in order: {"ok": <response in the JSON
@@ -15,9 +16,10 @@ import { fromJson, toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { Cluster } from "../../../js/gen/edgekv/v1/cluster_pb.js";
 import { KV } from "../../../js/gen/edgekv/v1/kv_pb.js";
+import { text } from "node:stream/consumers";
 import { makeTransport } from "./transports.mjs";
 
-const spec = JSON.parse(process.argv[2]);
+const spec = JSON.parse(await text(process.stdin));
 const transport = makeTransport(spec);
 const services = { KV, Cluster };
 const clients = { KV: createClient(KV, transport), Cluster: createClient(Cluster, transport) };
