@@ -7,7 +7,8 @@ EU-pinned key is forwarded to Frankfurt), calls it once and prints the answer
 and its Server-Timing, reads the key it wrote back from another region, then
 keeps serving on http://127.0.0.1:8787 until Ctrl-C.
 
-Run: python scripts/edge_example.py [--node iad-1] [--port 8787]
+Run: python scripts/edge_example.py [--config deploy/local/cluster.yaml] [--node iad-1]
+     [--port 8787]
 """
 
 from __future__ import annotations
@@ -25,34 +26,35 @@ from edgekv import Client
 from edgekv.config.loader import load_config
 from edgekv.local.launcher import sweep_ready_files
 from edgekv.local.wait import wait_until
-from edgekv.local.workerd import start_workerd
+from edgekv.local.workerd import start_workerd, workerd_binary
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "deploy" / "local" / "cluster.yaml"
-RUN_DIR = REPO / "deploy" / "local" / "run"
 EXAMPLE = REPO / "examples" / "edge-function"
 
 
-def ready_info(node_id: str) -> dict[str, object]:
-    live = sweep_ready_files(RUN_DIR)
-    if node_id not in live:
+def ready_info(config: Path, node_id: str) -> dict[str, object]:
+    """What the running node wrote in its ready file (`edgekv cluster up` puts it in run/)."""
+    run_dir = config.parent / "run"
+    if node_id not in sweep_ready_files(run_dir):
         sys.exit(
-            f"edge example: {node_id} of {CONFIG.relative_to(REPO)} is not running; "
+            f"edge example: {node_id} of {config} is not running; "
             f"start the cluster first with `make run` (in another terminal)"
         )
-    info: dict[str, object] = json.loads((RUN_DIR / f"{node_id}.ready.json").read_text())
+    info: dict[str, object] = json.loads((run_dir / f"{node_id}.ready.json").read_text())
     if not info.get("http_endpoint"):
-        sys.exit(f"edge example: {node_id} serves no HTTP (set http_listen in {CONFIG})")
+        sys.exit(f"edge example: {node_id} serves no HTTP (set http_listen in {config})")
     return info
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=CONFIG, help="the running cluster's file")
     parser.add_argument("--node", default="iad-1", help="the PoP the Worker calls")
     parser.add_argument("--port", type=int, default=8787, help="where workerd serves the Worker")
     args = parser.parse_args()
-    config = load_config(CONFIG)
-    info = ready_info(args.node)
+    config = load_config(args.config)
+    info = ready_info(args.config, args.node)
     others = [n.id for n in config.nodes if n.id != args.node]
     token = os.environ.get("EDGEKV_TOKEN", "")
     edgekv_url = f"http://{info['http_endpoint']}"
@@ -62,11 +64,11 @@ def main() -> None:
         if c.get("eu/user/42") is None:  # make run's tour writes it; forwarded to eu-west
             c.put("eu/user/42", "Ada, Berlin")
     worker = start_workerd(
-        REPO / "node_modules" / ".bin" / "workerd",
+        workerd_binary(REPO),
         EXAMPLE / "config.capnp",
         env={"EDGEKV_URL": edgekv_url, "EDGEKV_TOKEN": token},
         port=args.port,
-        log_path=RUN_DIR / "workerd.log",
+        log_path=args.config.parent / "run" / "workerd.log",
     )
     try:
         query = "pinned=eu/user/42&global=config/greeting&ttl_ms=60000"
@@ -77,7 +79,8 @@ def main() -> None:
             body = json.loads(resp.read())
         print(json.dumps(body, indent=2))
         other = others[0]
-        with Client(str(ready_info(other)["endpoint"]), discover=False, token=token or None) as c:
+        endpoint = str(ready_info(args.config, other)["endpoint"])
+        with Client(endpoint, discover=False, token=token or None) as c:
             key = body["wrote"]["key"]
             entry = wait_until(lambda: c.get(key), timeout_s=15, what=f"{key} at {other}")
             print(f"read back at {other}: {key} = {entry.value.decode()} (origin "

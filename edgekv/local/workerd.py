@@ -58,6 +58,26 @@ class WorkerdProcess:
         return int(self.proc.returncode)
 
 
+def workerd_binary(project: str | os.PathLike[str]) -> Path:
+    """The workerd executable that npm installed under ``project``/node_modules.
+
+    The npm package's ``bin/workerd`` is a Node wrapper that runs the platform
+    binary as its child, so signalling the wrapper would leave workerd running:
+    the package's main module names the binary itself, and that is what to run.
+    """
+    proc = subprocess.run(
+        ["node", "-p", 'require("workerd").default'],
+        cwd=project, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    path = Path(proc.stdout.strip())
+    if proc.returncode != 0 or not path.is_file():
+        raise WorkerdError(
+            f"workerd is not installed under {project}/node_modules (run scripts/npm_setup.sh): "
+            f"{proc.stderr.strip()}"
+        )
+    return path
+
+
 def _accepts(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
@@ -76,6 +96,7 @@ def start_workerd(
 ) -> WorkerdProcess:
     """Serve ``config`` with its socket ``socket_name`` on 127.0.0.1:``port`` (free if None).
 
+    ``workerd`` is the executable itself (``workerd_binary``), not npm's wrapper.
     ``env`` is added to this process's environment: the config's
     ``fromEnvironment`` bindings read it. Raises WorkerdError with the log tail
     if workerd exits or does not accept connections within ``timeout_s``.

@@ -81,7 +81,7 @@ async function timed<T>(
     const [metric, ...params] = entry.trim().split(";");
     const dur = params.find((p) => p.trim().startsWith("dur="));
     if (metric && dur) {
-      timings.push({ name: `${name}.${metric}`, durMs: Number(dur.trim().slice(4)), desc: "on the node" });
+      timings.push({ name: `${name}.${metric}`, durMs: Number(dur.trim().slice(4)), desc: "" });
     }
   }
   return result;
@@ -89,7 +89,10 @@ async function timed<T>(
 
 function serverTiming(timings: Timing[]): string {
   return timings
-    .map((t) => `${t.name};dur=${t.durMs.toFixed(1)};desc="${t.desc.replace(/["\\]/g, "")}"`)
+    .map((t) => {
+      const desc = t.desc ? `;desc="${t.desc.replace(/["\\]/g, "")}"` : "";
+      return `${t.name};dur=${t.durMs.toFixed(1)}${desc}`;
+    })
     .join(", ");
 }
 

@@ -26,7 +26,7 @@ from edgekv import Client
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.launcher import write_cluster_file
 from edgekv.local.wait import wait_until
-from edgekv.local.workerd import WorkerdProcess, start_workerd
+from edgekv.local.workerd import WorkerdProcess, start_workerd, workerd_binary
 from edgekv.server.auth import hash_token
 
 pytestmark = [pytest.mark.integration, needs_node]
@@ -62,7 +62,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 @pytest.fixture(scope="module")
 def worker(cluster: LocalCluster) -> Iterator[WorkerdProcess]:
     proc = start_workerd(
-        REPO / "node_modules" / ".bin" / "workerd",
+        workerd_binary(REPO),
         EXAMPLE / "config.capnp",
         env={"EDGEKV_URL": http_url(cluster.nodes[US]), "EDGEKV_TOKEN": TOKEN},
         log_path=cluster.run_dir / "workerd.log",
