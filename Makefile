@@ -38,7 +38,7 @@ js: build
 
 # The edge-function example in workerd against `make run`'s cluster (start that first).
 example: js
-	$(PY) scripts/edge_example.py $(if $(NODE),--node $(NODE))
+	$(PY) scripts/edge_example.py $(if $(POP),--node $(POP))
 
 test: build
 	$(PY) -m pytest $(PYTEST_ARGS)
