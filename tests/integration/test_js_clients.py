@@ -225,6 +225,8 @@ def test_pinned_key_forwarded_to_its_region(
     assert ok(put)["servedBy"] == EU  # us-east may not hold eu/ keys: forwarded
     assert ok(got)["servedBy"] == EU and unb64(ok(got)["value"]) == b"Ada, Berlin"
     assert ok(scan)["results"][0]["servedBy"] == EU
+    # The door names the serving node in a header too, for clients that read no body.
+    assert put["header"]["edgekv-served-by"] == got["header"]["edgekv-served-by"] == EU
     with sdk(cluster, EU) as eu:
         assert eu.get(key).value == b"Ada, Berlin"  # type: ignore[union-attr]
 
