@@ -4,7 +4,8 @@ One application per node, served by the listener (listener.py) on the node's
 event loop. By path:
 
 - ``/edgekv.v1.KV/<Method>`` and ``/edgekv.v1.Cluster/<Method>``: the RPC
-  services over Connect (unary and streaming) and gRPC-Web, by connectrpc (rpc.py);
+  services over Connect (unary and streaming) and gRPC-Web, by connectrpc (rpc.py),
+  the plain Connect unary KV calls by the hot path of unary.py;
 - ``/v1/kv/...``: the REST face (rest.py); ``/v1/openapi.json``: its OpenAPI document;
 - anything else: 404 with a JSON body.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -41,6 +42,13 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class UnaryPath(Protocol):
+    """The Connect unary fast path (unary.py): True when it answered the request."""
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> bool: ...
+
 
 OPENAPI_PATH = "/v1/openapi.json"
 REST_PREFIX = "/v1/kv"
@@ -97,12 +105,14 @@ class HttpApp:
         self,
         *,
         rpc: dict[str, ASGIApp],
+        unary: UnaryPath,
         rest: ASGIApp,
         openapi: bytes,
         limits: Limits,
         recorder: HttpRecorder,
     ) -> None:
         self._rpc = rpc
+        self._unary = unary.serve
         self._rest = rest
         self._openapi = openapi
         self._message_bytes = limits.message_bytes
@@ -134,7 +144,8 @@ class HttpApp:
             if app is not None:
                 if path not in self._routes:
                     route = "rpc:other"
-                await app(scope, self._bounded(scope, receive), timed_send)
+                if not await self._unary(scope, receive, timed_send):
+                    await app(scope, self._bounded(scope, receive), timed_send)
             elif path == REST_PREFIX or path.startswith(REST_PREFIX + "/"):
                 route = f"{scope['method']} {REST_PREFIX}{'' if path == REST_PREFIX else '/{key}'}"
                 await self._rest(scope, receive, timed_send)

@@ -16,7 +16,8 @@ from edgekv.http.calls import Admission
 from edgekv.http.listener import HttpListener
 from edgekv.http.openapi import openapi_json
 from edgekv.http.rest import RestFace
-from edgekv.http.rpc import rpc_apps
+from edgekv.http.rpc import ClusterConnect, KVConnect, rpc_apps
+from edgekv.http.unary import ConnectUnary
 from edgekv.metrics import NodeMetrics
 from edgekv.server.auth import Authorizer
 from edgekv.server.cluster_service import ClusterService
@@ -51,10 +52,12 @@ class HttpDoor:
         metrics: NodeMetrics,
     ) -> None:
         limits = self._config.limits
+        messages = KVMessages(coordinator)
+        kv = KVConnect(messages, auth, self._admission)
+        status = ClusterConnect(cluster, auth, self._admission, messages.node_id)
         app = HttpApp(
-            rpc=rpc_apps(
-                KVMessages(coordinator), cluster, auth, self._admission, limits.message_bytes
-            ),
+            rpc=rpc_apps(kv, status, limits.message_bytes),
+            unary=ConnectUnary(kv, limits.message_bytes),
             rest=RestFace(coordinator, auth, self._admission, limits),
             openapi=openapi_json(),
             limits=limits,

@@ -186,7 +186,8 @@ class RestFace:
     ) -> None:
         cursor = args.get("cursor") or ""
         try:
-            token = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            padded = cursor + "=" * (-len(cursor) % 4)
+            token = base64.b64decode(padded, altchars=b"-_", validate=True)
         except (binascii.Error, ValueError):
             raise InvalidArgument(
                 f"cursor {cursor[:64]!r} is not a cursor this API returned"

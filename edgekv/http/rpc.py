@@ -205,18 +205,8 @@ class ClusterConnect(_Door, cluster_connect.Cluster):
         return self._service.members_response()
 
 
-def rpc_apps(
-    messages: KVMessages,
-    cluster: ClusterService,
-    auth: Authorizer | None,
-    admission: Admission,
-    read_max_bytes: int,
-) -> dict[str, Any]:
+def rpc_apps(kv: KVConnect, cluster: ClusterConnect, read_max_bytes: int) -> dict[str, Any]:
     """The connectrpc ASGI applications by their path prefix ("/edgekv.v1.KV/")."""
-    kv = kv_connect.KVASGIApplication(
-        KVConnect(messages, auth, admission), read_max_bytes=read_max_bytes
-    )
-    status = cluster_connect.ClusterASGIApplication(
-        ClusterConnect(cluster, auth, admission, messages.node_id), read_max_bytes=read_max_bytes
-    )
-    return {kv.path + "/": kv, status.path + "/": status}
+    kv_app = kv_connect.KVASGIApplication(kv, read_max_bytes=read_max_bytes)
+    cluster_app = cluster_connect.ClusterASGIApplication(cluster, read_max_bytes=read_max_bytes)
+    return {kv_app.path + "/": kv_app, cluster_app.path + "/": cluster_app}

@@ -1,0 +1,185 @@
+"""Connect unary calls of the KV service, answered without connectrpc's generic machinery.
+
+The hot path of the door: ``POST /edgekv.v1.KV/<Method>`` with an
+``application/proto`` or ``application/json`` body and no compression, which
+is what Connect clients send for unary calls by default. connectrpc serves it
+correctly but, measured on a node (bench/e2e/http_door.py), its per-call
+set-up (header objects, deadline scopes, a disconnect watcher, chunked
+responses) cost more server CPU than the gRPC port's whole call. This module
+does the same protocol step for exactly that case: decode with connectrpc's
+own codecs, call the same ``KVConnect`` method (same Call, auth, limits,
+headers), encode with the same codec, and answer with a Content-Length. Any
+other request (gRPC-Web, streaming, GET, compressed bodies, other content
+types) returns False and goes to connectrpc, which remains the reference: the
+integration tests send the same calls both ways.
+
+Errors are Connect error JSON with the HTTP status of errors.HTTP_STATUS_BY_CODE,
+as connectrpc writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
+
+import grpc
+from connectrpc.code import Code
+from connectrpc.compat import google_protobuf_binary_codec, google_protobuf_json_codec
+from connectrpc.errors import ConnectError
+from connectrpc.request import RequestContext
+
+from edgekv.errors import HTTP_STATUS_BY_CODE
+from edgekv.http.app import Message, Receive, Scope, Send
+from edgekv.http.rpc import KVConnect
+from edgekv.v1 import kv_pb2
+
+_Handler = Callable[[Any, RequestContext], Coroutine[Any, Any, Any]]
+_CODECS = {
+    b"application/proto": google_protobuf_binary_codec(),
+    b"application/json": google_protobuf_json_codec(),
+}
+_CONTENT_TYPES = {
+    b"application/proto": b"application/proto",
+    b"application/json": b"application/json",
+}
+
+
+def _status_of(code: Code) -> int:
+    name = "CANCELLED" if code is Code.CANCELED else code.name
+    return HTTP_STATUS_BY_CODE.get(grpc.StatusCode[name], 500)
+
+
+class _Context:
+    """What KVConnect reads of a connectrpc RequestContext, built from the ASGI scope."""
+
+    __slots__ = ("_deadline", "client_address", "request_headers", "response_headers")
+
+    def __init__(
+        self, headers: dict[str, str], client_address: str | None, deadline: float | None
+    ) -> None:
+        self.request_headers = headers
+        self.response_headers: dict[str, str] = {}
+        self.client_address = client_address
+        self._deadline = deadline
+
+    @property
+    def timeout_ms(self) -> float | None:
+        if self._deadline is None:
+            return None
+        return (self._deadline - time.monotonic()) * 1000.0
+
+
+class ConnectUnary:
+    """Serves the Connect unary calls of KV it can; one per node, on its event loop."""
+
+    def __init__(self, service: KVConnect, message_bytes: int) -> None:
+        self._message_bytes = message_bytes
+        self._methods: dict[str, tuple[_Handler, type]] = {
+            "/edgekv.v1.KV/Get": (service.get, kv_pb2.GetRequest),
+            "/edgekv.v1.KV/BatchGet": (service.batch_get, kv_pb2.BatchGetRequest),
+            "/edgekv.v1.KV/Put": (service.put, kv_pb2.PutRequest),
+            "/edgekv.v1.KV/Delete": (service.delete, kv_pb2.DeleteRequest),
+            "/edgekv.v1.KV/Write": (service.write, kv_pb2.WriteRequest),
+            "/edgekv.v1.KV/Scan": (service.scan, kv_pb2.ScanRequest),
+        }
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer the call and return True, or return False (untouched) for connectrpc."""
+        method = self._methods.get(scope["path"])
+        if method is None or scope["method"] != "POST":
+            return False
+        content_type = None
+        declared = -1
+        timeout_ms = None
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                declared = int(value) if value.isdigit() else -1
+            elif name == b"content-encoding":
+                if value != b"identity":
+                    return False
+            elif name == b"connect-timeout-ms":
+                timeout_ms = int(value) if value.isdigit() else None
+            else:
+                headers[name.decode("latin-1")] = value.decode("latin-1")
+        codec = _CODECS.get(content_type)  # type: ignore[arg-type]
+        if codec is None:
+            return False
+        assert content_type is not None
+        handler, request_class = method
+        try:
+            if declared > self._message_bytes:
+                raise ConnectError(
+                    Code.RESOURCE_EXHAUSTED,
+                    f"request body is {declared} bytes; the limit is {self._message_bytes} "
+                    "(max_message_bytes, at least max_value_bytes plus framing)",
+                )
+            body = await self._read(receive)
+            try:
+                request = codec.decode(body, request_class)
+            except Exception as exc:
+                raise ConnectError(Code.INVALID_ARGUMENT, f"unmarshal message: {exc}") from exc
+            client = scope.get("client")
+            deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
+            ctx = _Context(headers, f"{client[0]}:{client[1]}" if client else None, deadline)
+            response = await handler(request, cast(RequestContext, ctx))
+            answer = codec.encode(response)
+        except ConnectError as exc:
+            await _send_error(send, exc)
+            return True
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", _CONTENT_TYPES[content_type]),
+                    (b"content-length", str(len(answer)).encode()),
+                    *((k.encode(), v.encode()) for k, v in ctx.response_headers.items()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+        return True
+
+    async def _read(self, receive: Receive) -> bytes:
+        """The body, refused as soon as it grows past one message (a body of unknown length)."""
+        message: Message = await receive()
+        if message["type"] != "http.request":
+            raise ConnectError(Code.CANCELED, "the client went away before its request ended")
+        body = message.get("body", b"")
+        if not message.get("more_body", False):
+            return body  # the usual case: one chunk
+        chunks = [body]
+        size = len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ConnectError(Code.CANCELED, "the client went away before its request ended")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._message_bytes:
+                raise ConnectError(
+                    Code.RESOURCE_EXHAUSTED,
+                    f"request body is over {self._message_bytes} bytes (max_message_bytes)",
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+async def _send_error(send: Send, exc: ConnectError) -> None:
+    body = json.dumps({"code": exc.code.value, "message": exc.message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": _status_of(exc.code),
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
