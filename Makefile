@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # (module fixtures start one cluster); TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: build run test test-unit test-integration test-purepython lint fmt unasync proto bench debug clean
+.PHONY: build run test test-unit test-integration test-purepython lint fmt unasync proto bench debug clean js example
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ proto: $(STAMP)
 # FRESH=1 deletes the nodes' data (deploy/local/data/<node>) first.
 run: build
 	$(VENV)/bin/edgekv cluster up --config deploy/local/cluster.yaml --wan --demo $(if $(FRESH),--fresh)
+
+# The JavaScript side (needs node and npm): npm ci from package-lock.json, the ES
+# client generated from proto/ into js/gen/, the examples bundled. Stamped: fast when done.
+js: build
+	PY=$(PY) scripts/npm_setup.sh
+
+# The edge-function example in workerd against `make run`'s cluster (start that first).
+example: js
+	$(PY) scripts/edge_example.py $(if $(POP),--node $(POP))
 
 test: build
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
@@ -70,6 +79,7 @@ debug: $(STAMP)
 
 clean:
 	rm -rf build dist *.egg-info edgekv/_speedups*.so native/*.c native/*.html edgekv/.built
+	rm -rf js/gen examples/*/dist
 	rm -f edgekv/v1/*_pb2*.py edgekv/v1/*_pb2*.pyi edgekv/v1/*_connect.py
 	@echo "make clean removed build outputs; it keeps .venv, the nodes' data (deploy/local/data)"
 	@echo "and their logs (deploy/local/run). Start clean with: make run FRESH=1"
