@@ -189,7 +189,7 @@ def test_client_needs_an_endpoint(sdk: Flavor) -> None:
 
 @pytest.mark.parametrize(
     ("bad", "message"),
-    [("http://127.0.0.1:7101", "no http:// scheme"), ("127.0.0.1", "the port is missing"),
+    [("ftp://127.0.0.1:7101", "not ftp://"), ("127.0.0.1", "the port is missing"),
      (["127.0.0.1:7101", "h:70000"], "the port '70000' is not a number 1..65535")],
 )  # fmt: skip
 def test_client_rejects_bad_endpoint_syntax_before_dialling(
