@@ -1,6 +1,7 @@
 """Read latency at a node while anti-entropy repairs it, against the same node idle.
 
 Run: .venv/bin/python -m bench.e2e.repair [--keys 100000] [--value-bytes 24576] [--samples 5000]
+     [--antientropy-bytes-per-s N]  (default: the cluster file's default pace)
 
 Two nodes on loopback. Their data directories are filled offline: fra-1 holds
 --keys keys of --value-bytes each (its log trimmed, so only anti-entropy can
@@ -33,6 +34,7 @@ from pathlib import Path
 from bench.e2e.load import percentiles, pin
 from bench.e2e.replication import digests_equal
 from edgekv import Client
+from edgekv.limits import DEFAULT_ANTIENTROPY_BYTES_PER_S
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.launcher import write_cluster_file
 
@@ -115,15 +117,25 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--value-bytes", type=int, default=24 * 1024)
     parser.add_argument("--samples", type=int, default=5000)
+    parser.add_argument(
+        "--antientropy-bytes-per-s", type=int, default=None,
+        help="replication.antientropy_bytes_per_s (default: the cluster file's default)",
+    )  # fmt: skip
     args = parser.parse_args()
+    replication = {"antientropy_interval_s": 3600, "heartbeat_interval_s": 0.5}
+    if args.antientropy_bytes_per_s is not None:
+        replication["antientropy_bytes_per_s"] = args.antientropy_bytes_per_s
     total_mb = args.keys * args.value_bytes / 1e6
-    print(f"machine: {os.cpu_count()} CPUs; iad-1 on CPU 1, fra-1 and the client on CPU 0; "
-          f"repairing {args.keys} keys of {args.value_bytes} bytes "
-          f"({total_mb:.0f} MB)")  # fmt: skip
+    pace = args.antientropy_bytes_per_s or DEFAULT_ANTIENTROPY_BYTES_PER_S
+    print(
+        f"machine: {os.cpu_count()} CPUs; iad-1 on CPU 1, fra-1 and the client on CPU 0;\n"
+        f"repairing {args.keys} keys of {args.value_bytes} bytes ({total_mb:.0f} MB); "
+        f"antientropy_bytes_per_s {pace} ({pace / 1e6:.1f} MB/s)"
+    )
     with tempfile.TemporaryDirectory(prefix="edgekv-repair-") as tmp:
         path = write_cluster_file(
             tmp, regions=REGIONS, nodes=NODES, cluster="bench",
-            extra={"replication": {"antientropy_interval_s": 3600, "heartbeat_interval_s": 0.5}},
+            extra={"replication": replication},
         )  # fmt: skip
         t0 = time.perf_counter()
         preload(path, args.keys, args.value_bytes)
