@@ -216,11 +216,10 @@ async def _pull(
     def apply(pairs: list[tuple[bytes, bytes]]) -> int:
         return engine.apply_many(pairs, quarantine_skewed=True)
 
-    ask = _FIRST_FETCH_KEYS
     for batch in key_batches(keys, _RECORDS_PER_CALL, pace.page_bytes):
         done = 0
         while done < len(batch):
-            asked = batch[done : done + ask]
+            asked = batch[done : done + pace.fetch_keys]
             answer = await stub.FetchRecords(
                 replication_pb2.FetchRecordsRequest(
                     hello=hello, keys=asked, max_bytes=pace.slice_bytes
@@ -232,7 +231,7 @@ async def _pull(
             done += answer.resume_index or len(asked)
             if pairs:
                 average = sum(record_cost(k, r) for k, r in pairs) // len(pairs)
-                ask = max(1, min(_RECORDS_PER_CALL, pace.slice_bytes // max(1, average) + 1))
+                pace.fetch_keys = max(1, min(_RECORDS_PER_CALL, pace.slice_bytes // average + 1))
 
 
 async def _push(
@@ -263,13 +262,15 @@ async def _push(
 class _Pace:
     """How one sync sizes and paces its messages: slices within ``page_bytes``, at ``pacer``."""
 
-    __slots__ = ("listing_bytes", "pacer", "page_bytes", "slice_bytes")
+    __slots__ = ("fetch_keys", "listing_bytes", "pacer", "page_bytes", "slice_bytes")
 
     def __init__(self, pacer: RepairPacer, page_bytes: int) -> None:
         self.pacer = pacer
         self.page_bytes = page_bytes  # the most any one message may carry
         self.slice_bytes = min(SLICE_BYTES, page_bytes)
         self.listing_bytes = min(LISTING_SLICE_BYTES, page_bytes)
+        # Keys per fetch, sized by the records seen so far in this sync.
+        self.fetch_keys = _FIRST_FETCH_KEYS
 
 
 class _Intake:
