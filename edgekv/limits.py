@@ -32,6 +32,11 @@ PEER_RPCS_PER_PEER = 4
 DEFAULT_MAX_WATCHES_PER_CLIENT = 64
 # Bytes of changes one Watch may have queued for a slow client before it is ended.
 DEFAULT_MAX_WATCH_QUEUE_BYTES = 16 * 1024 * 1024
+# Bytes per second anti-entropy may move through one node (replication/pacer.py):
+# by default a repair of 2.5 GB takes about 2.5 minutes; slower than the minimum,
+# a page of max_message_bytes would wait for seconds inside one peer call.
+DEFAULT_ANTIENTROPY_BYTES_PER_S = 16 * 1024 * 1024
+MIN_ANTIENTROPY_BYTES_PER_S = 1024 * 1024
 # Framing on top of the largest value in one message: key, headers, protobuf overhead.
 MESSAGE_SLACK_BYTES = 64 * 1024
 

@@ -259,6 +259,17 @@ class _NodeStateExporter(Collector):
             syncs.add_metric([peer.peer_id], peer.syncs)
             synced_from.add_metric([peer.peer_id], peer.synced_from_ms / 1000.0)
         yield from (repairs, syncs, synced_from)
+        pacing = view.repair_pacing()
+        yield CounterMetricFamily(
+            "edgekv_antientropy_bytes", "Listing and record bytes anti-entropy moved through "
+            "this node, in and out (paced at replication.antientropy_bytes_per_s).",
+            value=pacing.bytes_total,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "edgekv_antientropy_paced_seconds",
+            "Time anti-entropy work waited for its byte budget (pacing a repair).",
+            value=pacing.waited_s_total,
+        )  # fmt: skip
         gc = view.collector_stats()
         yield CounterMetricFamily(
             "edgekv_gc_collected_records",

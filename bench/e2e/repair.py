@@ -1,6 +1,7 @@
 """Read latency at a node while anti-entropy repairs it, against the same node idle.
 
 Run: .venv/bin/python -m bench.e2e.repair [--keys 100000] [--value-bytes 24576] [--samples 5000]
+     [--antientropy-bytes-per-s N]  (default: the cluster file's default pace)
 
 Two nodes on loopback. Their data directories are filled offline: fra-1 holds
 --keys keys of --value-bytes each (its log trimmed, so only anti-entropy can
@@ -10,10 +11,15 @@ move them), and both hold 1,000 small probe keys. Then:
   reads probe keys at iad-1 (--samples reads);
 * repair: fra-1 starts; anti-entropy moves every big key to iad-1 in
   byte-bounded pages, while the same client keeps reading probe keys at iad-1
-  until both nodes' digests are equal.
+  until both nodes' digests are equal;
+* idle after: the same client reads another --samples probe keys at iad-1, which
+  now holds the repaired data (fra-1 up, nothing left to repair).
 
-Prints p50/p99/p999, reads per second and iad-1's CPU per read for both phases,
-the p99 ratio (goal: repair within 2x of idle) and the repair time and rate.
+Prints p50/p99/p999, reads per second, iad-1's CPU per read and the machine's
+1-minute load average for each phase, the p99 ratio (goal: repair within 2x
+of idle; against idle after too, as a check of the noise other work on the
+machine adds) and the repair time and rate.
+
 iad-1 is pinned to CPU 1, fra-1 and the client to CPU 0 when the machine has
 two CPUs. Reads during repair include the CPU iad-1 spends applying records, so
 the CPU per read is a cost of the repair, not of the reads.
@@ -33,6 +39,7 @@ from pathlib import Path
 from bench.e2e.load import percentiles, pin
 from bench.e2e.replication import digests_equal
 from edgekv import Client
+from edgekv.limits import DEFAULT_ANTIENTROPY_BYTES_PER_S
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.launcher import write_cluster_file
 
@@ -106,7 +113,8 @@ def report(name: str, samples_us: list[float], seconds: float, cpu: float) -> di
     ops = len(samples_us) / seconds
     cpu_us = cpu / len(samples_us) * 1e6
     print(f"{name:<30} p50 {p['p50']:8.1f} us  p99 {p['p99']:8.1f} us  p999 {p['p999']:8.1f} us  "
-          f"{ops:7.0f} reads/s  iad-1 CPU {cpu_us:7.1f} us/read")  # fmt: skip
+          f"{ops:7.0f} reads/s  iad-1 CPU {cpu_us:7.1f} us/read  "
+          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
     return {**p, "ops": ops}
 
 
@@ -115,15 +123,25 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--value-bytes", type=int, default=24 * 1024)
     parser.add_argument("--samples", type=int, default=5000)
+    parser.add_argument(
+        "--antientropy-bytes-per-s", type=int, default=None,
+        help="replication.antientropy_bytes_per_s (default: the cluster file's default)",
+    )  # fmt: skip
     args = parser.parse_args()
+    replication = {"antientropy_interval_s": 3600, "heartbeat_interval_s": 0.5}
+    if args.antientropy_bytes_per_s is not None:
+        replication["antientropy_bytes_per_s"] = args.antientropy_bytes_per_s
     total_mb = args.keys * args.value_bytes / 1e6
-    print(f"machine: {os.cpu_count()} CPUs; iad-1 on CPU 1, fra-1 and the client on CPU 0; "
-          f"repairing {args.keys} keys of {args.value_bytes} bytes "
-          f"({total_mb:.0f} MB)")  # fmt: skip
+    pace = args.antientropy_bytes_per_s or DEFAULT_ANTIENTROPY_BYTES_PER_S
+    print(
+        f"machine: {os.cpu_count()} CPUs; iad-1 on CPU 1, fra-1 and the client on CPU 0;\n"
+        f"repairing {args.keys} keys of {args.value_bytes} bytes ({total_mb:.0f} MB); "
+        f"antientropy_bytes_per_s {pace} ({pace / 1e6:.1f} MB/s)"
+    )
     with tempfile.TemporaryDirectory(prefix="edgekv-repair-") as tmp:
         path = write_cluster_file(
             tmp, regions=REGIONS, nodes=NODES, cluster="bench",
-            extra={"replication": {"antientropy_interval_s": 3600, "heartbeat_interval_s": 0.5}},
+            extra={"replication": replication},
         )  # fmt: skip
         t0 = time.perf_counter()
         preload(path, args.keys, args.value_bytes)
@@ -153,12 +171,20 @@ def main() -> None:
             while not asyncio.run(digests_equal(peer_a, peer_b)):
                 time.sleep(0.5)
             repair_s, repair_cpu = time.perf_counter() - t0, cpu_s(iad.pid) - cpu0
-            reader.stop()
             during = report(
                 "read at iad-1, during repair", list(reader.samples_us), repair_s, repair_cpu
             )
+            reader.samples_us.clear()
+            cpu0, t0 = cpu_s(iad.pid), time.perf_counter()
+            while len(reader.samples_us) < args.samples:
+                time.sleep(0.05)
+            after_s, after_cpu = time.perf_counter() - t0, cpu_s(iad.pid) - cpu0
+            reader.stop()
+            after = report("read at iad-1, idle after", list(reader.samples_us), after_s, after_cpu)
     print()
     print(f"read p99 repair / idle      {during['p99'] / idle['p99']:.2f}x   (goal <= 2x)")
+    print(f"read p99 repair / idle after {during['p99'] / after['p99']:.2f}x  "
+          f"(the same node holding the repaired data, fra-1 up, nothing to repair)")  # fmt: skip
     print(f"repair time                 {repair_s:.1f} s for {args.keys} keys "
           f"({args.keys / repair_s:.0f} keys/s, {total_mb / repair_s:.1f} MB/s; "
           f"includes fra-1's start)")  # fmt: skip

@@ -34,7 +34,7 @@ from pathlib import Path
 from edgekv.cluster.placement import PlacementRule
 from edgekv.config.values import show
 from edgekv.errors import ConfigError
-from edgekv.limits import DEFAULT_LIMITS, Limits
+from edgekv.limits import DEFAULT_ANTIENTROPY_BYTES_PER_S, DEFAULT_LIMITS, Limits
 from edgekv.storage.clock import DEFAULT_MAX_SKEW_MS
 
 __all__ = [
@@ -109,6 +109,9 @@ class ReplicationSettings:
     max_clock_skew_ms: int = DEFAULT_MAX_SKEW_MS
     heartbeat_interval_s: float = 1.0
     antientropy_interval_s: float = 30.0
+    # Bytes per second anti-entropy may move through this node, in and out
+    # (replication/pacer.py): reads stay fast while a node is repaired.
+    antientropy_bytes_per_s: int = DEFAULT_ANTIENTROPY_BYTES_PER_S
     batch_entries: int = 512
     max_inflight_batches: int = 64
     log_trim_interval_s: float = 5.0

@@ -44,7 +44,7 @@ from edgekv.config.values import (
     show,
 )
 from edgekv.errors import ConfigError, InvalidArgument
-from edgekv.limits import DEFAULT_LIMITS, MAX_KEY_BYTES, Limits
+from edgekv.limits import DEFAULT_LIMITS, MAX_KEY_BYTES, MIN_ANTIENTROPY_BYTES_PER_S, Limits
 from edgekv.principal import AUTH_SCOPES
 
 __all__ = [
@@ -301,7 +301,9 @@ def parse_replication(value: object) -> ReplicationSettings:
     entry = as_mapping(value, "replication")
     kinds: dict[str, Callable[[object, str], Any]] = {}
     for f in fields(ReplicationSettings):
-        if f.name.endswith("_s"):
+        if f.name.endswith("_bytes_per_s"):
+            kinds[f.name] = _as_bytes_per_s
+        elif f.name.endswith("_s"):
             kinds[f.name] = as_positive_seconds
         else:
             kinds[f.name] = as_positive_int
@@ -316,6 +318,11 @@ def parse_replication(value: object) -> ReplicationSettings:
             "so a tombstone lives through an anti-entropy round before it is collected"
         )
     return settings
+
+
+def _as_bytes_per_s(value: object, where: str) -> int:
+    # Slower, one full peer message would wait for seconds inside a peer call.
+    return as_int(value, where, minimum=MIN_ANTIENTROPY_BYTES_PER_S)
 
 
 def parse_security(value: object, base_dir: Path) -> SecuritySettings:

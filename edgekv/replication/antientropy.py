@@ -6,7 +6,9 @@ differing groups, then list only differing buckets and exchange the records
 whose versions differ — pulling what the peer has newer, pushing what we have
 newer. Cost is proportional to the difference, not the data size. It repairs
 a peer past log retention, a node restored from an old backup, and a brand-new
-node with an empty data directory. Applying is idempotent, so a sync that is
+node with an empty data directory. It moves records in small pages, paced in
+bytes per second by the node's RepairPacer (pacer.py), so that reads at a node
+being repaired stay fast. Applying is idempotent, so a sync that is
 cut off half-way is simply finished by the next one. Only records this node
 asked for and may hold are applied, whatever the peer sends back; the rest are
 dropped and counted (replication/refusals.py).
@@ -24,8 +26,16 @@ from dataclasses import dataclass, field
 import grpc
 
 from edgekv.errors import EdgeKVError
-from edgekv.limits import DEFAULT_MAX_MESSAGE_BYTES
-from edgekv.replication.paging import BucketPage, key_batches, page_range, record_page
+from edgekv.limits import DEFAULT_ANTIENTROPY_BYTES_PER_S, DEFAULT_MAX_MESSAGE_BYTES
+from edgekv.replication.pacer import LISTING_SLICE_BYTES, SLICE_BYTES, RepairPacer, apply_paced
+from edgekv.replication.paging import (
+    BucketPage,
+    key_batches,
+    listing_cost,
+    page_range,
+    record_cost,
+    record_page,
+)
 from edgekv.replication.refusals import PeerRefusals
 from edgekv.storage import digest
 from edgekv.storage.clock import wall_ms
@@ -37,6 +47,7 @@ log = logging.getLogger(__name__)
 _SEGMENTS_PER_CALL = 32
 _BUCKETS_PER_CALL = 512
 _RECORDS_PER_CALL = 1000
+_FIRST_FETCH_KEYS = 16  # keys asked per fetch before the record size is known
 _CALL_TIMEOUT_S = 30.0
 
 
@@ -74,6 +85,7 @@ async def sync_with_peer(
     may_hold: Callable[[bytes], bool],
     refusals: PeerRefusals,
     page_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    pacer: RepairPacer | None = None,
 ) -> SyncStats:
     """Make this node and the peer hold the same newest records of ``placement``.
 
@@ -81,9 +93,12 @@ async def sync_with_peer(
     keys are fetched, and only records asked for are applied (``refusals``
     counts the rest). Every message of the sync is bounded by about
     ``page_bytes`` (a listing or record batch longer than that comes in pages),
-    so records of any size up to max_value_bytes move, whatever their count.
+    so records of any size up to max_value_bytes move, whatever their count;
+    listings and records move in smaller slices still (pacer.py), at the pace
+    of ``pacer`` (default: its default rate, for this sync alone).
     """
     started = time.monotonic()
+    pace = _Pace(pacer or RepairPacer(), page_bytes)
     stats = SyncStats()
     remote = await stub.GetDigests(
         replication_pb2.DigestRequest(hello=hello, placement=placement), timeout=_CALL_TIMEOUT_S
@@ -119,7 +134,7 @@ async def sync_with_peer(
                 buckets[b_start : b_start + _BUCKETS_PER_CALL],
                 stats,
                 _Intake(may_hold, refusals),
-                page_bytes,
+                pace,
             )
     stats.duration_s = time.monotonic() - started
     return stats
@@ -133,7 +148,7 @@ async def _reconcile_buckets(
     buckets: Sequence[int],
     stats: SyncStats,
     intake: _Intake,
-    page_bytes: int,
+    pace: _Pace,
 ) -> None:
     """Exchange the newer records of ``buckets``, one byte-bounded listing page at a time."""
     digests = engine.digests
@@ -145,10 +160,15 @@ async def _reconcile_buckets(
     while buckets:
         listed = await stub.ListBuckets(
             replication_pb2.ListBucketsRequest(
-                hello=hello, placement=placement, buckets=buckets, after_key=after
+                hello=hello,
+                placement=placement,
+                buckets=buckets,
+                after_key=after,
+                max_bytes=pace.listing_bytes,
             ),
             timeout=_CALL_TIMEOUT_S,
         )
+        await pace.pacer.pace(sum(listing_cost((e.key, 0, e.origin)) for e in listed.entries))
         page = BucketPage(
             [(e.key, e.timestamp, e.origin) for e in listed.entries],
             listed.truncated,
@@ -167,8 +187,8 @@ async def _reconcile_buckets(
         mine = {key: (ts, origin) for key, ts, origin in page_range(ours, buckets, after, page)}
         pull = intake.wanted(k for k, v in theirs.items() if (m := mine.get(k)) is None or m < v)
         push = [k for k, v in mine.items() if (t := theirs.get(k)) is None or t < v]
-        await _pull(engine, stub, hello, pull, stats, intake, page_bytes)
-        await _push(engine, stub, hello, push, stats, page_bytes)
+        await _pull(engine, stub, hello, pull, stats, intake, pace)
+        await _push(engine, stub, hello, push, stats, pace)
         if not page.truncated:
             return
         buckets = buckets[page.resume_index :]
@@ -182,26 +202,36 @@ async def _pull(
     keys: Sequence[bytes],
     stats: SyncStats,
     intake: _Intake,
-    page_bytes: int,
+    pace: _Pace,
 ) -> None:
     """Fetch ``keys`` from the peer; each answer is a byte-bounded page (paging.py).
 
     Only records asked for and allowed here are applied (``intake``); a record
     too far ahead of this node's clock is quarantined, not the whole page.
+    Answers are asked for in slices (pacer.py) of about as many keys as fit,
+    judged by the records seen so far, and applied at the pacer's pace on a
+    worker thread: reads on the loop keep answering during a repair.
     """
-    for batch in key_batches(keys, _RECORDS_PER_CALL, page_bytes):
+
+    def apply(pairs: list[tuple[bytes, bytes]]) -> int:
+        return engine.apply_many(pairs, quarantine_skewed=True)
+
+    for batch in key_batches(keys, _RECORDS_PER_CALL, pace.page_bytes):
         done = 0
         while done < len(batch):
+            asked = batch[done : done + pace.fetch_keys]
             answer = await stub.FetchRecords(
-                replication_pb2.FetchRecordsRequest(hello=hello, keys=batch[done:]),
+                replication_pb2.FetchRecordsRequest(
+                    hello=hello, keys=asked, max_bytes=pace.slice_bytes
+                ),
                 timeout=_CALL_TIMEOUT_S,
             )
-            pairs = intake.accepted(batch[done:], answer.records)
-            # On a worker thread: reads on the loop keep answering during a repair.
-            stats.pulled += await asyncio.to_thread(
-                engine.apply_many, pairs, quarantine_skewed=True
-            )
-            done += answer.resume_index or len(batch) - done
+            pairs = intake.accepted(asked, answer.records)
+            stats.pulled += await apply_paced(pace.pacer, apply, pairs)
+            done += answer.resume_index or len(asked)
+            if pairs:
+                average = sum(record_cost(k, r) for k, r in pairs) // len(pairs)
+                pace.fetch_keys = max(1, min(_RECORDS_PER_CALL, pace.slice_bytes // average + 1))
 
 
 async def _push(
@@ -210,14 +240,15 @@ async def _push(
     hello: replication_pb2.PeerHello,
     keys: Sequence[bytes],
     stats: SyncStats,
-    page_bytes: int,
+    pace: _Pace,
 ) -> None:
-    """Send the records of ``keys`` to the peer in requests of at most ``page_bytes``."""
+    """Send the records of ``keys`` to the peer in paced slices (pacer.py)."""
     start = 0
     while start < len(keys):
-        records, start = record_page(engine.records, keys, start, page_bytes)
+        records, start = record_page(engine.records, keys, start, pace.slice_bytes)
         if not records:
             continue
+        await pace.pacer.pace(sum(record_cost(k, r) for k, r in records))
         resp = await stub.PushRecords(
             replication_pb2.RecordBatch(
                 hello=hello,
@@ -226,6 +257,20 @@ async def _push(
             timeout=_CALL_TIMEOUT_S,
         )
         stats.pushed += resp.applied
+
+
+class _Pace:
+    """How one sync sizes and paces its messages: slices within ``page_bytes``, at ``pacer``."""
+
+    __slots__ = ("fetch_keys", "listing_bytes", "pacer", "page_bytes", "slice_bytes")
+
+    def __init__(self, pacer: RepairPacer, page_bytes: int) -> None:
+        self.pacer = pacer
+        self.page_bytes = page_bytes  # the most any one message may carry
+        self.slice_bytes = min(SLICE_BYTES, page_bytes)
+        self.listing_bytes = min(LISTING_SLICE_BYTES, page_bytes)
+        # Keys per fetch, sized by the records seen so far in this sync.
+        self.fetch_keys = _FIRST_FETCH_KEYS
 
 
 class _Intake:
@@ -266,7 +311,8 @@ class AntiEntropy:
     hold; ``stub_for(peer_id)`` gives a Replication stub for the peer.
     ``trigger`` asks for a sync now (a peer past log retention, a new node).
     ``may_hold(key)`` says whether this node may hold a key; records refused
-    for residency are counted in ``refusals``.
+    for residency are counted in ``refusals``. Every sync moves at most
+    ``bytes_per_s`` on average (``pacer``, which the node's peer service shares).
     """
 
     def __init__(
@@ -282,8 +328,11 @@ class AntiEntropy:
         refusals: PeerRefusals,
         on_synced: Callable[[str, SyncStats], None] | None = None,
         page_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        bytes_per_s: int = DEFAULT_ANTIENTROPY_BYTES_PER_S,
     ) -> None:
         self._engine = engine
+        # The node's anti-entropy byte budget, shared with its peer service.
+        self.pacer = RepairPacer(bytes_per_s)
         self._may_hold = may_hold
         self._refusals = refusals
         self._page_bytes = page_bytes  # byte budget of one sync message (paging.py)
@@ -315,6 +364,7 @@ class AntiEntropy:
                 may_hold=self._may_hold,
                 refusals=self._refusals,
                 page_bytes=self._page_bytes,
+                pacer=self.pacer,
             )
             total.segments_differing += stats.segments_differing
             total.buckets_differing += stats.buckets_differing

@@ -32,6 +32,11 @@ def record_cost(key: bytes, record: bytes) -> int:
     return len(key) + len(record) + ENTRY_OVERHEAD_BYTES
 
 
+def listing_cost(entry: Listed) -> int:
+    """Bytes one listed (key, timestamp, origin) adds to a message, framing included."""
+    return len(entry[0]) + len(entry[2]) + ENTRY_OVERHEAD_BYTES
+
+
 def record_page(
     read: Callable[[Sequence[bytes]], list[Record]],
     keys: Sequence[bytes],
@@ -138,7 +143,7 @@ def bucket_page(
     for index, bucket in enumerate(buckets):
         last = b""
         for entry in iter_bucket(bucket, after_key if index == 0 else b""):
-            cost = len(entry[0]) + len(entry[2]) + ENTRY_OVERHEAD_BYTES
+            cost = listing_cost(entry)
             if entries and size + cost > max_bytes:
                 resume_after = last or (after_key if index == 0 else b"")
                 return BucketPage(entries, True, index, resume_after)

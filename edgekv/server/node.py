@@ -145,9 +145,8 @@ class Node:
         self._max_message = max_message_bytes(config.limits)
         # Refuses token auth over an unauthenticated peer plane (peer_auth.py).
         self._peer_secret = peer_secret_for(config, has_peers=bool(self.peer_ids))
-        credentials = None
-        if self._peer_secret is not None:
-            credentials = PeerCredentials(self._peer_secret, config.cluster, node_id)
+        secret = self._peer_secret
+        credentials = PeerCredentials(secret, config.cluster, node_id) if secret else None
         self._dialer = Dialer(
             node_id, config.security.tls, peer_address, self._max_message, credentials
         )
@@ -277,6 +276,7 @@ class Node:
             limiter=self._limiter,
             http_endpoint=endpoint_of(spec.http_listen, http_port) if http else "",
             http_inflight=(lambda: http.inflight) if http is not None else None,
+            pacer=replication.antientropy.pacer if replication is not None else None,
         )
         coordinator = Coordinator(engine, router, committer=committer, feed=feed)
         cluster_service = ClusterService(config, view, engine, self._may_hold, self.auth)
@@ -301,6 +301,28 @@ class Node:
         """Serve the peer port, then start heartbeats, anti-entropy, senders and the trimmer."""
         config, spec = self.config, self.spec
         assert spec.peer_listen  # checked in __init__
+        settings = config.replication
+        hello = replication_pb2.PeerHello(node_id=spec.id, cluster=config.cluster)
+        senders: dict[str, PeerSender] = {}
+
+        def on_synced(peer: str, stats: SyncStats) -> None:
+            sender = senders.get(peer)
+            if sender is not None and sender.needs_repair:
+                sender.repaired()
+
+        antientropy = AntiEntropy(
+            engine,
+            hello=hello,
+            peers=self.peer_ids,
+            stub_for=self._stub,
+            placements_with=self._placements_with,
+            interval_s=settings.antientropy_interval_s,
+            may_hold=self._may_hold,
+            refusals=self.refusals,
+            on_synced=on_synced,
+            page_bytes=self._max_message,
+            bytes_per_s=settings.antientropy_bytes_per_s,
+        )
         peer_service = PeerService(
             engine,
             node_id=spec.id,
@@ -314,6 +336,7 @@ class Node:
             ),
             refusals=self.refusals,
             page_bytes=self._max_message,
+            pacer=antientropy.pacer,  # one budget for anti-entropy bytes, in and out
         )
         peer_server = grpc.aio.server(
             options=server_options(self._max_message * 4),
@@ -327,34 +350,12 @@ class Node:
         peer_port = bind(peer_server, spec.peer_listen, creds)
         await peer_server.start()
         undo.push_async_callback(peer_server.stop, 0)
-
-        settings = config.replication
-        hello = replication_pb2.PeerHello(node_id=spec.id, cluster=config.cluster)
-        senders: dict[str, PeerSender] = {}
-
-        def on_synced(peer: str, stats: SyncStats) -> None:
-            sender = senders.get(peer)
-            if sender is not None and sender.needs_repair:
-                sender.repaired()
-
         membership = Membership(
             hello=hello,
             peers=self.peer_ids,
             stub_for=self._stub,
             interval_s=settings.heartbeat_interval_s,
             clock=engine.clock,
-        )
-        antientropy = AntiEntropy(
-            engine,
-            hello=hello,
-            peers=self.peer_ids,
-            stub_for=self._stub,
-            placements_with=self._placements_with,
-            interval_s=settings.antientropy_interval_s,
-            may_hold=self._may_hold,
-            refusals=self.refusals,
-            on_synced=on_synced,
-            page_bytes=self._max_message,
         )
         sender_settings = SenderSettings(
             batch_entries=settings.batch_entries,

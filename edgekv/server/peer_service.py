@@ -13,7 +13,6 @@ twice or out of order.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 
@@ -23,7 +22,8 @@ from edgekv.cluster.placement import PlacementRules
 from edgekv.errors import EdgeKVError, InvalidArgument, PermissionDenied, Unauthenticated
 from edgekv.limits import DEFAULT_MAX_MESSAGE_BYTES
 from edgekv.replication.handoff import held_keys
-from edgekv.replication.paging import bucket_page, record_page
+from edgekv.replication.pacer import RepairPacer, apply_paced
+from edgekv.replication.paging import bucket_page, listing_cost, record_cost, record_page
 from edgekv.replication.refusals import PeerRefusals
 from edgekv.server.peer_auth import PeerAuthenticator
 from edgekv.server.status import grpc_errors, grpc_stream_errors
@@ -54,10 +54,13 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         authenticator: PeerAuthenticator,
         refusals: PeerRefusals,
         page_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        pacer: RepairPacer | None = None,
     ) -> None:
         self._engine = engine
         # The byte budget of one ListBuckets or FetchRecords answer (paging.py).
         self._page_bytes = page_bytes
+        # Anti-entropy bytes served or applied here share the node's budget (pacer.py).
+        self._pacer = pacer or RepairPacer()
         self._node_id = node_id
         self._region = node_regions[node_id]
         self._cluster = cluster
@@ -122,6 +125,10 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
 
     def _may_hold(self, key: bytes) -> bool:
         return self._placement.allows(key, self._region)
+
+    def _budget(self, asked_bytes: int) -> int:
+        """The byte budget of one answer: what the caller asked for, at most the page budget."""
+        return min(asked_bytes, self._page_bytes) if asked_bytes else self._page_bytes
 
     def _apply(
         self, caller: str, pairs: list[tuple[bytes, bytes]], *, from_callers_region: bool = True
@@ -210,8 +217,9 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
             lambda bucket, after: digests.iter_bucket(placement, bucket, after),
             request.buckets,
             request.after_key,
-            self._page_bytes,
+            self._budget(request.max_bytes),
         )
+        await self._pacer.pace(sum(listing_cost(e) for e in page.entries))
         return replication_pb2.ListBucketsResponse(
             entries=[
                 replication_pb2.KeyVersion(key=key, timestamp=ts, origin=origin)
@@ -233,7 +241,8 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
             )
         keys = list(request.keys)
         self._check_keys(requester, keys)
-        records, end = record_page(self._engine.records, keys, 0, self._page_bytes)
+        records, end = record_page(self._engine.records, keys, 0, self._budget(request.max_bytes))
+        await self._pacer.pace(sum(record_cost(k, r) for k, r in records))
         log.debug("served %d records to %s", len(records), requester)
         return replication_pb2.RecordBatch(
             records=[replication_pb2.KeyRecord(key=k, record=r) for k, r in records],
@@ -245,10 +254,13 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         self, request: replication_pb2.RecordBatch, context: grpc.aio.ServicerContext
     ) -> replication_pb2.PushRecordsResponse:
         caller = self._check_hello(request.hello, context)
-        # A page of anti-entropy repair (up to page_bytes) is applied on a worker
-        # thread, so reads on the loop keep answering while a node is repaired.
-        applied = await asyncio.to_thread(
-            self._apply, caller, [(r.key, r.record) for r in request.records]
+        # A page of anti-entropy repair is applied in paced slices on a worker
+        # thread, so reads on the loop keep answering while a node is repaired,
+        # however large the page and however many peers push at once.
+        applied = await apply_paced(
+            self._pacer,
+            lambda batch: self._apply(caller, batch),
+            [(r.key, r.record) for r in request.records],
         )
         return replication_pb2.PushRecordsResponse(applied=applied)
 

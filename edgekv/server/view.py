@@ -19,6 +19,7 @@ from edgekv.replication.antientropy import PeerSyncState
 from edgekv.replication.changefeed import ChangeFeed
 from edgekv.replication.collector import Collector
 from edgekv.replication.handoff import Handoff
+from edgekv.replication.pacer import RepairPacer
 from edgekv.replication.refusals import PeerRefusals
 from edgekv.replication.sender import PeerSender
 from edgekv.server.interceptors import InflightLimiter
@@ -74,6 +75,15 @@ class CollectorStats:
 
 
 @dataclass(frozen=True, slots=True)
+class RepairPacing:
+    """Anti-entropy's byte budget (replication.antientropy_bytes_per_s) and its use so far."""
+
+    bytes_per_s: int  # the budget; 0 for a node without peers
+    bytes_total: int  # listing and record bytes anti-entropy moved through this node
+    waited_s_total: float  # time repair work waited for the budget
+
+
+@dataclass(frozen=True, slots=True)
 class PurgeStats:
     """Keys this node may no longer hold (placement rule changes): erased and still here."""
 
@@ -91,7 +101,7 @@ class NodeView:
 
     __slots__ = (
         "_collector", "_engine", "_feed", "_handoff", "_health", "_http_inflight", "_limiter",
-        "_metrics_endpoint", "_refusals", "_router", "_senders", "_sync",
+        "_metrics_endpoint", "_pacer", "_refusals", "_router", "_senders", "_sync",
         "cluster", "endpoint", "http_endpoint", "node_id", "peer_endpoint", "region",
         "sync_writes",
     )  # fmt: skip
@@ -118,6 +128,7 @@ class NodeView:
         limiter: InflightLimiter | None = None,
         http_endpoint: str = "",
         http_inflight: Callable[[], int] | None = None,
+        pacer: RepairPacer | None = None,  # None: a node without peers
     ) -> None:
         """``senders``, ``peer_health`` and ``sync_state`` each hold every peer (or none)."""
         self.node_id = node_id
@@ -139,6 +150,7 @@ class NodeView:
         self._limiter = limiter
         self.http_endpoint = http_endpoint  # the HTTP door, host as configured ("" if none)
         self._http_inflight = http_inflight
+        self._pacer = pacer
 
     @property
     def metrics_endpoint(self) -> str:
@@ -196,6 +208,12 @@ class NodeView:
     def peer_refusals(self) -> tuple[dict[str, int], dict[str, int]]:
         """Peer calls refused and received records dropped, by reason (copies)."""
         return dict(self._refusals.calls), dict(self._refusals.records)
+
+    def repair_pacing(self) -> RepairPacing:
+        pacer = self._pacer
+        if pacer is None:
+            return RepairPacing(0, 0, 0.0)
+        return RepairPacing(pacer.bytes_per_s, pacer.bytes_total, pacer.waited_s_total)
 
     def purge_stats(self) -> PurgeStats:
         handoff = self._handoff

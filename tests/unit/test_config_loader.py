@@ -23,7 +23,7 @@ from edgekv.config.model import (
     StorageSettings,
 )
 from edgekv.errors import ConfigError
-from edgekv.limits import DEFAULT_LIMITS, Limits
+from edgekv.limits import DEFAULT_ANTIENTROPY_BYTES_PER_S, DEFAULT_LIMITS, Limits
 
 EXAMPLE = """\
 cluster: demo
@@ -690,3 +690,25 @@ def test_tombstone_grace_and_gc_interval_parsed(doc: dict[str, Any]) -> None:
     doc["replication"] = {"tombstone_grace_s": 7200, "gc_interval_s": 60}
     settings = parse(doc).replication
     assert (settings.tombstone_grace_s, settings.gc_interval_s) == (7200.0, 60.0)
+
+
+def test_antientropy_bytes_per_s_parsed_with_a_default(doc: dict[str, Any]) -> None:
+    assert parse(doc).replication.antientropy_bytes_per_s == DEFAULT_ANTIENTROPY_BYTES_PER_S
+    doc["replication"] = {"antientropy_bytes_per_s": 8 * 1024 * 1024}
+    assert parse(doc).replication.antientropy_bytes_per_s == 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (1000, "1000 is too small; allowed: an integer >= 1048576"),
+        (0, "0 is too small; allowed: an integer >= 1048576"),
+        (2.5e6, "expected an integer >= 1048576, got 2500000.0"),
+        ("16MB", 'expected an integer >= 1048576, got "16MB"'),
+    ],
+)
+def test_antientropy_bytes_per_s_below_one_mib_or_not_an_integer_rejected(
+    doc: dict[str, Any], value: object, message: str
+) -> None:
+    doc["replication"] = {"antientropy_bytes_per_s": value}
+    assert error_of(doc) == f"replication.antientropy_bytes_per_s: {message}"

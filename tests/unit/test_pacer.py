@@ -1,0 +1,144 @@
+"""replication/pacer.py: the anti-entropy token bucket and paced, sliced applies.
+
+A settable clock and a sleep that only advances it: no test here waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from edgekv.replication.pacer import SLICE_BYTES, RepairPacer, apply_paced
+from edgekv.replication.paging import record_cost
+
+MIB = 1024 * 1024
+
+
+class FakeClock:
+    """Monotonic seconds that move only when told, and a sleep that moves them."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def pacer_at(
+    clock: FakeClock, bytes_per_s: int = MIB, burst_bytes: int = 256 * 1024
+) -> RepairPacer:
+    return RepairPacer(bytes_per_s, burst_bytes=burst_bytes, clock=clock, sleep=clock.sleep)
+
+
+def test_reserve_within_the_burst_goes_at_once(clock: FakeClock) -> None:
+    pacer = pacer_at(clock)
+    assert pacer.reserve(100 * 1024) == 0.0
+    assert pacer.reserve(156 * 1024) == 0.0
+    assert pacer.bytes_total == 256 * 1024 and pacer.waited_s_total == 0.0
+
+
+def test_reserve_past_the_burst_waits_for_the_debt_at_the_rate(clock: FakeClock) -> None:
+    pacer = pacer_at(clock)
+    assert pacer.reserve(256 * 1024) == 0.0
+    # The bucket is empty: 512 KiB more at 1 MiB/s is half a second away.
+    assert pacer.reserve(512 * 1024) == pytest.approx(0.5)
+    # A second caller at the same instant queues behind the first one's debt.
+    assert pacer.reserve(256 * 1024) == pytest.approx(0.75)
+    assert pacer.waited_s_total == pytest.approx(1.25)
+
+
+def test_time_refills_the_bucket_but_never_past_the_burst(clock: FakeClock) -> None:
+    pacer = pacer_at(clock)
+    pacer.reserve(256 * 1024)
+    clock.now += 0.125  # 128 KiB refilled
+    assert pacer.reserve(128 * 1024) == 0.0
+    clock.now += 3600.0  # an idle hour saves up one burst, not 3.5 GiB
+    assert pacer.reserve(256 * 1024) == 0.0
+    assert pacer.reserve(1024) == pytest.approx(1024 / MIB)
+
+
+def test_an_item_larger_than_the_burst_goes_alone_after_its_debt(clock: FakeClock) -> None:
+    pacer = pacer_at(clock, burst_bytes=64 * 1024)
+    assert pacer.reserve(MIB) == pytest.approx((MIB - 64 * 1024) / MIB)
+
+
+async def test_pace_sleeps_only_when_the_bucket_is_short(clock: FakeClock) -> None:
+    pacer = pacer_at(clock)
+    await pacer.pace(256 * 1024)
+    assert clock.slept == []
+    await pacer.pace(256 * 1024)
+    assert clock.slept == [pytest.approx(0.25)]
+
+
+async def test_paced_work_never_runs_ahead_of_the_rate_plus_one_burst(clock: FakeClock) -> None:
+    rate, burst = 4 * MIB, 256 * 1024
+    pacer = pacer_at(clock, bytes_per_s=rate, burst_bytes=burst)
+    rnd = random.Random(12)
+    starts: list[tuple[float, int]] = []  # (when the work may start, its bytes)
+    for _ in range(2000):
+        n = rnd.choice([rnd.randrange(1, 300_000), rnd.randrange(1, 30_000)])
+        await pacer.pace(n)
+        starts.append((clock.now, n))
+        clock.now += rnd.choice([0.0, 0.0, 0.001, 0.05])  # the work itself, or idle time
+    for i in range(0, len(starts), 37):
+        for j in range(i, min(len(starts), i + 400), 11):
+            moved = sum(n for _, n in starts[i : j + 1])
+            elapsed = starts[j][0] - starts[i][0]
+            # Work started in [t_i, t_j] fits one burst plus the rate, plus the
+            # item at t_i itself when it was larger than the burst.
+            assert moved <= burst + rate * elapsed + starts[i][1] + 1, (i, j, moved, elapsed)
+    total_s = starts[-1][0] - starts[0][0]
+    assert sum(n for _, n in starts) <= burst + rate * total_s + starts[0][1]
+
+
+def test_pacer_refuses_a_rate_of_zero(clock: FakeClock) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        RepairPacer(0, clock=clock)
+
+
+async def test_apply_paced_applies_every_record_in_slices_at_the_pace(clock: FakeClock) -> None:
+    pacer = pacer_at(clock, bytes_per_s=MIB, burst_bytes=SLICE_BYTES)
+    records = [(b"k%04d" % i, b"v" * 24 * 1024) for i in range(100)]  # about 2.4 MiB
+    records.append((b"huge", b"h" * (SLICE_BYTES * 2)))  # larger than a slice: alone
+    slices: list[list[tuple[bytes, bytes]]] = []
+
+    def apply(batch: list[tuple[bytes, bytes]]) -> int:
+        slices.append(batch)
+        return len(batch) - 1  # "changed" counts are summed, whatever they are
+
+    applied = await apply_paced(pacer, apply, records)
+    assert [r for s in slices for r in s] == records
+    assert applied == len(records) - len(slices)
+    assert all(sum(record_cost(k, r) for k, r in s) <= SLICE_BYTES or len(s) == 1 for s in slices)
+    assert slices[-1] == [records[-1]] and len(slices) >= 10
+    total = sum(record_cost(k, r) for k, r in records)
+    assert pacer.bytes_total == total
+    # Everything past the first burst waited at 1 MiB/s.
+    assert sum(clock.slept) == pytest.approx((total - SLICE_BYTES) / MIB)
+
+
+async def test_apply_paced_runs_the_apply_off_the_event_loop(clock: FakeClock) -> None:
+    loop_thread = asyncio.get_running_loop()
+    ran_on_loop: list[bool] = []
+
+    def apply(batch: list[tuple[bytes, bytes]]) -> int:
+        try:
+            ran_on_loop.append(asyncio.get_running_loop() is loop_thread)
+        except RuntimeError:  # no loop in this thread: a worker thread
+            ran_on_loop.append(False)
+        return len(batch)
+
+    assert await apply_paced(pacer_at(clock), apply, [(b"a", b"1"), (b"b", b"2")]) == 2
+    assert ran_on_loop == [False]
