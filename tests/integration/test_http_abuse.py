@@ -84,3 +84,25 @@ def test_connect_timeout_header_out_of_protocol_is_refused_as_connectrpc_does(
             assert "timeout" in body["message"].lower(), body
     assert unhandled(door, "fra-1") == before
     assert_up(door, "fra-1")
+
+
+def test_forwarded_rest_calls_with_out_of_range_numbers_are_refused_with_a_400(
+    door: LocalCluster,
+) -> None:
+    """A PUT with a huge ttl or a list with a huge limit, on a node that forwards the key
+    (iad-1 for "eu/"), is refused with the request layer's message before it is forwarded."""
+    iad = base(door, "iad-1")
+    before = unhandled(door, "iad-1")
+    cases = [
+        ("PUT", "/v1/kv/eu/ttl", {"ttl": "9" * 30}, {}, "ttl_ms is"),
+        ("PUT", "/v1/kv/eu/ttl", {}, {"edgekv-ttl-ms": str(2**64)}, "ttl_ms is"),
+        ("GET", "/v1/kv", {"prefix": "eu/", "limit": "9" * 30}, {}, "max_scan_limit"),
+    ]
+    for method, path, params, headers, message in cases:
+        answer = httpx.request(
+            method, iad + path, params=params, content=b"v", headers={**auth(), **headers}
+        )
+        assert answer.status_code == 400, (path, params, headers, answer.text)
+        assert message in answer.json()["message"], answer.text
+    assert unhandled(door, "iad-1") == before
+    assert_up(door, "iad-1")
