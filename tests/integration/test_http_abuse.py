@@ -9,6 +9,9 @@ in ASGI application" in the node's log) and stays up.
 
 from __future__ import annotations
 
+import json
+import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -22,6 +25,8 @@ pytestmark = pytest.mark.integration
 
 WRITER = "writer-token"
 UNHANDLED = "Exception in ASGI application"
+HEAD_LIMIT = 8192
+REQUEST_TIMEOUT_S = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +43,10 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         regions=(("eu-west", 50.1, 8.7), ("us-east", 38.9, -77.4)),
         nodes=(("fra-1", "eu-west"), ("iad-1", "us-east")),
         placement=(("eu/", ["eu-west"]),),
-        extra={"security": security},
+        extra={
+            "security": security,
+            "http": {"max_header_bytes": HEAD_LIMIT, "request_timeout_s": REQUEST_TIMEOUT_S},
+        },
         http=True,
     )
     with LocalCluster(path, proxies=False) as cluster:
@@ -106,3 +114,64 @@ def test_forwarded_rest_calls_with_out_of_range_numbers_are_refused_with_a_400(
         assert message in answer.json()["message"], answer.text
     assert unhandled(door, "iad-1") == before
     assert_up(door, "iad-1")
+
+
+def _exchange(door: LocalCluster, chunks: list[bytes], pause_s: float = 0.0) -> tuple[bytes, float]:
+    """Send ``chunks`` on a fresh connection (``pause_s`` apart), then read until the node
+    closes it (at most 15 s); the bytes answered and the seconds from the first send."""
+    host, port = door.nodes["fra-1"].http_endpoint.rsplit(":", 1)
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        started = time.monotonic()
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+                if pause_s:
+                    time.sleep(pause_s)  # a slow client's pace, not a wait for the node
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the node closed the connection while we were still sending
+        try:
+            while data := sock.recv(65536):
+                answer += data
+        except ConnectionResetError:
+            pass  # closed with our bytes unread: what it answered first was read above
+        except TimeoutError:
+            pytest.fail(f"the node kept the connection open; it answered {answer[:200]!r}")
+        return answer, time.monotonic() - started
+
+
+def test_request_head_over_max_header_bytes_is_refused_with_431(door: LocalCluster) -> None:
+    """uvicorn with httptools keeps a request head of any size in memory: the door
+    answers 431 past http.max_header_bytes, whether the head comes in one read or many."""
+    line = b"GET /v1/openapi.json HTTP/1.1\r\nhost: x\r\n"
+    huge = [line] + [b"x-filler: " + b"a" * 60_000 + b"\r\n"] * 100  # 6 MB of headers
+    one_value = [line + b"x-big: " + b"b" * 6_000_000]  # one header line, never ended
+    one_read = [line + b"x-big: " + b"c" * (HEAD_LIMIT + 1) + b"\r\n\r\n"]
+    for chunks in (huge, one_value, one_read):
+        answer, _ = _exchange(door, chunks)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+        body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+        assert f"the limit is {HEAD_LIMIT} (http.max_header_bytes)" in body["message"], body
+    fits = [line + b"x-ok: " + b"d" * (HEAD_LIMIT - 200) + b"\r\nconnection: close\r\n\r\n"]
+    answer, _ = _exchange(door, fits)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert_up(door, "fra-1")
+
+
+def test_slow_requests_are_cut_off_after_request_timeout(door: LocalCluster) -> None:
+    """A head dripped a byte at a time (slowloris) gets 408, and a body that stops
+    coming gets its connection closed, http.request_timeout_s after the first byte."""
+    drip = [b"GET /v1/openapi.json HTTP/1.1\r\nhost: x\r\n"] + [b"x"] * 40
+    answer, elapsed = _exchange(door, drip, pause_s=0.1)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b"(http.request_timeout_s)" in answer
+    assert elapsed < REQUEST_TIMEOUT_S + 3, elapsed
+
+    put = (
+        b"PUT /v1/kv/slow/a HTTP/1.1\r\nhost: x\r\nauthorization: Bearer %s\r\n"
+        b"content-length: 1000\r\n\r\n" % WRITER.encode()
+    )
+    answer, elapsed = _exchange(door, [put, b"v" * 10])
+    assert elapsed < REQUEST_TIMEOUT_S + 3, elapsed
+    assert not answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert_up(door, "fra-1")
