@@ -9,8 +9,10 @@ in ASGI application" in the node's log) and stays up.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
+import struct
 import time
 from collections.abc import Iterator
 
@@ -23,7 +25,7 @@ from edgekv.server.auth import hash_token
 
 pytestmark = pytest.mark.integration
 
-WRITER = "writer-token"
+WRITER, APPS = "writer-token", "apps-token"
 UNHANDLED = "Exception in ASGI application"
 HEAD_LIMIT = 8192
 REQUEST_TIMEOUT_S = 1.5
@@ -34,7 +36,15 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     security = {
         "auth": {
             "mode": "tokens",
-            "tokens": [{"name": "writer", "sha256": hash_token(WRITER).hex(), "scope": "write"}],
+            "tokens": [
+                {"name": "writer", "sha256": hash_token(WRITER).hex(), "scope": "write"},
+                {
+                    "name": "apps",
+                    "sha256": hash_token(APPS).hex(),
+                    "scope": "write",
+                    "prefixes": ["app/"],
+                },
+            ],
         },
         "insecure_peer_plane": True,
     }
@@ -175,3 +185,40 @@ def test_slow_requests_are_cut_off_after_request_timeout(door: LocalCluster) -> 
     assert elapsed < REQUEST_TIMEOUT_S + 3, elapsed
     assert not answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert_up(door, "fra-1")
+
+
+def test_prefix_token_and_forwarded_by_header_grant_nothing_more_over_http(
+    door: LocalCluster,
+) -> None:
+    """A token confined to "app/" lists and watches only "app/" (a cursor naming another
+    range included), and a client claiming to be a peer (edgekv-forwarded-by) only gets
+    its call refused, not served outside the key's region."""
+    apps = {"authorization": f"Bearer {APPS}"}
+    assert httpx.put(f"{base(door)}/v1/kv/app/1", content=b"v", headers=apps).status_code == 200
+    listed = httpx.get(f"{base(door)}/v1/kv", params={"prefix": "app/"}, headers=apps)
+    assert [k["name"] for k in listed.json()["keys"]] == ["app/1"]
+    elsewhere = base64.urlsafe_b64encode(b"secret/").decode().rstrip("=")
+    for params in ({"prefix": ""}, {"prefix": "", "cursor": elsewhere}):
+        answer = httpx.get(f"{base(door)}/v1/kv", params=params, headers=apps)
+        assert answer.status_code == 403, (params, answer.text)
+    answer = httpx.get(
+        f"{base(door)}/v1/kv", params={"prefix": "app/", "cursor": elsewhere}, headers=apps
+    )
+    assert answer.status_code == 400 and "page_token" in answer.text, answer.text
+
+    request = json.dumps({"prefix": base64.b64encode(b"").decode()}).encode()
+    watch = httpx.post(
+        f"{base(door)}/edgekv.v1.KV/Watch",
+        content=struct.pack(">BI", 0, len(request)) + request,
+        headers={**apps, "content-type": "application/connect+json"},
+        timeout=10,
+    )
+    flags, length = struct.unpack(">BI", watch.content[:5])
+    end = json.loads(watch.content[5 : 5 + length])
+    assert flags & 2 and end["error"]["code"] == "permission_denied", end
+
+    spoofed = {**auth(), "edgekv-forwarded-by": "fra-1"}
+    for path, params in (("/v1/kv/eu/x", {}), ("/v1/kv", {"prefix": "eu/"})):
+        answer = httpx.get(base(door, "iad-1") + path, params=params, headers=spoofed)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["code"] == "failed_precondition", answer.text
