@@ -38,6 +38,8 @@ from edgekv.limits import DEFAULT_ANTIENTROPY_BYTES_PER_S, DEFAULT_LIMITS, Limit
 from edgekv.storage.clock import DEFAULT_MAX_SKEW_MS
 
 __all__ = [
+    "DEFAULT_MAX_HEADER_BYTES",
+    "DEFAULT_REQUEST_TIMEOUT_S",
     "AuthSettings",
     "ClusterConfig",
     "HttpSettings",
@@ -176,6 +178,12 @@ class SecuritySettings:
     insecure_peer_plane: bool = False
 
 
+# The HTTP door's bounds on reading a request (http.max_header_bytes, as Node's
+# and h11's default; http.request_timeout_s, head and body).
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+DEFAULT_REQUEST_TIMEOUT_S = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
     """The ``http`` section: how every node's HTTP door (``http_listen``) answers browsers.
@@ -183,9 +191,15 @@ class HttpSettings:
     ``cors_allow_origins`` lists the origins (``https://app.example``, or ``*``)
     whose pages may call the door from a browser; empty (the default) sends no
     CORS headers at all, so browsers refuse cross-origin calls.
+    ``max_header_bytes`` bounds a request's head (request line and headers:
+    431 past it) and ``request_timeout_s`` the time a request may take to
+    arrive whole after its first byte (408 or the connection closed):
+    edgekv/http/guard.py.
     """
 
     cors_allow_origins: tuple[str, ...] = ()
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
 
 
 @dataclass(frozen=True, slots=True)

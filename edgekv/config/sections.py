@@ -17,6 +17,8 @@ from typing import Any
 
 from edgekv.cluster.placement import PlacementRule
 from edgekv.config.model import (
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_REQUEST_TIMEOUT_S,
     AuthSettings,
     HttpSettings,
     NodeSpec,
@@ -174,7 +176,12 @@ def parse_http(value: object) -> HttpSettings:
     if value is None:
         return HttpSettings()
     entry = as_mapping(value, "http")
-    check_keys(entry, "http", required=(), optional=("cors_allow_origins",))
+    check_keys(
+        entry,
+        "http",
+        required=(),
+        optional=("cors_allow_origins", "max_header_bytes", "request_timeout_s"),
+    )
     raw = entry.get("cors_allow_origins", [])
     if not isinstance(raw, list):
         raise ConfigError(f"http.cors_allow_origins: expected a list of origins, got {show(raw)}")
@@ -187,7 +194,17 @@ def parse_http(value: object) -> HttpSettings:
                 '"https://host[:port]" (no path), or "*" for any'
             )
         origins.append(origin.rstrip("/"))
-    return HttpSettings(tuple(origins))
+    return HttpSettings(
+        tuple(origins),
+        max_header_bytes=as_int(
+            entry.get("max_header_bytes", DEFAULT_MAX_HEADER_BYTES),
+            "http.max_header_bytes",
+            minimum=1024,
+        ),
+        request_timeout_s=as_positive_seconds(
+            entry.get("request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S), "http.request_timeout_s"
+        ),
+    )
 
 
 def _data_dir(value: object, where: str, base_dir: Path) -> Path:

@@ -47,7 +47,7 @@ from edgekv.errors import (
 )
 from edgekv.keyrange import prefix_end, scan_bounds
 from edgekv.replication.changefeed import ByteQueue, ChangeFeed, Watcher, WatchOverflow
-from edgekv.storage.batch import DeleteOp, PutOp
+from edgekv.storage.batch import DeleteOp, PutOp, validate
 from edgekv.storage.engine import Engine
 from edgekv.storage.group_commit import GroupCommitter
 from edgekv.storage.record import ScanItem, ScanPage, Version
@@ -187,6 +187,7 @@ class Coordinator:
                 )
             lo = page_token
         limit = limit or DEFAULT_SCAN_LIMIT
+        self._engine.limits.check_scan_limit(limit)  # before any part is forwarded
         call.principal.authorize("read", key_range=(lo, hi))
         if not self._all_local:
             router = self._router
@@ -295,6 +296,9 @@ class Coordinator:
             target = write_target(ops, router.is_local, router.placement.placement_of)
             if target is not None:
                 self._refuse_if_forwarded(call)
+                # The holder checks the batch too; checked here first, a bad op (a ttl
+                # past int64, an oversized value) is refused by its rule, unsent.
+                validate(ops, 0, self._engine.limits)
                 return await self._forwarder.write(ops, target, call)
         if self._fence.fenced:
             raise self._fence.refuse()

@@ -10,7 +10,9 @@ The listener binds its socket first (so the node knows its port before it
 builds its view) and serves later. uvicorn runs embedded: its startup,
 housekeeping loop and shutdown, never its ``serve`` (which would take the
 process's signal handlers from the node). TLS uses the node's certificate
-when the cluster has TLS.
+when the cluster has TLS. Each connection is uvicorn's httptools protocol with
+bounds on the request head's size and on the time a request takes to arrive
+(guard.py, the cluster file's ``http`` section).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from typing import Any
 
 import uvicorn
 
-from edgekv.config.model import TlsSettings
+from edgekv.config.model import HttpSettings, TlsSettings
 from edgekv.config.values import parse_host_port
 from edgekv.errors import EdgeKVError
+from edgekv.http.guard import guarded_protocol
 
 log = logging.getLogger("edgekv.http")
 
@@ -36,9 +39,16 @@ KEEP_ALIVE_S = 75
 class HttpListener:
     """One listening socket and the uvicorn server on it. Runs on the node's loop."""
 
-    def __init__(self, address: str, tls: TlsSettings | None, node_id: str) -> None:
+    def __init__(
+        self,
+        address: str,
+        tls: TlsSettings | None,
+        node_id: str,
+        settings: HttpSettings | None = None,
+    ) -> None:
         self.address = address
         self._tls = tls
+        self._settings = settings or HttpSettings()
         self._node_id = node_id
         self._sock: socket.socket | None = None
         self._server: uvicorn.Server | None = None
@@ -81,7 +91,7 @@ class HttpListener:
         config = uvicorn.Config(
             app,
             loop="none",  # the node's running uvloop
-            http="httptools",
+            http=guarded_protocol(self._settings),  # httptools, bounded (guard.py)
             ws="none",
             lifespan="off",
             log_config=None,  # the node configured logging

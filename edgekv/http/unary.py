@@ -10,8 +10,9 @@ does the same protocol step for exactly that case: decode with connectrpc's
 own codecs, call the same ``KVConnect`` method (same Call, auth, limits,
 headers), encode with the same codec, and answer with a Content-Length. Any
 other request (gRPC-Web, streaming, GET, compressed bodies, other content
-types) returns False and goes to connectrpc, which remains the reference: the
-integration tests send the same calls both ways.
+types, a ``connect-timeout-ms`` that is not 1 to 10 digits) returns False and
+goes to connectrpc, which remains the reference: the integration tests send
+the same calls both ways.
 
 Errors are Connect error JSON with the HTTP status of errors.HTTP_STATUS_BY_CODE,
 as connectrpc writes them.
@@ -103,7 +104,11 @@ class ConnectUnary:
                 if value != b"identity":
                     return False
             elif name == b"connect-timeout-ms":
-                timeout_ms = int(value) if value.isdigit() else None
+                # The protocol's 1 to 10 ASCII digits; anything else is connectrpc's
+                # to refuse (int() of thousands of digits raises, of hundreds overflows).
+                if not (0 < len(value) <= 10 and value.isdigit()):
+                    return False
+                timeout_ms = int(value)
             else:
                 headers[name.decode("latin-1")] = value.decode("latin-1")
         codec = _CODECS.get(content_type)  # type: ignore[arg-type]

@@ -1,0 +1,120 @@
+"""The HTTP door's connection guard (edgekv/http/guard.py) and its cluster-file keys.
+
+The protocol is driven directly, with a transport that records what is written
+and whether it was closed (the bytes a socket would carry); the integration
+tests (tests/integration/test_http_abuse.py) send the same over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from uvicorn.server import ServerState
+
+from edgekv.config.loader import parse_config
+from edgekv.config.model import HttpSettings
+from edgekv.errors import ConfigError
+from edgekv.http.guard import GuardedProtocol, guarded_protocol
+
+DOC: dict[str, Any] = {
+    "cluster": "t",
+    "regions": [{"name": "r", "location": [0, 0]}],
+    "nodes": [{"id": "n1", "region": "r", "listen": "127.0.0.1:7101", "data_dir": "d"}],
+}
+
+
+class _Transport(asyncio.Transport):
+    """Records the bytes written and the close, like a socket's transport."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 5555), "sockname": ("127.0.0.1", 80)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def _app(scope: Any, receive: Any, send: Any) -> None:  # never reached in these tests
+    raise AssertionError("the request should have been refused before the application")
+
+
+def _connection(settings: HttpSettings, keep_alive_s: float = 5.0) -> tuple[Any, _Transport]:
+    config = uvicorn.Config(_app, lifespan="off", log_config=None, timeout_keep_alive=keep_alive_s)  # type: ignore[arg-type]
+    protocol = guarded_protocol(settings)(config=config, server_state=ServerState(), app_state={})
+    transport = _Transport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+def _answer(transport: _Transport) -> tuple[bytes, dict[str, str]]:
+    head, _, body = transport.written.partition(b"\r\n\r\n")
+    return head.split(b"\r\n", 1)[0], json.loads(body)
+
+
+def test_http_bounds_parse_with_defaults_and_reject_bad_values() -> None:
+    config = parse_config(copy.deepcopy(DOC), Path("/tmp"))
+    assert config.http.max_header_bytes == 16384 and config.http.request_timeout_s == 30.0
+    doc = copy.deepcopy(DOC)
+    doc["http"] = {"max_header_bytes": 4096, "request_timeout_s": 2.5}
+    config = parse_config(doc, Path("/tmp"))
+    assert (config.http.max_header_bytes, config.http.request_timeout_s) == (4096, 2.5)
+    for key, value, message in (
+        ("max_header_bytes", 100, "http.max_header_bytes: 100 is too small"),
+        ("max_header_bytes", "16k", "http.max_header_bytes: expected an integer"),
+        ("request_timeout_s", 0, "http.request_timeout_s: 0.0 is not allowed"),
+    ):
+        doc["http"] = {key: value}
+        with pytest.raises(ConfigError, match=message):
+            parse_config(doc, Path("/tmp"))
+
+
+async def test_head_over_the_limit_answered_431_and_closed() -> None:
+    protocol, transport = _connection(HttpSettings(max_header_bytes=2048))
+    protocol.data_received(b"GET / HTTP/1.1\r\nhost: x\r\nx-a: " + b"a" * 3000 + b"\r\n\r\n")
+    status, body = _answer(transport)
+    assert status == b"HTTP/1.1 431 Request Header Fields Too Large" and transport.closed
+    assert body["message"].endswith("the limit is 2048 (http.max_header_bytes)"), body
+    # A header line that never ends is counted read by read, before the parser holds it all.
+    protocol, transport = _connection(HttpSettings(max_header_bytes=2048))
+    protocol.data_received(b"GET / HTTP/1.1\r\nx-b: ")
+    for _ in range(3):
+        protocol.data_received(b"b" * 1000)
+    assert _answer(transport)[0].startswith(b"HTTP/1.1 431 ") and transport.closed
+
+
+async def test_incomplete_head_answered_408_after_request_timeout() -> None:
+    protocol, transport = _connection(HttpSettings(request_timeout_s=0.05))
+    protocol.data_received(b"GET / HTTP/1.1\r\nhost: x\r\n")
+    await asyncio.sleep(0.2)  # past the 0.05 s bound under test
+    status, body = _answer(transport)
+    assert status == b"HTTP/1.1 408 Request Timeout" and transport.closed
+    assert "within 0.05 s (http.request_timeout_s)" in body["message"], body
+
+
+async def test_connection_that_sends_nothing_closes_after_keep_alive() -> None:
+    protocol, transport = _connection(HttpSettings(), keep_alive_s=0.05)
+    await asyncio.sleep(0.2)  # past the 0.05 s keep-alive under test
+    assert transport.closed and transport.written == b""
+    assert isinstance(protocol, GuardedProtocol)
