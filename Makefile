@@ -7,7 +7,7 @@ NATIVE := $(wildcard native/*.pyx native/*.pxd native/*.pxi)
 PROTOS := $(wildcard proto/edgekv/v1/*.proto)
 PYTEST_ARGS ?=
 
-.PHONY: build run test test-unit test-integration test-purepython lint fmt unasync proto bench debug clean
+.PHONY: build run test test-unit test-integration test-purepython torture lint fmt unasync proto bench debug clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,15 @@ test-integration: build
 
 test-purepython: build
 	EDGEKV_PUREPYTHON=1 $(PY) -m pytest tests/unit tests/parity tests/property tests/inprocess $(PYTEST_ARGS)
+
+# The long torture run (tests/torture): SEEDS seeded runs (SEED, SEED+1, ...) share DURATION
+# seconds; the report goes to the terminal and to TORTURE_REPORT. `make test` runs a quick one.
+SEED ?= 1
+SEEDS ?= 5
+DURATION ?= 300
+TORTURE_REPORT ?= torture-report.txt
+torture: build
+	PYTHONPATH=tests $(PY) -m torture.run --seed $(SEED) --seeds $(SEEDS) --duration $(DURATION) --report $(TORTURE_REPORT)
 
 lint: build
 	$(VENV)/bin/ruff check edgekv tests bench scripts setup.py

@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(directory, ignore_errors=True)
         else:
             print(failure(result), flush=True)
+    if args.dir is None and all(r.ok for r in results):
+        shutil.rmtree(base, ignore_errors=True)
     text = report(results)
     print(text)
     if args.report:
