@@ -79,6 +79,7 @@ class Fuzz:
     peer: grpc.Channel
     codes: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
+    samples: dict[str, str] = field(default_factory=dict)  # "Method CODE" -> first details
 
     def call(self, channel: grpc.Channel, method: str, stream: str, payload: Any,
              metadata: list[tuple[str, str | bytes]], deadline_s: float) -> None:  # fmt: skip
@@ -106,7 +107,9 @@ class Fuzz:
         except grpc.RpcError as exc:
             code, details = exc.code(), exc.details() or ""
         elapsed = time.monotonic() - started
-        self.codes[f"{method.rsplit('/', 1)[1]} {code.name}"] += 1
+        seen = f"{method.rsplit('/', 1)[1]} {code.name}"
+        self.codes[seen] += 1
+        self.samples.setdefault(seen, details[:150])
         shown = f"{method} {payload!r:.200} {metadata!r:.200} deadline {deadline_s}s"
         if elapsed > deadline_s + SLACK_S:
             self.problems.append(f"took {elapsed:.1f}s: {shown}")
@@ -225,7 +228,7 @@ def test_client_port_survives_fuzzing(fuzz: Fuzz) -> None:
         fuzz.call(fuzz.client, method, stream, payload, metadata, deadline)
 
     one()
-    print(sorted(fuzz.codes.items()))
+    print(*(f"{k} x{n}: {fuzz.samples[k]}" for k, n in sorted(fuzz.codes.items())), sep="\n")
     assert not fuzz.problems, "\n".join(fuzz.problems[:20])
     assert_still_serving_and_clean(fuzz)
 
@@ -280,6 +283,6 @@ def test_peer_port_survives_fuzzing(fuzz: Fuzz) -> None:
         fuzz.call(fuzz.peer, method, stream, payload, metadata, deadline)
 
     one()
-    print(sorted(fuzz.codes.items()))
+    print(*(f"{k} x{n}: {fuzz.samples[k]}" for k, n in sorted(fuzz.codes.items())), sep="\n")
     assert not fuzz.problems, "\n".join(fuzz.problems[:20])
     assert_still_serving_and_clean(fuzz)

@@ -6,6 +6,9 @@
 - grpc's health Watch streams its status: the client port's admission control
   wrapped every streaming handler as an async generator, and the health
   servicer's Watch is a coroutine, so every health Watch ended UNKNOWN.
+- A peer call that proves nothing learns nothing: the peer port checked the
+  hello's cluster name and node id before the caller's proof, so an
+  unauthenticated caller was told the cluster's name and which node ids exist.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgekv.local.launcher import NodeProcess, running_node, write_cluster_file
-from edgekv.v1 import kv_pb2
+from edgekv.v1 import kv_pb2, replication_pb2, replication_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
 JUNK = b"\x00"  # field number 0: never a valid protobuf message
+SECRET = b"0123456789abcdef0123456789abcdef-findings"
 
 
 def raw_call(endpoint: str, method: str, payload: bytes) -> grpc.RpcError:
@@ -48,9 +52,14 @@ def test_undecodable_request_on_the_client_port_is_invalid_argument(
 
 @pytest.fixture(scope="module")
 def node_with_a_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    """node-1 of a two-node cluster file (node-2 never started): it serves its peer port."""
+    """node-1 of a two-node cluster file with a peer secret (node-2 never started)."""
+    directory = tmp_path_factory.mktemp("fuzz-findings")
+    (directory / "peer.secret").write_bytes(SECRET)
+    security = {"auth": {"mode": "disabled"}, "peer_secret_file": str(directory / "peer.secret")}
     nodes = (("node-1", "local"), ("node-2", "local"))
-    path = write_cluster_file(tmp_path_factory.mktemp("malformed"), nodes=nodes)
+    path = write_cluster_file(
+        directory, nodes=nodes, cluster="secret-name", extra={"security": security}
+    )
     with running_node(path, "node-1") as node:
         yield node
 
@@ -85,3 +94,23 @@ def test_health_watch_streams_the_serving_status(shared_node: NodeProcess) -> No
         first = next(stream)
         stream.cancel()
     assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize(
+    "hello",
+    [
+        replication_pb2.PeerHello(node_id="node-2", cluster="guess"),
+        replication_pb2.PeerHello(node_id="nobody", cluster="secret-name"),
+        replication_pb2.PeerHello(node_id="node-2", cluster="secret-name"),
+    ],
+)
+def test_unproven_peer_call_learns_neither_cluster_nor_members(
+    node_with_a_peer: NodeProcess, hello: replication_pb2.PeerHello
+) -> None:
+    with grpc.insecure_channel(node_with_a_peer.info["peer_endpoint"]) as channel:
+        stub = replication_pb2_grpc.ReplicationStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Heartbeat(replication_pb2.HeartbeatRequest(hello=hello), timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, info.value.details()
+    details = info.value.details() or ""
+    assert "secret-name" not in details and "cluster file" not in details
