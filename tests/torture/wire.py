@@ -85,7 +85,7 @@ def messages(
     def build(draw: Callable[[st.SearchStrategy[Any]], Any]) -> Message:
         msg = cls()
         for f in fields:
-            if hello is not None and f.name == "hello" and draw(st.integers(0, 4)):
+            if hello is not None and f.name == "hello" and draw(st.integers(0, 9)) != 9:
                 msg.hello.CopyFrom(hello)  # type: ignore[attr-defined]
                 continue
             if not draw(st.booleans()):
