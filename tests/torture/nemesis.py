@@ -53,11 +53,33 @@ class Nemesis:
     paused: set[str] = field(default_factory=set)
     skewed: set[str] = field(default_factory=set)
     partitioned: bool = False
+    _busy: set[str] = field(default_factory=set)  # nodes a fault is being injected on
 
-    async def inject(self, kind: str) -> Fault:
-        """Break something of ``kind``; the fault is recorded (its heal_s still None)."""
+    def active(self) -> bool:
+        """Whether any fault is in effect now."""
+        return bool(self.down or self.paused or self.skewed or self.partitioned)
+
+    async def inject(self, kind: str) -> Fault | None:
+        """Break something of ``kind``; the fault is recorded (its heal_s still None).
+
+        With faults already in effect (concurrent nemeses), a node fault picks a
+        node no other fault holds, and only one partition is in effect at a time;
+        None when nothing is left to break that way.
+        """
         nodes = self.cluster.node_ids
-        node = self.rng.choice(nodes)
+        held = self.down | self.paused | self.skewed | self._busy
+        free = [n for n in nodes if n not in held]
+        if (kind == "partition" and self.partitioned) or (kind != "partition" and not free):
+            return None
+        node = self.rng.choice(free or nodes)
+        self._busy.add(node)
+        try:
+            return await self._inject(kind, node)
+        finally:
+            self._busy.discard(node)
+
+    async def _inject(self, kind: str, node: str) -> Fault:
+        nodes = self.cluster.node_ids
         detail = ""
         if kind == "kill":
             await asyncio.to_thread(self.cluster.kill, node)

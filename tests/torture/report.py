@@ -54,7 +54,7 @@ def report(results: Sequence[Result]) -> str:
         lines.append(
             f"seed {r.settings.seed}: {len(r.history.ops)} ops, {len(r.history.faults)} faults, "
             f"{len(r.violations)} violations, {r.wall_s:.0f} s; convergence after each heal "
-            f"({len(done)}/{len(conv)} within the bound): {summary}; after the final heal: {final}"
+            f"({len(done)} of {len(conv)} heals measured): {summary}; after the final heal: {final}"
         )
         for fault in r.history.faults:
             lines.append(f"    {fault.describe()}")

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5, help="how many seeds (seed, seed+1, ...)")
     parser.add_argument("--duration", type=float, default=300.0, help="total seconds, all seeds")
     parser.add_argument("--clients", type=int, default=6)
+    parser.add_argument("--nemeses", type=int, default=2, help="faults in effect at once")
     parser.add_argument("--report", type=Path, default=None, help="also write the report here")
     parser.add_argument("--dir", type=Path, default=None, help="where runs keep their files")
     args = parser.parse_args(argv)
@@ -36,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     for seed in range(args.seed, args.seed + args.seeds):
         directory = base / f"seed-{seed}"
-        settings = Settings(seed=seed, duration_s=per_seed, clients=args.clients)
+        settings = Settings(
+            seed=seed, duration_s=per_seed, clients=args.clients, nemeses=args.nemeses
+        )
         print(f"torture: seed {seed}, {per_seed:.0f} s of clients, in {directory}", flush=True)
         result = asyncio.run(run(settings, directory))
         results.append(result)

@@ -69,6 +69,7 @@ class Settings:
     skew_ms: int = 1500
     faults: tuple[str, ...] = FAULT_KINDS
     probe_timeout_s: float = 30.0
+    nemeses: int = 1  # faults in effect at once (each nemesis injects, holds, heals)
     converge_timeout_s: float = 90.0
 
 
@@ -135,19 +136,45 @@ async def _torture(cluster: LocalCluster, nemesis: Nemesis, history: History, s:
         ]
         deadline = now() + s.duration_s
         plan = nemesis.rng.sample(s.faults, len(s.faults))  # each kind once first
-        while plan or now() < deadline:
-            kind = plan.pop(0) if plan else nemesis.rng.choice(s.faults)
-            await asyncio.sleep(nemesis.rng.uniform(*s.gap_s))
-            fault = await nemesis.inject(kind)
-            await asyncio.sleep(nemesis.rng.uniform(*s.hold_s))
-            await nemesis.heal(fault)
-            fault.converge_s = await _probe(sdk, history, len(history.faults), s, now)
+        await asyncio.gather(
+            *(_nemesis(nemesis, plan, deadline, sdk, history, s) for _ in range(s.nemeses))
+        )
         stop.set()
         await asyncio.gather(*clients)
     finally:
         stop.set()
         for client in sdk.values():
             await client.close()
+
+
+async def _nemesis(
+    nemesis: Nemesis,
+    plan: list[str],
+    deadline: float,
+    sdk: Mapping[str, AsyncClient],
+    history: History,
+    s: Settings,
+) -> None:
+    """Inject, hold and heal faults until ``plan`` is done and ``deadline`` passed.
+
+    After a heal that left the cluster whole, measure how long a write at every
+    node takes to be read at every other (with other faults in effect, it cannot).
+    """
+    now = nemesis.clock
+    while plan or now() < deadline:
+        kind = plan.pop(0) if plan else nemesis.rng.choice(s.faults)
+        await asyncio.sleep(nemesis.rng.uniform(*s.gap_s))
+        fault = await nemesis.inject(kind)
+        if fault is None:
+            continue
+        await asyncio.sleep(nemesis.rng.uniform(*s.hold_s))
+        await nemesis.heal(fault)
+        if nemesis.active():
+            fault.detail += " (convergence not measured: other faults in effect)"
+            continue
+        fault.converge_s = await _probe(sdk, history, len(history.faults), s, now)
+        if fault.converge_s is None:
+            fault.detail += f" (probes not everywhere within {s.probe_timeout_s:g} s)"
 
 
 async def _client(
