@@ -12,6 +12,11 @@ generator, held for a while, then healed, and recorded in the History:
   (the test-only EDGEKV_TEST_CLOCK_OFFSET_MS, storage/clock.py): ahead, its
   peers fence it and quarantine its records; behind, it loses every conflict.
   The heal restarts it with a true clock.
+- ``disk`` (long mode, as root only): each node's data directory is a small
+  tmpfs (``mount_quotas``); the fault fills the node's to the last byte, so its
+  RocksDB writes fail with ENOSPC. The heal frees the space and restarts the
+  node: RocksDB keeps a failed write's background error until the database is
+  reopened, and rocksdict exposes no ``DB::Resume`` (see the README).
 
 Blocking work (starting a process, waiting for its ready file) runs on a
 worker thread, so the clients keep running on the event loop meanwhile.
@@ -20,18 +25,25 @@ worker thread, so the clients keep running on the event loop meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+import shutil
 import signal
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from edgekv.local.cluster import LocalCluster
 
 from .history import Fault, History
 
 FAULT_KINDS = ("kill", "pause", "partition", "skew")
+ROOT_FAULT_KINDS = ("disk",)
+QUOTA_MB = 96
+FILLER = "torture-filler"
 CLOCK_OFFSET_ENV = "EDGEKV_TEST_CLOCK_OFFSET_MS"
 
 
@@ -52,12 +64,13 @@ class Nemesis:
     down: set[str] = field(default_factory=set)
     paused: set[str] = field(default_factory=set)
     skewed: set[str] = field(default_factory=set)
+    filled: set[str] = field(default_factory=set)
     partitioned: bool = False
     _busy: set[str] = field(default_factory=set)  # nodes a fault is being injected on
 
     def active(self) -> bool:
         """Whether any fault is in effect now."""
-        return bool(self.down or self.paused or self.skewed or self.partitioned)
+        return bool(self.down or self.paused or self.skewed or self.filled or self.partitioned)
 
     async def inject(self, kind: str) -> Fault | None:
         """Break something of ``kind``; the fault is recorded (its heal_s still None).
@@ -67,7 +80,7 @@ class Nemesis:
         None when nothing is left to break that way.
         """
         nodes = self.cluster.node_ids
-        held = self.down | self.paused | self.skewed | self._busy
+        held = self.down | self.paused | self.skewed | self.filled | self._busy
         free = [n for n in nodes if n not in held]
         if (kind == "partition" and self.partitioned) or (kind != "partition" and not free):
             return None
@@ -103,8 +116,14 @@ class Nemesis:
             self.skewed.add(node)
             group = (node,)
             detail = f"clock {offset:+d} ms"
+        elif kind == "disk":
+            filled = await asyncio.to_thread(_fill, self._data_dir(node))
+            self.filled.add(node)
+            group = (node,)
+            detail = f"{filled // 2**20} MiB filler"
         else:
-            raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(FAULT_KINDS)}")
+            known = ", ".join(FAULT_KINDS + ROOT_FAULT_KINDS)
+            raise ValueError(f"unknown fault kind {kind!r}; known: {known}")
         fault = Fault(kind, group, self.clock(), detail=detail)
         self.history.faults.append(fault)
         return fault
@@ -119,6 +138,8 @@ class Nemesis:
             elif fault.kind == "skew" and node in self.skewed:
                 await self._restart(node, 0)
                 self.skewed.discard(node)
+            elif fault.kind == "disk" and node in self.filled:
+                await self._unfill(node)
         if fault.kind == "partition" and self.partitioned:
             await asyncio.to_thread(self.cluster.heal)
             self.partitioned = False
@@ -134,6 +155,8 @@ class Nemesis:
         for node in sorted(self.skewed):
             await self._restart(node, 0)
         self.skewed.clear()
+        for node in sorted(self.filled):
+            await self._unfill(node)
         for node in sorted(self.down):
             await self._start(node)
         now = self.clock()
@@ -146,6 +169,14 @@ class Nemesis:
         process would not answer SIGTERM)."""
         for node in sorted(self.paused):
             self._resume(node)
+
+    def _data_dir(self, node: str) -> Path:
+        return self.cluster.data_dirs()[node]
+
+    async def _unfill(self, node: str) -> None:
+        (self._data_dir(node) / FILLER).unlink(missing_ok=True)
+        await self._restart(node, 0)  # RocksDB keeps the ENOSPC error until reopened
+        self.filled.discard(node)
 
     def _resume(self, node: str) -> None:
         proc = self.cluster.nodes[node]
@@ -163,6 +194,44 @@ class Nemesis:
         await asyncio.to_thread(self.cluster.kill, node)
         self.down.add(node)
         await self._start(node, {CLOCK_OFFSET_ENV: str(offset_ms) if offset_ms else ""})
+
+
+def _fill(directory: Path) -> int:
+    """Write a file that takes every free byte of ``directory``'s file system; its size."""
+    fd = os.open(directory / FILLER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    written = 0
+    try:
+        for size in (2**20, 2**12, 1):  # then the last bytes
+            block = b"\0" * size
+            with contextlib.suppress(OSError):
+                while True:
+                    written += os.write(fd, block)
+    finally:
+        os.close(fd)
+    return written
+
+
+def can_mount() -> bool:
+    """Whether this process may mount file systems (root, outside a locked-down sandbox)."""
+    return os.geteuid() == 0 and shutil.which("mount") is not None
+
+
+def mount_quotas(directories: Iterable[Path], size_mb: int = QUOTA_MB) -> list[Path]:
+    """Mount a ``size_mb`` tmpfs on each directory (created); the ones mounted."""
+    mounted = []
+    for directory in directories:
+        directory.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(directory)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        mounted.append(directory)
+    return mounted
+
+
+def unmount(directories: Iterable[Path]) -> None:
+    for directory in directories:
+        subprocess.run(["umount", "-l", str(directory)], check=False, capture_output=True)
 
 
 def monotonic_since(t0: float) -> Callable[[], float]:

@@ -39,7 +39,7 @@ from edgekv.v1 import cluster_pb2, cluster_pb2_grpc
 
 from .checker import Violation, check_audits, check_convergence, check_history
 from .history import DELETE, GET, OK, PUT, History, outcome_of
-from .nemesis import FAULT_KINDS, Nemesis, monotonic_since
+from .nemesis import FAULT_KINDS, Nemesis, monotonic_since, mount_quotas, unmount
 
 REGIONS = (("r1", 50.11, 8.68), ("r2", 38.95, -77.45), ("r3", 35.68, 139.69))
 NODES = (("a-1", "r1"), ("a-2", "r1"), ("b-1", "r2"), ("c-1", "r3"))
@@ -104,6 +104,7 @@ async def run(settings: Settings, directory: Path) -> Result:
     history = History()
     result = Result(settings, history, directory)
     cluster = LocalCluster(path, log_level="warning")
+    quotas = mount_quotas(cluster.data_dirs().values()) if "disk" in settings.faults else []
     clock = monotonic_since(time.monotonic())
     nemesis = Nemesis(cluster, history, random.Random(f"{settings.seed}/nemesis"), clock,
                       skew_ms=settings.skew_ms)  # fmt: skip
@@ -115,6 +116,7 @@ async def run(settings: Settings, directory: Path) -> Result:
     finally:
         nemesis.resume_all_now()
         await asyncio.to_thread(cluster.close)
+        unmount(quotas)
     result.wall_s = time.monotonic() - started
     return result
 
