@@ -109,7 +109,9 @@ async def run(settings: Settings, directory: Path) -> Result:
     nemesis = Nemesis(cluster, history, random.Random(f"{settings.seed}/nemesis"), clock,
                       skew_ms=settings.skew_ms)  # fmt: skip
     try:
-        await asyncio.gather(*(asyncio.to_thread(cluster.start, [n]) for n in cluster.node_ids))
+        await asyncio.gather(
+            *(asyncio.to_thread(cluster.start, [n], timeout_s=60.0) for n in cluster.node_ids)
+        )
         await _torture(cluster, nemesis, history, settings)
         await nemesis.heal_all()
         await _settle_and_check(cluster, result, clock)
