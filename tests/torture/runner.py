@@ -5,11 +5,11 @@ link and forwarded call through a fault proxy. Keys live under three
 placements: ``g/`` and ``probe/`` (global), ``p1/`` (pinned to r1) and
 ``p12/`` (pinned to r1 and r2). Clients put, delete and get random keys
 through random PoPs with the SDK (a PoP outside a pinned key's regions
-forwards it), while the nemesis (nemesis.py) injects one fault at a time and
-heals it, then measures how long a write at every node takes to be seen at
-every other. At the end everything is healed, the nodes must converge, and
-the checker (checker.py) judges the whole history, the final data and every
-node's residency audit.
+forwards it), and now and then write 2-3 keys in one atomic Write, while the
+nemesis (nemesis.py) injects faults and heals them, then measures how long a
+write at every node takes to be seen at every other. At the end everything is
+healed, the nodes must converge, and the checker (checker.py) judges the whole
+history, the final data and every node's residency audit.
 
 Everything random comes from one seed: the clients' operations, the faults,
 the nodes they hit. Timing is not replayed, so a run is reproducible in what
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import grpc
 
+from edgekv.client import Delete, Put
 from edgekv.client.aio import AsyncClient
 from edgekv.client.retry import RetryPolicy
 from edgekv.cluster.placement import PlacementRules
@@ -194,8 +195,19 @@ async def _client(
     n = 0
     while not stop.is_set():
         node = rng.choice(nodes)
-        key = rng.choice(PREFIXES) + b"%d" % rng.randrange(s.keys)
+        prefix = rng.choice(PREFIXES)
+        key = prefix + b"%d" % rng.randrange(s.keys)
         roll = rng.random()
+        if roll < 0.1:  # an atomic Write of 2-3 keys of one placement, under one version
+            keys = [prefix + b"%d" % i for i in rng.sample(range(s.keys), rng.randint(2, 3))]
+            batch = [
+                (DELETE, k, None) if rng.random() < 0.3 else (PUT, k, f"{name}-{n}-{j}".encode())
+                for j, k in enumerate(keys)
+            ]
+            n += 1
+            await _write(history, sdk[node], name, node, batch, now)
+            await asyncio.sleep(rng.uniform(0.0, 0.02))
+            continue
         kind = PUT if roll < 0.45 else DELETE if roll < 0.6 else GET
         value = f"{name}-{n}".encode() if kind == PUT else None
         n += 1
@@ -237,6 +249,31 @@ async def _op(
     history.add(client=name, node=node, kind=kind, key=key, value=read, outcome=OK,
                 version=version, start_s=start, end_s=now())  # fmt: skip
     return True
+
+
+async def _write(
+    history: History,
+    client: AsyncClient,
+    name: str,
+    node: str,
+    batch: list[tuple[str, bytes, bytes | None]],
+    now: Callable[[], float],
+) -> None:
+    """One atomic Write, recorded as one put or delete per key, all with its outcome."""
+    start = now()
+    ops = [Put(k, v) if kind == PUT and v is not None else Delete(k) for kind, k, v in batch]
+    version = None
+    outcome, error = OK, ""
+    try:
+        res = await client.write(ops)
+        version = (res.version.timestamp, res.version.origin)
+    except EdgeKVError as exc:
+        outcome, error = outcome_of(exc), f"{type(exc).__name__}: {exc}"
+    end = now()
+    for kind, key, value in batch:
+        history.add(client=f"{name}/w", node=node, kind=kind, key=key, value=value,
+                    outcome=outcome, version=version, start_s=start, end_s=end,
+                    error=error)  # fmt: skip
 
 
 async def _probe(
