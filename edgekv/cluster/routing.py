@@ -32,6 +32,15 @@ FORWARDED_BY = "edgekv-forwarded-by"
 DEFAULT_FORWARD_TIMEOUT_S = 10.0
 # Codes after which the next allowed PoP is tried; anything else is the answer.
 _FAILOVER_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# gRPC core's status message when a call fails before it is sent: no subchannel
+# could connect (connection refused, unreachable, handshake failed).
+_NOT_CONNECTED = "failed to connect to all addresses"
+
+
+def never_sent(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether a failed call certainly never reached its target: gRPC had no connection
+    to send it on (the channel's connection attempts failed), so nothing was applied."""
+    return exc.code() is grpc.StatusCode.UNAVAILABLE and _NOT_CONNECTED in (exc.details() or "")
 
 
 class Router:
@@ -111,10 +120,13 @@ class Router:
         """Call ``method`` on the nearest reachable node allowed to hold ``key``.
 
         All attempts share one deadline (``timeout_s`` from now). A node that is
-        UNAVAILABLE is skipped for the next; one that ran out of time is too,
-        unless the call is not ``idempotent`` (a write): its outcome is unknown,
-        so it is not sent again elsewhere. Raises Unavailable naming the nodes
-        tried when none answers, DeadlineExceeded when the time ran out first.
+        UNAVAILABLE or ran out of time is skipped for the next. A call that is not
+        ``idempotent`` (a write) goes to the next node only when the first was
+        never reached (no connection to send it on): once sent, its outcome is
+        unknown (it may have been applied, and the answer lost on the way back),
+        and sending it again would store the write twice, under two versions;
+        Unavailable then says so. Raises Unavailable naming the nodes tried when
+        none answers, DeadlineExceeded when the time ran out first.
         """
         tried: list[str] = []
         last_error = ""
@@ -136,10 +148,14 @@ class Router:
                 return await call(request, timeout=left_s, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
-                if code not in _FAILOVER_CODES or (
-                    not idempotent and code is grpc.StatusCode.DEADLINE_EXCEEDED
-                ):
+                if code not in _FAILOVER_CODES:
                     raise
+                if not idempotent and not never_sent(exc):
+                    raise Unavailable(
+                        f"the write was sent to {node_id} and no answer came back ({code.name}: "
+                        f"{exc.details()}); it may have been applied there, so it was not sent "
+                        "to another node"
+                    ) from None
                 last_error = f"{node_id}: {code.name}"
                 log.debug("forward %s to %s failed: %s", method, node_id, code.name)
         raise self.unavailable(key, tried, last_error)
