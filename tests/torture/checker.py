@@ -35,6 +35,7 @@ class Violation:
     detail: str
     key: bytes | None = None
     node: str | None = None
+    ops: tuple[int, ...] = ()  # the operations it is about (indices in the history)
 
     def __str__(self) -> str:
         where = f" key {self.key!r}" if self.key is not None else ""
@@ -109,6 +110,7 @@ def _check_key(
                     f"{_ver(newest.version)}, but the key holds #{writer.index}'s value at "
                     f"the older {_ver(version)}",
                     key,
+                    ops=(writer.index, newest.index),
                 )
             ]
         return []
@@ -132,17 +134,24 @@ def _check_key(
             f"acknowledged write lost: #{newest.index} put at {_ver(newest.version)} is absent, "
             f"and no delete that could beat it was sent",
             key,
+            ops=(newest.index,),
         )
     ]
 
 
 def _check_value_origin(
-    key: bytes, record: Record, by_value: Mapping[bytes, Op], seen_in: str
+    key: bytes,
+    record: Record,
+    by_value: Mapping[bytes, Op],
+    seen_in: str,
+    reader: int | None = None,
 ) -> list[Violation]:
     value, ts, origin = record
     writer = by_value.get(value)
+    seen = () if reader is None else (reader,)
     if writer is None or writer.key != key:
-        return [Violation("phantom", f"{seen_in} holds {_show(record)}, which nobody wrote", key)]
+        what = f"{seen_in} holds {_show(record)}, which nobody wrote"
+        return [Violation("phantom", what, key, ops=seen)]
     if writer.outcome == FAILED:
         return [
             Violation(
@@ -150,6 +159,7 @@ def _check_value_origin(
                 f"{seen_in} holds #{writer.index}'s value, a write refused with "
                 f"{writer.error[:80]!r}",
                 key,
+                ops=(*seen, writer.index),
             )
         ]
     if writer.outcome == OK and writer.version != (ts, origin):
@@ -159,6 +169,7 @@ def _check_value_origin(
                 f"{seen_in} holds #{writer.index}'s value at {_ver((ts, origin))}, but that "
                 f"write was acknowledged at {_ver(writer.version)}",
                 key,
+                ops=(*seen, writer.index),
             )
         ]
     return []

@@ -16,9 +16,11 @@ An operation's outcome is one of:
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from edgekv.errors import (
     EdgeKVError,
@@ -130,10 +132,19 @@ class History:
     def fault_counts(self) -> Counter[str]:
         return Counter(f.kind for f in self.faults)
 
-    def around(self, key: bytes | None, *, limit: int = 30) -> str:
-        """The operations on ``key`` (the last ``limit``) and the faults, as lines in time order."""
+    def around(self, key: bytes | None, at: Sequence[int] = (), *, limit: int = 30) -> str:
+        """The operations on ``key`` and the faults meanwhile, as lines in time order.
+
+        ``at``: indices of the operations of interest; the lines span from
+        ``limit // 2`` operations on the key before the first of them to as many
+        after the last. Without ``at``, the last ``limit`` operations on the key.
+        """
         ops: Sequence[Op] = [op for op in self.ops if key is None or op.key == key]
-        ops = ops[-limit:]
+        if at:
+            where = [i for i, op in enumerate(ops) if op.index in set(at)] or [len(ops)]
+            ops = ops[max(0, min(where) - limit // 2) : max(where) + limit // 2 + 1]
+        else:
+            ops = ops[-limit:]
         lines: list[tuple[float, str]] = [(op.start_s, op.describe()) for op in ops]
         if ops:
             first, last = ops[0].start_s, max(op.end_s for op in ops)
@@ -142,7 +153,21 @@ class History:
                 for f in self.faults
                 if f.start_s <= last and (f.heal_s is None or f.heal_s >= first)
             ]
-        return "\n".join(line for _, line in sorted(lines, key=lambda t: t[0]))
+        marked = {f"#{i}" for i in at}
+        return "\n".join(
+            ("> " if line.split(" ", 1)[0] in marked else "  ") + line
+            for _, line in sorted(lines, key=lambda t: t[0])
+        )
+
+    def save(self, path: Path) -> None:
+        """Every operation and fault as JSON lines, for a closer look at a failed run."""
+        with open(path, "w", encoding="utf-8") as fh:
+            for op in self.ops:
+                row = {**asdict(op), "key": op.key.decode("utf-8", "replace")}
+                row["value"] = None if op.value is None else op.value.decode("utf-8", "replace")
+                fh.write(json.dumps(row) + "\n")
+            for fault in self.faults:
+                fh.write(json.dumps({"fault": asdict(fault)}) + "\n")
 
 
 def writes_of(ops: Iterable[Op], key: bytes) -> list[Op]:

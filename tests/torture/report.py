@@ -68,12 +68,15 @@ def failure(result: Result) -> str:
         f"(node logs and data: {result.directory})",
         *(f"  {v}" for v in result.violations[:MAX_VIOLATIONS_SHOWN]),
     ]
-    shown: list[bytes | None] = []
+    shown: dict[bytes | None, tuple[int, ...]] = {}
     for v in result.violations:
-        if v.key not in shown and len(shown) < MAX_KEYS_SHOWN:
-            shown.append(v.key)
-    for key in shown:
+        if v.key in shown or len(shown) < MAX_KEYS_SHOWN:
+            shown[v.key] = (*shown.get(v.key, ()), *v.ops)
+    for key, at in shown.items():
         label = repr(key) if key is not None else "every key (last operations)"
-        lines += ["", f"history around {label}:", result.history.around(key)]
-    lines += ["", "replay with:", replay_commands(result)]
+        lines += ["", f"history around {label} (> the operations named):"]
+        lines.append(result.history.around(key, at))
+    history_file = result.directory / "history.jsonl"
+    result.history.save(history_file)
+    lines += ["", f"the whole history: {history_file}", "replay with:", replay_commands(result)]
     return "\n".join(lines)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from edgekv.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
 
 from .checker import Violation, check_audits, check_convergence, check_history
 from .history import DELETE, FAILED, GET, OK, PUT, UNKNOWN, History, Op, outcome_of, values_unique
+from .report import failure
+from .runner import Result, Settings
 
 K = b"g/1"
 
@@ -141,3 +144,23 @@ def test_history_around_a_key_shows_its_ops_and_the_faults() -> None:
     assert values_unique(h.ops)
     assert not values_unique([*h.ops, h.ops[0]])
     assert PUT in text and DELETE in text
+
+
+def test_failure_report_names_the_seed_the_ops_and_the_replay(tmp_path: Path) -> None:
+    h = History()
+    for i in range(40):  # noise on the key before and after the violation
+        h.add(client="c1", node="a", kind=GET, key=K, value=None, outcome=OK, start_s=float(i))
+    put = h.add(client="c2", node="a", kind=PUT, key=K, value=b"v1", outcome=OK,
+                version=(10, "a"), start_s=40.0)  # fmt: skip
+    for i in range(40):
+        h.add(client="c1", node="b", kind=GET, key=K, value=None, outcome=OK, start_s=41.0 + i)
+    violations = check_history(h.ops, {K: (b"v1", 12, "b")})
+    assert [v.ops for v in violations] == [(put.index,)]
+    result = Result(Settings(seed=4242, duration_s=9), h, tmp_path, violations=violations)
+    text = failure(result)
+    assert "torture seed 4242 found 1 violation" in text
+    assert f"> #{put.index} " in text  # the named write, marked, with its neighbours
+    assert "#0 " not in text and "#80 " not in text  # not the whole history
+    assert "make torture SEED=4242 DURATION=9 SEEDS=1" in text
+    assert "TORTURE_SEED=4242" in text
+    assert (tmp_path / "history.jsonl").read_text().count("\n") == 81
