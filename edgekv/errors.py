@@ -122,6 +122,22 @@ def grpc_code_for(exc: EdgeKVError) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+# gRPC core's status message when a call fails before it is sent: no subchannel
+# could connect (connection refused, unreachable, handshake failed).
+_NOT_CONNECTED = "failed to connect to all addresses"
+
+
+def never_sent(code: grpc.StatusCode, details: str | None) -> bool:
+    """Whether a failed gRPC call certainly never reached its server.
+
+    True only for UNAVAILABLE because no connection could be made to send it
+    on. Any other failure may have come after the server acted on the call (a
+    connection lost on the way back): a write that failed so has an unknown
+    outcome, and sending it again elsewhere could store it twice.
+    """
+    return code == grpc.StatusCode.UNAVAILABLE and _NOT_CONNECTED in (details or "")
+
+
 def error_from_code(code: grpc.StatusCode, message: str) -> EdgeKVError:
     """The SDK side of the table: an exception of the class the node raised."""
     cls = _ERROR_BY_CODE.get(code, EdgeKVError)

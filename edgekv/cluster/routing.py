@@ -23,7 +23,7 @@ from edgekv.cluster.geo import great_circle_km
 from edgekv.cluster.membership import Membership
 from edgekv.cluster.placement import PlacementRules
 from edgekv.config.model import ClusterConfig, NodeSpec
-from edgekv.errors import DeadlineExceeded, FailedPrecondition, Unavailable
+from edgekv.errors import DeadlineExceeded, FailedPrecondition, Unavailable, never_sent
 from edgekv.v1 import kv_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -32,15 +32,6 @@ FORWARDED_BY = "edgekv-forwarded-by"
 DEFAULT_FORWARD_TIMEOUT_S = 10.0
 # Codes after which the next allowed PoP is tried; anything else is the answer.
 _FAILOVER_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-# gRPC core's status message when a call fails before it is sent: no subchannel
-# could connect (connection refused, unreachable, handshake failed).
-_NOT_CONNECTED = "failed to connect to all addresses"
-
-
-def never_sent(exc: grpc.aio.AioRpcError) -> bool:
-    """Whether a failed call certainly never reached its target: gRPC had no connection
-    to send it on (the channel's connection attempts failed), so nothing was applied."""
-    return exc.code() is grpc.StatusCode.UNAVAILABLE and _NOT_CONNECTED in (exc.details() or "")
 
 
 class Router:
@@ -150,7 +141,7 @@ class Router:
                 code = exc.code()
                 if code not in _FAILOVER_CODES:
                     raise
-                if not idempotent and not never_sent(exc):
+                if not idempotent and not never_sent(code, exc.details()):
                     raise Unavailable(
                         f"the write was sent to {node_id} and no answer came back ({code.name}: "
                         f"{exc.details()}); it may have been applied there, so it was not sent "
