@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from .runner import Result
+from .runner import OVERHEAD_S, Result
 
 MAX_VIOLATIONS_SHOWN = 10
 MAX_KEYS_SHOWN = 3
@@ -13,11 +13,12 @@ MAX_KEYS_SHOWN = 3
 
 def replay_commands(result: Result) -> str:
     s = result.settings
-    return (
-        f"make torture SEED={s.seed} DURATION={s.duration_s:g} SEEDS=1\n"
-        f"TORTURE_SEED={s.seed} .venv/bin/python -m pytest -p no:cacheprovider "
-        f"tests/torture/test_torture.py"
-    )
+    if s.quick:
+        return (
+            f"TORTURE_SEED={s.seed} .venv/bin/python -m pytest -p no:cacheprovider "
+            f"tests/torture/test_torture.py"
+        )
+    return f"make torture SEED={s.seed} DURATION={s.duration_s + OVERHEAD_S:g} SEEDS=1"
 
 
 def report(results: Sequence[Result]) -> str:

@@ -17,10 +17,7 @@ from pathlib import Path
 
 from .nemesis import FAULT_KINDS, ROOT_FAULT_KINDS, can_mount
 from .report import failure, report
-from .runner import Result, Settings, run
-
-# What a run spends besides its clients' time: starting four nodes, healing, checking.
-OVERHEAD_S = 25.0
+from .runner import OVERHEAD_S, Result, Settings, run
 
 
 def main(argv: list[str] | None = None) -> int:

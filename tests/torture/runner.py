@@ -47,6 +47,9 @@ NODES = (("a-1", "r1"), ("a-2", "r1"), ("b-1", "r2"), ("c-1", "r3"))
 PLACEMENT = (("p1/", ("r1",)), ("p12/", ("r1", "r2")))
 PREFIXES = (b"g/", b"p1/", b"p12/")
 PROBE = b"probe/"
+# What a run spends besides its clients' time: starting four nodes, healing, checking
+# (``make torture`` gives each seed DURATION / SEEDS less this to its clients).
+OVERHEAD_S = 25.0
 REPLICATION = {
     "heartbeat_interval_s": 0.2,
     "antientropy_interval_s": 0.5,
@@ -71,6 +74,7 @@ class Settings:
     faults: tuple[str, ...] = FAULT_KINDS
     probe_timeout_s: float = 30.0
     nemeses: int = 1  # faults in effect at once (each nemesis injects, holds, heals)
+    quick: bool = False  # the quick run of tests/torture/test_torture.py (its replay differs)
     converge_timeout_s: float = 90.0
 
 

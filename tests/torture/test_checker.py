@@ -161,6 +161,7 @@ def test_failure_report_names_the_seed_the_ops_and_the_replay(tmp_path: Path) ->
     assert "torture seed 4242 found 1 violation" in text
     assert f"> #{put.index} " in text  # the named write, marked, with its neighbours
     assert "#0 " not in text and "#80 " not in text  # not the whole history
-    assert "make torture SEED=4242 DURATION=9 SEEDS=1" in text
-    assert "TORTURE_SEED=4242" in text
+    assert "make torture SEED=4242 DURATION=34 SEEDS=1" in text
+    quick = Result(Settings(seed=7, quick=True), h, tmp_path, violations=violations)
+    assert "TORTURE_SEED=7 .venv/bin/python -m pytest" in failure(quick)
     assert (tmp_path / "history.jsonl").read_text().count("\n") == 81

@@ -25,7 +25,8 @@ QUICK_SEED = 15
 
 def test_quick_torture_history_passes_every_check(tmp_path: Path) -> None:
     seed = int(os.environ.get("TORTURE_SEED") or QUICK_SEED)
-    result = asyncio.run(run(Settings(seed=seed, duration_s=8.0), tmp_path))
+    quick = Settings(seed=seed, duration_s=5.0, hold_s=(0.5, 1.2), gap_s=(0.2, 0.6), quick=True)
+    result = asyncio.run(run(quick, tmp_path))
     print(report([result]))
     assert result.ok, failure(result)
     assert result.final_converge_s is not None
