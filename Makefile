@@ -38,7 +38,7 @@ test-unit: build
 	$(PY) -m pytest tests/unit tests/parity tests/property $(PYTEST_ARGS)
 
 test-integration: build
-	$(PY) -m pytest tests/inprocess tests/integration $(PYTEST_ARGS)
+	$(PY) -m pytest tests/inprocess tests/integration tests/torture $(PYTEST_ARGS)
 
 test-purepython: build
 	EDGEKV_PUREPYTHON=1 $(PY) -m pytest tests/unit tests/parity tests/property tests/inprocess $(PYTEST_ARGS)
