@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # (module fixtures start one cluster); TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: build run test test-unit test-integration test-purepython lint fmt unasync proto bench debug clean js example
+.PHONY: build run test test-unit test-integration test-purepython torture lint fmt unasync proto bench debug clean js example
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -50,10 +50,19 @@ test-unit: build
 	$(PY) -m pytest tests/unit tests/parity tests/property $(PYTEST_ARGS)
 
 test-integration: build
-	$(PY) -m pytest tests/inprocess tests/integration $(PYTEST_ARGS)
+	$(PY) -m pytest tests/inprocess tests/integration tests/torture $(PYTEST_ARGS)
 
 test-purepython: build
 	EDGEKV_PUREPYTHON=1 $(PY) -m pytest tests/unit tests/parity tests/property tests/inprocess $(PYTEST_ARGS)
+
+# The long torture run (tests/torture): SEEDS seeded runs (SEED, SEED+1, ...) share DURATION
+# seconds; the report goes to the terminal and to TORTURE_REPORT. `make test` runs a quick one.
+SEED ?= 1
+SEEDS ?= 5
+DURATION ?= 300
+TORTURE_REPORT ?= torture-report.txt
+torture: build
+	PYTHONPATH=tests $(PY) -m torture.run --seed $(SEED) --seeds $(SEEDS) --duration $(DURATION) --report $(TORTURE_REPORT)
 
 lint: build
 	$(VENV)/bin/ruff check edgekv tests bench scripts setup.py

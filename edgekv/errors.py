@@ -156,6 +156,26 @@ def http_status_for(exc: EdgeKVError) -> int:
     return HTTP_STATUS_BY_CODE.get(grpc_code_for(exc), 500)
 
 
+# The words of a call that failed before it was sent: gRPC core's when no
+# subchannel could connect (connection refused, unreachable, handshake failed),
+# and the HTTP client's under the SDK's http(s):// endpoints (pyqwest: the
+# connection, TCP or TLS, could not be made).
+_NOT_CONNECTED = ("failed to connect to all addresses", "client error (Connect)")
+
+
+def never_sent(code: grpc.StatusCode, details: str | None) -> bool:
+    """Whether a failed gRPC call certainly never reached its server.
+
+    True only for UNAVAILABLE because no connection could be made to send it
+    on. Any other failure may have come after the server acted on the call (a
+    connection lost on the way back): a write that failed so has an unknown
+    outcome, and sending it again elsewhere could store it twice.
+    """
+    return code == grpc.StatusCode.UNAVAILABLE and any(
+        words in (details or "") for words in _NOT_CONNECTED
+    )
+
+
 def error_from_code(code: grpc.StatusCode, message: str) -> EdgeKVError:
     """The SDK side of the table: an exception of the class the node raised."""
     cls = _ERROR_BY_CODE.get(code, EdgeKVError)

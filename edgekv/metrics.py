@@ -11,6 +11,7 @@ from peers.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -194,8 +195,20 @@ class _MetricsInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     finish(context, started, failed)
 
+            # grpc's health Watch is a coroutine that calls context.write, not a generator.
+            async def writing_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                started = time.perf_counter()
+                failed = True
+                try:
+                    result = await inner_stream(request, context)
+                    failed = False
+                    return result
+                finally:
+                    finish(context, started, failed)
+
+            stream = unary_stream if inspect.isasyncgenfunction(inner_stream) else writing_stream
             return grpc.unary_stream_rpc_method_handler(
-                unary_stream, handler.request_deserializer, handler.response_serializer
+                stream, handler.request_deserializer, handler.response_serializer
             )
         return handler  # bidi streams (peer port, reflection): not timed
 

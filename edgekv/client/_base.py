@@ -18,7 +18,7 @@ from edgekv.client import _codec as codec
 from edgekv.client._connect import ConnectDoors, is_url
 from edgekv.client.discovery import NodeRoute, Topology
 from edgekv.client.retry import DEFAULT_RETRY, RetryPolicy
-from edgekv.errors import EdgeKVError, InvalidArgument, Unavailable
+from edgekv.errors import EdgeKVError, InvalidArgument, Unavailable, never_sent
 from edgekv.v1 import cluster_pb2_grpc, kv_pb2_grpc
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -164,10 +164,15 @@ class ClientBase:
 
         Returns the seconds to back off before trying the same node again, or
         None to move on to the next node (the node is marked failed). Raises the
-        mapped EdgeKVError when the code is final (anything but UNAVAILABLE).
+        mapped EdgeKVError when the code is final (anything but UNAVAILABLE), and
+        for a write that may have reached the node: its outcome is unknown, and
+        sending it to the next node could store it twice, under two versions.
         """
         code = exc.code()
         if code != _UNAVAILABLE:
+            raise self._error(exc, node) from None
+        if not idempotent and not never_sent(code, exc.details()):
+            self.topology.mark_failed(node)
             raise self._error(exc, node) from None
         if self._retry.should_retry(code, attempt, idempotent):
             return self._retry.backoff_s(attempt)

@@ -23,7 +23,7 @@ from edgekv.cluster.geo import great_circle_km
 from edgekv.cluster.membership import Membership
 from edgekv.cluster.placement import PlacementRules
 from edgekv.config.model import ClusterConfig, NodeSpec
-from edgekv.errors import DeadlineExceeded, FailedPrecondition, Unavailable
+from edgekv.errors import DeadlineExceeded, FailedPrecondition, Unavailable, never_sent
 from edgekv.v1 import kv_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -111,10 +111,13 @@ class Router:
         """Call ``method`` on the nearest reachable node allowed to hold ``key``.
 
         All attempts share one deadline (``timeout_s`` from now). A node that is
-        UNAVAILABLE is skipped for the next; one that ran out of time is too,
-        unless the call is not ``idempotent`` (a write): its outcome is unknown,
-        so it is not sent again elsewhere. Raises Unavailable naming the nodes
-        tried when none answers, DeadlineExceeded when the time ran out first.
+        UNAVAILABLE or ran out of time is skipped for the next. A call that is not
+        ``idempotent`` (a write) goes to the next node only when the first was
+        never reached (no connection to send it on): once sent, its outcome is
+        unknown (it may have been applied, and the answer lost on the way back),
+        and sending it again would store the write twice, under two versions;
+        Unavailable then says so. Raises Unavailable naming the nodes tried when
+        none answers, DeadlineExceeded when the time ran out first.
         """
         tried: list[str] = []
         last_error = ""
@@ -136,10 +139,14 @@ class Router:
                 return await call(request, timeout=left_s, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
-                if code not in _FAILOVER_CODES or (
-                    not idempotent and code is grpc.StatusCode.DEADLINE_EXCEEDED
-                ):
+                if code not in _FAILOVER_CODES:
                     raise
+                if not idempotent and not never_sent(code, exc.details()):
+                    raise Unavailable(
+                        f"the write was sent to {node_id} and no answer came back ({code.name}: "
+                        f"{exc.details()}); it may have been applied there, so it was not sent "
+                        "to another node"
+                    ) from None
                 last_error = f"{node_id}: {code.name}"
                 log.debug("forward %s to %s failed: %s", method, node_id, code.name)
         raise self.unavailable(key, tried, last_error)

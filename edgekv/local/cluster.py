@@ -124,16 +124,26 @@ class LocalCluster:
     # -- processes -------------------------------------------------------------
 
     def start(
-        self, node_ids: Iterable[str] | None = None, *, timeout_s: float = DEFAULT_START_TIMEOUT_S
+        self,
+        node_ids: Iterable[str] | None = None,
+        *,
+        timeout_s: float = DEFAULT_START_TIMEOUT_S,
+        env: dict[str, str] | None = None,
     ) -> None:
-        """Start the given nodes (default: all that are not running)."""
+        """Start the given nodes (default: all that are not running).
+
+        ``env`` adds to the cluster's environment for these starts only (e.g. a
+        test clock offset for one node).
+        """
         for node_id in node_ids or self.node_ids:
             proc = self.nodes.get(node_id)
             if proc is not None and proc.alive():
                 continue
-            self.nodes[node_id] = self._start_one(node_id, timeout_s)
+            self.nodes[node_id] = self._start_one(node_id, timeout_s, env)
 
-    def _start_one(self, node_id: str, timeout_s: float) -> NodeProcess:
+    def _start_one(
+        self, node_id: str, timeout_s: float, env: dict[str, str] | None = None
+    ) -> NodeProcess:
         args: list[str] = []
         for (src, dst), proxy in self.links.items():
             if src == node_id:
@@ -146,7 +156,7 @@ class LocalCluster:
             node_id,
             timeout_s=timeout_s,
             log_dir=self.run_dir,
-            env=self._env,
+            env={**(self._env or {}), **(env or {})},
             log_level=self._log_level,
             extra_args=args,
         )

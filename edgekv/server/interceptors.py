@@ -1,17 +1,22 @@
-"""Admission control for the client port: per-client limits on calls and Watch streams.
+"""Server interceptors: per-client admission control; malformed requests refused as such.
 
-A client (by peer address) with ``max_inflight_per_client`` unary calls running,
-or ``max_watches_per_client`` server streams (Watch) open, gets
+Admission control for the client port: a client (by peer address) with
+``max_inflight_per_client`` unary calls running, or ``max_watches_per_client``
+server streams (Watch) open, gets
 RESOURCE_EXHAUSTED for the next one, with the limit and the setting named; the
 server as a whole stops at ``max_concurrent_rpcs`` (gRPC's own limit). Streams
 are counted apart because they are long-lived: a client's open Watches never
 use up its unary calls. One misbehaving client cannot take the node's memory
 or starve the others, and the replication port is a separate server that
 client traffic never queues behind.
+
+Both ports refuse a request that does not parse with INVALID_ARGUMENT
+(``MalformedRequests``), not the UNKNOWN that grpc.aio answers by itself.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -128,18 +133,133 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
     def _limit_streams(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         inner = handler.unary_stream
 
-        async def limited(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def admit(context: grpc.aio.ServicerContext) -> str:
             client = client_of(context.peer())
             try:
                 self.enter_stream(client)
             except ResourceExhausted as exc:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            return client
+
+        # A streaming handler is an async generator (ours) or a coroutine that
+        # calls context.write (grpc's health Watch); each is wrapped as what it is.
+        async def generator(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            client = await admit(context)
             try:
                 async for response in inner(request, context):
                     yield response
             finally:
                 self.leave_stream(client)
 
+        async def coroutine(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            client = await admit(context)
+            try:
+                return await inner(request, context)
+            finally:
+                self.leave_stream(client)
+
+        limited = generator if inspect.isasyncgenfunction(inner) else coroutine
         return grpc.unary_stream_rpc_method_handler(
             limited, handler.request_deserializer, handler.response_serializer
         )
+
+
+class _Undecodable:
+    """Stands in for a request that did not parse; the handler wrapper refuses it."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class MalformedRequests(grpc.aio.ServerInterceptor):
+    """A request that does not parse as its message ends with INVALID_ARGUMENT.
+
+    grpc.aio decodes a request inside the call and answers a decoding error with
+    UNKNOWN ("Unexpected <class DecodeError>"), the code of a server bug; a
+    malformed request is the caller's. Put this interceptor last, so it wraps
+    the servicer's own handler and the others keep its decoder. Stateless apart
+    from a per-method cache; safe on one event loop.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        cached = self._wrapped.get(details.method)
+        if cached is not None:
+            return cached
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        wrapped = _tolerant_handler(handler)
+        self._wrapped[details.method] = wrapped
+        return wrapped
+
+
+def _tolerant_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    decode = handler.request_deserializer
+
+    def tolerant(raw: bytes) -> Any:
+        try:
+            return decode(raw)
+        except Exception as exc:  # protobuf's DecodeError, or what a custom decoder raises
+            return _Undecodable(f"the request is not a valid message: {exc}")
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        if isinstance(request, _Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+
+    async def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+        async for request in requests:
+            await refuse(request, context)
+            yield request
+
+    encode = handler.response_serializer
+    if handler.unary_unary is not None:
+        unary = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await refuse(request, context)
+            return await unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary, tolerant, encode)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _stream_behavior(handler.unary_stream, refuse, lambda r, c: r), tolerant, encode
+        )
+    if handler.stream_unary is not None:
+        stream_unary = handler.stream_unary
+
+        async def stream_in(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await stream_unary(checked(requests, context), context)
+
+        return grpc.stream_unary_rpc_method_handler(stream_in, tolerant, encode)
+    return grpc.stream_stream_rpc_method_handler(
+        _stream_behavior(handler.stream_stream, None, checked), tolerant, encode
+    )
+
+
+def _stream_behavior(inner: Any, refuse: Any, requests_of: Callable[[Any, Any], Any]) -> Any:
+    """Wrap a server-streaming behavior, an async generator or a coroutine using context.write."""
+    if inspect.isasyncgenfunction(inner):
+
+        async def generator(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if refuse is not None:
+                await refuse(request, context)
+            async for response in inner(requests_of(request, context), context):
+                yield response
+
+        return generator
+
+    async def coroutine(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if refuse is not None:
+            await refuse(request, context)
+        return await inner(requests_of(request, context), context)
+
+    return coroutine

@@ -64,7 +64,7 @@ from edgekv.server.channels import (
 )
 from edgekv.server.client_api import add_client_services
 from edgekv.server.cluster_service import ClusterService
-from edgekv.server.interceptors import InflightLimiter
+from edgekv.server.interceptors import InflightLimiter, MalformedRequests
 from edgekv.server.kv_service import KVService
 from edgekv.server.peer_auth import PeerAuthenticator, PeerCredentials, peer_secret_for
 from edgekv.server.peer_service import PeerService
@@ -243,7 +243,7 @@ class Node:
             self._spawn(handoff.run_handoff(), "handoff")
         server = grpc.aio.server(
             options=server_options(self._max_message),
-            interceptors=[self.metrics.interceptor(), self._limiter],
+            interceptors=[self.metrics.interceptor(), self._limiter, MalformedRequests()],
             maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs,
         )
         creds = None
@@ -340,6 +340,7 @@ class Node:
         )
         peer_server = grpc.aio.server(
             options=server_options(self._max_message * 4),
+            interceptors=[MalformedRequests()],
             maximum_concurrent_rpcs=config.limits.max_peer_concurrent_rpcs,
         )
         replication_pb2_grpc.add_ReplicationServicer_to_server(peer_service, peer_server)

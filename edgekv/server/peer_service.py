@@ -79,7 +79,19 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
     def _check_hello(
         self, hello: replication_pb2.PeerHello, context: grpc.aio.ServicerContext
     ) -> str:
-        """The caller's node id, proven (module docstring); refusals are counted."""
+        """The caller's node id, proven (module docstring); refusals are counted.
+
+        The proof comes first: a caller that proves nothing learns nothing, not
+        even this node's cluster name or which node ids it knows.
+        """
+        try:
+            self._auth.verify(hello.node_id, context)
+        except Unauthenticated:
+            self.refusals.call("unauthenticated")
+            raise
+        except PermissionDenied:
+            self.refusals.call("identity")
+            raise
         if hello.cluster != self._cluster:
             self.refusals.call("unknown_peer")
             raise InvalidArgument(
@@ -89,14 +101,6 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         if hello.node_id not in self._node_regions or hello.node_id == self._node_id:
             self.refusals.call("unknown_peer")
             raise InvalidArgument(f"peer {hello.node_id!r} is not a node of this cluster file")
-        try:
-            self._auth.verify(hello.node_id, context)
-        except Unauthenticated:
-            self.refusals.call("unauthenticated")
-            raise
-        except PermissionDenied:
-            self.refusals.call("identity")
-            raise
         return hello.node_id
 
     def _check_placement(self, caller: str, placement: bytes) -> None:

@@ -9,6 +9,7 @@ from connectrpc.errors import ConnectError
 
 from edgekv.client._connect import ConnectRpcError, _method_name, is_url
 from edgekv.client.discovery import Topology
+from edgekv.errors import never_sent
 from edgekv.v1 import cluster_pb2
 
 
@@ -47,3 +48,17 @@ def test_discovery_over_http_uses_the_doors_and_leaves_out_nodes_without_one() -
     assert [(n.node_id, n.endpoint) for n in over_http.nodes] == [("a", "http://a:2")]
     moved = Topology.from_members(members(), {"b": "http://proxy:9"}, http=True)
     assert [n.endpoint for n in moved.nodes] == ["http://a:2", "http://proxy:9"]
+
+
+def test_a_write_moves_on_only_when_the_http_connection_was_never_made() -> None:
+    refused = (
+        "Request failed: error sending request for url (http://127.0.0.1:1/edgekv.v1.KV/Put): "
+        "client error (Connect): tcp connect error: Connection refused (os error 111)"
+    )
+    lost = (
+        "Request failed: error sending request for url (http://127.0.0.1:1/edgekv.v1.KV/Put): "
+        "client error (SendRequest): connection closed before message completed"
+    )
+    assert never_sent(grpc.StatusCode.UNAVAILABLE, refused)
+    assert not never_sent(grpc.StatusCode.UNAVAILABLE, lost)
+    assert not never_sent(grpc.StatusCode.DEADLINE_EXCEEDED, refused)

@@ -271,3 +271,30 @@ def test_all_seeds_down_names_the_count(sdk: Flavor, sleeps: list[float]) -> Non
         ):
             client.get("k")
     assert len(sleeps) == 4  # two retries on each node
+
+
+@pytest.mark.parametrize("name", WRITES)
+def test_write_whose_answer_was_lost_is_not_sent_to_the_next_seed(
+    sdk: Flavor, name: str, sleeps: list[float]
+) -> None:
+    # The connection broke after the write went out: the first node may have applied
+    # it, and sending it to the second would store it twice (found by tests/torture).
+    method = CALLS[name][0]
+    lost = FakeRpcError(UNAVAILABLE, "Socket closed")
+    first, second = ScriptedStub(**{method: [lost]}), ScriptedStub(**{method: [OK[method]]})
+    with sdk.client([EP, "127.0.0.1:2"], discover=False, retry=NO_JITTER) as client:
+        client._kv_stubs.update({EP: sdk.stub(first), "127.0.0.1:2": sdk.stub(second)})
+        with pytest.raises(errors.Unavailable, match="Socket closed"):
+            run(client, name)
+        # The node is still marked failed: the next call starts at the other one.
+        assert [n.endpoint for n in client.topology.nearest()] == ["127.0.0.1:2", EP]
+    assert len(first.calls) == 1 and second.calls == [] and sleeps == []
+
+
+def test_read_whose_answer_was_lost_still_moves_on(sdk: Flavor, sleeps: list[float]) -> None:
+    lost = FakeRpcError(UNAVAILABLE, "Socket closed")
+    first, second = ScriptedStub(Get=[lost]), ScriptedStub(Get=[OK["Get"]])
+    with sdk.client([EP, "127.0.0.1:2"], discover=False, retry=NO_JITTER) as client:
+        client._kv_stubs.update({EP: sdk.stub(first), "127.0.0.1:2": sdk.stub(second)})
+        assert client.get("k") is not None
+    assert len(first.calls) == 3 and len(second.calls) == 1
