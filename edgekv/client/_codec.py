@@ -290,6 +290,11 @@ def _check_host_port(endpoint: str, address: str, example: str) -> str:
     return endpoint
 
 
+# What the HTTP client says when an http:// endpoint answers in HTTP/2 (a gRPC
+# port sends its SETTINGS frame first): depending on timing, either of these.
+_NOT_HTTP1 = ("invalid HTTP version", "received unexpected message from connection")
+
+
 def _explain(
     code: grpc.StatusCode, details: str, endpoint: str, tls: bool | None
 ) -> tuple[type[EdgeKVError], str] | None:
@@ -324,7 +329,7 @@ def _explain(
             "option grpc.max_receive_message_length): ask for fewer items per call"
         )
     if code == grpc.StatusCode.UNAVAILABLE:
-        if "invalid HTTP version" in details:  # an http:// URL that names a gRPC port
+        if any(sign in details for sign in _NOT_HTTP1):  # an http:// URL naming a gRPC port
             return Unavailable, (
                 f"{where}this port does not speak HTTP/1.1: it is probably a node's gRPC "
                 "port (listen or peer_listen); an http(s):// endpoint names the node's HTTP "

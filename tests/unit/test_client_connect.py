@@ -7,9 +7,10 @@ import pytest
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
+from edgekv.client._codec import error_from_rpc
 from edgekv.client._connect import ConnectRpcError, _method_name, is_url
 from edgekv.client.discovery import Topology
-from edgekv.errors import never_sent
+from edgekv.errors import Unavailable, never_sent
 from edgekv.v1 import cluster_pb2
 
 
@@ -62,3 +63,15 @@ def test_a_write_moves_on_only_when_the_http_connection_was_never_made() -> None
     assert never_sent(grpc.StatusCode.UNAVAILABLE, refused)
     assert not never_sent(grpc.StatusCode.UNAVAILABLE, lost)
     assert not never_sent(grpc.StatusCode.DEADLINE_EXCEEDED, refused)
+
+
+@pytest.mark.parametrize(
+    "said",
+    ["client error (SendRequest): invalid HTTP version parsed",
+     "client error (SendRequest): received unexpected message from connection"],
+)  # fmt: skip
+def test_an_http_endpoint_that_answers_in_http2_is_named_a_grpc_port(said: str) -> None:
+    error = error_from_rpc(ConnectRpcError(ConnectError(Code.UNAVAILABLE, said)), "http://h:1")
+    assert isinstance(error, Unavailable)
+    assert "http://h:1: this port does not speak HTTP/1.1" in str(error)
+    assert "(http_listen)" in str(error)
