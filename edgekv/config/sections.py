@@ -174,7 +174,7 @@ def parse_http(value: object) -> HttpSettings:
     if value is None:
         return HttpSettings()
     entry = as_mapping(value, "http")
-    check_keys(entry, "http", required=(), optional=("cors_allow_origins",))
+    check_keys(entry, "http", required=(), optional=("cors_allow_origins", "h2c"))
     raw = entry.get("cors_allow_origins", [])
     if not isinstance(raw, list):
         raise ConfigError(f"http.cors_allow_origins: expected a list of origins, got {show(raw)}")
@@ -187,7 +187,8 @@ def parse_http(value: object) -> HttpSettings:
                 '"https://host[:port]" (no path), or "*" for any'
             )
         origins.append(origin.rstrip("/"))
-    return HttpSettings(tuple(origins))
+    h2c = as_bool(entry.get("h2c", False), "http.h2c")
+    return HttpSettings(tuple(origins), h2c=h2c)
 
 
 def _data_dir(value: object, where: str, base_dir: Path) -> Path:

@@ -32,7 +32,9 @@ class HttpDoor:
         spec = config.node(node_id)
         assert spec.http_listen, "only for a node with http_listen"
         self._config = config
-        self._listener = HttpListener(spec.http_listen, config.security.tls, node_id)
+        self._listener = HttpListener(
+            spec.http_listen, config.security.tls, node_id, h2c=config.http.h2c
+        )
         self._admission = Admission(limiter, config.limits.max_concurrent_rpcs)
 
     def bind(self) -> int:
