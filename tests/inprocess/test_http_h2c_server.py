@@ -2,20 +2,25 @@
 
 A tiny ASGI app stands in for the door's app so that the server's own
 behaviour is what is tested: an app call ends when its client goes away mid
-stream, and ``stop`` is bounded by its grace period even with a stream open.
+stream, ``stop`` is bounded by its grace period even with a stream open, and
+with the node's certificate ALPN picks h2 or http/1.1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from edgekv.config.model import TlsSettings
 from edgekv.http.listener import HttpListener
+from edgekv.tls import create_ca, issue_cert
 
 
 class StreamingApp:
@@ -83,3 +88,31 @@ async def test_h2c_stop_cancels_a_stream_still_open_after_the_grace_period(
         elapsed = time.monotonic() - started
     assert app.cancelled.is_set()
     assert 0.2 <= elapsed < 3, elapsed
+
+
+async def test_h2c_server_with_tls_chooses_h2_or_http11_by_alpn(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    create_ca(pki)
+    issue_cert(pki, "test", ["127.0.0.1"])
+    tls = TlsSettings(
+        ca_file=pki / "ca.pem",
+        cert_file=str(pki / "{node}.pem"),
+        key_file=str(pki / "{node}-key.pem"),
+    )
+    listener = HttpListener("127.0.0.1:0", tls, "test", h2c=True)
+    port = listener.bind()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        version = scope["http_version"].encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": version})
+
+    await listener.start(app)
+    try:
+        trust = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        for http2, version in ((True, b"2"), (False, b"1.1")):
+            async with httpx.AsyncClient(http1=not http2, http2=http2, verify=trust) as client:
+                answer = await client.get(f"https://127.0.0.1:{port}/")
+                assert answer.content == version, answer
+    finally:
+        await listener.stop(0)
