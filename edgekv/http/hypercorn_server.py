@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 from typing import Any
 
 from hypercorn.asyncio import serve
@@ -81,6 +82,10 @@ class HypercornServer:
         self._name = name
         self._config = Config()
         self._config.keep_alive_timeout = keep_alive_s
+        # hypercorn closes a connection after 1000 requests by default (GOAWAY on
+        # HTTP/2, which fails the call in flight in httpx): a door connection lives
+        # as long as the client keeps it, as with uvicorn and the gRPC port.
+        self._config.keep_alive_max_requests = sys.maxsize
         self._config.backlog = 2048  # as the listener's socket and uvicorn's
         self._config.include_server_header = False
         self._config.accesslog = None

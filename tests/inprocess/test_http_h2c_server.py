@@ -32,6 +32,10 @@ class StreamingApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
+        if scope["path"].endswith("/unary"):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"one"})
+            return
         try:
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"first", "more_body": True})
@@ -116,3 +120,16 @@ async def test_h2c_server_with_tls_chooses_h2_or_http11_by_alpn(tmp_path: Path) 
                 assert answer.content == version, answer
     finally:
         await listener.stop(0)
+
+
+async def test_h2c_connection_serves_more_than_a_thousand_calls(
+    served: tuple[HttpListener, StreamingApp, str],
+) -> None:
+    """hypercorn's default closes a connection after 1000 requests; the door's does not."""
+    _, _, url = served
+    calls = 0
+    async with httpx.AsyncClient(http1=False, http2=True) as client:
+        while calls < 1010:
+            answers = await asyncio.gather(*(client.get(url + "/unary") for _ in range(101)))
+            assert all(a.status_code == 200 and a.http_version == "HTTP/2" for a in answers)
+            calls += len(answers)
