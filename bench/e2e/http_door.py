@@ -1,6 +1,7 @@
 """The HTTP door against the gRPC port: GET and PUT, same node, same run.
 
 Run: .venv/bin/python -m bench.e2e.http_door [--samples 5000] [--rounds 3] [--json out.json]
+     [--h2c]
 
 Starts one `edgekv serve` with http_listen, preloads 1000 keys of 100 bytes,
 then measures one sequential caller per path, the paths interleaved in
@@ -10,6 +11,11 @@ then measures one sequential caller per path, the paths interleaved in
 * Connect unary, application/proto, over one HTTP/1.1 keep-alive connection
   (stdlib http.client): POST /edgekv.v1.KV/Get and /Put;
 * REST over one keep-alive connection: GET and PUT /v1/kv/{key}.
+
+With --h2c the node serves its door with hypercorn (``http.h2c: true``): the
+same paths measure hypercorn's HTTP/1.1, and two more paths send the Connect
+calls over one HTTP/2 connection (h2c prior knowledge, httpx with h2; its
+client-side latency includes httpx's own cost, which http.client has not).
 
 For each: client-side p50/p99, and the server's CPU per call (user + system
 time of the node process from /proc/<pid>/stat, over the calls of that path
@@ -60,6 +66,20 @@ def measure(call: Callable[[int], None], n: int, pid: int) -> tuple[list[float],
     return lat, (cpu_s(pid) - before) * 1e6
 
 
+class H2Connection:
+    """One HTTP/2 (h2c) connection, opened anew for each block of calls."""
+
+    def __init__(self, base_url: str) -> None:
+        import httpx  # a test dependency (httpx[http2]); only --h2c needs it
+
+        self._new = lambda: httpx.Client(base_url=base_url, http1=False, http2=True)
+        self.client = self._new()
+
+    def reopen(self) -> None:
+        self.client.close()
+        self.client = self._new()
+
+
 class Connection:
     """One keep-alive connection, opened anew for each block of calls (idle ones time out)."""
 
@@ -74,8 +94,8 @@ class Connection:
 
 
 def paths(
-    grpc_endpoint: str, http_endpoint: str
-) -> tuple[dict[str, Callable[[int], None]], list[Connection]]:
+    grpc_endpoint: str, http_endpoint: str, h2c: bool
+) -> tuple[dict[str, Callable[[int], None]], list[Connection | H2Connection]]:
     channel = grpc.insecure_channel(grpc_endpoint)
     stub = kv_pb2_grpc.KVStub(channel)
     connect_link, rest_link = Connection(http_endpoint), Connection(http_endpoint)
@@ -105,7 +125,18 @@ def paths(
         "connect PUT": lambda i: post("/edgekv.v1.KV/Put", put_bodies[i % KEYS]),
         "rest PUT": lambda i: rest_call("PUT", keys[i % KEYS], VALUE),
     }
-    return calls, [connect_link, rest_link]
+    links: list[Connection | H2Connection] = [connect_link, rest_link]
+    if h2c:
+        h2_link = H2Connection(f"http://{http_endpoint}")
+        links.append(h2_link)
+
+        def post_h2(path: str, body: bytes) -> None:
+            answer = h2_link.client.post(path, content=body, headers=PROTO)
+            assert answer.status_code == 200 and answer.http_version == "HTTP/2", answer
+
+        calls["h2c GET"] = lambda i: post_h2("/edgekv.v1.KV/Get", get_bodies[i % KEYS])
+        calls["h2c PUT"] = lambda i: post_h2("/edgekv.v1.KV/Put", put_bodies[i % KEYS])
+    return calls, links
 
 
 def main() -> None:
@@ -113,12 +144,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=5000, help="calls per path per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--h2c", action="store_true", help="serve the door with hypercorn (http.h2c: true)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgekv-http-bench-") as tmp:
-        config = write_cluster_file(tmp, http=True)
+        extra = {"http": {"h2c": True}} if args.h2c else None
+        config = write_cluster_file(tmp, http=True, extra=extra)
         node = start_node(config, "node-1", log_level="warning")
         try:
-            calls, links = paths(node.endpoint, node.http_endpoint)
+            calls, links = paths(node.endpoint, node.http_endpoint, args.h2c)
             for i in range(KEYS):
                 calls["grpc PUT"](i)
             latencies: dict[str, list[float]] = {name: [] for name in calls}
@@ -148,7 +183,9 @@ def main() -> None:
         print(f"{name:<14} {f['p50_us']:8.1f} {f['p99_us']:8.1f} {f['server_cpu_us']:19.1f}")
     for verb in ("GET", "PUT"):
         base = figures[f"grpc {verb}"]
-        for door in ("connect", "rest"):
+        for door in ("connect", "rest", "h2c"):
+            if f"{door} {verb}" not in figures:
+                continue
             f = figures[f"{door} {verb}"]
             print(
                 f"{door} {verb} / grpc {verb}: p50 x{f['p50_us'] / base['p50_us']:.2f}, "

@@ -195,11 +195,17 @@ class HttpSettings:
     431 past it) and ``request_timeout_s`` the time a request may take to
     arrive whole after its first byte (408 or the connection closed):
     edgekv/http/guard.py.
+
+    ``h2c`` serves the door with hypercorn, which speaks HTTP/2 (cleartext by
+    prior knowledge or Upgrade; ALPN ``h2`` with TLS) besides HTTP/1.1, on the
+    same port; false (the default) serves it with uvicorn, HTTP/1.1 only, which
+    costs less CPU per call.
     """
 
     cors_allow_origins: tuple[str, ...] = ()
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    h2c: bool = False
 
 
 @dataclass(frozen=True, slots=True)

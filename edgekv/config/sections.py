@@ -180,7 +180,7 @@ def parse_http(value: object) -> HttpSettings:
         entry,
         "http",
         required=(),
-        optional=("cors_allow_origins", "max_header_bytes", "request_timeout_s"),
+        optional=("cors_allow_origins", "h2c", "max_header_bytes", "request_timeout_s"),
     )
     raw = entry.get("cors_allow_origins", [])
     if not isinstance(raw, list):
@@ -204,6 +204,7 @@ def parse_http(value: object) -> HttpSettings:
         request_timeout_s=as_positive_seconds(
             entry.get("request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S), "http.request_timeout_s"
         ),
+        h2c=as_bool(entry.get("h2c", False), "http.h2c"),
     )
 
 

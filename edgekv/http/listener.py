@@ -1,43 +1,54 @@
-"""The HTTP door's socket and server: uvicorn (httptools parser) on the node's uvloop.
-
-Chosen by measurement (bench/e2e/http_door.py, README "HTTP door"): uvicorn
-with httptools serves HTTP/1.1 with keep-alive at a fraction of the CPU per
-call of grpcio's Python server; hypercorn (h2c too) and granian's embedded
-server cost more per call here. uvicorn speaks HTTP/1.1 only: no h2c on this
-port (Connect and gRPC-Web need no HTTP/2; native gRPC has its own port).
+"""The HTTP door's socket, and which server runs the app on it.
 
 The listener binds its socket first (so the node knows its port before it
-builds its view) and serves later. uvicorn runs embedded: its startup,
-housekeeping loop and shutdown, never its ``serve`` (which would take the
-process's signal handlers from the node). TLS uses the node's certificate
-when the cluster has TLS. Each connection is uvicorn's httptools protocol with
-bounds on the request head's size and on the time a request takes to arrive
-(guard.py, the cluster file's ``http`` section).
+builds its view) and serves later, on the node's event loop, with one of two
+ASGI servers chosen by the cluster file's ``http.h2c``:
+
+* false (the default): uvicorn with the httptools parser
+  (:mod:`edgekv.http.uvicorn_server`), HTTP/1.1 with keep-alive. Chosen by
+  measurement (bench/e2e/http_door.py, README "The HTTP door"): it serves a call
+  at a fraction of the CPU of grpcio's Python server. No HTTP/2.
+* true: hypercorn (:mod:`edgekv.http.hypercorn_server`), HTTP/1.1 and HTTP/2 on
+  the same port (h2c by prior knowledge or Upgrade; ALPN ``h2`` with TLS), for
+  clients that multiplex many calls on one connection. It costs more CPU per call.
+
+Both serve the same app with the node's certificate when the cluster has TLS,
+and neither takes the process's signal handlers from the node. Both bound a
+request's head (``http.max_header_bytes``) and the time it may take to arrive
+(``http.request_timeout_s``): uvicorn through guard.py; hypercorn with its own
+limits (head size; the timeout per read).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import socket
-from typing import Any
-
-import uvicorn
+from typing import Any, Protocol
 
 from edgekv.config.model import HttpSettings, TlsSettings
 from edgekv.config.values import parse_host_port
 from edgekv.errors import EdgeKVError
 from edgekv.http.guard import guarded_protocol
 
-log = logging.getLogger("edgekv.http")
-
 # Seconds an idle keep-alive connection stays open.
 KEEP_ALIVE_S = 75
+# Connections the kernel queues before the server accepts them.
+BACKLOG = 2048
+
+
+class AppServer(Protocol):
+    """An ASGI server embedded in the running event loop, on a socket it is given."""
+
+    async def start(self, app: Any) -> None:
+        """Serve ``app`` (ASGI); returns once it accepts connections."""
+        ...
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop accepting, let calls finish for ``grace_s``, then cancel the rest."""
+        ...
 
 
 class HttpListener:
-    """One listening socket and the uvicorn server on it. Runs on the node's loop."""
+    """One listening socket and the server on it. Runs on the node's loop."""
 
     def __init__(
         self,
@@ -49,10 +60,10 @@ class HttpListener:
         self.address = address
         self._tls = tls
         self._settings = settings or HttpSettings()
+        self.h2c = self._settings.h2c
         self._node_id = node_id
         self._sock: socket.socket | None = None
-        self._server: uvicorn.Server | None = None
-        self._ticks: asyncio.Task[None] | None = None
+        self._server: AppServer | None = None
 
     @property
     def scheme(self) -> str:
@@ -69,7 +80,7 @@ class HttpListener:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
-            sock.listen(2048)
+            sock.listen(BACKLOG)
         except OSError as exc:
             sock.close()
             raise EdgeKVError(
@@ -82,33 +93,27 @@ class HttpListener:
     async def start(self, app: Any) -> None:
         """Serve ``app`` (ASGI) on the bound socket."""
         assert self._sock is not None, "bind() first"
-        tls: dict[str, Any] = {}
+        tls = None
         if self._tls is not None:
-            tls = {
-                "ssl_certfile": str(self._tls.cert_for(self._node_id)),
-                "ssl_keyfile": str(self._tls.key_for(self._node_id)),
-            }
-        config = uvicorn.Config(
-            app,
-            loop="none",  # the node's running uvloop
-            http=guarded_protocol(self._settings),  # httptools, bounded (guard.py)
-            ws="none",
-            lifespan="off",
-            log_config=None,  # the node configured logging
-            access_log=False,
-            proxy_headers=False,
-            server_header=False,
-            timeout_keep_alive=KEEP_ALIVE_S,
-            **tls,
-        )
-        config.load()
-        server = uvicorn.Server(config)
-        server.lifespan = config.lifespan_class(config)  # "off": a no-op, as serve() sets it
-        await server.startup(sockets=[self._sock])
+            tls = (str(self._tls.cert_for(self._node_id)), str(self._tls.key_for(self._node_id)))
+        # Imported here: a node loads only the server it runs.
+        server: AppServer
+        if self.h2c:
+            from edgekv.http.hypercorn_server import HypercornServer
+
+            server = HypercornServer(
+                self._sock, tls, self._node_id, KEEP_ALIVE_S,
+                max_header_bytes=self._settings.max_header_bytes,
+                request_timeout_s=self._settings.request_timeout_s,
+            )  # fmt: skip
+        else:
+            from edgekv.http.uvicorn_server import UvicornServer
+
+            server = UvicornServer(
+                self._sock, tls, self._node_id, KEEP_ALIVE_S, guarded_protocol(self._settings)
+            )
+        await server.start(app)
         self._server = server
-        self._ticks = asyncio.get_running_loop().create_task(
-            server.main_loop(), name=f"{self._node_id}:http"
-        )
 
     async def stop(self, grace_s: float) -> None:
         """Stop accepting, let calls in progress finish for ``grace_s``, then cancel them.
@@ -117,13 +122,7 @@ class HttpListener:
         """
         server, self._server = self._server, None
         if server is not None:
-            server.should_exit = True
-            # uvicorn waits without a bound when this is 0 or None; it takes any number.
-            server.config.timeout_graceful_shutdown = max(grace_s, 0.01)  # type: ignore[assignment]
-            if self._ticks is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._ticks
-            await server.shutdown()
+            await server.stop(grace_s)
         if self._sock is not None:
             self._sock.close()
             self._sock = None

@@ -73,12 +73,17 @@ def kv_calls(
     transport: str = "connect-node",
     binary: bool = True,
     token: str | None = None,
+    http_version: str = "1.1",
     timeout_s: float = 60.0,
 ) -> list[dict[str, Any]]:
-    """Run unary calls through js/kv_calls.mjs; one result dict per call (``ok`` or ``error``)."""
+    """Run unary calls through js/kv_calls.mjs; one result dict per call (``ok`` or ``error``).
+
+    ``http_version`` "2" makes the connect-node transports speak HTTP/2 (h2c by
+    prior knowledge on an http:// URL).
+    """
     spec = {
         "transport": transport, "binary": binary, "baseUrl": base_url, "token": token,
-        "calls": calls,
+        "httpVersion": http_version, "calls": calls,
     }  # fmt: skip
     proc = subprocess.run(
         [str(NODE), str(JS / "kv_calls.mjs")],

@@ -70,6 +70,22 @@ def test_http_listen_bad_values_rejected_naming_the_entry() -> None:
     assert parse_error(doc).startswith('http: unknown key "cors"')
 
 
+def test_http_h2c_parses_and_defaults_to_off() -> None:
+    doc = copy.deepcopy(DOC)
+    assert parse_config(doc, Path("/tmp")).http.h2c is False
+    doc["http"] = {"cors_allow_origins": []}
+    assert parse_config(doc, Path("/tmp")).http.h2c is False
+    doc["http"] = {"h2c": True}
+    assert parse_config(doc, Path("/tmp")).http.h2c is True
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None, ["h2c"]])
+def test_http_h2c_not_a_boolean_rejected_naming_the_key(value: object) -> None:
+    doc = copy.deepcopy(DOC)
+    doc["http"] = {"h2c": value}
+    assert parse_error(doc).startswith("http.h2c: expected true or false, got ")
+
+
 @pytest.mark.parametrize(
     ("exc", "status", "code"),
     [

@@ -4,6 +4,7 @@
 //   node kv_calls.mjs < spec.json
 // with the spec on stdin (values up to the 1 MiB limit are too big for argv):
 //   {"transport": "connect-node", "binary": true, "baseUrl": "http://127.0.0.1:PORT",
+//    "httpVersion": "1.1" (or "2": h2c; the -node transports only),
 //    "token": "...", "calls": [{"service": "KV", "method": "put",
 //                               "request": {"key": "<base64>", ...}}]}
 //

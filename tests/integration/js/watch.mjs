@@ -1,6 +1,7 @@
 // A Watch stream from Node, driven line by line by a pytest integration test.
 //
 //   node watch.mjs '{"transport": ..., "binary": ..., "baseUrl": ..., "token": ...,
+//                    "httpVersion": "1.1" or "2" (h2c; the -node transports only),
 //                    "prefix": "<base64>"}'
 //
 // Prints one JSON line per event ({"event": <WatchEvent in the JSON mapping>}).
