@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edgekv.config.model import TlsSettings
+from edgekv.config.model import HttpSettings, TlsSettings
 from edgekv.http.listener import HttpListener
 from edgekv.tls import create_ca, issue_cert
 
@@ -51,7 +51,7 @@ class StreamingApp:
 
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[HttpListener, StreamingApp, str]]:
-    listener = HttpListener("127.0.0.1:0", None, "test", h2c=True)
+    listener = HttpListener("127.0.0.1:0", None, "test", HttpSettings(h2c=True))
     port = listener.bind()
     app = StreamingApp()
     await listener.start(app)
@@ -103,7 +103,7 @@ async def test_h2c_server_with_tls_chooses_h2_or_http11_by_alpn(tmp_path: Path) 
         cert_file=str(pki / "{node}.pem"),
         key_file=str(pki / "{node}-key.pem"),
     )
-    listener = HttpListener("127.0.0.1:0", tls, "test", h2c=True)
+    listener = HttpListener("127.0.0.1:0", tls, "test", HttpSettings(h2c=True))
     port = listener.bind()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
