@@ -373,6 +373,7 @@ def test_cors_answers_the_configured_origin_only(door: LocalCluster) -> None:
 
 def test_http_requests_are_counted(door: LocalCluster) -> None:
     httpx.get(f"{base(door)}/v1/kv/metrics/none", headers=auth())
+    assert rpc(door, "Put", kv_pb2.PutRequest(key=b"metrics/k", value=b"v")).status_code == 200
     samples = scrape_metrics(door.nodes["fra-1"].info["metrics_port"])["edgekv_http_requests_total"]
     routes = {(labels["route"], labels["status"]) for labels, _ in samples}
     assert ("GET /v1/kv/{key}", "404") in routes
