@@ -101,53 +101,42 @@ class KVConnect(_Door, kv_connect.KV):
         where = "kv" if served_by == self._node_id else "forward"
         headers["server-timing"] = f"{where};dur={(time.perf_counter() - started) * 1000:.3f}"
 
-    @_served
-    async def get(self, request: kv_pb2.GetRequest, ctx: RequestContext) -> kv_pb2.GetResponse:
+    async def _unary(self, rpc: Any, request: Any, ctx: RequestContext) -> Any:
+        """One KV call through the shared layer, its answer headed with who served it."""
         started = time.perf_counter()
-        response = await self._messages.get(request, _call(self._auth, ctx))
+        response = await rpc(request, _call(self._auth, ctx))
         self._answered(ctx, response.served_by, started)
         return response
+
+    @_served
+    async def get(self, request: kv_pb2.GetRequest, ctx: RequestContext) -> kv_pb2.GetResponse:
+        return await self._unary(self._messages.get, request, ctx)
 
     @_served
     async def batch_get(
         self, request: kv_pb2.BatchGetRequest, ctx: RequestContext
     ) -> kv_pb2.BatchGetResponse:
-        started = time.perf_counter()
-        response = await self._messages.batch_get(request, _call(self._auth, ctx))
-        self._answered(ctx, response.served_by, started)
-        return response
+        return await self._unary(self._messages.batch_get, request, ctx)
 
     @_served
     async def put(self, request: kv_pb2.PutRequest, ctx: RequestContext) -> kv_pb2.PutResponse:
-        started = time.perf_counter()
-        response = await self._messages.put(request, _call(self._auth, ctx))
-        self._answered(ctx, response.served_by, started)
-        return response
+        return await self._unary(self._messages.put, request, ctx)
 
     @_served
     async def delete(
         self, request: kv_pb2.DeleteRequest, ctx: RequestContext
     ) -> kv_pb2.DeleteResponse:
-        started = time.perf_counter()
-        response = await self._messages.delete(request, _call(self._auth, ctx))
-        self._answered(ctx, response.served_by, started)
-        return response
+        return await self._unary(self._messages.delete, request, ctx)
 
     @_served
     async def write(
         self, request: kv_pb2.WriteRequest, ctx: RequestContext
     ) -> kv_pb2.WriteResponse:
-        started = time.perf_counter()
-        response = await self._messages.write(request, _call(self._auth, ctx))
-        self._answered(ctx, response.served_by, started)
-        return response
+        return await self._unary(self._messages.write, request, ctx)
 
     @_served
     async def scan(self, request: kv_pb2.ScanRequest, ctx: RequestContext) -> kv_pb2.ScanResponse:
-        started = time.perf_counter()
-        response = await self._messages.scan(request, _call(self._auth, ctx))
-        self._answered(ctx, response.served_by, started)
-        return response
+        return await self._unary(self._messages.scan, request, ctx)
 
     async def watch(
         self, request: kv_pb2.WatchRequest, ctx: RequestContext
