@@ -69,15 +69,9 @@ class NodeProcess:
 
     def stop(self, grace_s: float = DEFAULT_STOP_GRACE_S) -> int:
         """SIGTERM, wait up to ``grace_s`` for a clean drain, then SIGKILL; the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = terminate(self.proc, grace_s)
         _live.discard(self)
-        return int(self.proc.returncode)
+        return code
 
     def kill(self) -> None:
         """SIGKILL: a crash, with no drain and no flush."""
@@ -87,11 +81,28 @@ class NodeProcess:
         _live.discard(self)
 
     def log_tail(self, lines: int = 40) -> str:
+        return log_tail(self.log_path, lines)
+
+
+def terminate(proc: subprocess.Popen[bytes], grace_s: float) -> int:
+    """SIGTERM ``proc``, wait up to ``grace_s``, then SIGKILL; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
         try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a process's log ("" when it cannot be read)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def free_port(host: str = "127.0.0.1") -> int:

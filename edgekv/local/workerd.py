@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import atexit
 import os
-import signal
 import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgekv.errors import EdgeKVError
-from edgekv.local.launcher import free_port
+from edgekv.local.launcher import free_port, log_tail, terminate
 from edgekv.local.wait import wait_until
 
 DEFAULT_START_TIMEOUT_S = 30.0
@@ -39,23 +38,13 @@ class WorkerdProcess:
     log_path: Path
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def stop(self, grace_s: float = 5.0) -> int:
         """SIGTERM, then SIGKILL after ``grace_s``; the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = terminate(self.proc, grace_s)
         _live.discard(self)
-        return int(self.proc.returncode)
+        return code
 
 
 def workerd_binary(project: str | os.PathLike[str]) -> Path:
