@@ -24,9 +24,21 @@ class Call:
     (None: no deadline). It is asked only when the call is forwarded, so a local
     read pays nothing for it. Built once per call on the hot path: keep it cheap
     (slots, positional arguments).
+
+    ``consistency`` is the read level asked for (the ``edgekv.v1.Consistency``
+    value: 0 LOCAL, the default, 1 SESSION, 2 STRONG) and ``session_token`` the
+    serialized ``SessionToken`` the caller presented (empty: none). Both travel
+    with the call when it is forwarded.
     """
 
-    __slots__ = ("credentials", "forwarded_by", "principal", "time_remaining")
+    __slots__ = (
+        "consistency",
+        "credentials",
+        "forwarded_by",
+        "principal",
+        "session_token",
+        "time_remaining",
+    )
 
     def __init__(
         self,
@@ -34,11 +46,15 @@ class Call:
         credentials: str | None = None,
         forwarded_by: str | None = None,
         time_remaining: Callable[[], float | None] | None = None,
+        consistency: int = 0,
+        session_token: bytes = b"",
     ) -> None:
         self.principal = principal
         self.credentials = credentials
         self.forwarded_by = forwarded_by
         self.time_remaining = time_remaining
+        self.consistency = consistency
+        self.session_token = session_token
 
     def timeout_s(self) -> float | None:
         """Seconds left before the deadline (at least 1 ms), or None without one."""
@@ -47,4 +63,11 @@ class Call:
 
     def forwarded(self, by_node: str) -> Call:
         """The same call as this node sends it on to another node."""
-        return Call(self.principal, self.credentials, by_node, self.time_remaining)
+        return Call(
+            self.principal,
+            self.credentials,
+            by_node,
+            self.time_remaining,
+            self.consistency,
+            self.session_token,
+        )
