@@ -182,6 +182,10 @@ class Reader:
     def __init__(self, get: Callable[[Any], Any]) -> None:
         self._get = get
 
+    def rebind(self, get: Callable[[Any], Any]) -> None:
+        """Read through ``get`` from now on (the engine reopened its database)."""
+        self._get = get
+
     def get(self, key: bytes, now_ms: int = -1) -> tuple[bytes, int, str, int] | None:
         """The live item under ``key``, or None (absent, deleted or expired)."""
         _require_bytes("key", key)

@@ -62,6 +62,12 @@ class CorruptRecord(StorageError):
     """A stored record does not parse; the message says where and why."""
 
 
+class DiskFull(ResourceExhausted):
+    """The node's data directory has no space left: it refuses writes (reads are
+    served) until space is freed there and it reopens its database by itself
+    (storage/recovery.py). Write through another PoP meanwhile."""
+
+
 class Unimplemented(EdgeKVError):
     """The endpoint does not serve this method: usually a node's peer port
     (``peer_listen``) or another gRPC service instead of the client ``listen`` port."""

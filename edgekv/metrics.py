@@ -337,6 +337,20 @@ class _NodeStateExporter(Collector):
             "edgekv_clock_skew_rejections", "Remote timestamps refused for clock skew.",
             value=engine.skew_rejections,
         )  # fmt: skip
+        yield GaugeMetricFamily(
+            "edgekv_storage_degraded",
+            "1 while this node refuses writes because RocksDB failed one (a full disk); "
+            "health says NOT_SERVING until space is back and RocksDB is reopened in place.",
+            value=int(engine.storage_degraded),
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "edgekv_storage_reopens", "Times RocksDB was reopened in place after a failed "
+            "write (a full disk) and took writes again.", value=engine.storage_reopens,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "edgekv_storage_refused_writes", "Writes refused while the store was degraded.",
+            value=engine.storage_refused_writes,
+        )  # fmt: skip
         calls, records = view.peer_refusals()
         refused = CounterMetricFamily(
             "edgekv_peer_refused", "Peer calls refused: no valid credential, another node's "

@@ -49,6 +49,10 @@ cdef class Reader:
     def __init__(self, get):
         self._get = get
 
+    def rebind(self, get):
+        """Read through ``get`` from now on (the engine reopened its database)."""
+        self._get = get
+
     def get(self, bytes key not None, int64_t now_ms=-1):
         """The live item under ``key``, or None (absent, deleted or expired)."""
         check_key(key)

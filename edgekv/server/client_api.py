@@ -16,6 +16,17 @@ from edgekv.server.kv_service import KVService
 from edgekv.v1 import cluster_pb2, cluster_pb2_grpc, kv_pb2, kv_pb2_grpc
 
 
+async def set_health(health: health_aio.HealthServicer, writable: bool) -> None:
+    """SERVING for the node ("") and its services; while its store refuses writes
+    (storage/recovery.py) the node and KV answer NOT_SERVING, Cluster stays SERVING.
+    Ignored once the node began a graceful shutdown."""
+    serving = health_pb2.HealthCheckResponse.SERVING
+    status = serving if writable else health_pb2.HealthCheckResponse.NOT_SERVING
+    for service in ("", "edgekv.v1.KV"):
+        await health.set(service, status)
+    await health.set("edgekv.v1.Cluster", serving)
+
+
 def add_client_services(
     server: grpc.aio.Server,
     kv: KVService,

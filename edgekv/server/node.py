@@ -29,10 +29,10 @@ import contextlib
 import logging
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
 from edgekv import native, tls
@@ -62,7 +62,7 @@ from edgekv.server.channels import (
     peer_listen_of,
     server_options,
 )
-from edgekv.server.client_api import add_client_services
+from edgekv.server.client_api import add_client_services, set_health
 from edgekv.server.cluster_service import ClusterService
 from edgekv.server.interceptors import InflightLimiter, MalformedRequests
 from edgekv.server.kv_service import KVService
@@ -72,6 +72,7 @@ from edgekv.server.view import NodeView
 from edgekv.storage.engine import Engine, EngineSettings
 from edgekv.storage.group_commit import GroupCommitter
 from edgekv.storage.quarantine import run_quarantine_release
+from edgekv.storage.recovery import run_storage_recovery
 from edgekv.v1 import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("edgekv.node")
@@ -290,9 +291,9 @@ class Node:
         self.metrics.watch(view)
         if spec.metrics_listen:
             self.metrics.serve(spec.metrics_listen)
-        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
-        for service in ("edgekv.v1.KV", "edgekv.v1.Cluster"):
-            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await set_health(self._health, True)
+        # A full disk: NOT_SERVING and writes refused until RocksDB is reopened in place.
+        self._spawn(run_storage_recovery(engine, partial(set_health, self._health)), "storage")
         return _Running(engine, feed, committer, replication, collector, router, server, http, view)
 
     async def _start_replication(
@@ -388,7 +389,7 @@ class Node:
         self._spawn(membership.run_heartbeats(), "heartbeats")
         self._spawn(antientropy.run_antientropy(), "antientropy")
         self._spawn(trimmer.run_log_trimmer(), "log-trimmer")
-        held, interval_s = engine.quarantine, membership.interval_s
+        held, interval_s = (lambda: engine.quarantine), membership.interval_s
         self._spawn(run_quarantine_release(held, engine.apply_many, interval_s), "quarantine")
         return _Replication(peer_server, peer_port, membership, antientropy, senders)
 

@@ -44,6 +44,9 @@ class EngineStats:
     fenced_writes: int  # writes refused while fenced
     quarantined_held: int  # received records set aside now (too far ahead of the clock)
     quarantined_total: int  # received records set aside since start
+    storage_degraded: bool = False  # writes refused: RocksDB failed one (storage/recovery.py)
+    storage_reopens: int = 0  # times RocksDB was reopened in place and took writes again
+    storage_refused_writes: int = 0  # writes refused while degraded
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +177,9 @@ class NodeView:
             fenced_writes=clock.fence.refused_count,
             quarantined_held=engine.quarantine.held,
             quarantined_total=engine.quarantine.set_aside_total,
+            storage_degraded=engine.storage.degraded,
+            storage_reopens=engine.storage.reopens_total,
+            storage_refused_writes=engine.storage.refused_writes,
         )
 
     def peer_stats(self) -> list[PeerStats]:

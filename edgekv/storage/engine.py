@@ -37,7 +37,8 @@ from edgekv.storage.purge import Purge
 from edgekv.storage.quarantine import Quarantine
 from edgekv.storage.received import sort_received
 from edgekv.storage.record import U64, Change, Item, ScanItem, ScanPage, Version
-from edgekv.storage.replog import LOG_CF, LogEntry, ReplicationLog
+from edgekv.storage.recovery import StorageState, close_all, open_released
+from edgekv.storage.replog import LOG_CF, LogAccess, ReplicationLog
 
 _META_HLC = b"hlc"
 
@@ -66,7 +67,7 @@ class EngineSettings:
 ChangeListener = Callable[[list[Change], int, bool], None]
 
 
-class Engine:
+class Engine(LogAccess):
     """One node's RocksDB: data, replication log, digest index and metadata.
 
     Guarantees: every local write (``put``, ``delete``, ``write``) is one atomic
@@ -97,6 +98,16 @@ class Engine:
         if not 1 <= len(self._origin) <= 255:
             raise InvalidArgument(f"node id is {len(self._origin)} bytes; it must be 1 to 255")
         self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # guards the seq, the clock, the trees, write order
+        self._listeners: list[ChangeListener] = []
+        self._closed = False
+        self.storage = StorageState(self.path, node_id)  # writes refused while degraded
+        self._open(None, None)
+
+    def _open(self, clock: HybridClock | None, reader: native.Reader | None) -> None:
+        """Open RocksDB and build the parts on it (``__init__``; ``reopen`` keeps the
+        clock, ahead of anything persisted, and the reader, rebound)."""
+        node_id = self.node_id
         self._db = open_rocksdb(self.path, self.settings.block_cache_mb)
         # Column families and handles: lent to the parts below, dropped in _release.
         self._log = self._db.get_column_family(LOG_CF)
@@ -114,9 +125,8 @@ class Engine:
             raise
         if claim_batch is not None:
             self._db.write(claim_batch, self._write_opts)
-        self._lock = threading.Lock()  # guards the seq, the clock, the trees, write order
         raw_hlc = self._meta.get(_META_HLC)
-        self.clock = HybridClock(
+        self.clock = clock or HybridClock(
             0 if raw_hlc is None else int(U64.unpack(raw_hlc)[0]),
             max_skew_ms=self.settings.max_clock_skew_ms,
         )
@@ -145,10 +155,10 @@ class Engine:
         self.quarantine = Quarantine(meta)  # received records too far ahead, set aside
         cfs = (self._db, self._log, self._digest, self._meta)  # purge.py: erase, compact
         self.purge = Purge(cfs, self._replog, self.collection, self.quarantine, self._lock)
-        self._listeners: list[ChangeListener] = []
-        self._closed = False
         self.digests.load()
-        self._reader = native.Reader(self._db.get)
+        if reader is not None:
+            reader.rebind(self._db.get)
+        self._reader = reader or native.Reader(self._db.get)
         # The read hot path: bound straight to the compiled Reader, no Python frame.
         self.get = self._reader.get
 
@@ -308,10 +318,11 @@ class Engine:
         self._listeners.append(listener)
 
     def _write_batch(self, wb: WriteBatch) -> None:
+        self.storage.check_writable()  # recovery.py: refused while degraded
         try:
             self._db.write(wb, self._write_opts)
         except Exception as exc:
-            raise StorageError(f"RocksDB write failed at {self.path}: {exc}") from exc
+            raise self.storage.write_failed(exc) from exc
 
     def _check_open(self) -> None:
         if self._closed:
@@ -385,33 +396,6 @@ class Engine:
         raws = cast("list[bytes | None]", self._db.get(list(keys)))
         return [(k, r) for k, r in zip(keys, raws, strict=True) if r is not None]
 
-    # -- replication log (storage/replog.py) ------------------------------------
-
-    @property
-    def last_seq(self) -> int:
-        """The seq of the newest local write (0 before the first)."""
-        return self._replog.last_seq
-
-    def first_log_seq(self) -> int:
-        """The oldest seq still in the log; ``last_seq + 1`` when the log is empty."""
-        return self._replog.first_seq()
-
-    def read_log(self, from_seq: int, limit: int = 1000) -> list[LogEntry]:
-        """Up to ``limit`` log entries with seq >= ``from_seq``, in seq order."""
-        return self._replog.read(from_seq, limit)
-
-    def trim_log(self, below_seq: int) -> None:
-        """Delete every log entry with seq < ``below_seq``."""
-        self._replog.trim(below_seq)
-
-    def load_cursor(self, peer_id: str) -> int:
-        """The highest seq ``peer_id`` acknowledged (0 if none)."""
-        return self._replog.load_cursor(peer_id)
-
-    def save_cursor(self, peer_id: str, seq: int) -> None:
-        """Persist ``peer_id``'s acknowledged seq (not fsynced: re-delivery is harmless)."""
-        self._replog.save_cursor(peer_id, seq)
-
     # -- lifecycle -----------------------------------------------------------
 
     def flush(self) -> None:
@@ -427,21 +411,33 @@ class Engine:
                 return
             self._closed = True
             try:
-                self._db.flush_wal(True)
-                self._db.flush()
+                if not self.storage.degraded:  # its flushes fail; its WAL has every ack'd write
+                    self._db.flush_wal(True)
+                    self._db.flush()
             finally:
                 self._release()
 
+    def reopen(self) -> None:
+        """Close RocksDB and open it again in place: the way out of a write error that
+        RocksDB keeps until reopened (recovery.py). Keeps the clock, the listeners and
+        the read path; the open replays the WAL, so nothing acknowledged is lost. If it
+        fails, reads fail too until a reopen succeeds."""
+        with self._lock:
+            self._check_open()
+            horizon_ms = self.collection.horizon_ms
+            self._release()
+            open_released(lambda: self._open(self.clock, self._reader))
+            self.collection.horizon_ms = horizon_ms
+            self.storage.reopened()
+
     def _release(self) -> None:
-        # Every column family and handle, the parts' too, keeps RocksDB (and LOCK) open.
-        for part in ("_replog", "digests", "quarantine", "collection"):
-            if part in self.__dict__:
-                getattr(self, part).release()
-        self._log.close()
-        self._meta.close()
-        self._digest.close()
-        del self._log_handle, self._meta_handle, self._digest_handle
-        self._db.close()
+        # Every column family and handle, the parts' too, keeps RocksDB (and LOCK) open:
+        # each is dropped even when another fails (after a failed write, every flush does).
+        parts = ("_replog", "digests", "quarantine", "collection")
+        close_all(getattr(self, p).release for p in parts if p in self.__dict__)
+        for name in ("_log_handle", "_meta_handle", "_digest_handle"):
+            self.__dict__.pop(name, None)
+        close_all((self._log.close, self._meta.close, self._digest.close, self._db.close))
 
     def __enter__(self) -> Engine:
         return self

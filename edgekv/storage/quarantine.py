@@ -196,11 +196,15 @@ class Quarantine:
 
 
 async def run_quarantine_release(
-    held: Quarantine, apply_many: Callable[..., int], interval_s: float
+    quarantine: Callable[[], Quarantine], apply_many: Callable[..., int], interval_s: float
 ) -> None:
-    """Every ``interval_s``, release the set-aside records that are due (``Engine.apply_many``)."""
+    """Every ``interval_s``, release the set-aside records that are due (``Engine.apply_many``).
+
+    ``quarantine()`` is the engine's current one (``Engine.reopen`` builds a new one).
+    """
     while True:
         await asyncio.sleep(interval_s)
+        held = quarantine()
         if not held.held:
             continue
         try:

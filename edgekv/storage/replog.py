@@ -140,6 +140,38 @@ class ReplicationLog:
         return 0 if raw is None else int(U64.unpack(raw)[0])
 
 
+class LogAccess:
+    """The replication log as the engine offers it (``Engine`` inherits this): reads
+    for the senders and the log trimmer, trimming, and the peer cursors."""
+
+    _replog: ReplicationLog  # the engine's, rebuilt when it reopens
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the newest local write (0 before the first)."""
+        return self._replog.last_seq
+
+    def first_log_seq(self) -> int:
+        """The oldest seq still in the log; ``last_seq + 1`` when the log is empty."""
+        return self._replog.first_seq()
+
+    def read_log(self, from_seq: int, limit: int = 1000) -> list[LogEntry]:
+        """Up to ``limit`` log entries with seq >= ``from_seq``, in seq order."""
+        return self._replog.read(from_seq, limit)
+
+    def trim_log(self, below_seq: int) -> None:
+        """Delete every log entry with seq < ``below_seq``."""
+        self._replog.trim(below_seq)
+
+    def load_cursor(self, peer_id: str) -> int:
+        """The highest seq ``peer_id`` acknowledged (0 if none)."""
+        return self._replog.load_cursor(peer_id)
+
+    def save_cursor(self, peer_id: str, seq: int) -> None:
+        """Persist ``peer_id``'s acknowledged seq (not fsynced: re-delivery is harmless)."""
+        self._replog.save_cursor(peer_id, seq)
+
+
 def decode_entry(raw: bytes) -> tuple[bytes, bytes]:
     """(key, record) of a log column-family value: u16 key length | key | record."""
     (n,) = U16.unpack_from(raw)

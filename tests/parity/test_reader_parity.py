@@ -443,3 +443,14 @@ def test_compiled_and_python_readers_agree_on_real_rocksdb(tmp_path: Path) -> No
         assert results[0] == results[1]
     finally:
         db.close()
+
+
+def test_rebind_reads_through_the_new_getter(impl: ModuleType) -> None:
+    """``rebind``: a reopened database is read through the same Reader (Engine.reopen)."""
+    old = {b"k": impl.encode_record(False, 1, 0, b"n", b"old")}
+    new = {b"k": impl.encode_record(False, 2, 0, b"n", b"new")}
+    reader = impl.Reader(ListGet(old))
+    get = reader.get  # held by the request layer across the reopen
+    reader.rebind(ListGet(new))
+    assert get(b"k", NOW) == (b"new", 2, "n", 0)
+    assert reader.get_many([b"k"], NOW) == [(b"new", 2, "n", 0)]

@@ -12,11 +12,12 @@ generator, held for a while, then healed, and recorded in the History:
   (the test-only EDGEKV_TEST_CLOCK_OFFSET_MS, storage/clock.py): ahead, its
   peers fence it and quarantine its records; behind, it loses every conflict.
   The heal restarts it with a true clock.
-- ``disk`` (long mode, as root only): each node's data directory is a small
-  tmpfs (``mount_quotas``); the fault fills the node's to the last byte, so its
-  RocksDB writes fail with ENOSPC. The heal frees the space and restarts the
-  node: RocksDB keeps a failed write's background error until the database is
-  reopened, and rocksdict exposes no ``DB::Resume`` (see the README).
+- ``disk`` (as root, where tmpfs can be mounted): each node's data directory is
+  a small tmpfs (``mount_quotas``); the fault fills the node's to the last byte,
+  so its RocksDB writes fail with ENOSPC: the node refuses writes (DiskFull) and
+  says NOT_SERVING. The heal only frees the space: the node must take writes
+  again by itself, without a restart (storage/recovery.py reopens RocksDB in
+  place); the probe after the heal measures how long that takes.
 
 Blocking work (starting a process, waiting for its ready file) runs on a
 worker thread, so the clients keep running on the event loop meanwhile.
@@ -25,25 +26,24 @@ worker thread, so the clients keep running on the event loop meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import shutil
 import signal
-import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekv.local.cluster import LocalCluster
+from edgekv.local.diskquota import QuotaUnavailable, fill, mount_tmpfs, unfill, unmount
 
 from .history import Fault, History
 
 FAULT_KINDS = ("kill", "pause", "partition", "skew")
 ROOT_FAULT_KINDS = ("disk",)
 QUOTA_MB = 96
-FILLER = "torture-filler"
 CLOCK_OFFSET_ENV = "EDGEKV_TEST_CLOCK_OFFSET_MS"
 
 
@@ -117,7 +117,7 @@ class Nemesis:
             group = (node,)
             detail = f"clock {offset:+d} ms"
         elif kind == "disk":
-            filled = await asyncio.to_thread(_fill, self._data_dir(node))
+            filled = await asyncio.to_thread(fill, self._data_dir(node))
             self.filled.add(node)
             group = (node,)
             detail = f"{filled // 2**20} MiB filler"
@@ -174,8 +174,7 @@ class Nemesis:
         return self.cluster.data_dirs()[node]
 
     async def _unfill(self, node: str) -> None:
-        (self._data_dir(node) / FILLER).unlink(missing_ok=True)
-        await self._restart(node, 0)  # RocksDB keeps the ENOSPC error until reopened
+        unfill(self._data_dir(node))  # the node reopens its RocksDB by itself, no restart
         self.filled.discard(node)
 
     def _resume(self, node: str) -> None:
@@ -196,42 +195,36 @@ class Nemesis:
         await self._start(node, {CLOCK_OFFSET_ENV: str(offset_ms) if offset_ms else ""})
 
 
-def _fill(directory: Path) -> int:
-    """Write a file that takes every free byte of ``directory``'s file system; its size."""
-    fd = os.open(directory / FILLER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    written = 0
-    try:
-        for size in (2**20, 2**12, 1):  # then the last bytes
-            block = b"\0" * size
-            with contextlib.suppress(OSError):
-                while True:
-                    written += os.write(fd, block)
-    finally:
-        os.close(fd)
-    return written
+def quotas_available() -> bool:
+    """Whether small tmpfs quotas can be mounted here (root, and the sandbox allows it):
+    tried once on a scratch directory."""
+    global _quotas_available
+    if _quotas_available is None:
+        scratch = Path(tempfile.mkdtemp(prefix="edgekv-quota-probe-"))
+        try:
+            mount_tmpfs(scratch, 1)
+            unmount([scratch])
+            _quotas_available = True
+        except QuotaUnavailable:
+            _quotas_available = False
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return _quotas_available
 
 
-def can_mount() -> bool:
-    """Whether this process may mount file systems (root, outside a locked-down sandbox)."""
-    return os.geteuid() == 0 and shutil.which("mount") is not None
+_quotas_available: bool | None = None
 
 
 def mount_quotas(directories: Iterable[Path], size_mb: int = QUOTA_MB) -> list[Path]:
     """Mount a ``size_mb`` tmpfs on each directory (created); the ones mounted."""
-    mounted = []
-    for directory in directories:
-        directory.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(directory)],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        mounted.append(directory)
+    mounted: list[Path] = []
+    try:
+        for directory in directories:
+            mounted.append(mount_tmpfs(directory, size_mb))
+    except QuotaUnavailable:
+        unmount(mounted)
+        raise
     return mounted
-
-
-def unmount(directories: Iterable[Path]) -> None:
-    for directory in directories:
-        subprocess.run(["umount", "-l", str(directory)], check=False, capture_output=True)
 
 
 def monotonic_since(t0: float) -> Callable[[], float]:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .nemesis import FAULT_KINDS, ROOT_FAULT_KINDS, can_mount
+from .nemesis import FAULT_KINDS, ROOT_FAULT_KINDS, quotas_available
 from .report import failure, report
 from .runner import OVERHEAD_S, Result, Settings, run
 
@@ -29,12 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nemeses", type=int, default=2, help="faults in effect at once")
     parser.add_argument(
         "--disk", choices=("auto", "yes", "no"), default="auto",
-        help="fill small per-node disk quotas too (needs root to mount tmpfs; auto: if root)",
+        help="fill small per-node disk quotas too (needs root to mount tmpfs; auto: if it can)",
     )  # fmt: skip
     parser.add_argument("--report", type=Path, default=None, help="also write the report here")
     parser.add_argument("--dir", type=Path, default=None, help="where runs keep their files")
     args = parser.parse_args(argv)
-    disk = args.disk == "yes" or (args.disk == "auto" and can_mount())
+    disk = args.disk == "yes" or (args.disk == "auto" and quotas_available())
     faults = FAULT_KINDS + (ROOT_FAULT_KINDS if disk else ())
     print(f"torture: faults {', '.join(faults)}", flush=True)
     per_seed = max(10.0, args.duration / max(1, args.seeds) - OVERHEAD_S)
