@@ -61,8 +61,12 @@ SEED ?= 1
 SEEDS ?= 5
 DURATION ?= 300
 TORTURE_REPORT ?= torture-report.txt
+# NETWORK: auto (real partitions: nftables between network namespaces, where root can make
+# them; scripts/torture_deps.sh installs nft), netns, or proxy (the fault proxies).
+NETWORK ?= auto
 torture: build
-	PYTHONPATH=tests $(PY) -m torture.run --seed $(SEED) --seeds $(SEEDS) --duration $(DURATION) --report $(TORTURE_REPORT)
+	scripts/torture_deps.sh
+	PYTHONPATH=tests $(PY) -m torture.run --seed $(SEED) --seeds $(SEEDS) --duration $(DURATION) --network $(NETWORK) --report $(TORTURE_REPORT)
 
 lint: build
 	$(VENV)/bin/ruff check edgekv tests bench scripts setup.py

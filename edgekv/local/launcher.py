@@ -185,9 +185,12 @@ def start_node(
     env: dict[str, str] | None = None,
     log_level: str = "info",
     extra_args: Sequence[str] = (),
+    command_prefix: Sequence[str] = (),
 ) -> NodeProcess:
     """Start ``edgekv serve`` for ``node_id`` and wait until it is serving.
 
+    ``command_prefix`` runs it through a command that execs it (the torture
+    suite's ``ip netns exec NS``: the process, its pid, stays the node's).
     Raises LaunchError (with the node's log tail) if it exits or is not ready
     within ``timeout_s``; the process is killed in that case.
     """
@@ -198,7 +201,7 @@ def start_node(
     ready_file = run_dir / f"{node_id}.ready.json"
     ready_file.unlink(missing_ok=True)
     cmd = [
-        sys.executable, "-m", "edgekv.cli.main", "serve",
+        *command_prefix, sys.executable, "-m", "edgekv.cli.main", "serve",
         "--config", str(config_path), "--node", node_id,
         "--ready-file", str(ready_file), "--log-level", log_level, *extra_args,
     ]  # fmt: skip

@@ -9,6 +9,10 @@ from .runner import OVERHEAD_S, Result
 
 MAX_VIOLATIONS_SHOWN = 10
 MAX_KEYS_SHOWN = 3
+PARTITIONS_BY = {
+    "netns": "nftables dropping packets between network namespaces",
+    "proxy": "fault proxies closing connections",
+}
 
 
 def replay_commands(result: Result) -> str:
@@ -18,7 +22,10 @@ def replay_commands(result: Result) -> str:
             f"TORTURE_SEED={s.seed} .venv/bin/python -m pytest -p no:cacheprovider "
             f"tests/torture/test_torture.py"
         )
-    return f"make torture SEED={s.seed} DURATION={s.duration_s + OVERHEAD_S:g} SEEDS=1"
+    return (
+        f"make torture SEED={s.seed} DURATION={s.duration_s + OVERHEAD_S:g} SEEDS=1 "
+        f"NETWORK={s.network}"
+    )
 
 
 def report(results: Sequence[Result]) -> str:
@@ -35,6 +42,8 @@ def report(results: Sequence[Result]) -> str:
     total_s = sum(r.wall_s for r in results)
     verdict = "PASS" if all(r.ok for r in results) else "FAIL"
     lines.append(f"torture: {verdict}: {len(results)} run(s), seeds {seeds}, {total_s:.0f} s")
+    networks = sorted({r.settings.network for r in results})
+    lines.append("partitions: " + ", ".join(PARTITIONS_BY.get(n, n) for n in networks))
     lines.append("")
     lines.append("operations       ok  failed  unknown")
     for kind in ("put", "delete", "get"):

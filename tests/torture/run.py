@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from .nemesis import FAULT_KINDS, ROOT_FAULT_KINDS, quotas_available
+from .netns import unavailable
 from .report import failure, report
 from .runner import OVERHEAD_S, Result, Settings, run
 
@@ -31,12 +32,25 @@ def main(argv: list[str] | None = None) -> int:
         "--disk", choices=("auto", "yes", "no"), default="auto",
         help="fill small per-node disk quotas too (needs root to mount tmpfs; auto: if it can)",
     )  # fmt: skip
+    parser.add_argument(
+        "--network", choices=("auto", "netns", "proxy"), default="auto",
+        help="partitions by nftables between network namespaces (root, ip, nft) or by the "
+        "fault proxies; auto: netns where it works",
+    )  # fmt: skip
     parser.add_argument("--report", type=Path, default=None, help="also write the report here")
     parser.add_argument("--dir", type=Path, default=None, help="where runs keep their files")
     args = parser.parse_args(argv)
     disk = args.disk == "yes" or (args.disk == "auto" and quotas_available())
     faults = FAULT_KINDS + (ROOT_FAULT_KINDS if disk else ())
     print(f"torture: faults {', '.join(faults)}", flush=True)
+    network = args.network
+    why_not = unavailable() if network != "proxy" else ""
+    if network == "netns" and why_not:
+        parser.error(f"--network netns: {why_not}")
+    if network == "auto":
+        network = "proxy" if why_not else "netns"
+        if why_not:
+            print(f"torture: partitions through the fault proxies: {why_not}", flush=True)
     per_seed = max(10.0, args.duration / max(1, args.seeds) - OVERHEAD_S)
     base = Path(args.dir or tempfile.mkdtemp(prefix="edgekv-torture-"))
     results: list[Result] = []
@@ -44,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         directory = base / f"seed-{seed}"
         settings = Settings(
             seed=seed, duration_s=per_seed, clients=args.clients, nemeses=args.nemeses,
-            faults=faults,
+            faults=faults, network=network,
         )  # fmt: skip
         print(f"torture: seed {seed}, {per_seed:.0f} s of clients, in {directory}", flush=True)
         result = asyncio.run(run(settings, directory))

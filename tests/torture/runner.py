@@ -1,7 +1,9 @@
 """One torture run: clients and a nemesis against a real 3-region cluster, then the checker.
 
-Four node processes (a-1 and a-2 in r1, b-1 in r2, c-1 in r3), every peer
-link and forwarded call through a fault proxy. Keys live under three
+Four node processes (a-1 and a-2 in r1, b-1 in r2, c-1 in r3). With
+``network="netns"`` each runs in its own network namespace and a partition is
+nftables dropping packets between them (netns.py); with ``"proxy"`` every peer
+link and forwarded call goes through a fault proxy that a partition cuts. Keys live under three
 placements: ``g/`` and ``probe/`` (global), ``p1/`` (pinned to r1) and
 ``p12/`` (pinned to r1 and r2). Clients put, delete and get random keys
 through random PoPs with the SDK (a PoP outside a pinned key's regions
@@ -41,6 +43,7 @@ from edgekv.v1 import cluster_pb2, cluster_pb2_grpc
 from .checker import Violation, check_audits, check_convergence, check_history
 from .history import DELETE, GET, OK, PUT, History, outcome_of
 from .nemesis import FAULT_KINDS, Nemesis, monotonic_since, mount_quotas, unmount
+from .netns import NetnsCluster
 
 REGIONS = (("r1", 50.11, 8.68), ("r2", 38.95, -77.45), ("r3", 35.68, 139.69))
 NODES = (("a-1", "r1"), ("a-2", "r1"), ("b-1", "r2"), ("c-1", "r3"))
@@ -76,6 +79,7 @@ class Settings:
     nemeses: int = 1  # faults in effect at once (each nemesis injects, holds, heals)
     quick: bool = False  # the quick run of tests/torture/test_torture.py (its replay differs)
     converge_timeout_s: float = 90.0
+    network: str = "proxy"  # how partitions are made: "proxy" (fault proxies) or "netns"
 
 
 @dataclass
@@ -108,12 +112,18 @@ async def run(settings: Settings, directory: Path) -> Result:
     )
     history = History()
     result = Result(settings, history, directory)
-    cluster = LocalCluster(path, log_level="warning")
-    quotas = mount_quotas(cluster.data_dirs().values()) if "disk" in settings.faults else []
+    cluster = (
+        NetnsCluster(path, log_level="warning")
+        if settings.network == "netns"
+        else LocalCluster(path, log_level="warning")
+    )
+    quotas: list[Path] = []
     clock = monotonic_since(time.monotonic())
     nemesis = Nemesis(cluster, history, random.Random(f"{settings.seed}/nemesis"), clock,
                       skew_ms=settings.skew_ms)  # fmt: skip
     try:
+        if "disk" in settings.faults:
+            quotas = mount_quotas(cluster.data_dirs().values())
         await asyncio.gather(
             *(asyncio.to_thread(cluster.start, [n], timeout_s=60.0) for n in cluster.node_ids)
         )
