@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from edgekv.errors import EdgeKVError
+from edgekv.errors import DiskFull, EdgeKVError
 from edgekv.limits import DEFAULT_ANTIENTROPY_BYTES_PER_S, DEFAULT_MAX_MESSAGE_BYTES
 from edgekv.replication.pacer import LISTING_SLICE_BYTES, SLICE_BYTES, RepairPacer, apply_paced
 from edgekv.replication.paging import (
@@ -393,6 +393,9 @@ class AntiEntropy:
                 except grpc.aio.AioRpcError as exc:
                     state.last_error = f"{exc.code().name}: {exc.details()}"
                     log.debug("anti-entropy with %s failed: %s", peer_id, state.last_error)
+                    continue
+                except DiskFull as exc:  # logged once by the engine (storage/recovery.py)
+                    state.last_error = str(exc)
                     continue
                 except Exception as exc:  # task boundary: log and carry on with the next peer
                     state.last_error = repr(exc)

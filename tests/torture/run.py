@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dir is None and all(r.ok for r in results):
         shutil.rmtree(base, ignore_errors=True)
     text = report(results)
+    if args.network == "auto" and why_not:
+        text += f"\n(partitions through the fault proxies: no network namespaces here: {why_not})"
     print(text)
     if args.report:
         args.report.write_text(text + "\n", encoding="utf-8")

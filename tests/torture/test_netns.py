@@ -4,6 +4,7 @@ why, where namespaces or nftables cannot be used (not root, no nft, a sandbox)."
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from edgekv import Client
 from edgekv.local.launcher import write_cluster_file
 from edgekv.local.wait import wait_until
 
+from . import netns
 from .netns import NetnsCluster, unavailable
 
 pytestmark = pytest.mark.integration
@@ -23,7 +25,7 @@ pytestmark = pytest.mark.integration
 _CONNECT = "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1.5)"
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _needs_netns() -> None:
     why = unavailable()
     if why:
@@ -40,6 +42,7 @@ def _connects(cluster: NetnsCluster, src: str, dst: str) -> bool:
     return done.returncode == 0
 
 
+@pytest.mark.usefixtures("_needs_netns")
 def test_nftables_partition_drops_the_link_and_heal_converges(tmp_path: Path) -> None:
     path = write_cluster_file(
         tmp_path,
@@ -77,6 +80,7 @@ def test_nftables_partition_drops_the_link_and_heal_converges(tmp_path: Path) ->
     assert net.leftovers() == []  # namespaces (with their nft tables), veths, bridge
 
 
+@pytest.mark.usefixtures("_needs_netns")
 def test_netns_nodes_unreachable_on_loopback(tmp_path: Path) -> None:
     """The nodes listen in their namespaces only: nothing answers on the test's side."""
     path = write_cluster_file(tmp_path)
@@ -85,3 +89,9 @@ def test_netns_nodes_unreachable_on_loopback(tmp_path: Path) -> None:
         port = int(cluster.endpoint("node-1").rsplit(":", 1)[1])
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), 1.0).close()
+
+
+def test_without_root_the_probe_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where namespaces cannot be made, the reason is what the fallback reports."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert netns._probe() == "network namespaces and nftables need root"
