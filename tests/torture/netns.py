@@ -14,7 +14,9 @@ closes connections instead). Healing empties those rules.
 
 Every name carries a per-run id (parallel test workers never collide); ``close``
 removes the namespaces (with their nftables tables and veth ends), the bridge
-and the root-side veths, also after a failure, and an ``atexit`` hook backs it.
+and the root-side veths, also after a failure, and an ``atexit`` hook backs it;
+a namespace's name carries its creator's pid, so what a killed run left behind
+is swept by the next one (``sweep_stale``).
 Needs root, ``ip`` (iproute2) and ``nft`` (nftables: scripts/torture_deps.sh
 installs them); ``unavailable()`` says why not, and callers fall back to the
 fault proxies.
@@ -26,6 +28,7 @@ import atexit
 import ipaddress
 import os
 import random
+import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -35,7 +38,7 @@ from typing import Any
 import yaml
 
 from edgekv.local.cluster import LocalCluster
-from edgekv.local.launcher import DEFAULT_START_TIMEOUT_S, NodeProcess, start_node
+from edgekv.local.launcher import DEFAULT_START_TIMEOUT_S, NodeProcess, pid_alive, start_node
 
 _TABLE = "edgekv_torture"
 _SETUP = f"""
@@ -110,11 +113,14 @@ class Network:
         self.gateway = str(next(hosts))  # the bridge: the test's side
         self.prefix = subnet.prefixlen
         self.address = {node: str(next(hosts)) for node in node_ids}
-        self.namespace = {node: f"edgekv-{self.run_id}-{i}" for i, node in enumerate(node_ids)}
+        self.namespace = {
+            node: f"edgekv-{os.getpid()}-{self.run_id}-{i}" for i, node in enumerate(node_ids)
+        }
         self._veths: list[str] = []
         self._cut: set[frozenset[str]] = set()
         _live.add(self)
         try:
+            sweep_stale()
             self._build()
         except BaseException:
             self.close()
@@ -197,6 +203,25 @@ class Network:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_NAMESPACE = re.compile(r"^edgekv-(\d+)-(\w+)-\d+\b")
+
+
+def sweep_stale() -> list[str]:
+    """Remove the namespaces and bridges of runs whose process is gone (killed before
+    ``close``); the namespaces removed."""
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    removed = []
+    for line in names.splitlines():
+        found = _NAMESPACE.match(line)
+        if found is None or pid_alive(int(found[1])):
+            continue
+        ns = line.split()[0]
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", f"ekb{found[2]}"], capture_output=True, check=False)
+        removed.append(ns)
+    return removed
 
 
 @atexit.register

@@ -95,3 +95,23 @@ def test_without_root_the_probe_says_why(monkeypatch: pytest.MonkeyPatch) -> Non
     """Where namespaces cannot be made, the reason is what the fallback reports."""
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert netns._probe() == "network namespaces and nftables need root"
+
+
+@pytest.mark.usefixtures("_needs_netns")
+def test_what_a_killed_run_left_is_swept() -> None:
+    """A run killed before ``close`` (SIGKILL: no atexit) leaves namespaces and a bridge;
+    the next run removes them, and never a live run's."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale, bridge = f"edgekv-{dead.pid}-zz{dead.pid % 10000:04d}-0", f"ekbzz{dead.pid % 10000:04d}"
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    with netns.Network(["x"]) as live:
+        assert stale in netns.sweep_stale() or stale not in _netns_list()
+        assert live.namespace["x"] in _netns_list()  # the live run's is kept
+    assert stale not in _netns_list()
+    assert bridge not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+
+
+def _netns_list() -> str:
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
