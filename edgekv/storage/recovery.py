@@ -92,13 +92,13 @@ class StorageState:
 
     def reopened(self) -> None:
         """The database was reopened in place: writes go to RocksDB again."""
-        held_s = time.monotonic() - self.since_s
+        if self.degraded:
+            log.warning(
+                "node %s takes writes again: reopened RocksDB at %s after %.1f s",
+                self.node_id, self.path, time.monotonic() - self.since_s,
+            )  # fmt: skip
         self.degraded, self.disk_full, self.since_s = False, False, 0.0
         self.reopens_total += 1
-        log.warning(
-            "node %s takes writes again: reopened RocksDB at %s after %.1f s",
-            self.node_id, self.path, held_s,
-        )  # fmt: skip
 
     def _refusal(self) -> EdgeKVError:
         if self.disk_full:
