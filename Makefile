@@ -43,7 +43,10 @@ js: build
 example: js
 	$(PY) scripts/edge_example.py $(if $(POP),--node $(POP))
 
+# scripts/torture_deps.sh: nftables for the real partitions of tests/torture (as root;
+# elsewhere those tests fall back to the fault proxies or skip, saying why).
 test: build
+	scripts/torture_deps.sh
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: build
