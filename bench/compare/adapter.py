@@ -66,6 +66,10 @@ class Adapter:
             self.loop.run_until_complete(self.aclose())
             self.loop.close()
 
+    def read_value(self, key: bytes) -> bytes | None:
+        """The value stored under ``key`` (None when absent): checks that the load took."""
+        raise NotImplementedError
+
     # -- one caller ----------------------------------------------------------------
 
     def get(self, key: bytes) -> Any:

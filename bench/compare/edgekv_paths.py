@@ -28,9 +28,9 @@ from edgekv import AsyncClient, Client, Put
 NOT_IN_BUILD = "not available in this build"
 
 
-def sdk_option(option: str, cls: type = Client) -> bool:
-    """Whether the SDK class ``cls`` takes the keyword ``option``."""
-    return option in inspect.signature(cls).parameters
+def sdk_option(option: str, cls: type | None = None) -> bool:
+    """Whether the SDK class ``cls`` (``Client`` by default) takes the keyword ``option``."""
+    return option in inspect.signature(cls or Client).parameters
 
 
 class SharedNode:
@@ -95,7 +95,7 @@ class EdgeKVPath(Adapter):
         self.target = self.endpoint(server)
         self.client = Client(self.target, **self.kwargs)
         shown = "".join(
-            f", {k}={'DATA_DIR' if k == 'embedded' else repr(v)}"
+            f", {k}=DATA_DIR" if k == "embedded" else f', {k}="{v}"'
             for k, v in self.options(server).items()
         )
         scheme = "http://" if self.target.startswith("http://") else ""
@@ -111,6 +111,10 @@ class EdgeKVPath(Adapter):
 
     def load(self, keys: Sequence[bytes], value: bytes) -> None:
         self.node.load(keys, value)
+
+    def read_value(self, key: bytes) -> bytes | None:
+        entry = self.client.get(key)
+        return None if entry is None else bytes(entry.value)
 
     def get(self, key: bytes) -> Any:
         return self.client.get(key)

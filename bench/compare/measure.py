@@ -154,7 +154,13 @@ def run_block(
 
 
 def warm_up(adapter: Adapter, plan: Plan) -> None:
-    """Touch every code path once before anything is timed (connections, caches, JITs)."""
+    """Check the dataset is there, then touch every code path once before anything is timed."""
+    for key in (plan.keys[0], plan.keys[-1], plan.args["get"][0]):
+        found = adapter.read_value(key)
+        if found != plan.value:
+            raise AssertionError(
+                f"{adapter.name}: {key!r} reads back {found!r}, not the value loaded"
+            )
     adapter.sequential("get", plan.args["get"][:200])
     adapter.sequential("put", plan.args["put"][:50])
     adapter.sequential("get_many", plan.args["get_many"][:5])

@@ -109,6 +109,10 @@ class RedisAdapter(_PeerAdapter):
         for i in range(0, len(keys), CHUNK):
             self.client.mset(dict.fromkeys(keys[i : i + CHUNK], value))
 
+    def read_value(self, key: bytes) -> bytes | None:
+        value = self.client.get(key)
+        return None if value is None else bytes(value)
+
     def get(self, key: bytes) -> Any:
         return self.client.get(key)
 
@@ -190,6 +194,10 @@ class EtcdAdapter(_PeerAdapter):
             ]
             self.stub.Txn(pb.TxnRequest(success=ops), timeout=60)
 
+    def read_value(self, key: bytes) -> bytes | None:
+        kvs = self.get(key).kvs
+        return bytes(kvs[0].value) if kvs else None
+
     def get(self, key: bytes) -> Any:
         return self.stub.Range(self._range(key))
 
@@ -264,6 +272,10 @@ class NatsAdapter(AsyncOnlyAdapter, _PeerAdapter):
         if self.nc is not None:
             await self.nc.close()
             self.nc = None
+
+    def read_value(self, key: bytes) -> bytes | None:
+        value = self.get(key).value
+        return None if value is None else bytes(value)
 
     async def aget(self, key: bytes) -> Any:
         return await self.kv.get(key.decode())

@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.compare.edgekv_paths import BASELINE
+from bench.compare.edgekv_paths import BASELINE, Embedded, GrpcStream, GrpcUnary, HttpConnect
 from bench.compare.measure import WORKLOADS, Figures
+from bench.compare.peers import EtcdAdapter, NatsAdapter, RedisAdapter
 from bench.compare.servers import STARTED_PIDS
 
 LATENCY_PNG, THROUGHPUT_PNG = "compare-latency.png", "compare-throughput.png"
@@ -34,6 +35,7 @@ COLUMNS = (  # (summary key, header, digits)
 )
 COLOURS = {"edgekv": "tab:blue", "Redis": "tab:red", "etcd": "tab:green", "NATS": "tab:purple"}
 STYLES = ("-", "--", "-.", ":")
+NETWORK_PATHS = (GrpcUnary.name, GrpcStream.name, HttpConnect.name)
 
 
 def machine() -> dict[str, str]:
@@ -99,6 +101,41 @@ def _tables(summaries: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     return lines
 
 
+def _goals(summaries: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """Issue 14's goals, as ratios of this run (a goal whose systems were not measured is n/a)."""
+
+    def get(name: str, key: str) -> float:  # 0.0: not measured
+        return summaries.get(name, {}).get("get", {}).get(key, 0.0)
+
+    lines = ["", "### Goals (issue 14), as ratios in this run", ""]
+    embedded, redis = get(Embedded.name, "p50_us"), get(RedisAdapter.name, "p50_us")
+    if embedded and redis:
+        verdict = "met" if redis / embedded >= 10 else "not met"
+        lines.append(
+            f"- embedded get p50 at least 10x faster than Redis GET: {redis / embedded:.1f}x "
+            f"({embedded:,.1f} µs vs {redis:,.0f} µs): {verdict}"
+        )
+    else:
+        lines.append("- embedded get p50 at least 10x faster than Redis GET: n/a in this run")
+    network = [n for n in NETWORK_PATHS if get(n, "p50_us")]
+    for peer in (EtcdAdapter.name, NatsAdapter.name):
+        if not get(peer, "p50_us") or not network:
+            lines.append(f"- edgekv ahead of {peer} on get p50 and p99: n/a in this run")
+            continue
+        ahead = [
+            n for n in network
+            if get(n, "p50_us") < get(peer, "p50_us") and get(n, "p99_us") < get(peer, "p99_us")
+        ]  # fmt: skip
+        best = min(network, key=lambda n: get(n, "p50_us"))
+        lines.append(
+            f"- edgekv ahead of {peer} on get p50 and p99 on one network path: "
+            + (f"met by {', '.join(ahead)}" if ahead else "not met")
+            + f" ({peer}: p50 {get(peer, 'p50_us'):,.0f} / p99 {get(peer, 'p99_us'):,.0f} µs; "
+            f"{best}: {get(best, 'p50_us'):,.0f} / {get(best, 'p99_us'):,.0f} µs)"
+        )
+    return lines
+
+
 def write(
     args: argparse.Namespace,
     results: dict[str, dict[str, Figures]],
@@ -144,6 +181,7 @@ def write(
     if skipped:
         md += ["", "Skipped:", ""]
         md += [f"- {name}: {why}" for name, why in skipped.items()]
+    md += _goals(summaries)
     md += _tables(summaries)
     md += ["", "### Plots", ""]
     md += [f"![{alt}]({png})" for alt, png in plots] if plots else [_no_plots()]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import random
 import signal
 import sys
@@ -24,9 +25,10 @@ from types import FrameType
 
 from bench.compare import edgekv_paths, measure, peers, report
 from bench.compare.adapter import Adapter
+from edgekv.local import launcher
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-SMOKE = {"keys": 200, "samples": 60, "seconds": 0.4, "rounds": 2}
+SMOKE = {"keys": 200, "samples": 40, "seconds": 0.3, "rounds": 2}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,6 +73,9 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # the smoke test, on an xdist worker:
+    if worker:  # pick ports only from that worker's share, as its own clusters do
+        launcher.share_ports(int(worker[2:]), int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     signal.signal(signal.SIGTERM, _sigterm)
     plan = measure.Plan.make(args.keys, args.samples, args.rounds, args.seconds)
     started = time.time()
