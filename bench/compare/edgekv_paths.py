@@ -67,6 +67,7 @@ class EdgeKVPath(Adapter):
     client: Any = None  # connected in start() / aopen()
     aclient: Any = None  # connected in start() / aopen()
     option = ""  # the SDK keyword this path needs ("" when every build has it)
+    settings = ""  # what else the report should say about this path
 
     def __init__(self, node: SharedNode) -> None:
         super().__init__()
@@ -102,7 +103,7 @@ class EdgeKVPath(Adapter):
         self.versions = {
             "server": f"edgekv {edgekv.__version__} (read path: {edgekv.READ_PATH})",
             "client": f'edgekv SDK: Client("{scheme}HOST:PORT"{shown}), AsyncClient alike',
-            "options": "one node, sync_writes off (the default)",
+            "options": f"one node, sync_writes off (the default){self.settings}",
         }
 
     @property
@@ -126,7 +127,10 @@ class EdgeKVPath(Adapter):
         return self.client.get_many(keys)
 
     async def aopen(self) -> None:
-        self.aclient = AsyncClient(self.target, **self.kwargs)
+        # transport="unary" only pins the default: dropped if AsyncClient lacks the keyword
+        # (a path whose own keyword AsyncClient lacks is not run: async_unavailable).
+        kwargs = {k: v for k, v in self.kwargs.items() if sdk_option(k, AsyncClient)}
+        self.aclient = AsyncClient(self.target, **kwargs)
 
     async def aclose(self) -> None:
         if self.aclient is not None:
@@ -157,6 +161,7 @@ class GrpcUnary(EdgeKVPath):
 
 class GrpcStream(EdgeKVPath):
     name, option = "edgekv gRPC stream", "transport"
+    settings = "; point calls multiplexed on one bidi stream"
 
     def options(self, server: servers.EdgeKVServer) -> dict[str, Any]:
         return {"transport": "stream"}
@@ -171,6 +176,7 @@ class HttpConnect(EdgeKVPath):
 
 class Embedded(EdgeKVPath):
     name, option = "edgekv embedded", "embedded"
+    settings = "; reads from the node's RocksDB in this process (read-only), writes via the node"
 
     def options(self, server: servers.EdgeKVServer) -> dict[str, Any]:
         return {"embedded": str(server.data_dir)}

@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                 live.append(adapter)
                 versions[adapter.name] = adapter.versions
                 results[adapter.name] = {w.key: measure.Figures() for w in measure.WORKLOADS}
+                if (why := adapter.async_unavailable()) is not None:
+                    skipped[f"{adapter.name}, {measure.CLIENTS} concurrent clients"] = why
             _measure(live, plan, results, skipped)
         finally:
             for adapter in live:
