@@ -253,7 +253,7 @@ def _plots(out: Path, results: dict[str, dict[str, Figures]]) -> list[tuple[str,
 
     names = list(results)
     bars = [w for w in WORKLOADS if w.key in ("get", "get_x8", "mix_x8")]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 5))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         values = [
@@ -274,8 +274,8 @@ def _plots(out: Path, results: dict[str, dict[str, Figures]]) -> list[tuple[str,
     ax.set_xticks(range(len(bars)), [w.title for w in bars])
     ax.set_ylabel("operations per second")
     ax.set_title("throughput (one client process on loopback)")
-    ax.margins(y=0.25)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.margins(y=0.2)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
     fig.tight_layout()
     fig.savefig(out / THROUGHPUT_PNG, dpi=90)
     plt.close(fig)
