@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # (module fixtures start one cluster); TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: build run test test-unit test-integration test-purepython torture lint fmt unasync proto bench debug clean js example
+.PHONY: build run test test-unit test-integration test-purepython torture lint fmt unasync proto bench bench-peers bench-compare debug clean js example
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -85,9 +85,28 @@ fmt: $(STAMP)
 unasync: $(STAMP)
 	$(PY) scripts/unasync.py
 
+# make bench ends with bench/compare (edgekv next to Redis, etcd and NATS; results and
+# plots in bench/results/). It needs the `bench` extra (the peers' Python clients and
+# matplotlib) and the peer servers, which scripts/bench_peers.sh installs from Debian's
+# packages (as root; it only checks when they are there). COMPARE_ARGS passes options,
+# e.g. COMPARE_ARGS="--keys 10000 --seconds 3".
+BENCH_STAMP := $(VENV)/.bench-installed
+COMPARE_ARGS ?=
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet --no-build-isolation -e '.[test,bench]'
+	touch $@
+
+bench-peers:
+	BENCH_PEERS_STAMP=$(VENV)/.bench-peers scripts/bench_peers.sh
+
+bench-compare: build $(BENCH_STAMP) bench-peers
+	$(PY) -m bench.compare $(COMPARE_ARGS)
+
 bench: build
 	$(PY) -m pytest bench/micro --benchmark-only --benchmark-columns=min,median,mean,max,rounds
 	$(PY) -m bench.e2e.load
+	$(MAKE) bench-compare
 
 debug: $(STAMP)
 	EDGEKV_DEBUG=1 $(PY) setup.py build_ext --inplace --force
