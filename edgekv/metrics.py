@@ -105,6 +105,10 @@ class NodeMetrics:
         """What the HTTP door calls once per request (edgekv/http/app.py)."""
         return HttpRecorder(self)
 
+    def operation_recorder(self) -> OperationRecorder:
+        """What KV.Stream calls once per operation (server/kv_stream.py)."""
+        return OperationRecorder(self)
+
 
 class HttpRecorder:
     """Counts and times HTTP door requests; label children cached per route and status."""
@@ -126,6 +130,31 @@ class HttpRecorder:
         if timer is None:
             timer = self._metrics.http_latency.labels(route)
             self._timers[route] = timer
+        timer.observe(seconds)
+
+
+class OperationRecorder:
+    """Counts and times each operation of a KV.Stream as its unary method's call
+    (service KV, method Get/Put/...), so dashboards see one figure per method
+    whichever transport carried it; label children cached."""
+
+    __slots__ = ("_counts", "_metrics", "_timers")
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self._metrics = metrics
+        self._counts: dict[tuple[str, str], Any] = {}
+        self._timers: dict[str, Any] = {}
+
+    def record(self, method: str, code: str, seconds: float) -> None:
+        counter = self._counts.get((method, code))
+        if counter is None:
+            counter = self._counts[(method, code)] = self._metrics.requests.labels(
+                "KV", method, code
+            )
+        counter.inc()
+        timer = self._timers.get(method)
+        if timer is None:
+            timer = self._timers[method] = self._metrics.latency.labels("KV", method)
         timer.observe(seconds)
 
 
@@ -210,7 +239,7 @@ class _MetricsInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer
             )
-        return handler  # bidi streams (peer port, reflection): not timed
+        return handler  # bidi streams: KV.Stream counts each operation (OperationRecorder)
 
 
 class _NodeStateExporter(Collector):

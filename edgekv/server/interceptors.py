@@ -1,8 +1,9 @@
 """Server interceptors: per-client admission control; malformed requests refused as such.
 
 Admission control for the client port: a client (by peer address) with
-``max_inflight_per_client`` unary calls running, or ``max_watches_per_client``
-server streams (Watch) open, gets
+``max_inflight_per_client`` unary calls running, ``max_watches_per_client``
+server streams (Watch) open, or ``max_streams_per_client`` bidi streams
+(KV.Stream, reflection) open, gets
 RESOURCE_EXHAUSTED for the next one, with the limit and the setting named; the
 server as a whole stops at ``max_concurrent_rpcs`` (gRPC's own limit). Streams
 are counted apart because they are long-lived: a client's open Watches never
@@ -44,13 +45,21 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
     against one limit whichever protocol they use.
     """
 
-    def __init__(self, max_inflight_per_client: int, max_streams_per_client: int = 64) -> None:
+    def __init__(
+        self,
+        max_inflight_per_client: int,
+        max_streams_per_client: int = 64,
+        max_bidi_per_client: int = 64,
+    ) -> None:
         self.limit = max_inflight_per_client
         self.stream_limit = max_streams_per_client
+        self.bidi_limit = max_bidi_per_client
         self.inflight: dict[str, int] = {}
         self.streams: dict[str, int] = {}  # open server streams (Watch) per client
+        self.bidi: dict[str, int] = {}  # open bidi streams (KV.Stream) per client
         self.rejected = 0
         self.rejected_streams = 0
+        self.rejected_bidi = 0
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def enter_call(self, client: str) -> None:
@@ -92,9 +101,31 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
         else:
             del self.streams[client]
 
+    def enter_bidi(self, client: str) -> None:
+        """Count an open bidi stream (KV.Stream) of ``client``; ResourceExhausted over the limit."""
+        count = self.bidi.get(client, 0)
+        if count >= self.bidi_limit:
+            self.rejected_bidi += 1
+            raise ResourceExhausted(
+                f"client {client} has {count} bidi streams (KV.Stream) open; the limit is "
+                f"{self.bidi_limit} (max_streams_per_client)"
+            )
+        self.bidi[client] = count + 1
+
+    def leave_bidi(self, client: str) -> None:
+        left = self.bidi[client] - 1
+        if left:
+            self.bidi[client] = left
+        else:
+            del self.bidi[client]
+
     @classmethod
     def from_limits(cls, limits: Limits) -> InflightLimiter:
-        return cls(limits.max_inflight_per_client, limits.max_watches_per_client)
+        return cls(
+            limits.max_inflight_per_client,
+            limits.max_watches_per_client,
+            limits.max_streams_per_client,
+        )
 
     async def intercept_service(
         self,
@@ -107,6 +138,10 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is not None and handler.unary_stream is not None:
             wrapped = self._limit_streams(handler)
+            self._wrapped[details.method] = wrapped
+            return wrapped
+        if handler is not None and handler.stream_stream is not None:
+            wrapped = self._limit_bidi(handler)
             self._wrapped[details.method] = wrapped
             return wrapped
         if handler is None or handler.unary_unary is None:
@@ -160,6 +195,37 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
 
         limited = generator if inspect.isasyncgenfunction(inner) else coroutine
         return grpc.unary_stream_rpc_method_handler(
+            limited, handler.request_deserializer, handler.response_serializer
+        )
+
+    def _limit_bidi(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        inner = handler.stream_stream
+
+        async def admit(context: grpc.aio.ServicerContext) -> str:
+            client = client_of(context.peer())
+            try:
+                self.enter_bidi(client)
+            except ResourceExhausted as exc:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            return client
+
+        async def generator(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            client = await admit(context)
+            try:
+                async for response in inner(requests, context):
+                    yield response
+            finally:
+                self.leave_bidi(client)
+
+        async def coroutine(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            client = await admit(context)
+            try:
+                return await inner(requests, context)
+            finally:
+                self.leave_bidi(client)
+
+        limited = generator if inspect.isasyncgenfunction(inner) else coroutine
+        return grpc.stream_stream_rpc_method_handler(
             limited, handler.request_deserializer, handler.response_serializer
         )
 

@@ -280,7 +280,8 @@ class Node:
         )
         coordinator = Coordinator(engine, router, committer=committer, feed=feed)
         cluster_service = ClusterService(config, view, engine, self._may_hold, self.auth)
-        kv_service = KVService(coordinator, self.auth)
+        recorder = self.metrics.operation_recorder()  # KV.Stream's operations
+        kv_service = KVService(coordinator, self.auth, config.limits, recorder)
         add_client_services(server, kv_service, cluster_service, self._health)
         await server.start()
         undo.push_async_callback(server.stop, 0)

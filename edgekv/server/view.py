@@ -244,4 +244,5 @@ class NodeView:
         return {
             "max_inflight_per_client": limiter.rejected,
             "max_watches_per_client": limiter.rejected_streams,
+            "max_streams_per_client": limiter.rejected_bidi,
         }
