@@ -139,6 +139,7 @@ class _OneStream:
         "_ops",
         "_outstanding",
         "_running",
+        "_unstarted",
     )
 
     def __init__(self, ops: StreamOps, context: grpc.aio.ServicerContext, call: Call) -> None:
@@ -148,6 +149,9 @@ class _OneStream:
         self._loop = asyncio.get_running_loop()
         self._lock = asyncio.Lock()
         self._running: dict[int, asyncio.Task[None]] = {}
+        # Operations whose task has not run yet: cancelling such a task would skip
+        # its body (and its answer), so a cancel only marks them in _cancelled.
+        self._unstarted: set[int] = set()
         self._cancelled: dict[int, EdgeKVError] = {}  # why an operation was cancelled
         self._outstanding = 0
         self._drained: asyncio.Future[None] | None = None
@@ -201,30 +205,35 @@ class _OneStream:
             timer = loop.call_at(deadline, self._cancel, request_id, DeadlineExceeded(
                 f"operation {request_id} did not finish within its {timeout_ms} ms (timeout_ms)"
             ))  # fmt: skip
-        coro = self._ops._ops[kind](op, call)
         self._outstanding += 1
+        self._unstarted.add(request_id)
         self._running[request_id] = self._loop.create_task(
-            self._run_op(request_id, kind, coro, timer)
+            self._run_op(request_id, kind, op, call, timer)
         )
 
     def _cancel(self, request_id: int, why: EdgeKVError) -> None:
         task = self._running.get(request_id)
         if task is not None and request_id not in self._cancelled:
             self._cancelled[request_id] = why
-            task.cancel()
+            if request_id not in self._unstarted:
+                task.cancel()
 
     async def _run_op(
         self,
         request_id: int,
         kind: str,
-        coro: Awaitable[Any],
+        op: Any,
+        call: Call,
         timer: asyncio.TimerHandle | None,
     ) -> None:
         started = time.perf_counter()
         code = _OK
+        self._unstarted.discard(request_id)
         try:
             try:
-                answer = _ANSWER[kind](request_id, await coro)
+                if self._cancelled and request_id in self._cancelled:
+                    raise asyncio.CancelledError  # cancelled before it ran
+                answer = _ANSWER[kind](request_id, await self._ops._ops[kind](op, call))
             except asyncio.CancelledError:
                 why = self._cancelled.pop(request_id, None)
                 if why is None:
