@@ -148,6 +148,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per concurrent path/round")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--only", help="run only the paths whose name contains this (e.g. 'unary')")
     args = parser.parse_args()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -219,6 +220,10 @@ def run(
             picks[i % n_picks]
         ),
     }
+    if args.only:
+        for paths in (sync_paths, async_paths, many):
+            for name in [n for n in paths if args.only not in n]:
+                del paths[name]
     for call, _ in sync_paths.values():  # warm every path
         for i in range(300):
             call(i)
@@ -283,7 +288,17 @@ def report(figures: dict[str, dict[str, float]], args: argparse.Namespace) -> No
     lines.append("")
 
     def ratio(a: str, b: str, key: str) -> str:
+        if a not in figures or b not in figures:
+            return "(not run)"
         return f"x{figures[a][key] / figures[b][key]:.2f}"
+
+    if "Client get unary" in figures and "floor unary (grpc)" in figures:
+        lines.append(
+            "- unary get: server CPU "
+            f"{ratio('Client get unary', 'floor unary (grpc)', 'server_cpu_us')} (Client) and "
+            f"{ratio('AsyncClient get unary', 'floor unary (grpc.aio)', 'server_cpu_us')} "
+            "(AsyncClient) of the unary echo floor's"
+        )
 
     for kind, floor in (("AsyncClient", "floor bidi (grpc.aio)"), ("Client", "floor bidi (grpc)")):
         stream, unary = f"{kind} get stream", f"{kind} get unary"

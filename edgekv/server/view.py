@@ -245,4 +245,5 @@ class NodeView:
             "max_inflight_per_client": limiter.rejected,
             "max_watches_per_client": limiter.rejected_streams,
             "max_streams_per_client": limiter.rejected_bidi,
+            "max_concurrent_rpcs": limiter.rejected_port,
         }
