@@ -129,11 +129,14 @@ class SyncPingPong:
 class AsyncPingPong:
     """A bidi ping-pong on grpc.aio: write one message, read its echo, same coroutine."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._call = channel.stream_stream(ECHO_STREAM)()
+    def __init__(
+        self, channel: grpc.aio.Channel, method: str = ECHO_STREAM, payload: bytes = PAYLOAD
+    ) -> None:
+        self._call = channel.stream_stream(method)()
+        self._payload = payload
 
     async def __call__(self, i: int) -> None:
-        await self._call.write(PAYLOAD)
+        await self._call.write(self._payload)
         await self._call.read()
 
     def close(self) -> None:
@@ -148,7 +151,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per concurrent path/round")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
-    parser.add_argument("--only", help="run only the paths whose name contains this (e.g. 'unary')")
+    parser.add_argument(
+        "--only", help="run only the paths whose name contains one of these ('unary|floor')"
+    )
     args = parser.parse_args()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -196,7 +201,11 @@ def run(
     achannel = loop.run_until_complete(_aio_channel(echo_ep))
     closers += [channel.close, achannel.close]
     sync_pingpong, async_pingpong = SyncPingPong(channel), AsyncPingPong(achannel)
-    closers += [sync_pingpong.close, async_pingpong.close]
+    node_channel = loop.run_until_complete(_aio_channel(endpoint))
+    get_op = kv_pb2.StreamRequest(id=1, timeout_ms=5000, get=kv_pb2.GetRequest(key=keys[0]))
+    # KV.Stream itself, without the SDK: one coroutine writes a get and reads its answer.
+    raw_stream = AsyncPingPong(node_channel, "/edgekv.v1.KV/Stream", get_op.SerializeToString())
+    closers += [sync_pingpong.close, async_pingpong.close, raw_stream.close, node_channel.close]
     unary_echo = channel.unary_unary(ECHO)
     aunary_echo = achannel.unary_unary(ECHO)
 
@@ -208,6 +217,7 @@ def run(
     }
     async_paths: dict[str, tuple[Async, int]] = {
         "floor bidi (grpc.aio)": (async_pingpong, echo_pid),
+        "KV.Stream get ping-pong, no SDK (grpc.aio)": (raw_stream, node_pid),
         "floor unary (grpc.aio)": (lambda i: aunary_echo(PAYLOAD), echo_pid),
         "AsyncClient get unary": (lambda i: aclients["unary"].get(picks[i % n_picks]), node_pid),
         "AsyncClient get stream": (lambda i: aclients["stream"].get(picks[i % n_picks]), node_pid),
@@ -222,7 +232,7 @@ def run(
     }
     if args.only:
         for paths in (sync_paths, async_paths, many):
-            for name in [n for n in paths if args.only not in n]:
+            for name in [n for n in paths if not any(o in n for o in args.only.split("|"))]:
                 del paths[name]
     for call, _ in sync_paths.values():  # warm every path
         for i in range(300):
@@ -300,6 +310,11 @@ def report(figures: dict[str, dict[str, float]], args: argparse.Namespace) -> No
             "(AsyncClient) of the unary echo floor's"
         )
 
+    raw = "KV.Stream get ping-pong, no SDK (grpc.aio)"
+    lines.append(
+        f"- KV.Stream without the SDK: p50 {ratio(raw, 'floor bidi (grpc.aio)', 'p50_us')} and "
+        f"server CPU {ratio(raw, 'floor bidi (grpc.aio)', 'server_cpu_us')} of the bidi floor"
+    )
     for kind, floor in (("AsyncClient", "floor bidi (grpc.aio)"), ("Client", "floor bidi (grpc)")):
         stream, unary = f"{kind} get stream", f"{kind} get unary"
         lines.append(

@@ -74,7 +74,8 @@ def main() -> None:
             cpu = dict.fromkeys(nodes, 0.0)
             for name, node in nodes.items():
                 clients[name] = Client(node.endpoint, discover=False, transport="unary")
-                clients[name].write([Put(k, b"v" * 100) for k in KEYS])
+                for i in range(0, len(KEYS), 1000):
+                    clients[name].write([Put(k, b"v" * 100) for k in KEYS[i : i + 1000]])
                 for k in KEYS[:500]:
                     clients[name].get(k)
             for r in range(args.rounds):
