@@ -30,6 +30,11 @@ PEER_RPCS_PER_PEER = 4
 # Watch streams one client address may hold open at once (streams are long-lived,
 # so they are counted apart from the calls in flight above).
 DEFAULT_MAX_WATCHES_PER_CLIENT = 64
+# KV.Stream calls one client address may hold open (an SDK opens one per PoP it
+# talks to), and the operations one stream may have running or waiting to be
+# answered: as many as the unary calls one client may have in flight.
+DEFAULT_MAX_STREAMS_PER_CLIENT = 64
+DEFAULT_MAX_STREAM_INFLIGHT = DEFAULT_MAX_INFLIGHT_PER_CLIENT
 # Bytes of changes one Watch may have queued for a slow client before it is ended.
 DEFAULT_MAX_WATCH_QUEUE_BYTES = 16 * 1024 * 1024
 # Bytes per second anti-entropy may move through one node (replication/pacer.py):
@@ -54,6 +59,8 @@ class Limits:
     max_peer_concurrent_rpcs: int = DEFAULT_MAX_PEER_CONCURRENT_RPCS
     max_watches_per_client: int = DEFAULT_MAX_WATCHES_PER_CLIENT
     max_watch_queue_bytes: int = DEFAULT_MAX_WATCH_QUEUE_BYTES
+    max_streams_per_client: int = DEFAULT_MAX_STREAMS_PER_CLIENT
+    max_stream_inflight: int = DEFAULT_MAX_STREAM_INFLIGHT
 
     def __post_init__(self) -> None:
         for name in (
@@ -66,6 +73,8 @@ class Limits:
             "max_peer_concurrent_rpcs",
             "max_watches_per_client",
             "max_watch_queue_bytes",
+            "max_streams_per_client",
+            "max_stream_inflight",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -1,8 +1,9 @@
 """Every Prometheus metric of a node, defined once, served on ``metrics_listen``.
 
 Request counts and latency histograms come from a gRPC interceptor (per
-service, method and status code) and from the HTTP door (per route and HTTP
-status, :class:`HttpRecorder`). Everything else is read from the node's
+service, method and status code, kept in plain ints by
+server/call_metrics.py: the request path takes no lock) and from the HTTP door
+(per route and HTTP status, :class:`HttpRecorder`). Everything else is read from the node's
 :class:`~edgekv.server.view.NodeView` when Prometheus scrapes, so the request
 path pays nothing for it: replication lag and in-flight bytes per peer, peer
 reachability and RTT, anti-entropy repairs, RocksDB size, the clock skew seen
@@ -21,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from edgekv.server.call_metrics import CallMetrics, MethodStats
 from edgekv.server.view import NodeView
 
 # Latency buckets from 100 µs (a local read) to 10 s (a forwarded call on a bad day).
@@ -37,19 +39,9 @@ class NodeMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "edgekv_requests",
-            "gRPC calls served, by service, method and status code.",
-            ("service", "method", "code"),
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "edgekv_request_duration_seconds",
-            "gRPC call latency on the server, by service and method.",
-            ("service", "method"),
-            buckets=_BUCKETS,
-            registry=self.registry,
-        )
+        # edgekv_requests_total and edgekv_request_duration_seconds (gRPC port).
+        self.calls = CallMetrics(_BUCKETS)
+        self.registry.register(self.calls)
         self.http_requests = Counter(
             "edgekv_http_requests",
             "Requests served by the HTTP door (Connect, gRPC-Web, REST), by route and HTTP "
@@ -101,9 +93,18 @@ class NodeMetrics:
     def interceptor(self) -> grpc.aio.ServerInterceptor:
         return _MetricsInterceptor(self)
 
+    def wrap(self, method_path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler`` counted and timed, for interceptors.WrapOnce (the interceptor's wrap)."""
+        wrapped: grpc.RpcMethodHandler = _MetricsInterceptor(self).wrap(method_path, handler)
+        return wrapped
+
     def http_recorder(self) -> HttpRecorder:
         """What the HTTP door calls once per request (edgekv/http/app.py)."""
         return HttpRecorder(self)
+
+    def operation_recorder(self) -> OperationRecorder:
+        """What KV.Stream calls once per operation (server/kv_stream.py)."""
+        return OperationRecorder(self)
 
 
 class HttpRecorder:
@@ -129,6 +130,24 @@ class HttpRecorder:
         timer.observe(seconds)
 
 
+class OperationRecorder:
+    """Counts and times each operation of a KV.Stream as its unary method's call
+    (service KV, method Get/Put/...), so dashboards see one figure per method
+    whichever transport carried it."""
+
+    __slots__ = ("_calls", "_stats")
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self._calls = metrics.calls
+        self._stats: dict[str, MethodStats] = {}
+
+    def record(self, method: str, code: str, seconds: float) -> None:
+        stats = self._stats.get(method)
+        if stats is None:
+            stats = self._stats[method] = self._calls.method("KV", method)
+        stats.record(code, seconds)
+
+
 class _MetricsInterceptor(grpc.aio.ServerInterceptor):
     """Counts and times every unary call; streams are counted when they end."""
 
@@ -148,23 +167,22 @@ class _MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
-        service, _, method = method_path.lstrip("/").rpartition("/")
-        wrapped = self._wrap(handler, service.rsplit(".", 1)[-1], method)
+        wrapped = self.wrap(method_path, handler)
         self._wrapped[method_path] = wrapped
         return wrapped
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, service: str, method: str) -> Any:
-        observe = self._metrics.latency.labels(service, method).observe
-        requests = self._metrics.requests
-        ok = requests.labels(service, method, "OK")
+    def wrap(self, method_path: str, handler: grpc.RpcMethodHandler) -> Any:
+        """``handler`` counted and timed (interceptors.WrapOnce composes it with others)."""
+        service, _, method = method_path.lstrip("/").rpartition("/")
+        record = self._metrics.calls.method(service.rsplit(".", 1)[-1], method).record
 
         def finish(context: grpc.aio.ServicerContext, started: float, failed: bool) -> None:
-            observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
             if not failed:
-                ok.inc()
+                record("OK", seconds)
                 return
             code = context.code()
-            requests.labels(service, method, code.name if code else "UNKNOWN").inc()
+            record(code.name if code else "UNKNOWN", seconds)
 
         if handler.unary_unary is not None:
             inner = handler.unary_unary
@@ -210,7 +228,7 @@ class _MetricsInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer
             )
-        return handler  # bidi streams (peer port, reflection): not timed
+        return handler  # bidi streams: KV.Stream counts each operation (OperationRecorder)
 
 
 class _NodeStateExporter(Collector):

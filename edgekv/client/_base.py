@@ -16,6 +16,7 @@ import grpc
 
 from edgekv.client import _codec as codec
 from edgekv.client._connect import ConnectDoors, is_url
+from edgekv.client._stream import STREAMED_METHODS, AsyncOpStream, SyncOpStream, check_transport
 from edgekv.client.discovery import NodeRoute, Topology
 from edgekv.client.retry import DEFAULT_RETRY, RetryPolicy
 from edgekv.errors import EdgeKVError, InvalidArgument, Unavailable, never_sent
@@ -55,6 +56,7 @@ class ClientBase:
         endpoint_overrides: Mapping[str, str] | None = None,
         token: str | None = None,
         tls_ca_file: str | None = None,
+        transport: str | None = None,
     ) -> None:
         seeds = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not seeds or not all(isinstance(s, str) and s for s in seeds):
@@ -69,6 +71,13 @@ class ClientBase:
                 f"(the HTTP door), not a mix: {seeds!r}"
             )
         self._doors: ConnectDoors | None = None
+        # "stream": point operations over one KV.Stream per node (client/_stream.py);
+        # the HTTP door has no KV.Stream (Connect bidi needs HTTP/2): unary there.
+        self.transport = check_transport(
+            self._default_transport() if transport is None else transport
+        )
+        self._streamed = self.transport == "stream" and not self._over_http
+        self._streams: dict[str, Any] = {}
         self._tls_ca_file = tls_ca_file
         self.timeout_s = self._check_timeout(timeout_s)
         self._retry = retry or DEFAULT_RETRY
@@ -134,6 +143,22 @@ class ClientBase:
             stub = self._kv_stubs[node.endpoint] = kv_pb2_grpc.KVStub(self._channel(node.endpoint))
         return stub
 
+    def _default_transport(self) -> str:
+        """The transport measured faster for this client (README, bench/e2e/stream.py)."""
+        return "stream" if self._grpc is not grpc else "unary"
+
+    def _kv_method(self, node: NodeRoute, method: str) -> Any:
+        """What sends KV ``method`` to ``node``: an operation of the node's stream when
+        streamed (and the node serves KV.Stream), else the unary stub method."""
+        if self._streamed and method in STREAMED_METHODS:
+            stream = self._streams.get(node.endpoint)
+            if stream is None:
+                kind = AsyncOpStream if self._grpc is not grpc else SyncOpStream
+                stream = self._streams[node.endpoint] = kind(self._kv(node), self._metadata)
+            if not stream.unsupported:
+                return stream.method(method)
+        return getattr(self._kv(node), method)
+
     def _cluster(self, node: NodeRoute) -> cluster_pb2_grpc.ClusterStub:
         if self._over_http:
             return self._connect_doors().cluster(node.endpoint)
@@ -146,7 +171,9 @@ class ClientBase:
     def _forget_channels(self) -> list[Any]:
         """Mark closed and hand back the channels for the subclass to close."""
         self._closed = True
-        channels = list(self._channels.values())
+        # Streams first: each is closed like a channel, before the channel it runs on.
+        channels = [*self._streams.values(), *self._channels.values()]
+        self._streams.clear()
         if self._doors is not None:
             channels.append(self._doors)  # closed like a channel of the client's kind
             self._doors = None

@@ -56,6 +56,16 @@ class AsyncClient(ClientBase):
     other addresses than they advertise (NAT, proxies, port forwards);
     ``token`` is sent as a bearer token; ``tls_ca_file`` turns on TLS.
 
+    ``transport`` is how get, put, delete, get_many and write travel:
+    ``"stream"`` multiplexes them over one long-lived ``KV.Stream`` per node
+    (request ids, per-operation deadlines, a deadline or a cancelled caller
+    cancels its operation; a broken stream is reopened by the next call), ``"unary"`` sends
+    one gRPC call each. Results, errors, retries and failover are the same.
+    None picks the one measured faster for this kind of client (coroutines
+    stream, the blocking client calls unary: README, "Streamed transport").
+    Scan, watch, status and members are unary; so is everything over
+    http(s):// endpoints.
+
     Discovery runs on ``async with`` or ``await connect()``, else on the first
     call, and raises ``Unavailable`` if no seed answers. Every method is a
     coroutine except ``scan`` and ``watch``, which return async iterators
@@ -79,11 +89,12 @@ class AsyncClient(ClientBase):
         endpoint_overrides: Mapping[str, str] | None = None,
         token: str | None = None,
         tls_ca_file: str | None = None,
+        transport: str | None = None,
     ) -> None:
         super().__init__(
             endpoints, timeout_s=timeout_s, retry=retry, rtt_probes=rtt_probes,
             channel_options=channel_options, endpoint_overrides=endpoint_overrides, token=token,
-            tls_ca_file=tls_ca_file,
+            tls_ca_file=tls_ca_file, transport=transport,
         )  # fmt: skip
         if True:  # ASYNC
             # A constructor cannot await: discovery waits for connect() or the first call.
@@ -168,12 +179,11 @@ class AsyncClient(ClientBase):
         timeout = self.timeout_s if timeout_s is None else self._timeout(timeout_s)
         topology = self.topology
         nodes = topology.route(key) if key is not None else topology.nearest()
-        get_stub = stubs or self._kv
         metadata = self._metadata
         last: grpc.RpcError | None = None
         last_node: NodeRoute | None = None
         for node in nodes:
-            rpc = getattr(get_stub(node), method)
+            rpc = getattr(stubs(node), method) if stubs else self._kv_method(node, method)
             attempt = 0
             while True:
                 attempt += 1

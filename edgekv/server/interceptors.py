@@ -1,10 +1,14 @@
 """Server interceptors: per-client admission control; malformed requests refused as such.
 
 Admission control for the client port: a client (by peer address) with
-``max_inflight_per_client`` unary calls running, or ``max_watches_per_client``
-server streams (Watch) open, gets
+``max_inflight_per_client`` unary calls running, ``max_watches_per_client``
+server streams (Watch) open, or ``max_streams_per_client`` bidi streams
+(KV.Stream, reflection) open, gets
 RESOURCE_EXHAUSTED for the next one, with the limit and the setting named; the
-server as a whole stops at ``max_concurrent_rpcs`` (gRPC's own limit). Streams
+port as a whole refuses calls beyond ``max_concurrent_rpcs`` the same way
+(counted here: grpc.aio's own ``maximum_concurrent_rpcs`` costs an
+asyncio.Condition round and a Task per call, README "Where a get's server CPU
+goes", and it queues calls instead of refusing them). Streams
 are counted apart because they are long-lived: a client's open Watches never
 use up its unary calls. One misbehaving client cannot take the node's memory
 or starve the others, and the replication port is a separate server that
@@ -44,13 +48,25 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
     against one limit whichever protocol they use.
     """
 
-    def __init__(self, max_inflight_per_client: int, max_streams_per_client: int = 64) -> None:
+    def __init__(
+        self,
+        max_inflight_per_client: int,
+        max_streams_per_client: int = 64,
+        max_bidi_per_client: int = 64,
+        max_port_calls: int = 8192,
+    ) -> None:
+        self.port_limit = max_port_calls
+        self.port_calls = 0  # calls and streams in progress on the gRPC port
+        self.rejected_port = 0
         self.limit = max_inflight_per_client
         self.stream_limit = max_streams_per_client
+        self.bidi_limit = max_bidi_per_client
         self.inflight: dict[str, int] = {}
         self.streams: dict[str, int] = {}  # open server streams (Watch) per client
+        self.bidi: dict[str, int] = {}  # open bidi streams (KV.Stream) per client
         self.rejected = 0
         self.rejected_streams = 0
+        self.rejected_bidi = 0
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def enter_call(self, client: str) -> None:
@@ -92,9 +108,42 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
         else:
             del self.streams[client]
 
+    def enter_bidi(self, client: str) -> None:
+        """Count an open bidi stream (KV.Stream) of ``client``; ResourceExhausted over the limit."""
+        count = self.bidi.get(client, 0)
+        if count >= self.bidi_limit:
+            self.rejected_bidi += 1
+            raise ResourceExhausted(
+                f"client {client} has {count} bidi streams (KV.Stream) open; the limit is "
+                f"{self.bidi_limit} (max_streams_per_client)"
+            )
+        self.bidi[client] = count + 1
+
+    def leave_bidi(self, client: str) -> None:
+        left = self.bidi[client] - 1
+        if left:
+            self.bidi[client] = left
+        else:
+            del self.bidi[client]
+
+    def enter_port(self) -> None:
+        """Count a call or stream on the gRPC port; ResourceExhausted over max_concurrent_rpcs."""
+        if self.port_calls >= self.port_limit:
+            self.rejected_port += 1
+            raise ResourceExhausted(
+                f"the node has {self.port_calls} gRPC calls in progress; the limit is "
+                f"{self.port_limit} (max_concurrent_rpcs)"
+            )
+        self.port_calls += 1
+
     @classmethod
     def from_limits(cls, limits: Limits) -> InflightLimiter:
-        return cls(limits.max_inflight_per_client, limits.max_watches_per_client)
+        return cls(
+            limits.max_inflight_per_client,
+            limits.max_watches_per_client,
+            limits.max_streams_per_client,
+            limits.max_concurrent_rpcs,
+        )
 
     async def intercept_service(
         self,
@@ -105,30 +154,50 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
         if cached is not None:
             return cached
         handler = await continuation(details)
-        if handler is not None and handler.unary_stream is not None:
-            wrapped = self._limit_streams(handler)
-            self._wrapped[details.method] = wrapped
-            return wrapped
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
+            return handler
+        wrapped = self.wrap(details.method, handler)
+        self._wrapped[details.method] = wrapped
+        return wrapped
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler`` admitted by the limits (WrapOnce composes it with other wrappers)."""
+        if handler.unary_stream is not None:
+            return self._limit_streams(handler)
+        if handler.stream_stream is not None:
+            return self._limit_bidi(handler)
+        if handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
 
         async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
             client = client_of(context.peer())
             try:
-                self.enter_call(client)
+                self.enter_port()
+                try:
+                    self.enter_call(client)
+                except ResourceExhausted:
+                    self.port_calls -= 1
+                    raise
             except ResourceExhausted as exc:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             try:
                 return await inner(request, context)
             finally:
+                self.port_calls -= 1
                 self.leave_call(client)
 
-        wrapped = grpc.unary_unary_rpc_method_handler(
+        return grpc.unary_unary_rpc_method_handler(
             limited, handler.request_deserializer, handler.response_serializer
         )
-        self._wrapped[details.method] = wrapped
-        return wrapped
+
+    def _enter_port_stream(self, client: str, enter: Callable[[str], None]) -> None:
+        self.enter_port()
+        try:
+            enter(client)
+        except ResourceExhausted:
+            self.port_calls -= 1
+            raise
 
     def _limit_streams(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         inner = handler.unary_stream
@@ -136,7 +205,7 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
         async def admit(context: grpc.aio.ServicerContext) -> str:
             client = client_of(context.peer())
             try:
-                self.enter_stream(client)
+                self._enter_port_stream(client, self.enter_stream)
             except ResourceExhausted as exc:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             return client
@@ -149,6 +218,7 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
                 async for response in inner(request, context):
                     yield response
             finally:
+                self.port_calls -= 1
                 self.leave_stream(client)
 
         async def coroutine(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -156,10 +226,44 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
             try:
                 return await inner(request, context)
             finally:
+                self.port_calls -= 1
                 self.leave_stream(client)
 
         limited = generator if inspect.isasyncgenfunction(inner) else coroutine
         return grpc.unary_stream_rpc_method_handler(
+            limited, handler.request_deserializer, handler.response_serializer
+        )
+
+    def _limit_bidi(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        inner = handler.stream_stream
+
+        async def admit(context: grpc.aio.ServicerContext) -> str:
+            client = client_of(context.peer())
+            try:
+                self._enter_port_stream(client, self.enter_bidi)
+            except ResourceExhausted as exc:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            return client
+
+        async def generator(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            client = await admit(context)
+            try:
+                async for response in inner(requests, context):
+                    yield response
+            finally:
+                self.port_calls -= 1
+                self.leave_bidi(client)
+
+        async def coroutine(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            client = await admit(context)
+            try:
+                return await inner(requests, context)
+            finally:
+                self.port_calls -= 1
+                self.leave_bidi(client)
+
+        limited = generator if inspect.isasyncgenfunction(inner) else coroutine
+        return grpc.stream_stream_rpc_method_handler(
             limited, handler.request_deserializer, handler.response_serializer
         )
 
@@ -195,11 +299,51 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
         if cached is not None:
             return cached
         handler = await continuation(details)
-        if handler is None or handler.request_deserializer is None:
+        if handler is None:
             return handler
-        wrapped = _tolerant_handler(handler)
+        wrapped = self.wrap(details.method, handler)
         self._wrapped[details.method] = wrapped
         return wrapped
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler`` refusing undecodable requests (WrapOnce composes it with others)."""
+        if handler.request_deserializer is None:
+            return handler
+        return _tolerant_handler(handler)
+
+
+Wrapper = Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]
+
+
+class WrapOnce(grpc.aio.ServerInterceptor):
+    """Several interceptors' handler wrappers as one interceptor: each method's handler
+    is wrapped once (innermost first: the order of ``wrappers`` is the order the
+    interceptors would have been given in) and cached.
+
+    grpc.aio runs every interceptor's ``intercept_service`` coroutine on every
+    call, even when it only returns a cached handler: three interceptors cost
+    six coroutines and two partials per call; this costs two. Safe on one loop.
+    """
+
+    def __init__(self, *wrappers: Wrapper) -> None:
+        self._wrappers = wrappers[::-1]
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        cached = self._wrapped.get(details.method)
+        if cached is not None:
+            return cached
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        for wrap in self._wrappers:
+            handler = wrap(details.method, handler)
+        self._wrapped[details.method] = handler
+        return handler
 
 
 def _tolerant_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

@@ -6,6 +6,8 @@ forwarding header, deadline) and hands the decoded request to
 ``Coordinator`` and builds the response message (the HTTP door shares it);
 ``grpc_errors`` turns any EdgeKVError into its status. Rules (auth, routing,
 fan-out, write paths) live in the coordinator, so every front door shares them.
+``Stream`` multiplexes the same point operations over one bidi stream
+(server/kv_stream.py), authenticated once when it opens.
 Handlers are ``async def``: a plain function would run on a thread pool, one
 thread hop per call (performance-notes.md).
 """
@@ -13,15 +15,17 @@ thread hop per call (performance-notes.md).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 
 from edgekv.cluster.routing import FORWARDED_BY
 from edgekv.coordinator import Call, Coordinator
+from edgekv.limits import DEFAULT_LIMITS, Limits
 from edgekv.principal import AUTHORIZATION
 from edgekv.server.auth import Authorizer, principal_of
 from edgekv.server.kv_messages import KVMessages
+from edgekv.server.kv_stream import OperationRecorder, StreamOps
 from edgekv.server.status import grpc_errors, grpc_stream_errors
 from edgekv.v1 import kv_pb2, kv_pb2_grpc
 
@@ -30,12 +34,21 @@ class KVService(kv_pb2_grpc.KVServicer):
     """gRPC door of one node's request layer.
 
     ``auth`` None means auth is disabled (local development only): every call
-    then runs as ``ANYONE``.
+    then runs as ``ANYONE``. ``limits.max_stream_inflight`` bounds the
+    operations of one Stream; ``recorder`` counts each of them (unary calls are
+    counted by the metrics interceptor).
     """
 
-    def __init__(self, coordinator: Coordinator, auth: Authorizer | None = None) -> None:
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        auth: Authorizer | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        recorder: OperationRecorder | None = None,
+    ) -> None:
         self._messages = KVMessages(coordinator)
         self._auth = auth
+        self._stream = StreamOps(self._messages, limits.max_stream_inflight, recorder)
 
     def _call(self, context: grpc.aio.ServicerContext) -> Call:
         """Authenticate the caller and read what the request layer needs from metadata."""
@@ -92,3 +105,9 @@ class KVService(kv_pb2_grpc.KVServicer):
         async with contextlib.aclosing(events):
             async for event in events:
                 yield event
+
+    @grpc_errors
+    async def Stream(
+        self, requests: AsyncIterator[kv_pb2.StreamRequest], context: grpc.aio.ServicerContext
+    ) -> None:
+        await self._stream.serve(requests, context, self._call(context))

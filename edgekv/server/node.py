@@ -64,7 +64,7 @@ from edgekv.server.channels import (
 )
 from edgekv.server.client_api import add_client_services, set_health
 from edgekv.server.cluster_service import ClusterService
-from edgekv.server.interceptors import InflightLimiter, MalformedRequests
+from edgekv.server.interceptors import InflightLimiter, MalformedRequests, WrapOnce
 from edgekv.server.kv_service import KVService
 from edgekv.server.peer_auth import PeerAuthenticator, PeerCredentials, peer_secret_for
 from edgekv.server.peer_service import PeerService
@@ -242,10 +242,10 @@ class Node:
         handoff = Handoff(engine, router, self._stub, confirm=not self._purge_disallowed)
         if handoff.refused:
             self._spawn(handoff.run_handoff(), "handoff")
+        # One interceptor hop per call; the limiter counts max_concurrent_rpcs.
+        wrappers = (self.metrics.wrap, self._limiter.wrap, MalformedRequests().wrap)
         server = grpc.aio.server(
-            options=server_options(self._max_message),
-            interceptors=[self.metrics.interceptor(), self._limiter, MalformedRequests()],
-            maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs,
+            options=server_options(self._max_message), interceptors=[WrapOnce(*wrappers)]
         )
         creds = None
         if config.security.tls is not None:
@@ -281,7 +281,8 @@ class Node:
         )
         coordinator = Coordinator(engine, router, committer=committer, feed=feed)
         cluster_service = ClusterService(config, view, engine, self._may_hold, self.auth)
-        kv_service = KVService(coordinator, self.auth)
+        recorder = self.metrics.operation_recorder()  # KV.Stream's operations
+        kv_service = KVService(coordinator, self.auth, config.limits, recorder)
         add_client_services(server, kv_service, cluster_service, self._health)
         await server.start()
         undo.push_async_callback(server.stop, 0)

@@ -26,9 +26,17 @@ _Unary = Callable[[_S, _Req, grpc.aio.ServicerContext], Awaitable[_Resp]]
 _Stream = Callable[[_S, _Req, grpc.aio.ServicerContext], AsyncGenerator[_Resp, None]]
 
 
+def trailing_metadata_of(exc: EdgeKVError) -> tuple[tuple[str, str | bytes], ...]:
+    """The trailing metadata the status of ``exc`` carries: what the error
+    attached as ``exc.trailing_metadata`` (a failed condition names the current
+    version in ``edgekv-current-version-bin``), else nothing. KV.Stream copies it
+    into ``StreamError.metadata``, so both transports say the same."""
+    return tuple(getattr(exc, "trailing_metadata", None) or ())
+
+
 async def abort_with(context: grpc.aio.ServicerContext, exc: EdgeKVError) -> NoReturn:
-    """End the call with the status code that ``exc``'s class maps to."""
-    await context.abort(grpc_code_for(exc), str(exc))
+    """End the call with the status code that ``exc``'s class maps to (and its metadata)."""
+    await context.abort(grpc_code_for(exc), str(exc), trailing_metadata_of(exc))
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
@@ -64,4 +72,4 @@ def grpc_stream_errors(handler: _Stream[_S, _Req, _Resp]) -> _Stream[_S, _Req, _
     return stream
 
 
-__all__ = ["abort_with", "grpc_errors", "grpc_stream_errors"]
+__all__ = ["abort_with", "grpc_errors", "grpc_stream_errors", "trailing_metadata_of"]

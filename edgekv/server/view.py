@@ -250,4 +250,6 @@ class NodeView:
         return {
             "max_inflight_per_client": limiter.rejected,
             "max_watches_per_client": limiter.rejected_streams,
+            "max_streams_per_client": limiter.rejected_bidi,
+            "max_concurrent_rpcs": limiter.rejected_port,
         }

@@ -17,7 +17,7 @@ import pytest
 
 import edgekv
 from edgekv import AsyncClient, Client, Delete, Put
-from edgekv.client._testing import FLAVORS, Flavor
+from edgekv.client._testing import VARIANTS, Flavor
 from edgekv.client.retry import RetryPolicy
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.faultproxy import ProxyHost
@@ -27,7 +27,7 @@ from edgekv.local.wait import wait_until
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=FLAVORS)
+@pytest.fixture(params=VARIANTS)
 def sdk(request: pytest.FixtureRequest) -> Iterator[Flavor]:
     """The sync client, then the async one (behind a blocking facade), for each test."""
     with Flavor(request.param) as flavor:

@@ -13,7 +13,7 @@ import pytest
 
 from edgekv import errors
 from edgekv.client import AsyncClient, Client, ClientClosed, EdgeKVError, Entry, Put, Version
-from edgekv.client._testing import FLAVORS, Flavor
+from edgekv.client._testing import VARIANTS, Flavor
 from edgekv.v1 import common_pb2, kv_pb2
 
 EP = "127.0.0.1:1"
@@ -71,7 +71,7 @@ class FakeKV:
         return kv_pb2.ScanResponse(items=items, next_page_token=token, served_by="n1")
 
 
-@pytest.fixture(params=FLAVORS)
+@pytest.fixture(params=VARIANTS)
 def sdk(request: pytest.FixtureRequest) -> Iterator[Flavor]:
     """The sync client, then the async one (behind a blocking facade), for each test."""
     with Flavor(request.param) as flavor:

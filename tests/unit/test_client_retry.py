@@ -13,7 +13,7 @@ import pytest
 
 from edgekv import errors
 from edgekv.client import Client, Delete, Put, RetryPolicy
-from edgekv.client._testing import FLAVORS, Flavor
+from edgekv.client._testing import VARIANTS, Flavor
 from edgekv.v1 import cluster_pb2, common_pb2, kv_pb2
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
@@ -139,7 +139,7 @@ def test_policy_rejects_nonsense(kwargs: dict[str, Any], match: str) -> None:
 # -- the rules, through both clients --------------------------------------------
 
 
-@pytest.fixture(params=FLAVORS)
+@pytest.fixture(params=VARIANTS)
 def sdk(request: pytest.FixtureRequest) -> Iterator[Flavor]:
     """The sync client, then the async one (behind a blocking facade), for each test."""
     with Flavor(request.param) as flavor:

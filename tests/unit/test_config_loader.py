@@ -614,7 +614,8 @@ def test_limits_unknown_key_rejected(doc: dict[str, Any]) -> None:
     assert error_of(doc) == (
         'limits: unknown key "max_key_bytes" (allowed: max_value_bytes, max_batch_ops, '
         "max_scan_limit, max_message_bytes, max_inflight_per_client, max_concurrent_rpcs, "
-        "max_peer_concurrent_rpcs, max_watches_per_client, max_watch_queue_bytes)"
+        "max_peer_concurrent_rpcs, max_watches_per_client, max_watch_queue_bytes, "
+        "max_streams_per_client, max_stream_inflight)"
     )
 
 

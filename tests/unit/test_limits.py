@@ -142,6 +142,11 @@ def test_batch_get_and_answer_size_checks_name_the_limit() -> None:
 
 
 def test_new_limits_must_be_positive() -> None:
-    for name in ("max_watches_per_client", "max_watch_queue_bytes"):
+    for name in (
+        "max_watches_per_client",
+        "max_watch_queue_bytes",
+        "max_streams_per_client",
+        "max_stream_inflight",
+    ):
         with pytest.raises(InvalidArgument, match=f"{name} must be a positive integer"):
             Limits(**{name: 0})

@@ -1,0 +1,393 @@
+"""The streamed transport of the SDK: point operations multiplexed over one KV.Stream per node.
+
+``Client`` and ``AsyncClient`` send get, put, delete, get_many and write either
+as unary calls or, with ``transport="stream"``, as operations of one long-lived
+bidi stream per node (``KV.Stream``): a client-chosen id per operation, its
+deadline in ``timeout_ms``, answers matched by id in any order. An operation
+hands the client exactly what the unary call would: the same response message,
+or a ``grpc.RpcError`` (:class:`StreamRpcError`) with the same code, details and
+trailing metadata, so the clients' retry and failover rules (``_base.py``,
+``retry.py``) and the error mapping (``_codec.error_from_rpc``) apply unchanged:
+
+* an operation that failed on the node fails with the node's status;
+* a stream that breaks fails every operation in flight with the stream's
+  status, and the next operation opens a new stream (reconnection). Sent
+  operations may have been applied: reads are retried by the policy; a write
+  moves to another node only when the stream never connected
+  (``errors.never_sent``: "failed to connect to all addresses"), as unary;
+* a deadline that passes fails the operation with DEADLINE_EXCEEDED and tells
+  the node to cancel it; so does cancelling the coroutine that awaits it
+  (asyncio), and the stream goes on;
+* a node without KV.Stream (UNIMPLEMENTED: an older node) is served by unary
+  calls from then on.
+
+:class:`AsyncOpStream` (grpc.aio) keeps one reader and one writer task per
+stream: a caller never writes on the call itself, so cancelling a caller cannot
+cancel the stream. :class:`SyncOpStream` (grpc's blocking stack) has grpc's
+request-consuming thread and one reader thread; callers block on a future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import functools
+import itertools
+import math
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from edgekv.v1 import kv_pb2
+
+# Unary method -> the StreamRequest/StreamResponse oneof field that carries it.
+STREAMED_METHODS = {
+    "Get": "get",
+    "Put": "put",
+    "Delete": "delete",
+    "BatchGet": "batch_get",
+    "Write": "write",
+}
+TRANSPORTS = ("unary", "stream")
+_StreamRequest = kv_pb2.StreamRequest
+_MAX_TIMEOUT_MS = (1 << 32) - 1
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_DEADLINE = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class StreamRpcError(grpc.RpcError):
+    """An operation of a KV.Stream that failed: what the unary call would have raised.
+
+    Has the methods of a gRPC call's error that the SDK reads: ``code()``,
+    ``details()``, ``trailing_metadata()``, ``initial_metadata()``.
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        details: str,
+        trailing_metadata: tuple[tuple[str, str | bytes], ...] = (),
+    ) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self._code = code
+        self._details = details
+        self._trailing = trailing_metadata
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return self._trailing
+
+    def initial_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return ()
+
+
+def check_transport(transport: object) -> str:
+    """``transport`` if it is "unary" or "stream"; ValueError naming the choices if not."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport is {transport!r}; it must be one of {', '.join(TRANSPORTS)}")
+    return str(transport)
+
+
+def timeout_ms_of(timeout: float | None) -> int:
+    """The StreamRequest.timeout_ms of a deadline ``timeout`` seconds away (0: none)."""
+    if timeout is None:
+        return 0
+    return min(_MAX_TIMEOUT_MS, max(1, math.ceil(timeout * 1000.0)))
+
+
+def request_of(kind: str, request_id: int, request: Any, timeout: float | None) -> Any:
+    """The StreamRequest carrying ``request`` (the unary request message) as ``kind``."""
+    out = _StreamRequest(id=request_id, timeout_ms=timeout_ms_of(timeout))
+    getattr(out, kind).CopyFrom(request)
+    return out
+
+
+def result_of(response: kv_pb2.StreamResponse) -> Any:
+    """The unary response message in ``response``; raises its StreamError as StreamRpcError."""
+    which = response.WhichOneof("result")
+    if which == "error":
+        error = response.error
+        code = _CODES.get(error.code, grpc.StatusCode.UNKNOWN)
+        raise StreamRpcError(code, error.message, tuple(error.metadata.items()))
+    if which is None:
+        raise StreamRpcError(
+            grpc.StatusCode.INTERNAL, f"stream answer id {response.id} carries no result"
+        )
+    return getattr(response, which)
+
+
+def broken_error(exc: BaseException | None) -> grpc.RpcError:
+    """The error every operation in flight fails with when their stream ended."""
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        return exc
+    if exc is None:
+        return StreamRpcError(
+            grpc.StatusCode.UNAVAILABLE, "the node ended the stream (it is shutting down?)"
+        )
+    return StreamRpcError(grpc.StatusCode.UNAVAILABLE, f"the stream failed: {exc!r}")
+
+
+def _expired(timeout: float | None) -> StreamRpcError:
+    return StreamRpcError(_DEADLINE, f"Deadline Exceeded (the operation's {timeout} s ran out)")
+
+
+class AsyncOpStream:
+    """One KV.Stream to one node, shared by the coroutines of one AsyncClient.
+
+    Opened on the first operation and again after it broke; bound to the event
+    loop it was first used on. ``method(name)`` gives a callable with the
+    signature of the unary stub method (``rpc(request, timeout=, metadata=)``).
+    """
+
+    def __init__(self, stub: Any, metadata: Any) -> None:
+        self._stub = stub
+        self._metadata = metadata
+        self._call: Any = None  # the grpc.aio StreamStreamCall while open
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._outbox: collections.deque[Any] = collections.deque()
+        self._wake: asyncio.Future[None] | None = None  # the idle writer waits on it
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ids = itertools.count(1)
+        self._methods: dict[str, Callable[..., Any]] = {}
+        self.unsupported = False  # the node answered UNIMPLEMENTED: use unary calls
+        self.closed = False
+
+    def method(self, name: str) -> Callable[..., Any]:
+        rpc = self._methods.get(name)
+        if rpc is None:
+            rpc = self._methods[name] = functools.partial(self.call, STREAMED_METHODS[name])
+        return rpc
+
+    async def call(
+        self, kind: str, request: Any, timeout: float | None = None, metadata: Any = None
+    ) -> Any:
+        """Send ``request`` as a ``kind`` operation and wait for its answer (or raise)."""
+        if self._call is None:
+            self._open()
+        loop = asyncio.get_running_loop()
+        request_id = next(self._ids)
+        answer = loop.create_future()
+        self._pending[request_id] = answer
+        self._send(request_of(kind, request_id, request, timeout))
+        timer = None if timeout is None else loop.call_later(timeout, self._expire, request_id)
+        try:
+            response = await answer
+        except asyncio.CancelledError:
+            if self._pending.pop(request_id, None) is not None:  # still running: tell the node
+                self._send(_StreamRequest(id=next(self._ids), cancel=request_id))
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        return result_of(response)
+
+    def _expire(self, request_id: int) -> None:
+        answer = self._pending.pop(request_id, None)
+        if answer is not None and not answer.done():
+            answer.set_exception(StreamRpcError(_DEADLINE, "Deadline Exceeded"))
+            self._send(_StreamRequest(id=next(self._ids), cancel=request_id))
+
+    def _open(self) -> None:
+        if self.closed:
+            raise StreamRpcError(grpc.StatusCode.CANCELLED, "the client is closed")
+        call = self._stub.Stream(metadata=self._metadata)
+        self._call = call
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._run_reader(call)),
+            loop.create_task(self._run_writer(call)),
+        ]
+
+    def _send(self, request: Any) -> None:
+        self._outbox.append(request)
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            if not wake.done():
+                wake.set_result(None)
+
+    async def _run_writer(self, call: Any) -> None:
+        outbox = self._outbox
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                while outbox:
+                    await call.write(outbox.popleft())
+                self._wake = loop.create_future()
+                await self._wake
+        except (grpc.RpcError, asyncio.InvalidStateError):
+            pass  # the stream ended: the reader fails what was in flight
+
+    async def _run_reader(self, call: Any) -> None:
+        pending = self._pending
+        failure: BaseException | None = None
+        try:
+            while True:
+                response = await call.read()
+                if response is grpc.aio.EOF:
+                    break
+                answer = pending.pop(response.id, None)
+                if answer is not None and not answer.done():
+                    answer.set_result(response)
+        except grpc.RpcError as exc:
+            failure = exc
+        except asyncio.CancelledError:
+            failure = StreamRpcError(grpc.StatusCode.CANCELLED, "the client is closed")
+        except Exception as exc:  # a response that does not parse, a bug: end this stream
+            failure = exc
+            call.cancel()
+        self._broken(call, broken_error(failure))
+
+    def _broken(self, call: Any, error: grpc.RpcError) -> None:
+        """The stream ``call`` ended: fail what was in flight; the next operation reopens."""
+        if self._call is not call:
+            return
+        self._call = None
+        if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+            self.unsupported = True
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        self._tasks = []
+        self._outbox.clear()
+        self._wake = None
+        pending, self._pending = self._pending, {}
+        for answer in pending.values():
+            if not answer.done():
+                answer.set_exception(error)
+
+    async def close(self) -> None:
+        """Cancel the stream; operations in flight fail with CANCELLED. Idempotent."""
+        self.closed = True
+        call, tasks = self._call, self._tasks
+        if call is not None:
+            call.cancel()
+            self._broken(call, StreamRpcError(grpc.StatusCode.CANCELLED, "the client is closed"))
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class SyncOpStream:
+    """One KV.Stream to one node, shared by the threads of one Client.
+
+    grpc's blocking stack sends the requests from its own thread (consuming an
+    iterator over a queue) and one reader thread of ours completes each
+    caller's future. Thread-safe.
+    """
+
+    def __init__(self, stub: Any, metadata: Any) -> None:
+        self._stub = stub
+        self._metadata = metadata
+        self._lock = threading.Lock()  # guards _call, _outbox and _pending together
+        self._call: Any = None  # grpc's response iterator (a Call) while open
+        self._outbox: queue.SimpleQueue[Any] | None = None
+        self._pending: dict[int, concurrent.futures.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._methods: dict[str, Callable[..., Any]] = {}
+        self.unsupported = False
+        self.closed = False
+
+    def method(self, name: str) -> Callable[..., Any]:
+        rpc = self._methods.get(name)
+        if rpc is None:
+            rpc = self._methods[name] = functools.partial(self.call, STREAMED_METHODS[name])
+        return rpc
+
+    def call(
+        self, kind: str, request: Any, timeout: float | None = None, metadata: Any = None
+    ) -> Any:
+        """Send ``request`` as a ``kind`` operation and block for its answer (or raise)."""
+        answer: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            outbox = self._outbox
+            if outbox is None:
+                outbox = self._open()
+            request_id = next(self._ids)
+            self._pending[request_id] = answer
+        outbox.put(request_of(kind, request_id, request, timeout))
+        try:
+            response = answer.result(timeout)
+        except concurrent.futures.TimeoutError:
+            with self._lock:
+                self._pending.pop(request_id, None)
+            outbox.put(_StreamRequest(id=next(self._ids), cancel=request_id))
+            if not answer.done():
+                raise StreamRpcError(_DEADLINE, "Deadline Exceeded") from None
+            response = answer.result()  # answered just now
+        return result_of(response)
+
+    def _open(self) -> queue.SimpleQueue[Any]:
+        if self.closed:
+            raise StreamRpcError(grpc.StatusCode.CANCELLED, "the client is closed")
+        outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        call = self._stub.Stream(_drain(outbox), metadata=self._metadata)
+        self._call, self._outbox = call, outbox
+        reader = threading.Thread(
+            target=self._run_reader, args=(call, outbox), name="edgekv-stream", daemon=True
+        )
+        reader.start()
+        return outbox
+
+    def _run_reader(self, call: Any, outbox: queue.SimpleQueue[Any]) -> None:
+        failure: BaseException | None = None
+        try:
+            for response in call:
+                with self._lock:
+                    answer = self._pending.pop(response.id, None)
+                if answer is not None and not answer.done():
+                    answer.set_result(response)
+        except grpc.RpcError as exc:
+            failure = exc
+        except Exception as exc:  # a bug: end this stream, its callers get an error
+            failure = exc
+            call.cancel()
+        outbox.put(None)  # ends grpc's request thread
+        error = broken_error(failure)
+        with self._lock:
+            if self._call is not call:
+                return
+            self._call = self._outbox = None
+            if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+                self.unsupported = True
+            pending, self._pending = self._pending, {}
+        for answer in pending.values():
+            if not answer.done():
+                answer.set_exception(error)
+
+    def close(self) -> None:
+        """Cancel the stream; operations in flight fail with CANCELLED. Idempotent."""
+        with self._lock:
+            self.closed = True
+            call, outbox = self._call, self._outbox
+        if call is not None:
+            call.cancel()
+        if outbox is not None:
+            outbox.put(None)
+
+
+def _drain(outbox: queue.SimpleQueue[Any]) -> Iterator[Any]:
+    """The requests of one stream, until its end marker (None)."""
+    while True:
+        request = outbox.get()
+        if request is None:
+            return
+        yield request
+
+
+__all__ = [
+    "STREAMED_METHODS",
+    "TRANSPORTS",
+    "AsyncOpStream",
+    "StreamRpcError",
+    "SyncOpStream",
+    "check_transport",
+    "timeout_ms_of",
+]

@@ -1,0 +1,183 @@
+"""server/kv_stream.py: one KV.Stream's operations, deadlines, cancels and bound.
+
+The operations here are a scripted stand-in for KVMessages whose Get waits
+until the test releases it, so an operation can be caught in flight (a real
+node answers a local get before anything could cancel it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+
+from edgekv.coordinator import Call
+from edgekv.errors import InvalidArgument
+from edgekv.principal import ANYONE
+from edgekv.server.kv_stream import StreamOps
+from edgekv.v1 import kv_pb2
+
+Op = kv_pb2.StreamRequest
+
+
+class Messages:
+    """KVMessages' methods: get waits for ``release`` (keyed by key); put fails on b""."""
+
+    def __init__(self) -> None:
+        self.release: dict[bytes, asyncio.Event] = {}
+        self.cancelled: list[bytes] = []
+        self.calls: list[Call] = []
+
+    async def get(self, request: kv_pb2.GetRequest, call: Call) -> kv_pb2.GetResponse:
+        self.calls.append(call)
+        event = self.release.setdefault(request.key, asyncio.Event())
+        try:
+            await event.wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(request.key)
+            raise
+        return kv_pb2.GetResponse(found=True, value=request.key)
+
+    async def put(self, request: kv_pb2.PutRequest, call: Call) -> kv_pb2.PutResponse:
+        if not request.key:
+            raise InvalidArgument("key is empty; keys are 1 to 1024 bytes")
+        return kv_pb2.PutResponse(served_by="n1")
+
+    batch_get = delete = write = put
+
+
+class Context:
+    """The servicer context: ``write`` records answers (and waits while ``blocked``)."""
+
+    def __init__(self) -> None:
+        self.answers: list[kv_pb2.StreamResponse] = []
+        self.unblocked = asyncio.Event()
+        self.unblocked.set()
+
+    async def write(self, answer: kv_pb2.StreamResponse) -> None:
+        await self.unblocked.wait()
+        self.answers.append(answer)
+
+
+class Stream:
+    """The request side: the test puts requests; None half-closes."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Op | None] = asyncio.Queue()
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> Op:
+        request = await self.queue.get()
+        if request is None:
+            raise StopAsyncIteration
+        return request
+
+
+async def started(limit: int = 8) -> tuple[Messages, Context, Stream, asyncio.Task[None]]:
+    messages, context, requests = Messages(), Context(), Stream()
+    ops = StreamOps(messages, limit)  # type: ignore[arg-type]
+    serving = asyncio.ensure_future(ops.serve(requests, context, Call(ANYONE)))  # type: ignore[arg-type]
+    return messages, context, requests, serving
+
+
+async def until(predicate: Any) -> None:
+    for _ in range(1000):
+        if predicate():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("condition not reached")
+
+
+def result(answer: kv_pb2.StreamResponse) -> str:
+    return answer.WhichOneof("result") or ""
+
+
+async def test_operations_answer_out_of_order_and_half_close_drains() -> None:
+    messages, context, requests, serving = await started()
+    requests.queue.put_nowait(Op(id=1, get=kv_pb2.GetRequest(key=b"slow")))
+    requests.queue.put_nowait(Op(id=2, put=kv_pb2.PutRequest(key=b"k")))
+    requests.queue.put_nowait(Op(id=3, put=kv_pb2.PutRequest(key=b"")))
+    requests.queue.put_nowait(None)  # half-close: the stream ends once 1 is answered
+    await until(lambda: len(context.answers) == 2)
+    assert [a.id for a in context.answers] == [2, 3] and not serving.done()
+    assert context.answers[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    messages.release[b"slow"].set()
+    await serving
+    assert [a.id for a in context.answers] == [2, 3, 1] and result(context.answers[2]) == "get"
+
+
+async def test_cancel_and_deadline_end_only_their_operation() -> None:
+    messages, context, requests, serving = await started()
+    requests.queue.put_nowait(Op(id=1, get=kv_pb2.GetRequest(key=b"a")))
+    requests.queue.put_nowait(Op(id=2, timeout_ms=20, get=kv_pb2.GetRequest(key=b"b")))
+    requests.queue.put_nowait(Op(id=3, get=kv_pb2.GetRequest(key=b"c")))
+    await until(lambda: len(messages.calls) == 3)  # all three running
+    requests.queue.put_nowait(Op(id=99, cancel=1))
+    requests.queue.put_nowait(Op(id=98, cancel=12345))  # not in flight: ignored
+    await until(lambda: len(context.answers) == 2)
+    by_id = {a.id: a.error for a in context.answers}
+    assert by_id[1].code == grpc.StatusCode.CANCELLED.value[0]
+    assert by_id[1].message == "operation 1 was cancelled by the client"
+    assert by_id[2].code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert "within its 20 ms (timeout_ms)" in by_id[2].message
+    assert sorted(messages.cancelled) == [b"a", b"b"]
+    assert messages.calls[1].timeout_s() is not None and messages.calls[0].timeout_s() is None
+    messages.release[b"c"].set()
+    await until(lambda: len(context.answers) == 3)
+    requests.queue.put_nowait(None)
+    await serving
+
+
+async def test_stream_ending_cancels_what_runs() -> None:
+    messages, context, requests, serving = await started()
+    requests.queue.put_nowait(Op(id=1, get=kv_pb2.GetRequest(key=b"a")))
+    await until(lambda: messages.calls)
+    serving.cancel()  # the client went away
+    with pytest.raises(asyncio.CancelledError):
+        await serving
+    await until(lambda: messages.cancelled == [b"a"])
+    assert context.answers == []
+
+
+async def test_over_the_bound_is_refused_and_unread_answers_count() -> None:
+    _messages, context, requests, serving = await started(limit=2)
+    context.unblocked.clear()  # the client reads nothing
+    for i in (1, 2):
+        requests.queue.put_nowait(Op(id=i, put=kv_pb2.PutRequest(key=b"k")))
+    requests.queue.put_nowait(Op(id=3, put=kv_pb2.PutRequest(key=b"k")))
+    await asyncio.sleep(0.05)
+    assert context.answers == []  # all three wait to be written
+    context.unblocked.set()
+    await until(lambda: len(context.answers) == 3)
+    refused = [a for a in context.answers if result(a) == "error"]
+    assert [a.id for a in refused] == [3]
+    assert refused[0].error.message == (
+        "this stream has 2 operations in flight; the limit is 2 (max_stream_inflight)"
+    )
+    requests.queue.put_nowait(None)
+    await serving
+
+
+async def test_an_operation_id_in_flight_cannot_be_reused() -> None:
+    messages, _context, requests, serving = await started()
+    requests.queue.put_nowait(Op(id=1, get=kv_pb2.GetRequest(key=b"a")))
+    await until(lambda: messages.calls)
+    requests.queue.put_nowait(Op(id=1, get=kv_pb2.GetRequest(key=b"b")))
+    with pytest.raises(InvalidArgument, match="id 1 is already in flight on this stream"):
+        await serving
+    await until(lambda: messages.cancelled == [b"a"])
+
+
+async def test_cancel_before_the_operation_ran_answers_without_running_it() -> None:
+    messages, context, requests, serving = await started()
+    requests.queue.put_nowait(Op(id=5, get=kv_pb2.GetRequest(key=b"a")))
+    requests.queue.put_nowait(Op(id=6, cancel=5))  # read before the operation's task ran
+    await until(lambda: context.answers)
+    assert context.answers[0].error.code == grpc.StatusCode.CANCELLED.value[0]
+    assert messages.calls == []
+    requests.queue.put_nowait(None)
+    await serving
