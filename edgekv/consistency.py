@@ -137,7 +137,7 @@ def token_from_text(text: str) -> bytes:
             f"session token text is {len(text)} characters; the limit is {MAX_TOKEN_BYTES * 2}"
         )
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise InvalidArgument("session token is not base64url text") from None
     decode_token(raw)  # refuse a malformed token here, with its reason
