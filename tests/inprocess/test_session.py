@@ -11,12 +11,13 @@ import grpc
 import pytest
 
 from edgekv.cluster.routing import FORWARDED_BY
-from edgekv.consistency import SESSION, decode_token, token_of_versions
+from edgekv.consistency import decode_token, token_of_versions
 from edgekv.errors import InvalidArgument, Unavailable
 from edgekv.local.inprocess import ClusterFactory, InProcessCluster
-from edgekv.v1 import kv_pb2, kv_pb2_grpc
+from edgekv.v1 import common_pb2, kv_pb2, kv_pb2_grpc
 
 ONE_WAY_MS = 15.0
+SESSION = common_pb2.CONSISTENCY_SESSION
 TRIALS = 1000
 
 

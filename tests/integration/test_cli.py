@@ -289,9 +289,7 @@ def test_consistency_session_token_and_await_options(node: NodeProcess) -> None:
     ep = ("--endpoint", node.endpoint, "--json")
     put = as_json(edgekv("put", "lvl/k", "v", *ep))
     token = str(put["session_token"])
-    got = as_json(
-        edgekv("get", "lvl/k", *ep, "--consistency", "session", "--session-token", token)
-    )
+    got = as_json(edgekv("get", "lvl/k", *ep, "--consistency", "session", "--session-token", token))
     assert got["value"] == "v" and got["session_token"] == token
     assert "session_token" not in as_json(edgekv("get", "lvl/k", *ep))  # LOCAL: none
     lines = edgekv("scan", "lvl/", *ep, "--consistency", "session", "--session-token", token)
