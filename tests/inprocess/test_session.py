@@ -213,3 +213,24 @@ async def test_unavailable_is_raised_when_no_pop_has_the_token(
     reader = cluster.client("nrt-1", session_token=wrote.session_token, timeout_s=5.0)
     with pytest.raises(Unavailable):
         await reader.get(b"iso/1", consistency="session")
+
+
+PINNED_REGIONS = (("eu-west", 50.11, 8.68), ("us-east", 38.95, -77.45))
+PINNED_NODES = (("fra-1", "eu-west"), ("fra-2", "eu-west"), ("iad-1", "us-east"))
+
+
+async def test_forwarded_pinned_write_awaits_replicas_at_its_holder(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = await make_cluster(
+        regions=PINNED_REGIONS, nodes=PINNED_NODES, placement=(("eu/", ["eu-west"]),)
+    )
+    iad = cluster.client("iad-1")
+    done = await iad.put(b"eu/1", b"v", await_replicas=1)
+    assert done.served_by in ("fra-1", "fra-2")
+    assert [r.node_id for r in done.receipts] == ["fra-2" if done.served_by == "fra-1" else "fra-1"]
+    with pytest.raises(InvalidArgument, match="us-east, which may not hold"):
+        await iad.put(b"eu/1", b"v", await_regions=["us-east"])
+    entry = await iad.get(b"eu/1", consistency="session")  # the token covers the write
+    assert entry is not None and entry.served_by in ("fra-1", "fra-2")
+    assert cluster.engine("iad-1").get_item(b"eu/1") is None  # never stored outside the EU
