@@ -7,6 +7,8 @@ write at one PoP is read at another at once. SESSION must see it every time
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -234,3 +236,33 @@ async def test_forwarded_pinned_write_awaits_replicas_at_its_holder(
     entry = await iad.get(b"eu/1", consistency="session")  # the token covers the write
     assert entry is not None and entry.served_by in ("fra-1", "fra-2")
     assert cluster.engine("iad-1").get_item(b"eu/1") is None  # never stored outside the EU
+
+
+async def test_frontier_gap_past_log_retention_heals_after_anti_entropy(
+    make_cluster: ClusterFactory,
+) -> None:
+    cluster = await make_cluster(replication={"log_retention_entries": 20})
+    fra, nrt = cluster.client("fra-1"), cluster.client("nrt-1")
+    wrote = await fra.put(b"gap/warm", b"v")
+    nrt.observe_token(wrote.session_token)
+    first = await nrt.get(b"gap/warm", consistency="session")
+    assert first is not None
+    cluster.links[("fra-1", "nrt-1")].cut()  # fra's log shipping to nrt stops
+    for i in range(100):
+        wrote = await fra.put(b"gap/%03d" % i, b"v")
+    await cluster.wait_until(
+        lambda: cluster.engine("fra-1").first_log_seq() > 60,
+        timeout_s=30,
+        what="fra-1's log trimmed past nrt-1's cursor",
+    )
+    cluster.links[("fra-1", "nrt-1")].restore()  # the stream resumes past a gap
+    nrt.observe_token(wrote.session_token)
+
+    async def served_at_nrt() -> bool:
+        entry = await nrt.get(b"gap/099", consistency="session")
+        return entry is not None and entry.served_by == "nrt-1"
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while not await served_at_nrt():  # forwarded to fra-1 until the gap is repaired
+        assert asyncio.get_running_loop().time() < deadline, "nrt-1's frontier never healed"
+        await asyncio.sleep(0.2)
