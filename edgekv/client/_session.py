@@ -13,8 +13,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from edgekv.client._codec import version_of
-from edgekv.client._types import Receipt, WriteResult
+from edgekv.client._codec import write_result
+from edgekv.client._types import WriteResult
 from edgekv.consistency import LOCAL, Seen, decode_token, encode_token, level_of, merge_seen
 from edgekv.errors import InvalidArgument
 from edgekv.v1 import common_pb2, kv_pb2
@@ -73,13 +73,7 @@ class Session:
         """The SDK result of a write answer, merged into the session."""
         version = resp.version
         self.observe_version(version.timestamp, version.origin)
-        return WriteResult(
-            version=version_of(version),
-            served_by=resp.served_by,
-            session_token=resp.session_token,
-            receipts=tuple(Receipt(r.node_id, r.region, r.applied_after_ms) for r in resp.receipts),
-            not_applied_by=tuple(resp.not_applied_by),
-        )
+        return write_result(resp)
 
 
 def await_message(

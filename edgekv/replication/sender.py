@@ -145,8 +145,10 @@ class PeerSender:
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         if self.acked_seq >= seq:
             future.set_result(time.monotonic())
-        else:
-            self._ack_waiters.append((seq, future))
+            return future
+        if len(self._ack_waiters) >= 1024:  # a dead peer: drop the writers that gave up
+            self._ack_waiters = [(s, f) for s, f in self._ack_waiters if not f.done()]
+        self._ack_waiters.append((seq, future))
         return future
 
     def _on_acked(self, seq: int) -> None:
