@@ -53,14 +53,16 @@ class KVMessages:
                 found=False, served_by=result.served_by, session_token=result.session_token
             )
         value, timestamp, origin, expires_at_ms = found
-        return _GetResponse(
+        response = _GetResponse(
             found=True,
             value=value,
             version=_Version(timestamp=timestamp, origin=origin),
             served_by=result.served_by,
             expires_at_ms=expires_at_ms,
-            session_token=result.session_token,
         )
+        if result.session_token:  # a level or a token was asked for: LOCAL pays nothing
+            response.session_token = result.session_token
+        return response
 
     async def batch_get(
         self, request: kv_pb2.BatchGetRequest, call: Call
