@@ -21,6 +21,7 @@ does: the default read pays nothing). Here:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from edgekv.cluster.routing import Router
 from edgekv.consistency import SESSION, STRONG, Seen, decode_token, token_of_versions
@@ -34,6 +35,8 @@ from edgekv.storage.clock import physical_ms
 from edgekv.storage.engine import Engine
 
 DEFAULT_SESSION_WAIT_MS = 300
+
+_R = TypeVar("_R")
 
 
 class SessionReads:
@@ -72,7 +75,9 @@ class SessionReads:
             if missing:
                 allows = self._router.placement.allows
                 targets = self._targets(missing, call, key, lambda r: allows(key, r))
-                result = await self._forwarder.get(key, call, targets=targets)
+                result = await self._forwarded(
+                    missing, self._forwarder.get(key, call, targets=targets)
+                )
         if result is None:
             result = await read(key, call)
         return result._replace(session_token=_token(seen, (result.found,)))
@@ -93,7 +98,9 @@ class SessionReads:
                 targets = self._targets(
                     missing, call, keys[0], lambda r: all(allows(k, r) for k in keys)
                 )
-                result = await self._forwarder.get_many(keys, call, targets=targets)
+                result = await self._forwarded(
+                    missing, self._forwarder.get_many(keys, call, targets=targets)
+                )
         if result is None:
             result = await read(keys, call)
         return result._replace(session_token=_token(seen, result.found))
@@ -117,8 +124,9 @@ class SessionReads:
                 targets = self._targets(
                     missing, call, lo, lambda r: not split_range(lo, hi, router.placement, r)[1]
                 )
-                result = await self._forwarder.scan(
-                    lo, hi, limit, keys_only, lo, call, targets=targets
+                result = await self._forwarded(
+                    missing,
+                    self._forwarder.scan(lo, hi, limit, keys_only, lo, call, targets=targets),
                 )
         if result is None:
             result = await read()
@@ -168,6 +176,14 @@ class SessionReads:
         if not nodes:
             raise Unavailable(self.describe(missing, "no other PoP may hold these keys"))
         return nodes
+
+    async def _forwarded(self, missing: Mapping[str, int], answer: Awaitable[_R]) -> _R:
+        """``answer`` of a forwarded SESSION read; Unavailable says what the token needed."""
+        try:
+            return await answer
+        except Unavailable as exc:
+            why = f"no PoP it was forwarded to answered ({exc})"
+            raise Unavailable(self.describe(missing, why)) from None
 
     def describe(self, missing: Mapping[str, int], why: str) -> str:
         """UNAVAILABLE's message: which origins lag here, by how much, and how long we waited."""

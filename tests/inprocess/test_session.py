@@ -213,7 +213,7 @@ async def test_unavailable_is_raised_when_no_pop_has_the_token(
     cluster.partition(["fra-1"], ["iad-1", "nrt-1"])
     wrote = await writer.put(b"iso/1", b"v")
     reader = cluster.client("nrt-1", session_token=wrote.session_token, timeout_s=5.0)
-    with pytest.raises(Unavailable):
+    with pytest.raises(Unavailable, match="token's writes from fra-1"):
         await reader.get(b"iso/1", consistency="session")
 
 
