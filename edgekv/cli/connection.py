@@ -114,11 +114,11 @@ class Target:
                 f"HOST:PORT, not the HTTP door {self.endpoint}"
             )
 
-    def client(self) -> Client:
+    def client(self, **kwargs: Any) -> Client:
         """A client of exactly this node (no discovery, so no re-routing; it may forward)."""
         from edgekv.client import Client
 
         return Client(
             self.endpoint, timeout_s=self.timeout_s, discover=False, token=self.token,
-            tls_ca_file=self.ca_file,
+            tls_ca_file=self.ca_file, **kwargs,
         )  # fmt: skip

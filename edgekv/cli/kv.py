@@ -31,6 +31,13 @@ import click
 
 from edgekv.cli import exitcodes as codes
 from edgekv.cli.connection import Target, endpoint_options
+from edgekv.cli.levels import (
+    await_kwargs,
+    await_options,
+    client_kwargs,
+    read_level_options,
+    token_json,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -112,27 +119,31 @@ def arg_bytes(text: str) -> bytes:
 
 @click.command(cls=ClientCommand)
 @click.argument("key")
+@read_level_options
 @endpoint_options
 @handle_errors
-def get(key: str, as_json: bool, **conn: Any) -> None:
+def get(
+    key: str, consistency: str | None, session_token: str | None, as_json: bool, **conn: Any
+) -> None:
     """Print the value of KEY; exit 3 if it is absent.
 
     The value goes to stdout as raw bytes (a newline is added only on a
     terminal), so `edgekv get KEY > file` copies it exactly. With --json: one
     object with found, key, value (+ *_encoding), version, expires_at_ms,
-    served_by.
+    served_by (and session_token with --consistency or --session-token).
     """
     from edgekv.cli import output
 
     k = arg_bytes(key)
-    with Target.from_options(conn).client() as client:
-        entry = client.get(k)
+    with Target.from_options(conn).client(**client_kwargs(session_token)) as client:
+        entry = client.get(k, consistency=consistency)
+        token = token_json(client.session_token) if consistency or session_token else {}
     if entry is None:
         if as_json:
-            click.echo(output.dumps({"found": False, **output.bytes_fields("key", k)}))
+            click.echo(output.dumps({"found": False, **output.bytes_fields("key", k), **token}))
         fail(f"key {output.show_bytes(k)!r} not found", codes.NOT_FOUND)
     if as_json:
-        click.echo(output.dumps({"found": True, **output.entry_json(entry)}))
+        click.echo(output.dumps({"found": True, **output.entry_json(entry), **token}))
         return
     stdout = sys.stdout.buffer
     stdout.write(entry.value)
@@ -146,6 +157,7 @@ def get(key: str, as_json: bool, **conn: Any) -> None:
 @click.argument("value", required=False)
 @click.option("--ttl-ms", type=click.IntRange(min=0), default=0,
               help="Expire this many milliseconds after the write (0: never).")  # fmt: skip
+@await_options
 @endpoint_options
 @handle_errors
 def put(key: str, value: str | None, ttl_ms: int, as_json: bool, **conn: Any) -> None:
@@ -158,6 +170,8 @@ def put(key: str, value: str | None, ttl_ms: int, as_json: bool, **conn: Any) ->
     """
     from edgekv.cli import output
 
+    awaits = await_kwargs(conn.pop("await_replicas"), conn.pop("await_regions"),
+                          conn.pop("await_timeout_ms"))  # fmt: skip
     target = Target.from_options(conn)  # usage errors before waiting on stdin
     if value is None or value == "-":
         if value is None and sys.stdin.isatty():
@@ -167,7 +181,7 @@ def put(key: str, value: str | None, ttl_ms: int, as_json: bool, **conn: Any) ->
         data = arg_bytes(value)
     k = arg_bytes(key)
     with target.client() as client:
-        result = client.put(k, data, ttl_ms=ttl_ms)
+        result = client.put(k, data, ttl_ms=ttl_ms, **awaits)
     if as_json:
         click.echo(output.dumps(output.write_json(k, result)))
     else:
@@ -176,15 +190,18 @@ def put(key: str, value: str | None, ttl_ms: int, as_json: bool, **conn: Any) ->
 
 @click.command(cls=ClientCommand)
 @click.argument("key")
+@await_options
 @endpoint_options
 @handle_errors
 def delete(key: str, as_json: bool, **conn: Any) -> None:
     """Delete KEY (succeeds for a missing key too: deletes are tombstones)."""
     from edgekv.cli import output
 
+    awaits = await_kwargs(conn.pop("await_replicas"), conn.pop("await_regions"),
+                          conn.pop("await_timeout_ms"))  # fmt: skip
     k = arg_bytes(key)
     with Target.from_options(conn).client() as client:
-        result = client.delete(k)
+        result = client.delete(k, **awaits)
     if as_json:
         click.echo(output.dumps(output.write_json(k, result)))
     else:
@@ -201,10 +218,11 @@ SCAN_PAGE_SIZE = 500
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Print at most N items in all (default: every one).")  # fmt: skip
 @click.option("--keys-only", is_flag=True, help="Keys (and versions), no values.")
+@read_level_options
 @endpoint_options
 @handle_errors
 def scan(prefix: str, start: str, end: str, limit: int | None, keys_only: bool, as_json: bool,
-         **conn: Any) -> None:  # fmt: skip
+         consistency: str | None, session_token: str | None, **conn: Any) -> None:  # fmt: skip
     """List live keys under PREFIX and/or in [--start, --end), in key order.
 
     Pages are fetched as needed. Prints `key<TAB>value` per line (control
@@ -214,10 +232,10 @@ def scan(prefix: str, start: str, end: str, limit: int | None, keys_only: bool, 
     from edgekv.cli import output
 
     page_size = min(limit or SCAN_PAGE_SIZE, SCAN_PAGE_SIZE)
-    with Target.from_options(conn).client() as client:
+    with Target.from_options(conn).client(**client_kwargs(session_token)) as client:
         entries = client.scan(
             arg_bytes(prefix), start=arg_bytes(start), end=arg_bytes(end), page_size=page_size,
-            keys_only=keys_only, limit=limit,
+            keys_only=keys_only, limit=limit, consistency=consistency,
         )  # fmt: skip
         for entry in entries:
             if as_json:

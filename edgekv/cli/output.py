@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgekv.client._types import Entry, Member, NodeStatus, Version, WriteResult
+from edgekv.consistency import token_text
 
 
 def render_bytes(data: bytes) -> tuple[str, str]:
@@ -66,11 +67,17 @@ def entry_json(entry: Entry, *, keys_only: bool = False) -> dict[str, Any]:
 
 
 def write_json(key: bytes, result: WriteResult) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         **bytes_fields("key", key),
         "version": version_json(result.version),
         "served_by": result.served_by,
     }
+    if result.session_token:
+        out["session_token"] = token_text(result.session_token)
+    if result.receipts or result.not_applied_by:
+        out["receipts"] = [dataclasses.asdict(r) for r in result.receipts]
+        out["not_applied_by"] = list(result.not_applied_by)
+    return out
 
 
 # What ``status`` counts, said where it is shown: not the keys ``scan`` lists.
@@ -110,9 +117,17 @@ def show_bytes(data: bytes) -> str:
 
 def describe_write(what: str, key: bytes, result: WriteResult) -> str:
     v = result.version
-    return (
+    line = (
         f"{what} {show_bytes(key)} (version {v.timestamp}@{v.origin}, served by {result.served_by})"
     )
+    if result.receipts:
+        applied = ", ".join(
+            f"{r.node_id} ({r.region}) after {r.applied_after_ms:.1f} ms" for r in result.receipts
+        )
+        line += f"; applied by {applied}"
+    if result.not_applied_by:
+        line += f"; NOT applied by {', '.join(result.not_applied_by)} when the wait ended"
+    return line
 
 
 def table(rows: Sequence[Sequence[str]], gap: str = "  ") -> list[str]:

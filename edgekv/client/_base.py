@@ -16,9 +16,11 @@ import grpc
 
 from edgekv.client import _codec as codec
 from edgekv.client._connect import ConnectDoors, is_url
+from edgekv.client._session import Session
 from edgekv.client._stream import STREAMED_METHODS, AsyncOpStream, SyncOpStream, check_transport
 from edgekv.client.discovery import NodeRoute, Topology
 from edgekv.client.retry import DEFAULT_RETRY, RetryPolicy
+from edgekv.consistency import LEVEL_NAMES, level_of
 from edgekv.errors import EdgeKVError, InvalidArgument, Unavailable, never_sent
 from edgekv.v1 import cluster_pb2_grpc, kv_pb2_grpc
 
@@ -57,7 +59,11 @@ class ClientBase:
         token: str | None = None,
         tls_ca_file: str | None = None,
         transport: str | None = None,
+        consistency: str | None = None,
+        session_token: bytes = b"",
     ) -> None:
+        # The session token and default read level (checked first: no channel opened yet).
+        self._session = Session(consistency, session_token)
         seeds = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not seeds or not all(isinstance(s, str) and s for s in seeds):
             raise InvalidArgument(f"give at least one endpoint as host:port, got {endpoints!r}")
@@ -103,6 +109,28 @@ class ClientBase:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def consistency(self) -> str:
+        """The client's default read level: "local", "session" or "strong"."""
+        return LEVEL_NAMES[self._session.level]
+
+    @property
+    def session_token(self) -> bytes:
+        """The token covering every write and non-LOCAL read of this client (b"": none yet).
+
+        Opaque bytes (a serialized edgekv.v1.SessionToken): hand them to
+        another process, which continues the session with ``observe_token``.
+        """
+        return self._session.token
+
+    def observe_token(self, token: bytes) -> None:
+        """Merge a session token from elsewhere (another client, a cookie, a queue message)."""
+        self._session.observe(bytes(token))
+
+    def _level(self, consistency: str | None) -> int:
+        """The level number of one read (0, LOCAL, is the cheap default)."""
+        return self._session.level if consistency is None else level_of(consistency)
 
     @staticmethod
     def _check_timeout(timeout_s: object) -> float:

@@ -24,6 +24,7 @@ from edgekv.client._types import (
     Member,
     NodeStatus,
     Put,
+    Receipt,
     Version,
     WatchEvent,
     WriteResult,
@@ -161,7 +162,13 @@ def entries_from_batch(resp: kv_pb2.BatchGetResponse) -> list[Entry | None]:
 def write_result(
     resp: kv_pb2.PutResponse | kv_pb2.DeleteResponse | kv_pb2.WriteResponse,
 ) -> WriteResult:
-    return WriteResult(version_of(resp.version), resp.served_by)
+    return WriteResult(
+        version_of(resp.version),
+        resp.served_by,
+        resp.session_token,
+        tuple(Receipt(r.node_id, r.region, r.applied_after_ms) for r in resp.receipts),
+        tuple(resp.not_applied_by),
+    )
 
 
 def scan_entries(resp: kv_pb2.ScanResponse) -> list[Entry]:

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 from edgekv.storage.record import Version
 
-__all__ = ["Delete", "Entry", "Member", "NodeStatus", "Put", "Version", "WatchEvent", "WriteResult"]
+__all__ = [
+    "Delete", "Entry", "Member", "NodeStatus", "Put", "Receipt", "Version", "WatchEvent",
+    "WriteResult",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +36,30 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class Receipt:
+    """A PoP that applied a write whose writer awaited replicas, and how long it took."""
+
+    node_id: str
+    region: str
+    applied_after_ms: float
+
+
+@dataclass(frozen=True, slots=True)
 class WriteResult:
-    """The outcome of put/delete/write: the version stored and the node that stored it."""
+    """The outcome of put/delete/write: the version stored and the node that stored it.
+
+    ``session_token`` covers this write (the client also merges it into its own
+    session). With ``await_replicas``/``await_regions``: ``receipts`` names the
+    PoPs that applied the write, in the order they did, and ``not_applied_by``
+    the awaited ones that had not when the wait ended (the write is stored
+    either way).
+    """
 
     version: Version
     served_by: str
+    session_token: bytes = b""
+    receipts: tuple[Receipt, ...] = ()
+    not_applied_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

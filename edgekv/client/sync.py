@@ -15,6 +15,7 @@ import grpc
 
 from edgekv.client import _codec as codec
 from edgekv.client._base import DEFAULT_TIMEOUT_S, ClientBase
+from edgekv.client._session import await_message
 from edgekv.client._types import Delete, Entry, Member, NodeStatus, Put, WatchEvent, WriteResult
 from edgekv.client.discovery import NodeRoute, Topology
 from edgekv.client.retry import RetryPolicy
@@ -63,6 +64,17 @@ class Client(ClientBase):
     Scan, watch, status and members are unary; so is everything over
     http(s):// endpoints.
 
+    ``consistency`` ("local", the default, "session" or "strong") is the read
+    level of get, get_many and scan, overridden per call with ``consistency=``.
+    The client carries a session token (``session_token``) across calls,
+    tasks, threads and PoPs: every write and every non-LOCAL read merges into
+    it, and SESSION reads send it, so they see this client's writes wherever
+    they are served. Start from a token another process handed over with
+    ``session_token=`` or ``observe_token()``. Writes take ``await_replicas``
+    (a count of other PoPs) and/or ``await_regions`` (one PoP in each) and
+    ``await_timeout_ms``, and then return receipts (``WriteResult.receipts``,
+    ``not_applied_by``).
+
     Discovery runs in the constructor, which raises ``Unavailable`` if no
     seed answers. ``scan`` and ``watch`` return iterators. Thread-safe: one
     client (and its channels) may be shared by threads. Use it as a context
@@ -84,11 +96,14 @@ class Client(ClientBase):
         token: str | None = None,
         tls_ca_file: str | None = None,
         transport: str | None = None,
+        consistency: str | None = None,
+        session_token: bytes = b"",
     ) -> None:
         super().__init__(
             endpoints, timeout_s=timeout_s, retry=retry, rtt_probes=rtt_probes,
             channel_options=channel_options, endpoint_overrides=endpoint_overrides, token=token,
-            tls_ca_file=tls_ca_file, transport=transport,
+            tls_ca_file=tls_ca_file, transport=transport, consistency=consistency,
+            session_token=session_token,
         )  # fmt: skip
         if discover:
             try:
@@ -179,14 +194,30 @@ class Client(ClientBase):
 
     # -- KV --------------------------------------------------------------------
 
-    def get(self, key: bytes | str, *, timeout_s: float | None = None) -> Entry | None:
+    def get(
+        self,
+        key: bytes | str,
+        *,
+        consistency: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Entry | None:
         """The live value of ``key`` as an Entry, or None if absent, deleted or expired."""
         k = key if type(key) is bytes else codec.to_bytes(key)
-        resp = self._call(k, "Get", kv_pb2.GetRequest(key=k), True, timeout_s)
+        req = kv_pb2.GetRequest(key=k)
+        level = self._level(consistency)
+        if level:
+            self._session.stamp(req, level)
+        resp = self._call(k, "Get", req, True, timeout_s)
+        if level:
+            self._session.observe(resp.session_token)
         return codec.entry_from_get(k, resp)
 
     def get_many(
-        self, keys: Iterable[bytes | str], *, timeout_s: float | None = None
+        self,
+        keys: Iterable[bytes | str],
+        *,
+        consistency: str | None = None,
+        timeout_s: float | None = None,
     ) -> list[Entry | None]:
         """``get`` of many keys in one call: one Entry or None per key, in the order of ``keys``.
 
@@ -196,7 +227,12 @@ class Client(ClientBase):
         req = codec.get_many_request(keys)
         if not req.keys:
             return []
+        level = self._level(consistency)
+        if level:
+            self._session.stamp(req, level)
         resp = self._call(req.keys[0], "BatchGet", req, True, timeout_s)
+        if level:
+            self._session.observe(resp.session_token)
         return codec.entries_from_batch(resp)
 
     def put(
@@ -205,30 +241,60 @@ class Client(ClientBase):
         value: bytes | str,
         *,
         ttl_ms: int = 0,
+        await_replicas: int | None = None,
+        await_regions: Sequence[str] = (),
+        await_timeout_ms: int | None = None,
         timeout_s: float | None = None,
     ) -> WriteResult:
         """Store ``value`` (expiring ``ttl_ms`` after the write if > 0); returns its version.
 
-        Acknowledged once durable on the serving node; replicated asynchronously.
+        Acknowledged once durable on the serving node; replicated asynchronously,
+        unless ``await_replicas``/``await_regions`` ask to wait for other PoPs
+        (the class docstring).
         """
         k = key if type(key) is bytes else codec.to_bytes(key)
         req = codec.put_request(k, value, ttl_ms)
-        return codec.write_result(self._call(k, "Put", req, False, timeout_s))
+        awaited = await_message(await_replicas, await_regions, await_timeout_ms)
+        if awaited is not None:
+            req.await_replicas.CopyFrom(awaited)
+        return self._session.write_result(self._call(k, "Put", req, False, timeout_s))
 
-    def delete(self, key: bytes | str, *, timeout_s: float | None = None) -> WriteResult:
+    def delete(
+        self,
+        key: bytes | str,
+        *,
+        await_replicas: int | None = None,
+        await_regions: Sequence[str] = (),
+        await_timeout_ms: int | None = None,
+        timeout_s: float | None = None,
+    ) -> WriteResult:
         """Delete ``key`` (a tombstone that replicates); deleting a missing key succeeds."""
         k = codec.to_bytes(key)
-        resp = self._call(k, "Delete", kv_pb2.DeleteRequest(key=k), False, timeout_s)
-        return codec.write_result(resp)
+        req = kv_pb2.DeleteRequest(key=k)
+        awaited = await_message(await_replicas, await_regions, await_timeout_ms)
+        if awaited is not None:
+            req.await_replicas.CopyFrom(awaited)
+        return self._session.write_result(self._call(k, "Delete", req, False, timeout_s))
 
-    def write(self, ops: Iterable[Put | Delete], *, timeout_s: float | None = None) -> WriteResult:
+    def write(
+        self,
+        ops: Iterable[Put | Delete],
+        *,
+        await_replicas: int | None = None,
+        await_regions: Sequence[str] = (),
+        await_timeout_ms: int | None = None,
+        timeout_s: float | None = None,
+    ) -> WriteResult:
         """Apply ``Put``/``Delete`` ops atomically under one version; each key at most once.
 
         All keys of one batch must share one placement (they are applied on one node).
         """
         req = codec.write_request(ops)
+        awaited = await_message(await_replicas, await_regions, await_timeout_ms)
+        if awaited is not None:
+            req.await_replicas.CopyFrom(awaited)
         resp = self._call(codec.first_key(req), "Write", req, False, timeout_s)
-        return codec.write_result(resp)
+        return self._session.write_result(resp)
 
     def scan(
         self,
@@ -239,6 +305,7 @@ class Client(ClientBase):
         page_size: int = 100,
         keys_only: bool = False,
         limit: int | None = None,
+        consistency: str | None = None,
         timeout_s: float | None = None,
     ) -> Iterator[Entry]:
         """Live entries under ``prefix`` and in [start, end), in key order.
@@ -251,17 +318,21 @@ class Client(ClientBase):
         not appear; each key appears at most once.
         """
         req = codec.scan_request(prefix, start, end, page_size, keys_only)
-        return self._scan(req, codec.check_limit(limit), timeout_s)
+        return self._scan(req, codec.check_limit(limit), self._level(consistency), timeout_s)
 
     def _scan(
-        self, req: kv_pb2.ScanRequest, remaining: int | None, timeout_s: float | None
+        self, req: kv_pb2.ScanRequest, remaining: int | None, level: int, timeout_s: float | None
     ) -> Iterator[Entry]:
         route = codec.scan_route_key(req)
         page_size = req.limit
         while remaining is None or remaining > 0:
             if remaining is not None and remaining < page_size:
                 req.limit = remaining
+            if level:
+                self._session.stamp(req, level)  # each page: the token as it stands now
             resp = self._call(route, "Scan", req, True, timeout_s)
+            if level:
+                self._session.observe(resp.session_token)
             entries = codec.scan_entries(resp)
             if remaining is not None:
                 entries = entries[:remaining]

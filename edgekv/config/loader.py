@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from edgekv.config.consistency import parse_consistency
 from edgekv.config.model import ClusterConfig
 from edgekv.config.sections import (
     parse_http,
@@ -53,6 +54,18 @@ from edgekv.errors import ConfigError
 from edgekv.limits import PEER_RPCS_PER_PEER
 
 __all__ = ["load_config", "parse_config"]
+
+# The optional top-level sections of a cluster file.
+_SECTIONS = (
+    "placement",
+    "limits",
+    "storage",
+    "replication",
+    "wan",
+    "security",
+    "http",
+    "consistency",
+)
 
 
 def load_config(path: str | os.PathLike[str]) -> ClusterConfig:
@@ -98,7 +111,7 @@ def parse_config(doc: object, base_dir: Path) -> ClusterConfig:
         top,
         "cluster file",
         required=("cluster", "regions", "nodes"),
-        optional=("placement", "limits", "storage", "replication", "wan", "security", "http"),
+        optional=_SECTIONS,
     )
     cluster = as_ident(top["cluster"], "cluster", "cluster name")
     regions = parse_regions(top["regions"])
@@ -126,6 +139,7 @@ def parse_config(doc: object, base_dir: Path) -> ClusterConfig:
         wan=parse_wan(top.get("wan"), region_names),
         security=parse_security(top.get("security"), base_dir),
         http=parse_http(top.get("http")),
+        consistency=parse_consistency(top.get("consistency")),
     )
 
 

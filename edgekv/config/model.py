@@ -96,6 +96,18 @@ class StorageSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsistencySettings:
+    """The cluster file's ``consistency:`` section: bounds of SESSION reads.
+
+    ``session_wait_ms``: how long a PoP waits for replication to cover a
+    session token before it forwards the read to a PoP that has (at most half
+    the call's time left).
+    """
+
+    session_wait_ms: int = 300
+
+
+@dataclass(frozen=True, slots=True)
 class ReplicationSettings:
     """Timings and bounds of replication, membership and log retention.
 
@@ -242,6 +254,7 @@ class ClusterConfig:
     wan: WanSettings = WanSettings()
     security: SecuritySettings = SecuritySettings()
     http: HttpSettings = HttpSettings()
+    consistency: ConsistencySettings = ConsistencySettings()
     # Lookup tables derived from the fields above; never compared or printed.
     _node_by_id: dict[str, NodeSpec] = field(init=False, repr=False, compare=False)
     _region_by_name: dict[str, Region] = field(init=False, repr=False, compare=False)

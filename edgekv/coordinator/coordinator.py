@@ -32,6 +32,8 @@ from edgekv.coordinator.results import (
     ScanResult,
     WriteAck,
 )
+from edgekv.coordinator.session import SessionReads
+from edgekv.coordinator.sizing import cut_to_bytes, found_bytes, item_bytes, page_items
 from edgekv.coordinator.stitching import (
     ScanSource,
     merge_scan_pages,
@@ -47,10 +49,11 @@ from edgekv.errors import (
 )
 from edgekv.keyrange import prefix_end, scan_bounds
 from edgekv.replication.changefeed import ByteQueue, ChangeFeed, Watcher, WatchOverflow
+from edgekv.replication.receipts import AwaitSpec, ReceiptWaiter
 from edgekv.storage.batch import DeleteOp, PutOp, validate
 from edgekv.storage.engine import Engine
 from edgekv.storage.group_commit import GroupCommitter
-from edgekv.storage.record import ScanItem, ScanPage, Version
+from edgekv.storage.record import ScanItem, ScanPage
 
 DEFAULT_SCAN_LIMIT = 100
 # Scans asking for more items than this run on a worker thread, off the event loop.
@@ -62,8 +65,6 @@ WATCH_QUEUE_EVENTS = 10_000
 BATCH_READ_KEYS = 128
 # Items read by a scan's first run; later runs are sized by the items' bytes.
 SCAN_FIRST_RUN = 128
-# Protobuf framing of one item of an answer (tags, lengths, version), counted generously.
-_ITEM_OVERHEAD_BYTES = 32
 
 _WatchQueue = ByteQueue[ChangeEvent | BaseException]
 
@@ -85,6 +86,8 @@ class Coordinator:
         forwarder: Forwarder | None = None,
         committer: GroupCommitter | None = None,
         feed: ChangeFeed | None = None,
+        session: SessionReads | None = None,
+        receipts: ReceiptWaiter | None = None,
     ) -> None:
         self._engine = engine
         self._get = engine.get  # bound native Reader.get: the hot path
@@ -98,12 +101,23 @@ class Coordinator:
         self.node_id = router.spec.id
         # Fast path: with no placement rules nothing is ever forwarded.
         self._all_local = router.everything_local
+        # Read levels and session tokens; receipts of writes that await replicas.
+        self._session = session or SessionReads.of(engine, router, self._forwarder)
+        self._receipts = receipts or ReceiptWaiter(self.node_id, {}, {}, router.placement)
 
     # -- reads -------------------------------------------------------------------
 
     async def get(self, key: bytes, call: Call) -> GetResult:
         """The live value of ``key`` (``found`` None when absent, deleted or expired)."""
         call.principal.authorize("read", (key,))
+        if call.consistency or call.session_token:  # a level or a token: coordinator/session.py
+            return await self._session.get(key, call, self._get_plain)
+        if self._all_local or self._router.is_local(key):
+            return GetResult(self._get(key), self.node_id)
+        self._refuse_if_forwarded(call)
+        return await self._forwarder.get(key, call)
+
+    async def _get_plain(self, key: bytes, call: Call) -> GetResult:
         if self._all_local or self._router.is_local(key):
             return GetResult(self._get(key), self.node_id)
         self._refuse_if_forwarded(call)
@@ -120,6 +134,12 @@ class Coordinator:
         limits = self._engine.limits
         limits.check_batch_get(len(keys))
         call.principal.authorize("read", keys)
+        if call.consistency or call.session_token:
+            return await self._session.get_many(keys, call, self._get_many_plain)
+        return await self._get_many_plain(keys, call)
+
+    async def _get_many_plain(self, keys: Sequence[bytes], call: Call) -> BatchGetResult:
+        limits = self._engine.limits
         if self._all_local:
             return BatchGetResult(self._read_many(keys)[0], self.node_id)
         router = self._router
@@ -136,7 +156,7 @@ class Coordinator:
         )
         read_by = [self.node_id] * len(keys)
         for at, reply in zip(remote.values(), replies, strict=True):
-            size += _found_bytes([keys[i] for i in at], reply.found)
+            size += found_bytes([keys[i] for i in at], reply.found)
             for i, item, reader in zip(at, reply.found, _readers(reply), strict=True):
                 found[i] = item
                 read_by[i] = reader
@@ -149,14 +169,14 @@ class Coordinator:
         check = engine.limits.check_response_bytes
         if len(keys) <= BATCH_READ_KEYS:
             found: list[Found] = list(engine.get_many(keys))
-            size = _found_bytes(keys, found)
+            size = found_bytes(keys, found)
             check(size, "batch get")
             return found, size
         found, size = [], 0
         for start in range(0, len(keys), BATCH_READ_KEYS):
             part = keys[start : start + BATCH_READ_KEYS]
             values = engine.get_many(part)
-            size += _found_bytes(part, values)
+            size += found_bytes(part, values)
             check(size, "batch get")
             found += values
         return found, size
@@ -189,13 +209,21 @@ class Coordinator:
         limit = limit or DEFAULT_SCAN_LIMIT
         self._engine.limits.check_scan_limit(limit)  # before any part is forwarded
         call.principal.authorize("read", key_range=(lo, hi))
+        if call.consistency or call.session_token:
+            plain = lambda: self._scan_plain(call, lo, hi, limit, keys_only)  # noqa: E731
+            return await self._session.scan(call, lo, hi, limit, keys_only, plain)
+        return await self._scan_plain(call, lo, hi, limit, keys_only)
+
+    async def _scan_plain(
+        self, call: Call, lo: bytes, hi: bytes, limit: int, keys_only: bool
+    ) -> ScanResult:
         if not self._all_local:
             router = self._router
             held, remote = split_range(lo, hi, router.placement, router.region)
             if remote:
                 return await self._scan_stitched(held, remote, limit, keys_only, call)
         page = await self._scan_local(lo, hi, limit, keys_only=keys_only)
-        return ScanResult(_page_items(page, keys_only), page.next_start or b"", self.node_id)
+        return ScanResult(page_items(page, keys_only), page.next_start or b"", self.node_id)
 
     async def _scan_local(
         self, lo: bytes, hi: bytes, limit: int, *, keys_only: bool = False
@@ -221,7 +249,7 @@ class Coordinator:
         while True:
             page = scan(start, hi, limit=step)
             for item in page.items:
-                cost = _item_bytes(item, keys_only)
+                cost = item_bytes(item, keys_only)
                 if items and size + cost > budget:
                     return ScanPage(items, item.key)  # resume at the item left out
                 items.append(item)
@@ -253,7 +281,7 @@ class Coordinator:
         resume = b""
         for i, (start, end) in enumerate(held):
             page = await self._scan_local(start, end, limit - len(items), keys_only=keys_only)
-            items += _page_items(page, keys_only)
+            items += page_items(page, keys_only)
             if page.next_start:
                 resume = page.next_start
                 break
@@ -269,26 +297,37 @@ class Coordinator:
         )
         sources += [ScanSource(r.items, r.next_page_token, _holders(r)) for r in replies]
         items, token, held_by = merge_scan_pages(sources, limit)
-        items, token = _cut_to_bytes(items, token, self._engine.limits.response_bytes, keys_only)
+        items, token = cut_to_bytes(items, token, self._engine.limits.response_bytes, keys_only)
         return ScanResult(items, token, self.node_id, held_by[: len(items)])
 
     # -- writes ------------------------------------------------------------------
 
-    async def put(self, key: bytes, value: bytes, ttl_ms: int, call: Call) -> WriteAck:
+    async def put(
+        self, key: bytes, value: bytes, ttl_ms: int, call: Call, awaits: AwaitSpec | None = None
+    ) -> WriteAck:
         """Store ``value`` under ``key`` (``ttl_ms`` 0: no expiry); durable when it returns."""
-        return await self.write((PutOp(key, value, ttl_ms),), call)
+        return await self.write((PutOp(key, value, ttl_ms),), call, await_replicas=awaits)
 
-    async def delete(self, key: bytes, call: Call) -> WriteAck:
+    async def delete(
+        self, key: bytes, call: Call, await_replicas: AwaitSpec | None = None
+    ) -> WriteAck:
         """Delete ``key`` (a tombstone, so the delete replicates and wins by version)."""
-        return await self.write((DeleteOp(key),), call)
+        return await self.write((DeleteOp(key),), call, await_replicas=await_replicas)
 
-    async def write(self, ops: Sequence[PutOp | DeleteOp], call: Call) -> WriteAck:
+    async def write(
+        self,
+        ops: Sequence[PutOp | DeleteOp],
+        call: Call,
+        *,
+        await_replicas: AwaitSpec | None = None,
+    ) -> WriteAck:
         """Apply ``ops`` atomically with one version, here or at the node holding them all.
 
         Raises InvalidArgument when the batch spans placements held by different
         regions (it could not be atomic), and ClockFenced (FAILED_PRECONDITION)
         when it would be written here while this node's clock is fenced
-        (cluster/clockfence.py).
+        (cluster/clockfence.py). With ``await_replicas`` it answers once those
+        PoPs applied the batch, or when the wait ends (replication/receipts.py).
         """
         call.principal.authorize("write", [op.key for op in ops])
         if not self._all_local and ops:
@@ -299,15 +338,19 @@ class Coordinator:
                 # The holder checks the batch too; checked here first, a bad op (a ttl
                 # past int64, an oversized value) is refused by its rule, unsent.
                 validate(ops, 0, self._engine.limits)
-                return await self._forwarder.write(ops, target, call)
+                return await self._forwarder.write(ops, target, call, await_replicas=await_replicas)
         if self._fence.fenced:
             raise self._fence.refuse()
-        version: Version
+        receipts = self._receipts
+        peers = receipts.eligible(await_replicas, [op.key for op in ops]) if await_replicas else []
         if self._committer is None:
-            version = self._engine.write(ops)
+            ack = WriteAck(self._engine.write(ops), self.node_id)
         else:
-            version = await self._committer.write(ops)
-        return WriteAck(version, self.node_id)
+            ack = WriteAck(await self._committer.write(ops), self.node_id)
+        if not await_replicas:
+            return ack
+        got = await receipts.confirm(await_replicas, peers, self._engine.last_seq, call)
+        return ack._replace(receipts=got.receipts, not_applied_by=got.not_applied_by)
 
     # -- watch -------------------------------------------------------------------
 
@@ -401,35 +444,3 @@ def _readers(result: BatchGetResult) -> list[str]:
 
 def _holders(result: ScanResult) -> list[str] | str:
     return result.held_by or result.served_by
-
-
-def _found_bytes(keys: Sequence[bytes], found: Sequence[Found]) -> int:
-    """What a BatchGet answer of ``found`` adds to its message, framing included."""
-    size = sum(len(k) for k in keys) + _ITEM_OVERHEAD_BYTES * len(keys)
-    for item in found:
-        if item is not None:
-            size += len(item[0]) + len(item[2])
-    return size
-
-
-def _item_bytes(item: ScanItem, keys_only: bool) -> int:
-    value = 0 if keys_only else len(item.value)
-    return len(item.key) + value + len(item.origin) + _ITEM_OVERHEAD_BYTES
-
-
-def _cut_to_bytes(
-    items: list[ScanItem], token: bytes, budget: int, keys_only: bool
-) -> tuple[list[ScanItem], bytes]:
-    """A merged page cut at ``budget`` bytes of items (at least one), and its token."""
-    size = 0
-    for i, item in enumerate(items):
-        size += _item_bytes(item, keys_only)
-        if i and size > budget:
-            return items[:i], item.key
-    return items, token
-
-
-def _page_items(page: ScanPage, keys_only: bool) -> list[ScanItem]:
-    if keys_only:
-        return [item._replace(value=b"") for item in page.items]
-    return page.items

@@ -21,9 +21,10 @@ from edgekv.coordinator.call import Call
 from edgekv.coordinator.results import BatchGetResult, ChangeEvent, GetResult, ScanResult, WriteAck
 from edgekv.errors import Unavailable, relayed_status
 from edgekv.principal import AUTHORIZATION
+from edgekv.replication.receipts import AwaitSpec, Receipt
 from edgekv.storage.batch import DeleteOp, PutOp
 from edgekv.storage.record import ScanItem, Version
-from edgekv.v1 import kv_pb2
+from edgekv.v1 import common_pb2, kv_pb2
 
 _T = TypeVar("_T")
 
@@ -32,19 +33,38 @@ class Forwarder(Protocol):
     """Serves a request at the nearest reachable node allowed to hold ``route_key``.
 
     Every method raises the serving node's own EdgeKVError, or Unavailable
-    naming the nodes tried when none of them answers.
+    naming the nodes tried when none of them answers. ``targets`` (reads) names
+    the nodes to try, in order, instead of the nearest allowed ones (SESSION
+    reads: the token's origins first); the call's level and token travel with it.
     """
 
-    async def get(self, key: bytes, call: Call) -> GetResult: ...
+    async def get(
+        self, key: bytes, call: Call, *, targets: Sequence[str] | None = None
+    ) -> GetResult: ...
 
-    async def get_many(self, keys: Sequence[bytes], call: Call) -> BatchGetResult: ...
+    async def get_many(
+        self, keys: Sequence[bytes], call: Call, *, targets: Sequence[str] | None = None
+    ) -> BatchGetResult: ...
 
     async def write(
-        self, ops: Sequence[PutOp | DeleteOp], route_key: bytes, call: Call
+        self,
+        ops: Sequence[PutOp | DeleteOp],
+        route_key: bytes,
+        call: Call,
+        *,
+        await_replicas: AwaitSpec | None = None,
     ) -> WriteAck: ...
 
     async def scan(
-        self, start: bytes, end: bytes, limit: int, keys_only: bool, route_key: bytes, call: Call
+        self,
+        start: bytes,
+        end: bytes,
+        limit: int,
+        keys_only: bool,
+        route_key: bytes,
+        call: Call,
+        *,
+        targets: Sequence[str] | None = None,
     ) -> ScanResult: ...
 
     def watch(self, prefix: bytes, route_key: bytes, call: Call) -> AsyncIterator[ChangeEvent]: ...
@@ -57,7 +77,13 @@ class RequestLayer(Protocol):
 
     async def get_many(self, keys: Sequence[bytes], call: Call) -> BatchGetResult: ...
 
-    async def write(self, ops: Sequence[PutOp | DeleteOp], call: Call) -> WriteAck: ...
+    async def write(
+        self,
+        ops: Sequence[PutOp | DeleteOp],
+        call: Call,
+        *,
+        await_replicas: AwaitSpec | None = None,
+    ) -> WriteAck: ...
 
     async def scan(
         self,
@@ -81,7 +107,14 @@ class GrpcForwarder:
         self._router = router
 
     async def _forward(
-        self, method: str, request: Any, route_key: bytes, call: Call, *, idempotent: bool = True
+        self,
+        method: str,
+        request: Any,
+        route_key: bytes,
+        call: Call,
+        *,
+        idempotent: bool = True,
+        targets: Sequence[str] | None = None,
     ) -> Any:
         try:
             return await self._router.forward(
@@ -89,21 +122,32 @@ class GrpcForwarder:
                 request,
                 route_key,
                 timeout_s=call.timeout_s(),
+                targets=targets,
                 credentials=call.credentials,
                 idempotent=idempotent,
             )
         except grpc.aio.AioRpcError as exc:  # the serving node's own answer
             raise relayed_status(exc.code(), exc.details() or "") from None
 
-    async def get(self, key: bytes, call: Call) -> GetResult:
-        reply = await self._forward("Get", kv_pb2.GetRequest(key=key), key, call)
+    async def get(
+        self, key: bytes, call: Call, *, targets: Sequence[str] | None = None
+    ) -> GetResult:
+        request = kv_pb2.GetRequest(
+            key=key, consistency=_level(call), session_token=call.session_token
+        )
+        reply = await self._forward("Get", request, key, call, targets=targets)
         if not reply.found:
             return GetResult(None, reply.served_by)
         found = (reply.value, reply.version.timestamp, reply.version.origin, reply.expires_at_ms)
         return GetResult(found, reply.served_by)
 
-    async def get_many(self, keys: Sequence[bytes], call: Call) -> BatchGetResult:
-        reply = await self._forward("BatchGet", kv_pb2.BatchGetRequest(keys=keys), keys[0], call)
+    async def get_many(
+        self, keys: Sequence[bytes], call: Call, *, targets: Sequence[str] | None = None
+    ) -> BatchGetResult:
+        request = kv_pb2.BatchGetRequest(
+            keys=keys, consistency=_level(call), session_token=call.session_token
+        )
+        reply = await self._forward("BatchGet", request, keys[0], call, targets=targets)
         found = [
             (r.value, r.version.timestamp, r.version.origin, r.expires_at_ms) if r.found else None
             for r in reply.results
@@ -116,26 +160,54 @@ class GrpcForwarder:
         return BatchGetResult(found, reply.served_by, read_by)
 
     async def write(
-        self, ops: Sequence[PutOp | DeleteOp], route_key: bytes, call: Call
+        self,
+        ops: Sequence[PutOp | DeleteOp],
+        route_key: bytes,
+        call: Call,
+        *,
+        await_replicas: AwaitSpec | None = None,
     ) -> WriteAck:
+        awaited = _await_message(await_replicas)
         if len(ops) == 1:  # a single op goes as the Put or Delete the client sent
             op = ops[0]
             if isinstance(op, PutOp):
-                request: Any = kv_pb2.PutRequest(key=op.key, value=op.value, ttl_ms=op.ttl_ms)
+                request: Any = kv_pb2.PutRequest(
+                    key=op.key, value=op.value, ttl_ms=op.ttl_ms, await_replicas=awaited
+                )
                 reply = await self._forward("Put", request, route_key, call, idempotent=False)
             else:
-                request = kv_pb2.DeleteRequest(key=op.key)
+                request = kv_pb2.DeleteRequest(key=op.key, await_replicas=awaited)
                 reply = await self._forward("Delete", request, route_key, call, idempotent=False)
         else:
-            request = kv_pb2.WriteRequest(ops=[_write_op(op) for op in ops])
+            request = kv_pb2.WriteRequest(ops=[_write_op(op) for op in ops], await_replicas=awaited)
             reply = await self._forward("Write", request, route_key, call, idempotent=False)
-        return WriteAck(Version(reply.version.timestamp, reply.version.origin), reply.served_by)
+        return WriteAck(
+            Version(reply.version.timestamp, reply.version.origin),
+            reply.served_by,
+            tuple(Receipt(r.node_id, r.region, r.applied_after_ms) for r in reply.receipts),
+            tuple(reply.not_applied_by),
+        )
 
     async def scan(
-        self, start: bytes, end: bytes, limit: int, keys_only: bool, route_key: bytes, call: Call
+        self,
+        start: bytes,
+        end: bytes,
+        limit: int,
+        keys_only: bool,
+        route_key: bytes,
+        call: Call,
+        *,
+        targets: Sequence[str] | None = None,
     ) -> ScanResult:
-        request = kv_pb2.ScanRequest(start=start, end=end, limit=limit, keys_only=keys_only)
-        reply = await self._forward("Scan", request, route_key, call)
+        request = kv_pb2.ScanRequest(
+            start=start,
+            end=end,
+            limit=limit,
+            keys_only=keys_only,
+            consistency=_level(call),
+            session_token=call.session_token,
+        )
+        reply = await self._forward("Scan", request, route_key, call, targets=targets)
         items = [
             ScanItem(i.key, i.value, i.version.timestamp, i.version.origin, i.expires_at_ms)
             for i in reply.items
@@ -183,10 +255,15 @@ class DirectForwarder:
         self._router = router
         self._peers = peers
 
-    async def _serve(self, route_key: bytes, serve: Callable[[RequestLayer], Awaitable[_T]]) -> _T:
+    async def _serve(
+        self,
+        route_key: bytes,
+        serve: Callable[[RequestLayer], Awaitable[_T]],
+        targets: Sequence[str] | None = None,
+    ) -> _T:
         tried: list[str] = []
         last_error = "not in this process"
-        for node_id in self._router.candidates(route_key):
+        for node_id in targets if targets is not None else self._router.candidates(route_key):
             tried.append(node_id)
             peer = self._peers.get(node_id)
             if peer is None:
@@ -200,25 +277,48 @@ class DirectForwarder:
     def _mark(self, call: Call) -> Call:
         return call.forwarded(self._router.spec.id)
 
-    async def get(self, key: bytes, call: Call) -> GetResult:
-        return await self._serve(key, lambda peer: peer.get(key, self._mark(call)))
+    async def get(
+        self, key: bytes, call: Call, *, targets: Sequence[str] | None = None
+    ) -> GetResult:
+        return await self._serve(key, lambda peer: peer.get(key, self._mark(call)), targets)
 
-    async def get_many(self, keys: Sequence[bytes], call: Call) -> BatchGetResult:
-        return await self._serve(keys[0], lambda peer: peer.get_many(keys, self._mark(call)))
+    async def get_many(
+        self, keys: Sequence[bytes], call: Call, *, targets: Sequence[str] | None = None
+    ) -> BatchGetResult:
+        return await self._serve(
+            keys[0], lambda peer: peer.get_many(keys, self._mark(call)), targets
+        )
 
     async def write(
-        self, ops: Sequence[PutOp | DeleteOp], route_key: bytes, call: Call
+        self,
+        ops: Sequence[PutOp | DeleteOp],
+        route_key: bytes,
+        call: Call,
+        *,
+        await_replicas: AwaitSpec | None = None,
     ) -> WriteAck:
-        return await self._serve(route_key, lambda peer: peer.write(ops, self._mark(call)))
+        return await self._serve(
+            route_key,
+            lambda peer: peer.write(ops, self._mark(call), await_replicas=await_replicas),
+        )
 
     async def scan(
-        self, start: bytes, end: bytes, limit: int, keys_only: bool, route_key: bytes, call: Call
+        self,
+        start: bytes,
+        end: bytes,
+        limit: int,
+        keys_only: bool,
+        route_key: bytes,
+        call: Call,
+        *,
+        targets: Sequence[str] | None = None,
     ) -> ScanResult:
         return await self._serve(
             route_key,
             lambda peer: peer.scan(
                 self._mark(call), start=start, end=end, limit=limit, keys_only=keys_only
             ),
+            targets,
         )
 
     async def watch(
@@ -231,6 +331,19 @@ class DirectForwarder:
                     yield event
                 return
         raise self._router.unavailable(route_key, [], "not in this process")
+
+
+def _level(call: Call) -> Any:
+    """The call's read level as the request field takes it (an edgekv.v1.Consistency value)."""
+    return call.consistency
+
+
+def _await_message(spec: AwaitSpec | None) -> common_pb2.AwaitReplicas | None:
+    if not spec:
+        return None
+    return common_pb2.AwaitReplicas(
+        count=spec.count, regions=spec.regions, timeout_ms=spec.timeout_ms
+    )
 
 
 def _write_op(op: PutOp | DeleteOp) -> kv_pb2.WriteOp:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from edgekv.replication.receipts import Receipt
 from edgekv.storage.record import Item, ScanItem, Version
 
 # (value, timestamp, origin, expires_at_ms), or None when absent, deleted or expired.
@@ -16,10 +17,15 @@ Found = Item | tuple[bytes, int, str, int] | None
 
 
 class GetResult(NamedTuple):
-    """One key's value (``found`` None when absent) and the node that answered."""
+    """One key's value (``found`` None when absent) and the node that answered.
+
+    ``session_token`` is set when the call asked for a level or carried a token
+    (coordinator/session.py): the call's token merged with the version read.
+    """
 
     found: Found
     served_by: str
+    session_token: bytes = b""
 
 
 class BatchGetResult(NamedTuple):
@@ -32,13 +38,20 @@ class BatchGetResult(NamedTuple):
     found: list[Found]
     served_by: str
     read_by: list[str] | None = None
+    session_token: bytes = b""  # as GetResult's
 
 
 class WriteAck(NamedTuple):
-    """An acknowledged Put, Delete or Write: its version and the node that applied it."""
+    """An acknowledged Put, Delete or Write: its version and the node that applied it.
+
+    With ``await_replicas``: the PoPs that applied it in the order they did
+    (``receipts``), and the awaited ones that had not when the wait ended.
+    """
 
     version: Version
     served_by: str
+    receipts: tuple[Receipt, ...] = ()
+    not_applied_by: tuple[str, ...] = ()
 
 
 class ScanResult(NamedTuple):
@@ -52,6 +65,7 @@ class ScanResult(NamedTuple):
     next_page_token: bytes
     served_by: str
     held_by: list[str] | None = None
+    session_token: bytes = b""  # as GetResult's
 
 
 class ChangeEvent(NamedTuple):

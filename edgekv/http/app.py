@@ -33,6 +33,7 @@ from edgekv.errors import (
     grpc_code_for,
     http_status_for,
 )
+from edgekv.http import levels
 from edgekv.limits import Limits
 from edgekv.metrics import HttpRecorder
 from edgekv.v1 import cluster_pb2, kv_pb2
@@ -55,11 +56,11 @@ REST_PREFIX = "/v1/kv"
 # Headers a browser may send to the door and read from it (CORS).
 CORS_REQUEST_HEADERS = (
     "authorization", "content-type", "connect-protocol-version", "connect-timeout-ms",
-    "grpc-timeout", "x-grpc-web", "x-user-agent", "edgekv-ttl-ms",
+    "grpc-timeout", "x-grpc-web", "x-user-agent", "edgekv-ttl-ms", *levels.REQUEST_HEADERS,
 )  # fmt: skip
 CORS_RESPONSE_HEADERS = (
     "edgekv-served-by", "edgekv-version", "edgekv-expires-at-ms", "server-timing",
-    "grpc-status", "grpc-message", "grpc-status-details-bin",
+    "grpc-status", "grpc-message", "grpc-status-details-bin", *levels.RESPONSE_HEADERS,
 )  # fmt: skip
 
 

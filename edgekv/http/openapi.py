@@ -28,6 +28,28 @@ _ACK = {
         "timestamp": {"type": "string", "description": "The HLC timestamp (a 64-bit integer)."},
         "origin": {"type": "string"},
         "served_by": {"type": "string"},
+        "session_token": {
+            "type": "string",
+            "description": "A session token (base64url) covering this write; send it back "
+            "in edgekv-session-token with edgekv-consistency: session to read your writes.",
+        },
+        "receipts": {
+            "type": "array",
+            "description": "With edgekv-await-*: the PoPs that applied the write, in order.",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "node_id": {"type": "string"},
+                    "region": {"type": "string"},
+                    "applied_after_ms": {"type": "number"},
+                },
+            },
+        },
+        "not_applied_by": {
+            "type": "array",
+            "description": "With edgekv-await-*: awaited PoPs that had not applied it in time.",
+            "items": {"type": "string"},
+        },
     },
 }
 _LIST = {
@@ -77,7 +99,14 @@ def _operation(route: Route) -> dict[str, Any]:
         status: {"description": text, "content": {"application/json": {"schema": _ERROR}}}
         for status, text in _ERROR_STATUSES.items()
     }
-    served_by = {"edgekv-served-by": {"schema": {"type": "string"}}}
+    served_by = {
+        "edgekv-served-by": {"schema": {"type": "string"}},
+        "edgekv-session-token": {
+            "description": "The session token (base64url): on writes, and on reads that sent "
+            "edgekv-consistency or a token.",
+            "schema": {"type": "string"},
+        },
+    }
     if route.ok == "value":
         ok = {
             "description": "The value, as stored.",

@@ -5,7 +5,9 @@ response body (``application/octet-stream``); a key is the rest of the path,
 percent-decoded to bytes (any byte may be sent as %XX). ``ttl`` (seconds, query)
 or ``edgekv-ttl-ms`` (header) sets an expiry on PUT. The record's metadata comes
 back in headers: ``edgekv-version`` (``<hlc timestamp>.<origin node>``),
-``edgekv-expires-at-ms`` (0: none) and ``edgekv-served-by``.
+``edgekv-expires-at-ms`` (0: none) and ``edgekv-served-by``. Read levels,
+session tokens and receipts travel as ``edgekv-consistency``,
+``edgekv-session-token`` and ``edgekv-await-*`` headers (http/levels.py).
 
 :data:`ROUTES` is the one description of the face: the dispatcher reads its
 parameters from it and openapi.py writes the OpenAPI document from it. Each
@@ -26,13 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote_to_bytes
 
-from edgekv.coordinator import Call, Coordinator
+from edgekv.coordinator import Call, Coordinator, WriteAck
 from edgekv.errors import EdgeKVError, InvalidArgument, NotFound
+from edgekv.http import levels
 from edgekv.http.app import REST_PREFIX, Receive, Scope, Send, send_error
 from edgekv.http.calls import SERVED_BY, Admission, call_of, client_of_address
 from edgekv.limits import Limits
 from edgekv.server.auth import Authorizer
-from edgekv.storage.record import Version
 
 KEY_PATH = REST_PREFIX + "/{key}"
 TTL_HEADER = "edgekv-ttl-ms"
@@ -64,23 +66,60 @@ class Route:
 
 
 _KEY = Param("key", "path", "string", "The key, percent-encoded (any byte as %XX).", required=True)
+_READ = (
+    Param(
+        levels.CONSISTENCY,
+        "header",
+        "string",
+        "Read level: local (default), session (sees every write in the session token) or strong.",
+    ),
+    Param(
+        levels.SESSION_TOKEN,
+        "header",
+        "string",
+        "A session token (base64url) from an earlier answer's edgekv-session-token header.",
+    ),
+)
+_AWAIT = (
+    Param(
+        levels.AWAIT_REPLICAS,
+        "header",
+        "integer",
+        "Answer once this many other PoPs applied the write (receipts in the body).",
+        0,
+    ),
+    Param(
+        levels.AWAIT_REGIONS,
+        "header",
+        "string",
+        "Answer once a PoP of each of these regions (comma-separated) applied the write.",
+    ),
+    Param(
+        levels.AWAIT_TIMEOUT_MS,
+        "header",
+        "integer",
+        "How long to wait for them (default: the request's deadline, or 5000).",
+        0,
+    ),
+)
 ROUTES: tuple[Route, ...] = (
     Route("GET", KEY_PATH, "getValue", "Read a key's value (404 when absent, deleted or expired).",
-          (_KEY,), body=False, ok="value"),
+          (_KEY, *_READ), body=False, ok="value"),
     Route("PUT", KEY_PATH, "putValue", "Store the request body as the key's value.",
           (_KEY,
            Param("ttl", "query", "integer", "Expire after this many seconds (0: never).", 0),
            Param(TTL_HEADER, "header", "integer",
-                 "Expire after this many milliseconds (0: never); instead of ttl.", 0)),
+                 "Expire after this many milliseconds (0: never); instead of ttl.", 0),
+           *_AWAIT),
           body=True, ok="ack"),
     Route("DELETE", KEY_PATH, "deleteValue", "Delete a key (deleting a missing key succeeds).",
-          (_KEY,), body=False, ok="ack"),
+          (_KEY, *_AWAIT), body=False, ok="ack"),
     Route("GET", REST_PREFIX, "listKeys", "List live keys in key order, one page per call.",
           (Param("prefix", "query", "string", "Only keys starting with this (UTF-8)."),
            Param("cursor", "query", "string",
                  "The previous page's cursor; absent for the first page."),
            Param("limit", "query", "integer", "Keys per page (default 100, at most "
-                 "max_scan_limit).", 1)),
+                 "max_scan_limit).", 1), *_READ),
           body=False, ok="list"),
 )  # fmt: skip
 
@@ -139,13 +178,15 @@ class RestFace:
         self, call: Call, args: dict[str, Any], receive: Receive, send: Send, _h: Any
     ) -> None:
         started = time.perf_counter()
+        levels.read_level(call, args)
         result = await self._kv.get(args["key"], call)
         timing = self._timing(result.served_by, started)
+        token = levels.token_header(result.session_token)
         if result.found is None:
             await send_error(
                 send,
                 _not_found(args["key"]),
-                ((SERVED_BY.encode(), result.served_by.encode()), timing),
+                ((SERVED_BY.encode(), result.served_by.encode()), timing, *token),
             )
             return
         value, timestamp, origin, expires_at_ms = result.found
@@ -159,6 +200,7 @@ class RestFace:
                 (b"edgekv-version", f"{timestamp}.{origin}".encode()),
                 (b"edgekv-expires-at-ms", str(expires_at_ms).encode()),
                 timing,
+                *token,
             ),
         )
 
@@ -171,15 +213,15 @@ class RestFace:
         ttl = ttl_ms if ttl_ms is not None else (ttl_s or 0) * 1000
         value = await self._read_value(headers, receive)
         started = time.perf_counter()
-        ack = await self._kv.put(args["key"], value, ttl, call)
-        await self._ack(send, ack.version, ack.served_by, started)
+        ack = await self._kv.put(args["key"], value, ttl, call, levels.await_of(args))
+        await self._ack(send, ack, started)
 
     async def _delete(
         self, call: Call, args: dict[str, Any], receive: Receive, send: Send, _h: Any
     ) -> None:
         started = time.perf_counter()
-        ack = await self._kv.delete(args["key"], call)
-        await self._ack(send, ack.version, ack.served_by, started)
+        ack = await self._kv.delete(args["key"], call, levels.await_of(args))
+        await self._ack(send, ack, started)
 
     async def _list(
         self, call: Call, args: dict[str, Any], receive: Receive, send: Send, _h: Any
@@ -193,6 +235,7 @@ class RestFace:
                 f"cursor {cursor[:64]!r} is not a cursor this API returned"
             ) from None
         started = time.perf_counter()
+        levels.read_level(call, args)
         page = await self._kv.scan(
             call,
             prefix=(args.get("prefix") or "").encode(),
@@ -221,22 +264,30 @@ class RestFace:
             (
                 (SERVED_BY.encode(), page.served_by.encode()),
                 self._timing(page.served_by, started),
+                *levels.token_header(page.session_token),
             ),
         )
 
-    async def _ack(self, send: Send, version: Version, served_by: str, started: float) -> None:
+    async def _ack(self, send: Send, ack: WriteAck, started: float) -> None:
+        version, served_by = ack.version, ack.served_by
+        fields, token = levels.ack_fields(ack)
         body = {
             "version": f"{version.timestamp}.{version.origin}",
             "timestamp": str(version.timestamp),
             "origin": version.origin,
             "served_by": served_by,
+            **fields,
         }
         await _respond(
             send,
             200,
             json.dumps(body).encode(),
             b"application/json",
-            ((SERVED_BY.encode(), served_by.encode()), self._timing(served_by, started)),
+            (
+                (SERVED_BY.encode(), served_by.encode()),
+                self._timing(served_by, started),
+                *levels.token_header(token),
+            ),
         )
 
     def _timing(self, served_by: str, started: float) -> tuple[bytes, bytes]:

@@ -130,10 +130,38 @@ class PeerSender:
         self._wake = asyncio.Event()
         self._window: _Window | None = None  # the current stream's, for metrics
         self._entry_bytes = 0  # average shipped entry size of the last batch (sizes reads)
+        # (seq, timestamp) of the last log entry a batch covered, for keep-alives.
+        self._through = (0, 0)
+        # Futures of writers awaiting receipts (receipts.py): resolved, with the
+        # monotonic time, once the peer acknowledges their seq.
+        self._ack_waiters: list[tuple[int, asyncio.Future[float]]] = []
 
     def wake(self) -> None:
         """The local log grew: ship now (change-feed callback)."""
         self._wake.set()
+
+    def acked_future(self, seq: int) -> asyncio.Future[float]:
+        """A future resolved (with ``time.monotonic()``) once the peer acknowledged ``seq``."""
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        if self.acked_seq >= seq:
+            future.set_result(time.monotonic())
+            return future
+        if len(self._ack_waiters) >= 1024:  # a dead peer: drop the writers that gave up
+            self._ack_waiters = [(s, f) for s, f in self._ack_waiters if not f.done()]
+        self._ack_waiters.append((seq, future))
+        return future
+
+    def _on_acked(self, seq: int) -> None:
+        now = time.monotonic()
+        keep = []
+        for needed, future in self._ack_waiters:
+            if future.done():
+                continue  # the writer stopped waiting
+            if needed <= seq:
+                future.set_result(now)
+            else:
+                keep.append((needed, future))
+        self._ack_waiters = keep
 
     # -- lag, for Members and metrics ----------------------------------------
 
@@ -212,7 +240,7 @@ class PeerSender:
             # An empty batch at once: its ack tells us (and Members) the stream is
             # up within one round trip, not after the first write or keepalive.
             inflight.sent(self.acked_seq, 0)
-            await call.write(self._batch([], self.acked_seq))
+            await call.write(self._batch([], self.acked_seq, self.acked_seq + 1))
             await self._ship(call, inflight, reader)
         finally:
             reader.cancel()
@@ -223,6 +251,8 @@ class PeerSender:
             if ack.acked_seq > self.acked_seq:
                 self.acked_seq = ack.acked_seq
                 self.engine.save_cursor(self.peer_id, ack.acked_seq)
+                if self._ack_waiters:
+                    self._on_acked(ack.acked_seq)
             if not self.connected:
                 log.info(
                     "replication to %s connected; acked through seq %d",
@@ -272,24 +302,29 @@ class PeerSender:
                     await asyncio.wait_for(self._wake.wait(), settings.keepalive_s)
                 except TimeoutError:
                     inflight.sent(next_seq - 1, 0)
-                    await call.write(self._batch([], next_seq - 1))
+                    await call.write(self._batch([], next_seq - 1, next_seq))
                 continue
             shipped, through, nbytes = take_batch(entries, self._allowed, settings.max_batch_bytes)
             if shipped:
                 self._entry_bytes = max(1, nbytes // len(shipped))
+            self._through = (through, _timestamp_at(entries, through))
             inflight.sent(through, nbytes)
-            await call.write(self._batch(shipped, through))
+            await call.write(self._batch(shipped, through, next_seq))
             self.sent_seq = through
             next_seq = through + 1
 
     def _batch(
-        self, entries: list[replication_pb2.LogEntry], through: int
+        self, entries: list[replication_pb2.LogEntry], through: int, from_seq: int
     ) -> replication_pb2.ReplicateRequest:
+        """A batch covering [from_seq, through] (the receiver's frontier checks both ends)."""
+        seq, timestamp = self._through
         return replication_pb2.ReplicateRequest(
             entries=entries,
             through_seq=through,
             origin_last_seq=self.engine.last_seq,
             sent_at_ms=wall_ms(),
+            from_seq=from_seq,
+            through_timestamp=timestamp if seq == through else 0,
         )
 
     def repaired(self) -> None:
@@ -340,6 +375,16 @@ def take_batch(
             nbytes += cost
         through = e.seq
     return shipped, through, nbytes
+
+
+def _timestamp_at(entries: list[LogEntry], seq: int) -> int:
+    """The version timestamp of the entry with ``seq`` in ``entries`` (0 if absent)."""
+    for e in reversed(entries):
+        if e.seq == seq:
+            return timestamp_of(e.record)
+        if e.seq < seq:
+            break
+    return 0
 
 
 def _write_of(entry: LogEntry) -> int:

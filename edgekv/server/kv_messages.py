@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
+from typing import Any
 
-from edgekv.coordinator import Call, Coordinator
+from edgekv.consistency import token_of_versions
+from edgekv.coordinator import Call, Coordinator, WriteAck
 from edgekv.errors import InvalidArgument
+from edgekv.replication.receipts import AwaitSpec
 from edgekv.storage.batch import DeleteOp, PutOp
 from edgekv.storage.record import Version
 from edgekv.v1 import common_pb2, kv_pb2
@@ -39,25 +42,34 @@ class KVMessages:
         self._not_found = _GetResponse(found=False, served_by=coordinator.node_id)
 
     async def get(self, request: kv_pb2.GetRequest, call: Call) -> kv_pb2.GetResponse:
+        if request.consistency or request.session_token:
+            _read_level(request, call)
         result = await self._kv.get(request.key, call)
         found = result.found
         if found is None:
-            if result.served_by == self._node_id:
+            if result.served_by == self._node_id and not result.session_token:
                 return self._not_found
-            return _GetResponse(found=False, served_by=result.served_by)
+            return _GetResponse(
+                found=False, served_by=result.served_by, session_token=result.session_token
+            )
         value, timestamp, origin, expires_at_ms = found
-        return _GetResponse(
+        response = _GetResponse(
             found=True,
             value=value,
             version=_Version(timestamp=timestamp, origin=origin),
             served_by=result.served_by,
             expires_at_ms=expires_at_ms,
         )
+        if result.session_token:  # a level or a token was asked for: LOCAL pays nothing
+            response.session_token = result.session_token
+        return response
 
     async def batch_get(
         self, request: kv_pb2.BatchGetRequest, call: Call
     ) -> kv_pb2.BatchGetResponse:
         keys = list(request.keys)
+        if request.consistency or request.session_token:
+            _read_level(request, call)
         result = await self._kv.get_many(keys, call)
         served_by = result.served_by
         read_by = result.read_by or [served_by] * len(keys)
@@ -79,22 +91,27 @@ class KVMessages:
                         served_by=other,
                     )
                 )
-        return kv_pb2.BatchGetResponse(results=results, served_by=served_by)
+        return kv_pb2.BatchGetResponse(
+            results=results, served_by=served_by, session_token=result.session_token
+        )
 
     async def put(self, request: kv_pb2.PutRequest, call: Call) -> kv_pb2.PutResponse:
-        ack = await self._kv.put(request.key, request.value, request.ttl_ms, call)
-        return kv_pb2.PutResponse(version=version_message(ack.version), served_by=ack.served_by)
+        awaited = await_spec(request)
+        ack = await self._kv.put(request.key, request.value, request.ttl_ms, call, awaited)
+        return kv_pb2.PutResponse(**write_fields(ack))
 
     async def delete(self, request: kv_pb2.DeleteRequest, call: Call) -> kv_pb2.DeleteResponse:
-        ack = await self._kv.delete(request.key, call)
-        return kv_pb2.DeleteResponse(version=version_message(ack.version), served_by=ack.served_by)
+        ack = await self._kv.delete(request.key, call, await_spec(request))
+        return kv_pb2.DeleteResponse(**write_fields(ack))
 
     async def write(self, request: kv_pb2.WriteRequest, call: Call) -> kv_pb2.WriteResponse:
         ops = [_write_op(i, op) for i, op in enumerate(request.ops)]
-        ack = await self._kv.write(ops, call)
-        return kv_pb2.WriteResponse(version=version_message(ack.version), served_by=ack.served_by)
+        ack = await self._kv.write(ops, call, await_replicas=await_spec(request))
+        return kv_pb2.WriteResponse(**write_fields(ack))
 
     async def scan(self, request: kv_pb2.ScanRequest, call: Call) -> kv_pb2.ScanResponse:
+        if request.consistency or request.session_token:
+            _read_level(request, call)
         page = await self._kv.scan(
             call,
             prefix=request.prefix,
@@ -119,6 +136,7 @@ class KVMessages:
             ],
             next_page_token=page.next_page_token,
             served_by=served_by,
+            session_token=page.session_token,
         )
 
     async def watch(
@@ -141,6 +159,43 @@ class KVMessages:
 
 def version_message(version: Version) -> common_pb2.Version:
     return _Version(timestamp=version.timestamp, origin=version.origin)
+
+
+def _read_level(
+    request: kv_pb2.GetRequest | kv_pb2.BatchGetRequest | kv_pb2.ScanRequest, call: Call
+) -> None:
+    """The request's read level and session token, onto the call (coordinator/session.py)."""
+    call.consistency = request.consistency
+    call.session_token = request.session_token
+
+
+def await_spec(
+    request: kv_pb2.PutRequest | kv_pb2.DeleteRequest | kv_pb2.WriteRequest,
+) -> AwaitSpec | None:
+    """The request's ``await_replicas`` as plain values (None when absent)."""
+    if not request.HasField("await_replicas"):
+        return None
+    a = request.await_replicas
+    return AwaitSpec(a.count, tuple(a.regions), a.timeout_ms)
+
+
+def write_fields(ack: WriteAck) -> dict[str, Any]:
+    """The fields every write response shares: version, server, token, receipts."""
+    version = ack.version
+    fields: dict[str, Any] = {
+        "version": _Version(timestamp=version.timestamp, origin=version.origin),
+        "served_by": ack.served_by,
+        "session_token": token_of_versions(((version.timestamp, version.origin),)),
+    }
+    if ack.receipts or ack.not_applied_by:
+        fields["receipts"] = [
+            common_pb2.ReplicaReceipt(
+                node_id=r.node_id, region=r.region, applied_after_ms=r.applied_after_ms
+            )
+            for r in ack.receipts
+        ]
+        fields["not_applied_by"] = list(ack.not_applied_by)
+    return fields
 
 
 def _write_op(index: int, op: kv_pb2.WriteOp) -> PutOp | DeleteOp:

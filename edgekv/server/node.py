@@ -42,6 +42,7 @@ from edgekv.cluster.placement import PlacementRules
 from edgekv.cluster.routing import Router
 from edgekv.config.model import ClusterConfig, NodeSpec
 from edgekv.coordinator import Coordinator
+from edgekv.coordinator.levels import new_frontier, request_levels
 from edgekv.errors import ConfigError
 from edgekv.http.door import HttpDoor
 from edgekv.logs import log_task_death
@@ -49,6 +50,7 @@ from edgekv.metrics import NodeMetrics
 from edgekv.replication.antientropy import AntiEntropy, SyncStats
 from edgekv.replication.changefeed import ChangeFeed
 from edgekv.replication.collector import Collector
+from edgekv.replication.frontier import AppliedFrontier
 from edgekv.replication.handoff import Handoff
 from edgekv.replication.refusals import PeerRefusals
 from edgekv.replication.sender import PeerSender, SenderSettings, flush_to_peers
@@ -90,6 +92,7 @@ class _Replication:
     membership: Membership
     antientropy: AntiEntropy
     senders: dict[str, PeerSender]  # peer id -> its sender, in cluster-file order
+    frontier: AppliedFrontier  # per origin, how far its writes are applied here in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +282,8 @@ class Node:
             http_inflight=(lambda: http.inflight) if http is not None else None,
             pacer=replication.antientropy.pacer if replication is not None else None,
         )
-        coordinator = Coordinator(engine, router, committer=committer, feed=feed)
+        levels = request_levels(engine, router, config, replication, senders)  # SESSION, receipts
+        coordinator = Coordinator(engine, router, committer=committer, feed=feed, **levels)
         cluster_service = ClusterService(config, view, engine, self._may_hold, self.auth)
         recorder = self.metrics.operation_recorder()  # KV.Stream's operations
         kv_service = KVService(coordinator, self.auth, config.limits, recorder)
@@ -308,6 +312,7 @@ class Node:
         senders: dict[str, PeerSender] = {}
 
         def on_synced(peer: str, stats: SyncStats) -> None:
+            frontier.on_synced(peer, antientropy.state[peer].synced_from_ms)
             sender = senders.get(peer)
             if sender is not None and sender.needs_repair:
                 sender.repaired()
@@ -339,6 +344,7 @@ class Node:
             refusals=self.refusals,
             page_bytes=self._max_message,
             pacer=antientropy.pacer,  # one budget for anti-entropy bytes, in and out
+            frontier=(frontier := new_frontier(engine, self.peer_ids, antientropy.trigger)),
         )
         peer_server = grpc.aio.server(
             options=server_options(self._max_message * 4),
@@ -392,7 +398,7 @@ class Node:
         self._spawn(trimmer.run_log_trimmer(), "log-trimmer")
         held, interval_s = (lambda: engine.quarantine), membership.interval_s
         self._spawn(run_quarantine_release(held, engine.apply_many, interval_s), "quarantine")
-        return _Replication(peer_server, peer_port, membership, antientropy, senders)
+        return _Replication(peer_server, peer_port, membership, antientropy, senders, frontier)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.spec.id}:{name}")

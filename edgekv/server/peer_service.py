@@ -21,6 +21,7 @@ import grpc
 from edgekv.cluster.placement import PlacementRules
 from edgekv.errors import EdgeKVError, InvalidArgument, PermissionDenied, Unauthenticated
 from edgekv.limits import DEFAULT_MAX_MESSAGE_BYTES
+from edgekv.replication.frontier import AppliedFrontier
 from edgekv.replication.handoff import held_keys
 from edgekv.replication.pacer import RepairPacer, apply_paced
 from edgekv.replication.paging import bucket_page, listing_cost, record_cost, record_page
@@ -55,8 +56,11 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         refusals: PeerRefusals,
         page_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         pacer: RepairPacer | None = None,
+        frontier: AppliedFrontier | None = None,
     ) -> None:
         self._engine = engine
+        # Advanced after each applied batch, in stream order (SESSION reads wait on it).
+        self._frontier = frontier
         # The byte budget of one ListBuckets or FetchRecords answer (paging.py).
         self._page_bytes = page_bytes
         # Anti-entropy bytes served or applied here share the node's budget (pacer.py).
@@ -176,6 +180,12 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
                     request.origin_last_seq,
                     request.sent_at_ms,
                 )
+                if self._frontier is not None and request.from_seq:  # 0: an older sender
+                    # A timestamp past the skew limit may be quarantined, not applied.
+                    through_ts = min(request.through_timestamp, self._engine.clock.skew_limit() - 1)
+                    self._frontier.on_batch(
+                        origin, request.from_seq, request.through_seq, through_ts
+                    )
                 yield replication_pb2.ReplicateAck(acked_seq=request.through_seq, applied=applied)
         except EdgeKVError as exc:
             log.warning("replication stream from %s refused: %s", origin or "?", exc)

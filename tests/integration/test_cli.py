@@ -283,3 +283,20 @@ def test_counts_say_what_they_count(node: NodeProcess) -> None:
         f"audit of node-1 (local, live): {audit['checked']} entries checked (8 data records, "
         "10 log entries, 8 digest index entries), 0 violations"
     )
+
+
+def test_consistency_session_token_and_await_options(node: NodeProcess) -> None:
+    ep = ("--endpoint", node.endpoint, "--json")
+    put = as_json(edgekv("put", "lvl/k", "v", *ep))
+    token = str(put["session_token"])
+    got = as_json(edgekv("get", "lvl/k", *ep, "--consistency", "session", "--session-token", token))
+    assert got["value"] == "v" and got["session_token"] == token
+    assert "session_token" not in as_json(edgekv("get", "lvl/k", *ep))  # LOCAL: none
+    lines = edgekv("scan", "lvl/", *ep, "--consistency", "session", "--session-token", token)
+    assert json.loads(lines.stdout.decode().splitlines()[0])["key"] == "lvl/k"
+    bad = edgekv("get", "lvl/k", *ep, "--consistency", "session", "--session-token", "!!")
+    assert bad.returncode == 1 and b"base64url" in bad.stderr
+    level = edgekv("get", "lvl/k", *ep, "--consistency", "eventual")
+    assert level.returncode == 2
+    alone = edgekv("put", "lvl/k", "v", *ep, "--await-replicas", "1")
+    assert alone.returncode == 1 and b"count is 1; at most 0 other PoPs" in alone.stderr

@@ -452,3 +452,60 @@ def test_http_door_speaks_tls_when_the_node_has_tls(tmp_path: Path) -> None:
         assert answer.status_code == 200 and answer.headers["edgekv-served-by"] == "node-1"
         with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port is no answer
             httpx.post(url.replace("https://", "http://"), content=body, headers=PROTO)
+
+
+def test_rest_face_carries_session_tokens_levels_and_receipts_in_headers(
+    door: LocalCluster,
+) -> None:
+    url = f"{base(door)}/v1/kv"
+    put = httpx.put(f"{url}/sess/1", content=b"v", headers=auth())
+    token = put.headers["edgekv-session-token"]
+    assert put.json()["session_token"] == token
+    remote = f"{base(door, 'iad-1')}/v1/kv"
+    got = httpx.get(
+        f"{remote}/sess/1",
+        headers={**auth(), "edgekv-consistency": "session", "edgekv-session-token": token},
+    )
+    assert got.status_code == 200 and got.content == b"v"
+    assert got.headers["edgekv-session-token"]  # the token, merged with the version read
+    listed = httpx.get(
+        remote,
+        params={"prefix": "sess/"},
+        headers={**auth(), "edgekv-consistency": "session", "edgekv-session-token": token},
+    )
+    assert [k["name"] for k in listed.json()["keys"]] == ["sess/1"]
+    plain = httpx.get(f"{remote}/sess/1", headers=auth())
+    assert "edgekv-session-token" not in plain.headers  # LOCAL without a token: none
+    awaited = httpx.put(
+        f"{url}/sess/2", content=b"v", headers={**auth(), "edgekv-await-replicas": "1"}
+    )
+    body = awaited.json()
+    assert [r["node_id"] for r in body["receipts"]] == ["iad-1"] and body["not_applied_by"] == []
+    bad = httpx.get(f"{url}/sess/1", headers={**auth(), "edgekv-consistency": "eventual"})
+    assert bad.status_code == 400 and "edgekv-consistency" in bad.json()["message"]
+    too_many = httpx.put(
+        f"{url}/sess/3", content=b"v", headers={**auth(), "edgekv-await-replicas": "5"}
+    )
+    assert too_many.status_code == 400 and "at most 1" in too_many.json()["message"]
+    cors = httpx.options(
+        f"{url}/sess/1",
+        headers={
+            "origin": ORIGIN,
+            "access-control-request-method": "GET",
+            "access-control-request-headers": "edgekv-session-token, edgekv-consistency",
+        },
+    )
+    assert cors.status_code == 200
+    document = httpx.get(f"{base(door)}/v1/openapi.json").json()
+    names = {p["name"] for p in document["paths"]["/v1/kv/{key}"]["get"]["parameters"]}
+    assert {"edgekv-consistency", "edgekv-session-token"} <= names
+
+
+def test_connect_door_carries_the_session_token_in_the_messages(door: LocalCluster) -> None:
+    put = kv_pb2.PutResponse.FromString(
+        rpc(door, "Put", kv_pb2.PutRequest(key=b"sess/c", value=b"v")).content
+    )
+    assert put.session_token
+    request = kv_pb2.GetRequest(key=b"sess/c", consistency=1, session_token=put.session_token)
+    got = kv_pb2.GetResponse.FromString(rpc(door, "Get", request, node="iad-1").content)
+    assert got.found and got.value == b"v" and got.session_token

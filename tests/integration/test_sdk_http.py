@@ -172,3 +172,20 @@ def test_async_watch_over_http_sees_changes_and_stops(cluster: LocalCluster) -> 
             await asyncio.wait_for(watcher, 5)
 
     asyncio.run(scenario())
+
+
+def test_session_token_and_receipts_over_http(sdk: Flavor, cluster: LocalCluster) -> None:
+    p = f"{sdk.name}/sess/"
+    with (
+        sdk.client(url(cluster, "fra-1"), token=TOKEN, discover=False) as writer,
+        sdk.client(url(cluster, "iad-1"), token=TOKEN, discover=False) as reader,
+    ):
+        written = writer.put(p + "1", b"v", await_replicas=1)
+        assert [r.node_id for r in written.receipts] == ["iad-1"]
+        assert written.session_token and writer.session_token
+        reader.observe_token(writer.session_token)
+        entry = reader.get(p + "1", consistency="session")
+        assert entry is not None and entry.version == written.version
+        assert reader.session_token == writer.session_token
+        keys = [e.key for e in reader.scan(p, consistency="session")]
+        assert keys == [(p + "1").encode()]

@@ -44,23 +44,25 @@ class FakeClient:
         if FakeClient.error is not None:
             raise FakeClient.error
 
-    def get(self, key: bytes) -> Entry | None:
+    session_token = b""
+
+    def get(self, key: bytes, *, consistency: str | None = None) -> Entry | None:
         self._call("get", key)
         value = self.data.get(key)
         return None if value is None else Entry(key, value, Version(5, "n1"), 0, "n1")
 
-    def put(self, key: bytes, value: bytes, *, ttl_ms: int = 0) -> WriteResult:
+    def put(self, key: bytes, value: bytes, *, ttl_ms: int = 0, **awaits: Any) -> WriteResult:
         self._call("put", key, value, ttl_ms)
         self.data[key] = value
         return WriteResult(Version(6, "n1"), "n1")
 
-    def delete(self, key: bytes) -> WriteResult:
+    def delete(self, key: bytes, **awaits: Any) -> WriteResult:
         self._call("delete", key)
         self.data.pop(key, None)
         return WriteResult(Version(7, "n1"), "n1")
 
     def scan(self, prefix: bytes, *, start: bytes, end: bytes, page_size: int, keys_only: bool,
-             limit: int | None) -> Any:  # fmt: skip
+             limit: int | None, consistency: str | None = None) -> Any:  # fmt: skip
         self._call("scan", prefix, start, end, page_size, keys_only, limit)
         keys = sorted(k for k in self.data if k.startswith(prefix))[:limit]
         return iter([Entry(k, b"" if keys_only else self.data[k], Version(5, "n1")) for k in keys])

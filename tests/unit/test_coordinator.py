@@ -16,7 +16,7 @@ from edgekv.cluster.placement import PlacementRules
 from edgekv.cluster.routing import Router
 from edgekv.config.loader import parse_config
 from edgekv.config.model import ClusterConfig
-from edgekv.coordinator import Call, ChangeEvent, Coordinator, DirectForwarder
+from edgekv.coordinator import Call, ChangeEvent, Coordinator, DirectForwarder, GetResult
 from edgekv.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -120,7 +120,7 @@ async def test_put_then_get_global_key_served_locally(nodes: InProcessNodes) -> 
 
 async def test_get_absent_key_not_found(nodes: InProcessNodes) -> None:
     result = await nodes["fra-1"].get(b"g/absent", CLIENT)
-    assert result == (None, "fra-1")
+    assert result == GetResult(None, "fra-1")
 
 
 async def test_delete_then_get_absent(nodes: InProcessNodes) -> None:
