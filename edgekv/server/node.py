@@ -37,24 +37,20 @@ from grpc_health.v1.health import aio as health_aio
 
 from edgekv import native, tls
 from edgekv._version import __version__
-from edgekv.cluster.membership import Membership
 from edgekv.cluster.placement import PlacementRules
 from edgekv.cluster.routing import Router
 from edgekv.config.model import ClusterConfig, NodeSpec
 from edgekv.coordinator import Coordinator
-from edgekv.coordinator.levels import new_frontier, request_levels
+from edgekv.coordinator.levels import request_levels
 from edgekv.errors import ConfigError
 from edgekv.http.door import HttpDoor
 from edgekv.logs import log_task_death
 from edgekv.metrics import NodeMetrics
-from edgekv.replication.antientropy import AntiEntropy, SyncStats
 from edgekv.replication.changefeed import ChangeFeed
 from edgekv.replication.collector import Collector
-from edgekv.replication.frontier import AppliedFrontier
 from edgekv.replication.handoff import Handoff
 from edgekv.replication.refusals import PeerRefusals
-from edgekv.replication.sender import PeerSender, SenderSettings, flush_to_peers
-from edgekv.replication.trimmer import LogTrimmer
+from edgekv.replication.sender import flush_to_peers
 from edgekv.server.auth import authorizer_for
 from edgekv.server.channels import (
     Dialer,
@@ -68,31 +64,18 @@ from edgekv.server.client_api import add_client_services, set_health
 from edgekv.server.cluster_service import ClusterService
 from edgekv.server.interceptors import InflightLimiter, MalformedRequests, WrapOnce
 from edgekv.server.kv_service import KVService
-from edgekv.server.peer_auth import PeerAuthenticator, PeerCredentials, peer_secret_for
-from edgekv.server.peer_service import PeerService
+from edgekv.server.peer_auth import PeerCredentials, peer_secret_for
+from edgekv.server.peer_plane import PeerPlane, PeerPlaneStarter
 from edgekv.server.view import NodeView
 from edgekv.storage.engine import Engine, EngineSettings
 from edgekv.storage.group_commit import GroupCommitter
-from edgekv.storage.quarantine import run_quarantine_release
 from edgekv.storage.recovery import run_storage_recovery
-from edgekv.v1 import replication_pb2, replication_pb2_grpc
+from edgekv.v1 import replication_pb2_grpc
 
 log = logging.getLogger("edgekv.node")
 
 DEFAULT_GRACE_S = 10.0
 DEFAULT_PEER_FLUSH_S = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class _Replication:
-    """The peer plane of a running node (a node without peers has none)."""
-
-    peer_server: grpc.aio.Server
-    peer_port: int
-    membership: Membership
-    antientropy: AntiEntropy
-    senders: dict[str, PeerSender]  # peer id -> its sender, in cluster-file order
-    frontier: AppliedFrontier  # per origin, how far its writes are applied here in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +85,7 @@ class _Running:
     engine: Engine
     feed: ChangeFeed
     committer: GroupCommitter | None  # only with sync_writes
-    replication: _Replication | None  # only with peers
+    replication: PeerPlane | None  # only with peers
     collector: Collector
     router: Router
     server: grpc.aio.Server  # the client port
@@ -110,7 +93,7 @@ class _Running:
     view: NodeView
 
 
-class Node:
+class Node(PeerPlaneStarter):
     """One PoP node. ``start`` and ``stop`` run on the event loop that serves it.
 
     ``peer_addresses`` overrides where this node dials a peer (node id ->
@@ -300,105 +283,6 @@ class Node:
         # A full disk: NOT_SERVING and writes refused until RocksDB is reopened in place.
         self._spawn(run_storage_recovery(engine, partial(set_health, self._health)), "storage")
         return _Running(engine, feed, committer, replication, collector, router, server, http, view)
-
-    async def _start_replication(
-        self, engine: Engine, feed: ChangeFeed, undo: contextlib.AsyncExitStack
-    ) -> _Replication:
-        """Serve the peer port, then start heartbeats, anti-entropy, senders and the trimmer."""
-        config, spec = self.config, self.spec
-        assert spec.peer_listen  # checked in __init__
-        settings = config.replication
-        hello = replication_pb2.PeerHello(node_id=spec.id, cluster=config.cluster)
-        senders: dict[str, PeerSender] = {}
-
-        def on_synced(peer: str, stats: SyncStats) -> None:
-            frontier.on_synced(peer, antientropy.state[peer].synced_from_ms)
-            sender = senders.get(peer)
-            if sender is not None and sender.needs_repair:
-                sender.repaired()
-
-        antientropy = AntiEntropy(
-            engine,
-            hello=hello,
-            peers=self.peer_ids,
-            stub_for=self._stub,
-            placements_with=self._placements_with,
-            interval_s=settings.antientropy_interval_s,
-            may_hold=self._may_hold,
-            refusals=self.refusals,
-            on_synced=on_synced,
-            page_bytes=self._max_message,
-            bytes_per_s=settings.antientropy_bytes_per_s,
-        )
-        peer_service = PeerService(
-            engine,
-            node_id=spec.id,
-            cluster=config.cluster,
-            node_regions={n.id: n.region for n in config.nodes},
-            placement=self.placement,
-            authenticator=PeerAuthenticator(
-                cluster=config.cluster,
-                mutual_tls=config.security.tls is not None,
-                secret=self._peer_secret,
-            ),
-            refusals=self.refusals,
-            page_bytes=self._max_message,
-            pacer=antientropy.pacer,  # one budget for anti-entropy bytes, in and out
-            frontier=(frontier := new_frontier(engine, self.peer_ids, antientropy.trigger)),
-        )
-        peer_server = grpc.aio.server(
-            options=server_options(self._max_message * 4),
-            interceptors=[MalformedRequests()],
-            maximum_concurrent_rpcs=config.limits.max_peer_concurrent_rpcs,
-        )
-        replication_pb2_grpc.add_ReplicationServicer_to_server(peer_service, peer_server)
-        creds = None
-        if config.security.tls is not None:
-            # Mutual TLS: only certificates signed by the cluster CA may replicate.
-            creds = tls.server_credentials(config.security.tls, spec.id, require_client_auth=True)
-        peer_port = bind(peer_server, spec.peer_listen, creds)
-        await peer_server.start()
-        undo.push_async_callback(peer_server.stop, 0)
-        membership = Membership(
-            hello=hello,
-            peers=self.peer_ids,
-            stub_for=self._stub,
-            interval_s=settings.heartbeat_interval_s,
-            clock=engine.clock,
-        )
-        sender_settings = SenderSettings(
-            batch_entries=settings.batch_entries,
-            max_batch_bytes=self._max_message,
-            max_inflight=settings.max_inflight_batches,
-        )
-        for peer in self.peer_ids:
-            region = config.node(peer).region
-            sender = PeerSender(
-                engine,
-                peer_id=peer,
-                address=self._dialer.peer_address(peer),
-                hello=hello,
-                allowed=lambda key, region=region: self.placement.allows(key, region),  # type: ignore[misc]
-                channel_factory=lambda _addr, peer=peer: self._dialer.peer(peer),  # type: ignore[misc]
-                settings=sender_settings,
-                on_repair_needed=antientropy.trigger,
-            )
-            senders[peer] = sender
-            feed.add_waker(sender.wake)
-            self._spawn(sender.run_sender(), f"sender-{peer}")
-        trimmer = LogTrimmer(
-            engine,
-            lambda: (s.acked_seq for s in senders.values()),
-            interval_s=settings.log_trim_interval_s,
-            retention_entries=settings.log_retention_entries,
-            retention_s=settings.log_retention_s,
-        )
-        self._spawn(membership.run_heartbeats(), "heartbeats")
-        self._spawn(antientropy.run_antientropy(), "antientropy")
-        self._spawn(trimmer.run_log_trimmer(), "log-trimmer")
-        held, interval_s = (lambda: engine.quarantine), membership.interval_s
-        self._spawn(run_quarantine_release(held, engine.apply_many, interval_s), "quarantine")
-        return _Replication(peer_server, peer_port, membership, antientropy, senders, frontier)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.spec.id}:{name}")
