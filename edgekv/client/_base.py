@@ -8,6 +8,7 @@ retry, how long to back off, which exception to raise — is made here or in
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import grpc
 
 from edgekv.client import _codec as codec
 from edgekv.client._connect import ConnectDoors, is_url
+from edgekv.client._types import Staleness
 from edgekv.client.discovery import NodeRoute, Topology
+from edgekv.client.embedded import EmbeddedReader, open_embedded
 from edgekv.client.retry import DEFAULT_RETRY, RetryPolicy
 from edgekv.errors import EdgeKVError, InvalidArgument, Unavailable, never_sent
 from edgekv.v1 import cluster_pb2_grpc, kv_pb2_grpc
@@ -55,6 +58,7 @@ class ClientBase:
         endpoint_overrides: Mapping[str, str] | None = None,
         token: str | None = None,
         tls_ca_file: str | None = None,
+        embedded: str | os.PathLike[str] | None = None,
     ) -> None:
         seeds = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not seeds or not all(isinstance(s, str) and s for s in seeds):
@@ -85,6 +89,19 @@ class ClientBase:
         self._tls = (
             grpc.ssl_channel_credentials(Path(tls_ca_file).read_bytes()) if tls_ca_file else None
         )
+        # In-process LOCAL reads from a co-located node's files (client/embedded.py).
+        # ``embedded_error`` says why they are off when they were asked for.
+        self._embedded: EmbeddedReader | None
+        self._embedded, self.embedded_error = open_embedded(embedded)
+
+    @property
+    def embedded(self) -> bool:
+        """Whether LOCAL reads are served in-process from the node's files (``embedded=``)."""
+        return self._embedded is not None
+
+    def embedded_staleness(self) -> Staleness | None:
+        """How far the embedded reader lags its node now; None when embedded reads are off."""
+        return None if self._embedded is None else self._embedded.staleness()
 
     @property
     def retry(self) -> RetryPolicy:
@@ -146,6 +163,9 @@ class ClientBase:
     def _forget_channels(self) -> list[Any]:
         """Mark closed and hand back the channels for the subclass to close."""
         self._closed = True
+        if self._embedded is not None:
+            self._embedded.close()
+            self._embedded = None
         channels = list(self._channels.values())
         if self._doors is not None:
             channels.append(self._doors)  # closed like a channel of the client's kind

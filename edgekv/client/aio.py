@@ -10,6 +10,7 @@ tests/unit/test_unasync.py fails while the two disagree.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from edgekv.client import _codec as codec
 from edgekv.client._base import DEFAULT_TIMEOUT_S, ClientBase
 from edgekv.client._types import Delete, Entry, Member, NodeStatus, Put, WatchEvent, WriteResult
 from edgekv.client.discovery import NodeRoute, Topology
+from edgekv.client.embedded import NETWORK
 from edgekv.client.retry import RetryPolicy
 from edgekv.v1 import cluster_pb2, kv_pb2
 
@@ -56,6 +58,13 @@ class AsyncClient(ClientBase):
     other addresses than they advertise (NAT, proxies, port forwards);
     ``token`` is sent as a bearer token; ``tls_ca_file`` turns on TLS.
 
+    ``embedded`` (or ``$EDGEKV_EMBEDDED_DIR``) is the data_dir of a node on this
+    machine: get, get_many and scan of keys that node may hold are then read
+    in-process from its files (a read-only RocksDB secondary, kept caught up),
+    each Entry carrying its ``staleness``; see ``embedded_staleness()``. If the
+    directory cannot be used, a warning is logged, ``embedded_error`` says why,
+    and reads go over the network.
+
     Discovery runs on ``async with`` or ``await connect()``, else on the first
     call, and raises ``Unavailable`` if no seed answers. Every method is a
     coroutine except ``scan`` and ``watch``, which return async iterators
@@ -79,11 +88,12 @@ class AsyncClient(ClientBase):
         endpoint_overrides: Mapping[str, str] | None = None,
         token: str | None = None,
         tls_ca_file: str | None = None,
+        embedded: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(
             endpoints, timeout_s=timeout_s, retry=retry, rtt_probes=rtt_probes,
             channel_options=channel_options, endpoint_overrides=endpoint_overrides, token=token,
-            tls_ca_file=tls_ca_file,
+            tls_ca_file=tls_ca_file, embedded=embedded,
         )  # fmt: skip
         if True:  # ASYNC
             # A constructor cannot await: discovery waits for connect() or the first call.
@@ -196,6 +206,10 @@ class AsyncClient(ClientBase):
     async def get(self, key: bytes | str, *, timeout_s: float | None = None) -> Entry | None:
         """The live value of ``key`` as an Entry, or None if absent, deleted or expired."""
         k = key if type(key) is bytes else codec.to_bytes(key)
+        if self._embedded is not None:
+            found = self._embedded.get(k)
+            if found is not NETWORK:
+                return found
         resp = await self._call(k, "Get", kv_pb2.GetRequest(key=k), True, timeout_s)
         return codec.entry_from_get(k, resp)
 
@@ -210,6 +224,10 @@ class AsyncClient(ClientBase):
         req = codec.get_many_request(keys)
         if not req.keys:
             return []
+        if self._embedded is not None:
+            found = self._embedded.get_many(list(req.keys))
+            if found is not NETWORK:
+                return found
         resp = await self._call(req.keys[0], "BatchGet", req, True, timeout_s)
         return codec.entries_from_batch(resp)
 
@@ -267,7 +285,13 @@ class AsyncClient(ClientBase):
         not appear; each key appears at most once.
         """
         req = codec.scan_request(prefix, start, end, page_size, keys_only)
-        return self._scan(req, codec.check_limit(limit), timeout_s)
+        remaining = codec.check_limit(limit)
+        if self._embedded is not None:
+            local = self._embedded.scan(req.prefix, req.start, req.end, page_size, keys_only,
+                                        remaining)  # fmt: skip
+            if local is not None:
+                return _local_pages(local)
+        return self._scan(req, remaining, timeout_s)
 
     async def _scan(
         self, req: kv_pb2.ScanRequest, remaining: int | None, timeout_s: float | None
@@ -350,3 +374,9 @@ class AsyncClient(ClientBase):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def _local_pages(entries: Iterable[Entry]) -> AsyncIterator[Entry]:
+    """A scan served in-process, with the iterator type of a network scan."""
+    for entry in entries:
+        yield entry

@@ -7,6 +7,7 @@ every line of logic. Edit aio.py, then run ``make unasync``.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from edgekv.client import _codec as codec
 from edgekv.client._base import DEFAULT_TIMEOUT_S, ClientBase
 from edgekv.client._types import Delete, Entry, Member, NodeStatus, Put, WatchEvent, WriteResult
 from edgekv.client.discovery import NodeRoute, Topology
+from edgekv.client.embedded import NETWORK
 from edgekv.client.retry import RetryPolicy
 from edgekv.v1 import cluster_pb2, kv_pb2
 
@@ -53,6 +55,13 @@ class Client(ClientBase):
     other addresses than they advertise (NAT, proxies, port forwards);
     ``token`` is sent as a bearer token; ``tls_ca_file`` turns on TLS.
 
+    ``embedded`` (or ``$EDGEKV_EMBEDDED_DIR``) is the data_dir of a node on this
+    machine: get, get_many and scan of keys that node may hold are then read
+    in-process from its files (a read-only RocksDB secondary, kept caught up),
+    each Entry carrying its ``staleness``; see ``embedded_staleness()``. If the
+    directory cannot be used, a warning is logged, ``embedded_error`` says why,
+    and reads go over the network.
+
     Discovery runs in the constructor, which raises ``Unavailable`` if no
     seed answers. ``scan`` and ``watch`` return iterators. Thread-safe: one
     client (and its channels) may be shared by threads. Use it as a context
@@ -73,11 +82,12 @@ class Client(ClientBase):
         endpoint_overrides: Mapping[str, str] | None = None,
         token: str | None = None,
         tls_ca_file: str | None = None,
+        embedded: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(
             endpoints, timeout_s=timeout_s, retry=retry, rtt_probes=rtt_probes,
             channel_options=channel_options, endpoint_overrides=endpoint_overrides, token=token,
-            tls_ca_file=tls_ca_file,
+            tls_ca_file=tls_ca_file, embedded=embedded,
         )  # fmt: skip
         if discover:
             try:
@@ -172,6 +182,10 @@ class Client(ClientBase):
     def get(self, key: bytes | str, *, timeout_s: float | None = None) -> Entry | None:
         """The live value of ``key`` as an Entry, or None if absent, deleted or expired."""
         k = key if type(key) is bytes else codec.to_bytes(key)
+        if self._embedded is not None:
+            found = self._embedded.get(k)
+            if found is not NETWORK:
+                return found
         resp = self._call(k, "Get", kv_pb2.GetRequest(key=k), True, timeout_s)
         return codec.entry_from_get(k, resp)
 
@@ -186,6 +200,10 @@ class Client(ClientBase):
         req = codec.get_many_request(keys)
         if not req.keys:
             return []
+        if self._embedded is not None:
+            found = self._embedded.get_many(list(req.keys))
+            if found is not NETWORK:
+                return found
         resp = self._call(req.keys[0], "BatchGet", req, True, timeout_s)
         return codec.entries_from_batch(resp)
 
@@ -241,7 +259,13 @@ class Client(ClientBase):
         not appear; each key appears at most once.
         """
         req = codec.scan_request(prefix, start, end, page_size, keys_only)
-        return self._scan(req, codec.check_limit(limit), timeout_s)
+        remaining = codec.check_limit(limit)
+        if self._embedded is not None:
+            local = self._embedded.scan(req.prefix, req.start, req.end, page_size, keys_only,
+                                        remaining)  # fmt: skip
+            if local is not None:
+                return _local_pages(local)
+        return self._scan(req, remaining, timeout_s)
 
     def _scan(
         self, req: kv_pb2.ScanRequest, remaining: int | None, timeout_s: float | None
@@ -314,3 +338,8 @@ class Client(ClientBase):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _local_pages(entries: Iterable[Entry]) -> Iterator[Entry]:
+    """A scan served in-process, with the iterator type of a network scan."""
+    yield from entries

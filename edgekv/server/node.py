@@ -64,6 +64,7 @@ from edgekv.server.channels import (
 )
 from edgekv.server.client_api import add_client_services
 from edgekv.server.cluster_service import ClusterService
+from edgekv.server.embedded_publisher import EmbeddedPublisher
 from edgekv.server.interceptors import InflightLimiter, MalformedRequests
 from edgekv.server.kv_service import KVService
 from edgekv.server.peer_auth import PeerAuthenticator, PeerCredentials, peer_secret_for
@@ -194,6 +195,8 @@ class Node:
                 ),
             )
             undo.callback(engine.close)
+            self._publisher = EmbeddedPublisher(engine, config, spec, self.placement)
+            undo.callback(self._publisher.close)
             undo.callback(self.metrics.close)
             undo.push_async_callback(self._dialer.close)
             undo.push_async_callback(self._cancel_tasks)
@@ -434,6 +437,7 @@ class Node:
         await self._dialer.close()
         await running.router.close()
         self.metrics.close()
+        self._publisher.close()
         running.engine.close()
         log.info("node %s stopped", self.spec.id)
 
