@@ -108,9 +108,7 @@ def test_reader_matches_engine_over_random_writes_deletes_and_ttls(
     assert {e.served_by for e in many if e is not None} == {"node-1"}
 
 
-def test_scan_limit_and_keys_only_follow_the_arguments(
-    node: _Node, reader: EmbeddedReader
-) -> None:
+def test_scan_limit_and_keys_only_follow_the_arguments(node: _Node, reader: EmbeddedReader) -> None:
     for i in range(30):
         node.engine.put(f"s/{i:02d}".encode(), b"v")
     node.engine.delete(b"s/05")
@@ -178,9 +176,7 @@ def test_staleness_reported_until_caught_up(node: _Node) -> None:
         assert entry is not None and entry.value == b"2" and entry.staleness == FRESH
 
 
-def test_background_thread_catches_up_on_the_signal(
-    node: _Node, reader: EmbeddedReader
-) -> None:
+def test_background_thread_catches_up_on_the_signal(node: _Node, reader: EmbeddedReader) -> None:
     reader.catch_up_on_read = False
     node.engine.put(b"t", b"1")
     deadline = time.monotonic() + 10
