@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import edgekv
-from edgekv.client._types import Entry
+from edgekv.client._types import Entry, Version
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.launcher import write_cluster_file
 from edgekv.storage.engine import Engine
@@ -39,10 +39,10 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         yield c
 
 
-def _same(entry: Entry | None) -> tuple[bytes, bytes, tuple[int, str], int] | None:
+def _same(entry: Entry | None) -> tuple[bytes, bytes, Version, int] | None:
     if entry is None:
         return None
-    return (entry.key, entry.value, tuple(entry.version), entry.expires_at_ms)
+    return (entry.key, entry.value, entry.version, entry.expires_at_ms)
 
 
 def test_embedded_reads_equal_the_node_and_never_serve_pinned_keys_from_files(

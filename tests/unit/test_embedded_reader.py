@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import edgekv
-from edgekv.client._types import Entry
+from edgekv.client._types import Entry, Version
 from edgekv.client.embedded import FRESH, NETWORK, EmbeddedReader, open_embedded
 from edgekv.cluster.placement import PlacementRules
 from edgekv.config.loader import load_config
@@ -69,13 +69,13 @@ def reader(node: _Node) -> Iterator[EmbeddedReader]:
     r.close()
 
 
-def _as_node(node: _Node, key: bytes) -> tuple[bytes, tuple[int, str], int] | None:
+def _as_node(node: _Node, key: bytes) -> tuple[bytes, Version, int] | None:
     item = node.engine.get_item(key)
-    return None if item is None else (item.value, tuple(item.version), item.expires_at_ms)
+    return None if item is None else (item.value, item.version, item.expires_at_ms)
 
 
-def _as_reader(entry: Entry | None) -> tuple[bytes, tuple[int, str], int] | None:
-    return None if entry is None else (entry.value, tuple(entry.version), entry.expires_at_ms)
+def _as_reader(entry: Entry | None) -> tuple[bytes, Version, int] | None:
+    return None if entry is None else (entry.value, entry.version, entry.expires_at_ms)
 
 
 def test_reader_matches_engine_over_random_writes_deletes_and_ttls(
