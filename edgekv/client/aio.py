@@ -137,6 +137,8 @@ class AsyncClient(ClientBase):
             else:
                 for member in topology.nodes:
                     self._probe(topology, member)
+            if self._embedded is not None:  # co-located: nearest, so writes land where we read
+                topology.prefer(self._embedded.node_id)
             topology.reorder()
             self.topology = topology
             return

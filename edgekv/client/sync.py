@@ -116,6 +116,8 @@ class Client(ClientBase):
             topology = Topology.from_members(resp, self._overrides, http=self._over_http)
             for member in topology.nodes:
                 self._probe(topology, member)
+            if self._embedded is not None:  # co-located: nearest, so writes land where we read
+                topology.prefer(self._embedded.node_id)
             topology.reorder()
             self.topology = topology
             return

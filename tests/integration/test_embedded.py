@@ -131,3 +131,15 @@ def test_embedded_reader_survives_restart_kill_and_compaction(tmp_path: Path) ->
 def _value(entry: Entry | None) -> bytes | None:
     assert entry is None or entry.staleness is not None  # read from the files
     return None if entry is None else entry.value
+
+
+def test_discovering_client_writes_to_the_node_it_reads_in_process(cluster: LocalCluster) -> None:
+    # Seeded with the other node: discovery must still put the co-located node first, or a
+    # put would land on fra-1 and the next in-process read of iad-1's files would miss it.
+    with edgekv.Client(cluster.endpoint("fra-1"), embedded=cluster.data_dirs()["iad-1"]) as client:
+        assert client.topology.nearest()[0].node_id == "iad-1"
+        for i in range(20):
+            written = client.put(f"ryw/{i}", b"mine")
+            assert written.served_by == "iad-1"
+            entry = client.get(f"ryw/{i}")
+            assert entry is not None and entry.value == b"mine" and entry.staleness is not None
