@@ -85,7 +85,7 @@ def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], object] | None:
     return proc, client
 
 
-_WINDOW = 8
+_WINDOW = 64  # > the writer's 16 puts in flight: every acked key is polled
 WRITER = """
 import asyncio, json, sys, time
 from edgekv import AsyncClient
@@ -94,9 +94,11 @@ async def main(endpoint, rate, seconds, out, prefix):
     acks = {}
     async with AsyncClient(endpoint, discover=False) as client:
         failed = []
+        bound = asyncio.Semaphore(16)  # a paced writer, not a flood: 16 puts in flight at most
         async def put(n):
             try:
-                await client.put(prefix + b"%08d" % n, b"x" * 100)
+                async with bound:
+                    await client.put(prefix + b"%08d" % n, b"x" * 100)
                 acks[n] = time.monotonic_ns()
             except Exception as exc:  # counted, not fatal: the run reports it
                 failed.append(repr(exc))
