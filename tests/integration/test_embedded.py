@@ -19,6 +19,7 @@ import edgekv
 from edgekv.client._types import Entry, Version
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.launcher import write_cluster_file
+from edgekv.local.wait import wait_until
 from edgekv.storage.engine import Engine
 
 pytestmark = pytest.mark.integration
@@ -88,6 +89,19 @@ def test_embedded_reads_equal_the_node_and_never_serve_pinned_keys_from_files(
         assert [_same(e) for e in emb.scan("")] == [_same(e) for e in net.scan("")]
         assert any(e.served_by == "fra-1" for e in emb.scan("eu/"))
         assert emb.embedded_staleness() is not None
+
+        # Writes applied from a peer (replication), not only local ones, reach the reader.
+        with edgekv.Client(cluster.endpoint("fra-1"), discover=False) as far:
+            far.put("g/from-fra", b"replicated")
+            far.delete("g/00")
+        wait_until(
+            lambda: _same(net.get("g/from-fra")) is not None and net.get("g/00") is None,
+            timeout_s=30,
+            what="iad-1 applied fra-1's writes",
+        )
+        entry = emb.get("g/from-fra")
+        assert entry is not None and entry.value == b"replicated" and entry.staleness is not None
+        assert emb.get("g/00") is None
 
 
 def test_embedded_reader_survives_restart_kill_and_compaction(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ application would open it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import random
@@ -266,3 +267,20 @@ def test_client_turned_on_by_the_environment_hint(
         assert entry is not None and entry.value == b"hint" and entry.staleness == FRESH
         assert client.embedded_staleness() == FRESH
         assert [e.key for e in client.scan("h")] == [b"h"]
+
+
+def test_async_client_reads_in_process_too(node: _Node) -> None:
+    node.engine.put(b"as/1", b"one")
+    node.engine.put(b"as/2", b"two", ttl_ms=60_000)
+
+    async def scenario() -> None:
+        async with edgekv.AsyncClient(
+            "127.0.0.1:1", discover=False, embedded=node.data_dir
+        ) as client:  # no node listens there: every answer comes from the files
+            entry = await client.get("as/1")
+            assert entry is not None and entry.value == b"one" and entry.staleness == FRESH
+            many = await client.get_many(["as/1", "as/2", "as/3"])
+            assert [e.value if e else None for e in many] == [b"one", b"two", None]
+            assert [e.key async for e in client.scan("as/")] == [b"as/1", b"as/2"]
+
+    asyncio.run(scenario())
