@@ -177,14 +177,17 @@ def test_staleness_reported_until_caught_up(node: _Node) -> None:
         assert entry is not None and entry.value == b"2" and entry.staleness == FRESH
 
 
-def test_background_thread_catches_up_on_the_signal(node: _Node, reader: EmbeddedReader) -> None:
-    reader.catch_up_on_read = False
-    node.engine.put(b"t", b"1")
-    deadline = time.monotonic() + 10
-    while reader.staleness() != FRESH and time.monotonic() < deadline:
-        time.sleep(0.001)
-    entry = reader.get(b"t")
-    assert entry is not None and entry.value == b"1"
+def test_background_thread_catches_up_on_the_signal(node: _Node) -> None:
+    # A 60 s interval: only the node's change signal can wake the thread in time.
+    with EmbeddedReader(node.data_dir, catch_up_interval_s=60, catch_up_on_read=False) as reader:
+        before = reader.catch_ups
+        node.engine.put(b"t", b"1")
+        deadline = time.monotonic() + 20
+        while reader.staleness() != FRESH and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert reader.catch_ups > before
+        entry = reader.get(b"t")
+        assert entry is not None and entry.value == b"1" and entry.staleness == FRESH
 
 
 def test_survives_compaction_and_restart_with_changed_rules(tmp_path: Path) -> None:
