@@ -54,9 +54,11 @@ def open_secondary(path: Path, secondary_path: Path, block_cache_mb: int) -> Rdi
 
     Only the data and meta column families: the log and digests are the node's
     business, and a secondary replays the WAL only for the families it opened.
-    ``try_catch_up_with_primary`` brings it up to date; it writes nothing under
-    ``path`` (its own LOG goes to ``secondary_path``), so ``path`` may be mounted
-    read-only. Raises StorageError.
+    ``try_catch_up_with_primary`` brings it up to date. RocksDB writes nothing
+    under ``path`` (the secondary's LOG goes to ``secondary_path``), but rocksdict
+    rewrites ``rocksdict-config.json`` there on every open (the same content the
+    node wrote: raw mode, no prefix extractors), so ``path`` must be writable by
+    the reader: a read-only mount fails with a StorageError that says so.
     """
     opts = _options(block_cache_mb)
     # Keep every table open: the node may delete compacted files at any moment.
@@ -74,7 +76,13 @@ def open_secondary(path: Path, secondary_path: Path, block_cache_mb: int) -> Rdi
             access_type=AccessType.secondary(str(secondary_path)),
         )
     except Exception as exc:
-        raise StorageError(f"cannot open RocksDB at {path} as a secondary: {exc}") from exc
+        hint = ""
+        if "Read-only file system" in str(exc) or "Permission denied" in str(exc):
+            hint = (
+                "; rocksdict rewrites rocksdict-config.json in the directory on open, so "
+                "mount it writable for this user (nothing else in it is written)"
+            )
+        raise StorageError(f"cannot open RocksDB at {path} as a secondary: {exc}{hint}") from exc
 
 
 def claim(meta: Rdict, meta_handle: ColumnFamily, path: Path, node_id: str) -> WriteBatch | None:

@@ -47,13 +47,15 @@ def test_overlay_builds_on_the_base_and_validates() -> None:
     kubernetes_validate.validate(merged, K8S_VERSION, strict=True)
 
 
-def test_sidecar_reads_the_nodes_volume_read_only_and_is_hardened() -> None:
+def test_sidecar_mounts_the_nodes_volume_and_is_hardened() -> None:
     merged, _ = _patched()
     pod = merged["spec"]["template"]["spec"]
     node, app = pod["containers"]
     node_data = next(m for m in node["volumeMounts"] if m["mountPath"] == DATA_DIR)
     app_data = next(m for m in app["volumeMounts"] if m["name"] == node_data["name"])
-    assert app_data["readOnly"] is True
+    # Not readOnly: rocksdict rewrites rocksdict-config.json when it opens the secondary
+    # (tests/unit/test_embedded_reader.py checks that nothing else is written).
+    assert app_data["mountPath"] == DATA_DIR and not app_data.get("readOnly", False)
     env = {e["name"]: e for e in app["env"]}
     assert env[ENV_HINT]["value"] == app_data["mountPath"]
     tmp = next(m for m in app["volumeMounts"] if m["mountPath"] == "/tmp")

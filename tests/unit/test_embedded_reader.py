@@ -287,3 +287,20 @@ def test_async_client_reads_in_process_too(node: _Node) -> None:
             assert [e.key async for e in client.scan("as/")] == [b"as/1", b"as/2"]
 
     asyncio.run(scenario())
+
+
+def test_reader_changes_nothing_in_the_data_dir_but_rocksdicts_config(node: _Node) -> None:
+    node.engine.put(b"w", b"1")
+    node.engine.flush()
+
+    def snapshot() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in node.data_dir.iterdir() if p.is_file()}
+
+    before = snapshot()
+    with EmbeddedReader(node.data_dir) as reader:
+        reader.catch_up()
+        assert reader.get(b"w") is not None
+    after = snapshot()
+    assert set(after) == set(before)  # no file of the reader's own (LOG, scratch) in there
+    # rocksdict rewrites its config on open: with the same bytes, so the node is unaffected.
+    assert {k for k in before if before[k] != after[k]} == set()
