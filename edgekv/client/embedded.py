@@ -288,6 +288,10 @@ class EmbeddedReader:
     def catch_up(self) -> None:
         """Bring the secondary up to the node's latest commit (blocking; any thread)."""
         with self._lock:
+            if self._signal_replaced():  # a restored data_dir: new files, new signal
+                self._signal = SignalReader(self.data_dir)  # the old mapping: left to GC
+                self._reload_rules()
+                self._reopen_locked()
             seq, wall_ns, epoch = self._signal.read()
             if epoch != self._rules.manifest.epoch:
                 self._reload_rules()
@@ -299,6 +303,12 @@ class EmbeddedReader:
             self.catch_ups += 1
             if synced >= seq:
                 self._pending_ns = 0
+
+    def _signal_replaced(self) -> bool:
+        try:
+            return os.stat(self._signal.path).st_ino != self._signal.inode
+        except OSError:
+            return False  # gone for now (a restore in progress): keep the last state
 
     def _signal_moved(self) -> bool:
         return self._signal.read()[0] > self._synced_seq

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -304,3 +305,27 @@ def test_reader_changes_nothing_in_the_data_dir_but_rocksdicts_config(node: _Nod
     assert set(after) == set(before)  # no file of the reader's own (LOG, scratch) in there
     # rocksdict rewrites its config on open: with the same bytes, so the node is unaffected.
     assert {k for k in before if before[k] != after[k]} == set()
+
+
+def test_reader_follows_a_restored_data_dir(node: _Node, tmp_path: Path) -> None:
+    node.engine.put(b"r", b"before")
+    with EmbeddedReader(node.data_dir) as reader:
+        assert _value(reader.get(b"r")) == b"before"
+        node.close()
+        # As a restore does: the directory is replaced by a copy (new files, new inodes).
+        aside = tmp_path / "aside"
+        node.data_dir.rename(aside)
+        shutil.copytree(aside, node.data_dir)
+        shutil.rmtree(aside)
+        node.open()
+        node.engine.put(b"r", b"after")
+        reader.catch_up()  # what the thread does within catch_up_interval_s
+        assert reader._signal.inode == (node.data_dir / "EDGEKV-SIGNAL").stat().st_ino
+        assert _value(reader.get(b"r")) == b"after"
+        node.engine.put(b"r", b"again")
+        assert _value(reader.get(b"r")) == b"again"  # and read-your-writes again
+
+
+def _value(entry: object) -> bytes | None:
+    assert entry is not NETWORK
+    return None if entry is None else entry.value  # type: ignore[attr-defined]
