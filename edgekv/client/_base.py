@@ -8,6 +8,7 @@ retry, how long to back off, which exception to raise — is made here or in
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from edgekv.client import _codec as codec
 from edgekv.client._connect import ConnectDoors, is_url
 from edgekv.client._session import Session
 from edgekv.client._stream import STREAMED_METHODS, AsyncOpStream, SyncOpStream, check_transport
+from edgekv.client._types import Staleness
 from edgekv.client.discovery import NodeRoute, Topology
+from edgekv.client.embedded import EmbeddedReader, open_embedded
 from edgekv.client.retry import DEFAULT_RETRY, RetryPolicy
 from edgekv.consistency import LEVEL_NAMES, level_of
 from edgekv.errors import EdgeKVError, InvalidArgument, Unavailable, never_sent
@@ -61,6 +64,7 @@ class ClientBase:
         transport: str | None = None,
         consistency: str | None = None,
         session_token: bytes = b"",
+        embedded: str | os.PathLike[str] | None = None,
     ) -> None:
         # The session token and default read level (checked first: no channel opened yet).
         self._session = Session(consistency, session_token)
@@ -100,6 +104,19 @@ class ClientBase:
         self._tls = (
             grpc.ssl_channel_credentials(Path(tls_ca_file).read_bytes()) if tls_ca_file else None
         )
+        # In-process LOCAL reads from a co-located node's files (client/embedded.py).
+        # ``embedded_error`` says why they are off when they were asked for.
+        self._embedded: EmbeddedReader | None
+        self._embedded, self.embedded_error = open_embedded(embedded)
+
+    @property
+    def embedded(self) -> bool:
+        """Whether LOCAL reads are served in-process from the node's files (``embedded=``)."""
+        return self._embedded is not None
+
+    def embedded_staleness(self) -> Staleness | None:
+        """How far the embedded reader lags its node now; None when embedded reads are off."""
+        return None if self._embedded is None else self._embedded.staleness()
 
     @property
     def retry(self) -> RetryPolicy:
@@ -199,6 +216,9 @@ class ClientBase:
     def _forget_channels(self) -> list[Any]:
         """Mark closed and hand back the channels for the subclass to close."""
         self._closed = True
+        if self._embedded is not None:
+            self._embedded.close()
+            self._embedded = None
         # Streams first: each is closed like a channel, before the channel it runs on.
         channels = [*self._streams.values(), *self._channels.values()]
         self._streams.clear()

@@ -13,9 +13,33 @@ from dataclasses import dataclass
 from edgekv.storage.record import Version
 
 __all__ = [
-    "Delete", "Entry", "Member", "NodeStatus", "Put", "Receipt", "Version", "WatchEvent",
+    "Delete",
+    "Entry",
+    "Member",
+    "NodeStatus",
+    "Put",
+    "Receipt",
+    "Staleness",
+    "Version",
+    "WatchEvent",
     "WriteResult",
-]  # fmt: skip
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Staleness:
+    """How far an embedded read may lag the node whose files it reads.
+
+    ``lag_seq``: RocksDB sequence numbers the node committed that the reader has
+    not caught up to yet (0: it has seen every commit the node signalled). One
+    write stores several RocksDB keys (data, replication log, digests), each a
+    sequence number, so this is a few times the number of writes behind.
+    ``lag_ms``: the age of the oldest of those commits, as far as the node's
+    change signal shows (0.0 when ``lag_seq`` is 0).
+    """
+
+    lag_seq: int
+    lag_ms: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +50,8 @@ class Entry:
     the value; ``expires_at_ms`` is the absolute expiry in Unix milliseconds, 0
     when the value never expires; ``served_by`` is the node that answered. A
     ``scan`` with ``keys_only`` yields entries whose ``value`` is ``b""``.
+    ``staleness`` is set when the entry was read in-process from the node's
+    files (``embedded=``; ``served_by`` then names that node), None otherwise.
     """
 
     key: bytes
@@ -33,6 +59,7 @@ class Entry:
     version: Version
     expires_at_ms: int = 0
     served_by: str = ""
+    staleness: Staleness | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ tests/unit/test_unasync.py fails while the two disagree.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from edgekv.client._base import DEFAULT_TIMEOUT_S, ClientBase
 from edgekv.client._session import await_message
 from edgekv.client._types import Delete, Entry, Member, NodeStatus, Put, WatchEvent, WriteResult
 from edgekv.client.discovery import NodeRoute, Topology
+from edgekv.client.embedded import NETWORK
 from edgekv.client.retry import RetryPolicy
 from edgekv.v1 import cluster_pb2, kv_pb2
 
@@ -78,6 +80,13 @@ class AsyncClient(ClientBase):
     ``await_timeout_ms``, and then return receipts (``WriteResult.receipts``,
     ``not_applied_by``).
 
+    ``embedded`` (or ``$EDGEKV_EMBEDDED_DIR``) is the data_dir of a node on this
+    machine: get, get_many and scan of keys that node may hold are then read
+    in-process from its files (a read-only RocksDB secondary, kept caught up),
+    each Entry carrying its ``staleness``; see ``embedded_staleness()``. If the
+    directory cannot be used, a warning is logged, ``embedded_error`` says why,
+    and reads go over the network.
+
     Discovery runs on ``async with`` or ``await connect()``, else on the first
     call, and raises ``Unavailable`` if no seed answers. Every method is a
     coroutine except ``scan`` and ``watch``, which return async iterators
@@ -104,12 +113,13 @@ class AsyncClient(ClientBase):
         transport: str | None = None,
         consistency: str | None = None,
         session_token: bytes = b"",
+        embedded: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(
             endpoints, timeout_s=timeout_s, retry=retry, rtt_probes=rtt_probes,
             channel_options=channel_options, endpoint_overrides=endpoint_overrides, token=token,
             tls_ca_file=tls_ca_file, transport=transport, consistency=consistency,
-            session_token=session_token,
+            session_token=session_token, embedded=embedded,
         )  # fmt: skip
         if True:  # ASYNC
             # A constructor cannot await: discovery waits for connect() or the first call.
@@ -153,6 +163,8 @@ class AsyncClient(ClientBase):
             else:
                 for member in topology.nodes:
                     self._probe(topology, member)
+            if self._embedded is not None:  # co-located: nearest, so writes land where we read
+                topology.prefer(self._embedded.node_id)
             topology.reorder()
             self.topology = topology
             return
@@ -227,13 +239,18 @@ class AsyncClient(ClientBase):
     ) -> Entry | None:
         """The live value of ``key`` as an Entry, or None if absent, deleted or expired."""
         k = key if type(key) is bytes else codec.to_bytes(key)
-        req = kv_pb2.GetRequest(key=k)
         level = self._level(consistency)
         if level:
+            req = kv_pb2.GetRequest(key=k)
             self._session.stamp(req, level)
-        resp = await self._call(k, "Get", req, True, timeout_s)
-        if level:
+            resp = await self._call(k, "Get", req, True, timeout_s)
             self._session.observe(resp.session_token)
+            return codec.entry_from_get(k, resp)
+        if self._embedded is not None:  # LOCAL reads only: in-process from the node's files
+            found = self._embedded.get(k)
+            if found is not NETWORK:
+                return found
+        resp = await self._call(k, "Get", kv_pb2.GetRequest(key=k), True, timeout_s)
         return codec.entry_from_get(k, resp)
 
     async def get_many(
@@ -254,6 +271,10 @@ class AsyncClient(ClientBase):
         level = self._level(consistency)
         if level:
             self._session.stamp(req, level)
+        elif self._embedded is not None:  # LOCAL reads only
+            found = self._embedded.get_many(list(req.keys))
+            if found is not NETWORK:
+                return found
         resp = await self._call(req.keys[0], "BatchGet", req, True, timeout_s)
         if level:
             self._session.observe(resp.session_token)
@@ -342,7 +363,14 @@ class AsyncClient(ClientBase):
         not appear; each key appears at most once.
         """
         req = codec.scan_request(prefix, start, end, page_size, keys_only)
-        return self._scan(req, codec.check_limit(limit), self._level(consistency), timeout_s)
+        remaining = codec.check_limit(limit)
+        level = self._level(consistency)
+        if not level and self._embedded is not None:  # LOCAL reads only
+            local = self._embedded.scan(req.prefix, req.start, req.end, page_size, keys_only,
+                                        remaining)  # fmt: skip
+            if local is not None:
+                return _local_pages(local)
+        return self._scan(req, remaining, level, timeout_s)
 
     async def _scan(
         self, req: kv_pb2.ScanRequest, remaining: int | None, level: int, timeout_s: float | None
@@ -429,3 +457,9 @@ class AsyncClient(ClientBase):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def _local_pages(entries: Iterable[Entry]) -> AsyncIterator[Entry]:
+    """A scan served in-process, with the iterator type of a network scan."""
+    for entry in entries:
+        yield entry

@@ -70,6 +70,16 @@ class Topology:
         self._ordered = sorted(self.nodes, key=lambda n: (n.failures > 0, n.rtt_ms))
         self._by_regions.clear()
 
+    def prefer(self, node_id: str) -> None:
+        """Make ``node_id`` the nearest node (RTT 0), e.g. the one whose files the client reads.
+
+        The client then writes where it reads in-process, so it reads its own writes.
+        Call ``reorder`` afterwards.
+        """
+        for node in self.nodes:
+            if node.node_id == node_id:
+                node.rtt_ms = 0.0
+
     def record_rtt(self, node: NodeRoute, rtt_ms: float) -> None:
         node.rtt_ms = rtt_ms if node.rtt_ms == UNMEASURED_RTT_MS else 0.5 * (node.rtt_ms + rtt_ms)
 

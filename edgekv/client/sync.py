@@ -7,6 +7,7 @@ every line of logic. Edit aio.py, then run ``make unasync``.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from edgekv.client._base import DEFAULT_TIMEOUT_S, ClientBase
 from edgekv.client._session import await_message
 from edgekv.client._types import Delete, Entry, Member, NodeStatus, Put, WatchEvent, WriteResult
 from edgekv.client.discovery import NodeRoute, Topology
+from edgekv.client.embedded import NETWORK
 from edgekv.client.retry import RetryPolicy
 from edgekv.v1 import cluster_pb2, kv_pb2
 
@@ -75,6 +77,13 @@ class Client(ClientBase):
     ``await_timeout_ms``, and then return receipts (``WriteResult.receipts``,
     ``not_applied_by``).
 
+    ``embedded`` (or ``$EDGEKV_EMBEDDED_DIR``) is the data_dir of a node on this
+    machine: get, get_many and scan of keys that node may hold are then read
+    in-process from its files (a read-only RocksDB secondary, kept caught up),
+    each Entry carrying its ``staleness``; see ``embedded_staleness()``. If the
+    directory cannot be used, a warning is logged, ``embedded_error`` says why,
+    and reads go over the network.
+
     Discovery runs in the constructor, which raises ``Unavailable`` if no
     seed answers. ``scan`` and ``watch`` return iterators. Thread-safe: one
     client (and its channels) may be shared by threads. Use it as a context
@@ -98,12 +107,13 @@ class Client(ClientBase):
         transport: str | None = None,
         consistency: str | None = None,
         session_token: bytes = b"",
+        embedded: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(
             endpoints, timeout_s=timeout_s, retry=retry, rtt_probes=rtt_probes,
             channel_options=channel_options, endpoint_overrides=endpoint_overrides, token=token,
             tls_ca_file=tls_ca_file, transport=transport, consistency=consistency,
-            session_token=session_token,
+            session_token=session_token, embedded=embedded,
         )  # fmt: skip
         if discover:
             try:
@@ -132,6 +142,8 @@ class Client(ClientBase):
             topology = Topology.from_members(resp, self._overrides, http=self._over_http)
             for member in topology.nodes:
                 self._probe(topology, member)
+            if self._embedded is not None:  # co-located: nearest, so writes land where we read
+                topology.prefer(self._embedded.node_id)
             topology.reorder()
             self.topology = topology
             return
@@ -203,13 +215,18 @@ class Client(ClientBase):
     ) -> Entry | None:
         """The live value of ``key`` as an Entry, or None if absent, deleted or expired."""
         k = key if type(key) is bytes else codec.to_bytes(key)
-        req = kv_pb2.GetRequest(key=k)
         level = self._level(consistency)
         if level:
+            req = kv_pb2.GetRequest(key=k)
             self._session.stamp(req, level)
-        resp = self._call(k, "Get", req, True, timeout_s)
-        if level:
+            resp = self._call(k, "Get", req, True, timeout_s)
             self._session.observe(resp.session_token)
+            return codec.entry_from_get(k, resp)
+        if self._embedded is not None:  # LOCAL reads only: in-process from the node's files
+            found = self._embedded.get(k)
+            if found is not NETWORK:
+                return found
+        resp = self._call(k, "Get", kv_pb2.GetRequest(key=k), True, timeout_s)
         return codec.entry_from_get(k, resp)
 
     def get_many(
@@ -230,6 +247,10 @@ class Client(ClientBase):
         level = self._level(consistency)
         if level:
             self._session.stamp(req, level)
+        elif self._embedded is not None:  # LOCAL reads only
+            found = self._embedded.get_many(list(req.keys))
+            if found is not NETWORK:
+                return found
         resp = self._call(req.keys[0], "BatchGet", req, True, timeout_s)
         if level:
             self._session.observe(resp.session_token)
@@ -318,7 +339,14 @@ class Client(ClientBase):
         not appear; each key appears at most once.
         """
         req = codec.scan_request(prefix, start, end, page_size, keys_only)
-        return self._scan(req, codec.check_limit(limit), self._level(consistency), timeout_s)
+        remaining = codec.check_limit(limit)
+        level = self._level(consistency)
+        if not level and self._embedded is not None:  # LOCAL reads only
+            local = self._embedded.scan(req.prefix, req.start, req.end, page_size, keys_only,
+                                        remaining)  # fmt: skip
+            if local is not None:
+                return _local_pages(local)
+        return self._scan(req, remaining, level, timeout_s)
 
     def _scan(
         self, req: kv_pb2.ScanRequest, remaining: int | None, level: int, timeout_s: float | None
@@ -395,3 +423,8 @@ class Client(ClientBase):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _local_pages(entries: Iterable[Entry]) -> Iterator[Entry]:
+    """A scan served in-process, with the iterator type of a network scan."""
+    yield from entries

@@ -62,6 +62,7 @@ from edgekv.server.channels import (
 )
 from edgekv.server.client_api import add_client_services, set_health
 from edgekv.server.cluster_service import ClusterService
+from edgekv.server.embedded_publisher import EmbeddedPublisher
 from edgekv.server.interceptors import InflightLimiter, MalformedRequests, WrapOnce
 from edgekv.server.kv_service import KVService
 from edgekv.server.peer_auth import PeerCredentials, peer_secret_for
@@ -181,6 +182,8 @@ class Node(PeerPlaneStarter):
                 ),
             )
             undo.callback(engine.close)
+            self._publisher = EmbeddedPublisher(engine, config, spec, self.placement)
+            undo.callback(self._publisher.close)
             undo.callback(self.metrics.close)
             undo.push_async_callback(self._dialer.close)
             undo.push_async_callback(self._cancel_tasks)
@@ -326,6 +329,7 @@ class Node(PeerPlaneStarter):
         await self._dialer.close()
         await running.router.close()
         self.metrics.close()
+        self._publisher.close()
         running.engine.close()
         log.info("node %s stopped", self.spec.id)
 

@@ -88,9 +88,11 @@ def test_readme_has_the_blocks_this_test_runs() -> None:
 def test_readme_python_block_runs(
     index: int, local_cluster: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
-    _, moved = local_cluster
+    path, moved = local_cluster
     script = tmp_path / f"readme_{index}.py"
-    script.write_text(substitute(blocks("python")[index], moved, {}))
+    # The embedded-reads example names make run's data directory: point it at this cluster's.
+    data = {"deploy/local/data/": f"{path.parent / 'data'}/"}
+    script.write_text(substitute(blocks("python")[index], moved, data))
     proc = run([sys.executable, str(script)], tmp_path, f"README python block {index}")
     if "watch(" in script.read_text():  # the Watch example prints what it saw
         assert "changed: b'cart/2' b'v2'" in proc.stdout, proc.stdout

@@ -62,6 +62,8 @@ def forbidden(modules: set[str]) -> list[str]:
         "import edgekv.client",
         "from edgekv import Client, AsyncClient, READ_PATH",
         "import edgekv.client.discovery",
+        # Embedded reads open RocksDB only when asked for (embedded=DATA_DIR).
+        "import edgekv.client.embedded",
     ],
 )
 def test_sdk_import_leaves_node_modules_unloaded(statement: str, purepython: bool) -> None:
