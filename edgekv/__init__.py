@@ -18,6 +18,7 @@ from edgekv.client import (
     WriteResult,
 )
 from edgekv.errors import (
+    ConditionFailed,
     EdgeKVError,
     FailedPrecondition,
     InvalidArgument,
@@ -31,6 +32,7 @@ __all__ = [
     "READ_PATH",
     "AsyncClient",
     "Client",
+    "ConditionFailed",
     "Delete",
     "EdgeKVError",
     "Entry",

@@ -18,7 +18,16 @@ import grpc
 
 from edgekv.client import _codec as codec
 from edgekv.client._base import DEFAULT_TIMEOUT_S, ClientBase
-from edgekv.client._types import Delete, Entry, Member, NodeStatus, Put, WatchEvent, WriteResult
+from edgekv.client._types import (
+    Delete,
+    Entry,
+    Member,
+    NodeStatus,
+    Put,
+    Version,
+    WatchEvent,
+    WriteResult,
+)
 from edgekv.client.discovery import NodeRoute, Topology
 from edgekv.client.retry import RetryPolicy
 from edgekv.v1 import cluster_pb2, kv_pb2
@@ -219,21 +228,38 @@ class AsyncClient(ClientBase):
         value: bytes | str,
         *,
         ttl_ms: int = 0,
+        if_absent: bool = False,
+        if_version: Version | None = None,
         timeout_s: float | None = None,
     ) -> WriteResult:
         """Store ``value`` (expiring ``ttl_ms`` after the write if > 0); returns its version.
 
-        Acknowledged once durable on the serving node; replicated asynchronously.
+        Acknowledged once durable on the serving node (a homed key's home);
+        replicated asynchronously. ``if_absent`` (the key has no live value) or
+        ``if_version`` (its live value has exactly this version: compare-and-set)
+        make the put conditional, checked atomically at the key's home; when it
+        does not hold, raises ``ConditionFailed`` whose ``current_version`` is the
+        live value's version (None: no live value). Keys without a home refuse
+        conditions (FailedPrecondition).
         """
         k = key if type(key) is bytes else codec.to_bytes(key)
-        req = codec.put_request(k, value, ttl_ms)
+        req = codec.put_request(k, value, ttl_ms, codec.condition(if_absent, if_version))
         return codec.write_result(await self._call(k, "Put", req, False, timeout_s))
 
-    async def delete(self, key: bytes | str, *, timeout_s: float | None = None) -> WriteResult:
-        """Delete ``key`` (a tombstone that replicates); deleting a missing key succeeds."""
+    async def delete(
+        self,
+        key: bytes | str,
+        *,
+        if_version: Version | None = None,
+        timeout_s: float | None = None,
+    ) -> WriteResult:
+        """Delete ``key`` (a tombstone that replicates); deleting a missing key succeeds.
+
+        With ``if_version`` only if its live value has that version (see ``put``).
+        """
         k = codec.to_bytes(key)
-        resp = await self._call(k, "Delete", kv_pb2.DeleteRequest(key=k), False, timeout_s)
-        return codec.write_result(resp)
+        req = kv_pb2.DeleteRequest(key=k, condition=codec.condition(False, if_version))
+        return codec.write_result(await self._call(k, "Delete", req, False, timeout_s))
 
     async def write(
         self, ops: Iterable[Put | Delete], *, timeout_s: float | None = None

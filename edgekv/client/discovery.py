@@ -54,7 +54,7 @@ class Topology:
             if (endpoint := overrides.get(m.node_id, m.http_endpoint if http else m.endpoint))
         ]
         rules = PlacementRules(
-            (PlacementRule(r.prefix, tuple(r.regions)) for r in resp.placement),
+            (PlacementRule(r.prefix, tuple(r.regions), r.home) for r in resp.placement),
             (r.name for r in resp.regions),
         )
         return cls(nodes, rules)

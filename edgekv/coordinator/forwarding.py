@@ -17,13 +17,15 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from edgekv.cluster.routing import FORWARDED_BY, Router
+from edgekv.condition_status import error_from_rpc_error
 from edgekv.coordinator.call import Call
 from edgekv.coordinator.results import BatchGetResult, ChangeEvent, GetResult, ScanResult, WriteAck
 from edgekv.errors import Unavailable, relayed_status
 from edgekv.principal import AUTHORIZATION
 from edgekv.storage.batch import DeleteOp, PutOp
+from edgekv.storage.conditions import Condition
 from edgekv.storage.record import ScanItem, Version
-from edgekv.v1 import kv_pb2
+from edgekv.v1 import common_pb2, kv_pb2
 
 _T = TypeVar("_T")
 
@@ -32,19 +34,29 @@ class Forwarder(Protocol):
     """Serves a request at the nearest reachable node allowed to hold ``route_key``.
 
     Every method raises the serving node's own EdgeKVError, or Unavailable
-    naming the nodes tried when none of them answers.
+    naming the nodes tried when none of them answers. With ``to`` (a node id:
+    a key's home, coordinator/home.py) that node alone serves the request.
     """
 
-    async def get(self, key: bytes, call: Call) -> GetResult: ...
+    async def get(self, key: bytes, call: Call, to: str | None = None) -> GetResult: ...
 
-    async def get_many(self, keys: Sequence[bytes], call: Call) -> BatchGetResult: ...
+    async def get_many(
+        self, keys: Sequence[bytes], call: Call, to: str | None = None
+    ) -> BatchGetResult: ...
 
     async def write(
-        self, ops: Sequence[PutOp | DeleteOp], route_key: bytes, call: Call
+        self, ops: Sequence[PutOp | DeleteOp], route_key: bytes, call: Call, to: str | None = None
     ) -> WriteAck: ...
 
     async def scan(
-        self, start: bytes, end: bytes, limit: int, keys_only: bool, route_key: bytes, call: Call
+        self,
+        start: bytes,
+        end: bytes,
+        limit: int,
+        keys_only: bool,
+        route_key: bytes,
+        call: Call,
+        to: str | None = None,
     ) -> ScanResult: ...
 
     def watch(self, prefix: bytes, route_key: bytes, call: Call) -> AsyncIterator[ChangeEvent]: ...
@@ -81,7 +93,14 @@ class GrpcForwarder:
         self._router = router
 
     async def _forward(
-        self, method: str, request: Any, route_key: bytes, call: Call, *, idempotent: bool = True
+        self,
+        method: str,
+        request: Any,
+        route_key: bytes,
+        call: Call,
+        *,
+        idempotent: bool = True,
+        to: str | None = None,
     ) -> Any:
         try:
             return await self._router.forward(
@@ -89,21 +108,26 @@ class GrpcForwarder:
                 request,
                 route_key,
                 timeout_s=call.timeout_s(),
+                targets=None if to is None else (to,),
                 credentials=call.credentials,
                 idempotent=idempotent,
             )
         except grpc.aio.AioRpcError as exc:  # the serving node's own answer
-            raise relayed_status(exc.code(), exc.details() or "") from None
+            raise error_from_rpc_error(exc) from None
 
-    async def get(self, key: bytes, call: Call) -> GetResult:
-        reply = await self._forward("Get", kv_pb2.GetRequest(key=key), key, call)
+    async def get(self, key: bytes, call: Call, to: str | None = None) -> GetResult:
+        request = kv_pb2.GetRequest(key=key, consistency=call.consistency)  # type: ignore[arg-type]
+        reply = await self._forward("Get", request, key, call, to=to)
         if not reply.found:
             return GetResult(None, reply.served_by)
         found = (reply.value, reply.version.timestamp, reply.version.origin, reply.expires_at_ms)
         return GetResult(found, reply.served_by)
 
-    async def get_many(self, keys: Sequence[bytes], call: Call) -> BatchGetResult:
-        reply = await self._forward("BatchGet", kv_pb2.BatchGetRequest(keys=keys), keys[0], call)
+    async def get_many(
+        self, keys: Sequence[bytes], call: Call, to: str | None = None
+    ) -> BatchGetResult:
+        request = kv_pb2.BatchGetRequest(keys=keys, consistency=call.consistency)  # type: ignore[arg-type]
+        reply = await self._forward("BatchGet", request, keys[0], call, to=to)
         found = [
             (r.value, r.version.timestamp, r.version.origin, r.expires_at_ms) if r.found else None
             for r in reply.results
@@ -116,26 +140,43 @@ class GrpcForwarder:
         return BatchGetResult(found, reply.served_by, read_by)
 
     async def write(
-        self, ops: Sequence[PutOp | DeleteOp], route_key: bytes, call: Call
+        self, ops: Sequence[PutOp | DeleteOp], route_key: bytes, call: Call, to: str | None = None
     ) -> WriteAck:
         if len(ops) == 1:  # a single op goes as the Put or Delete the client sent
             op = ops[0]
+            condition = condition_message(op.condition)
             if isinstance(op, PutOp):
-                request: Any = kv_pb2.PutRequest(key=op.key, value=op.value, ttl_ms=op.ttl_ms)
-                reply = await self._forward("Put", request, route_key, call, idempotent=False)
+                request: Any = kv_pb2.PutRequest(
+                    key=op.key, value=op.value, ttl_ms=op.ttl_ms, condition=condition
+                )
+                method = "Put"
             else:
-                request = kv_pb2.DeleteRequest(key=op.key)
-                reply = await self._forward("Delete", request, route_key, call, idempotent=False)
+                request = kv_pb2.DeleteRequest(key=op.key, condition=condition)
+                method = "Delete"
         else:
             request = kv_pb2.WriteRequest(ops=[_write_op(op) for op in ops])
-            reply = await self._forward("Write", request, route_key, call, idempotent=False)
+            method = "Write"
+        reply = await self._forward(method, request, route_key, call, idempotent=False, to=to)
         return WriteAck(Version(reply.version.timestamp, reply.version.origin), reply.served_by)
 
     async def scan(
-        self, start: bytes, end: bytes, limit: int, keys_only: bool, route_key: bytes, call: Call
+        self,
+        start: bytes,
+        end: bytes,
+        limit: int,
+        keys_only: bool,
+        route_key: bytes,
+        call: Call,
+        to: str | None = None,
     ) -> ScanResult:
-        request = kv_pb2.ScanRequest(start=start, end=end, limit=limit, keys_only=keys_only)
-        reply = await self._forward("Scan", request, route_key, call)
+        request = kv_pb2.ScanRequest(
+            start=start,
+            end=end,
+            limit=limit,
+            keys_only=keys_only,
+            consistency=call.consistency,  # type: ignore[arg-type]
+        )
+        reply = await self._forward("Scan", request, route_key, call, to=to)
         items = [
             ScanItem(i.key, i.value, i.version.timestamp, i.version.origin, i.expires_at_ms)
             for i in reply.items
@@ -183,10 +224,15 @@ class DirectForwarder:
         self._router = router
         self._peers = peers
 
-    async def _serve(self, route_key: bytes, serve: Callable[[RequestLayer], Awaitable[_T]]) -> _T:
+    async def _serve(
+        self,
+        route_key: bytes,
+        serve: Callable[[RequestLayer], Awaitable[_T]],
+        to: str | None = None,
+    ) -> _T:
         tried: list[str] = []
         last_error = "not in this process"
-        for node_id in self._router.candidates(route_key):
+        for node_id in self._router.candidates(route_key) if to is None else (to,):
             tried.append(node_id)
             peer = self._peers.get(node_id)
             if peer is None:
@@ -200,25 +246,35 @@ class DirectForwarder:
     def _mark(self, call: Call) -> Call:
         return call.forwarded(self._router.spec.id)
 
-    async def get(self, key: bytes, call: Call) -> GetResult:
-        return await self._serve(key, lambda peer: peer.get(key, self._mark(call)))
+    async def get(self, key: bytes, call: Call, to: str | None = None) -> GetResult:
+        return await self._serve(key, lambda peer: peer.get(key, self._mark(call)), to)
 
-    async def get_many(self, keys: Sequence[bytes], call: Call) -> BatchGetResult:
-        return await self._serve(keys[0], lambda peer: peer.get_many(keys, self._mark(call)))
+    async def get_many(
+        self, keys: Sequence[bytes], call: Call, to: str | None = None
+    ) -> BatchGetResult:
+        return await self._serve(keys[0], lambda peer: peer.get_many(keys, self._mark(call)), to)
 
     async def write(
-        self, ops: Sequence[PutOp | DeleteOp], route_key: bytes, call: Call
+        self, ops: Sequence[PutOp | DeleteOp], route_key: bytes, call: Call, to: str | None = None
     ) -> WriteAck:
-        return await self._serve(route_key, lambda peer: peer.write(ops, self._mark(call)))
+        return await self._serve(route_key, lambda peer: peer.write(ops, self._mark(call)), to)
 
     async def scan(
-        self, start: bytes, end: bytes, limit: int, keys_only: bool, route_key: bytes, call: Call
+        self,
+        start: bytes,
+        end: bytes,
+        limit: int,
+        keys_only: bool,
+        route_key: bytes,
+        call: Call,
+        to: str | None = None,
     ) -> ScanResult:
         return await self._serve(
             route_key,
             lambda peer: peer.scan(
                 self._mark(call), start=start, end=end, limit=limit, keys_only=keys_only
             ),
+            to,
         )
 
     async def watch(
@@ -234,6 +290,20 @@ class DirectForwarder:
 
 
 def _write_op(op: PutOp | DeleteOp) -> kv_pb2.WriteOp:
+    condition = condition_message(op.condition)
     if isinstance(op, PutOp):
-        return kv_pb2.WriteOp(put=kv_pb2.PutOp(key=op.key, value=op.value, ttl_ms=op.ttl_ms))
-    return kv_pb2.WriteOp(delete=kv_pb2.DeleteOp(key=op.key))
+        put = kv_pb2.PutOp(key=op.key, value=op.value, ttl_ms=op.ttl_ms, condition=condition)
+        return kv_pb2.WriteOp(put=put)
+    return kv_pb2.WriteOp(delete=kv_pb2.DeleteOp(key=op.key, condition=condition))
+
+
+def condition_message(condition: Condition | None) -> common_pb2.Condition | None:
+    """The wire form of a write's condition (None: no condition)."""
+    if condition is None:
+        return None
+    if condition.if_version is not None:
+        timestamp, origin = condition.if_version
+        return common_pb2.Condition(
+            if_version=common_pb2.Version(timestamp=timestamp, origin=origin)
+        )
+    return common_pb2.Condition(if_absent=True)

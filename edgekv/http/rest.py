@@ -7,6 +7,13 @@ or ``edgekv-ttl-ms`` (header) sets an expiry on PUT. The record's metadata comes
 back in headers: ``edgekv-version`` (``<hlc timestamp>.<origin node>``),
 ``edgekv-expires-at-ms`` (0: none) and ``edgekv-served-by``.
 
+Conditional writes (keys under a homed prefix only): ``If-None-Match: *`` on
+PUT stores only if the key has no live value; ``If-Match: <version>`` (as
+``edgekv-version`` gives it, ``TS.ORIGIN``; ``TS:ORIGIN`` and quotes accepted)
+on PUT or DELETE writes only if the live value has that version. A condition
+that does not hold answers 412 with the current version in
+``edgekv-current-version`` (absent when the key has no live value).
+
 :data:`ROUTES` is the one description of the face: the dispatcher reads its
 parameters from it and openapi.py writes the OpenAPI document from it. Each
 handler checks its parameters, calls the coordinator (the same request layer,
@@ -26,12 +33,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote_to_bytes
 
+from edgekv.condition_status import CURRENT_VERSION_HEADER, version_text
 from edgekv.coordinator import Call, Coordinator
-from edgekv.errors import EdgeKVError, InvalidArgument, NotFound
+from edgekv.errors import ConditionFailed, EdgeKVError, InvalidArgument, NotFound
 from edgekv.http.app import REST_PREFIX, Receive, Scope, Send, send_error
 from edgekv.http.calls import SERVED_BY, Admission, call_of, client_of_address
 from edgekv.limits import Limits
 from edgekv.server.auth import Authorizer
+from edgekv.storage.conditions import IF_ABSENT, Condition
 from edgekv.storage.record import Version
 
 KEY_PATH = REST_PREFIX + "/{key}"
@@ -64,6 +73,18 @@ class Route:
 
 
 _KEY = Param("key", "path", "string", "The key, percent-encoded (any byte as %XX).", required=True)
+_IF_NONE_MATCH = Param(
+    "if-none-match",
+    "header",
+    "string",
+    "*: write only if the key has no live value (homed keys; else 412).",
+)
+_IF_MATCH = Param(
+    "if-match",
+    "header",
+    "string",
+    "TS.ORIGIN: write only if the live value has this version (homed keys; else 412).",
+)
 ROUTES: tuple[Route, ...] = (
     Route("GET", KEY_PATH, "getValue", "Read a key's value (404 when absent, deleted or expired).",
           (_KEY,), body=False, ok="value"),
@@ -71,10 +92,11 @@ ROUTES: tuple[Route, ...] = (
           (_KEY,
            Param("ttl", "query", "integer", "Expire after this many seconds (0: never).", 0),
            Param(TTL_HEADER, "header", "integer",
-                 "Expire after this many milliseconds (0: never); instead of ttl.", 0)),
+                 "Expire after this many milliseconds (0: never); instead of ttl.", 0),
+           _IF_NONE_MATCH, _IF_MATCH),
           body=True, ok="ack"),
     Route("DELETE", KEY_PATH, "deleteValue", "Delete a key (deleting a missing key succeeds).",
-          (_KEY,), body=False, ok="ack"),
+          (_KEY, _IF_MATCH), body=False, ok="ack"),
     Route("GET", REST_PREFIX, "listKeys", "List live keys in key order, one page per call.",
           (Param("prefix", "query", "string", "Only keys starting with this (UTF-8)."),
            Param("cursor", "query", "string",
@@ -130,6 +152,10 @@ class RestFace:
             call = call_of(self._auth, headers.get)
             args = _params(route, scope, headers)
             await self._handlers[route.operation_id](call, args, receive, send, headers)
+        except ConditionFailed as exc:  # 412, with the version it did find
+            current = version_text(exc).replace(":", ".", 1)
+            extra = ((CURRENT_VERSION_HEADER.encode(), current.encode()),) if current else ()
+            await send_error(send, exc, extra + (_CLOSE if route.body else ()), 412)
         except EdgeKVError as exc:
             await send_error(send, exc, _CLOSE if route.body else ())
         finally:
@@ -171,14 +197,15 @@ class RestFace:
         ttl = ttl_ms if ttl_ms is not None else (ttl_s or 0) * 1000
         value = await self._read_value(headers, receive)
         started = time.perf_counter()
-        ack = await self._kv.put(args["key"], value, ttl, call)
+        condition = rest_condition(args.get("if-none-match"), args.get("if-match"))
+        ack = await self._kv.put(args["key"], value, ttl, call, condition)
         await self._ack(send, ack.version, ack.served_by, started)
 
     async def _delete(
         self, call: Call, args: dict[str, Any], receive: Receive, send: Send, _h: Any
     ) -> None:
         started = time.perf_counter()
-        ack = await self._kv.delete(args["key"], call)
+        ack = await self._kv.delete(args["key"], call, rest_condition(None, args.get("if-match")))
         await self._ack(send, ack.version, ack.served_by, started)
 
     async def _list(
@@ -272,6 +299,26 @@ class RestFace:
 
 # After refusing a body unread, close the connection rather than read the rest.
 _CLOSE = ((b"connection", b"close"),)
+
+
+def rest_condition(if_none_match: str | None, if_match: str | None) -> Condition | None:
+    """The condition of ``If-None-Match: *`` / ``If-Match: TS.ORIGIN`` (None without)."""
+    if if_none_match is not None and if_match is not None:
+        raise InvalidArgument("give If-None-Match or If-Match, not both")
+    if if_none_match is not None:
+        if if_none_match.strip() != "*":
+            raise InvalidArgument(f"If-None-Match must be *, got {if_none_match[:64]!r}")
+        return IF_ABSENT
+    if if_match is None:
+        return None
+    text = if_match.strip().removeprefix("W/").strip('"')
+    timestamp, sep, origin = text.replace(":", ".", 1).partition(".")
+    if not sep or not timestamp.isdigit() or not origin:
+        raise InvalidArgument(
+            f"If-Match must be a version TS.ORIGIN (as edgekv-version gives it), "
+            f"got {if_match[:64]!r}"
+        )
+    return Condition(if_version=Version(int(timestamp), origin))
 
 
 def _not_found(key: bytes) -> EdgeKVError:

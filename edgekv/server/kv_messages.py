@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator
 from edgekv.coordinator import Call, Coordinator
 from edgekv.errors import InvalidArgument
 from edgekv.storage.batch import DeleteOp, PutOp
+from edgekv.storage.conditions import IF_ABSENT, Condition
 from edgekv.storage.record import Version
 from edgekv.v1 import common_pb2, kv_pb2
 
@@ -39,6 +40,7 @@ class KVMessages:
         self._not_found = _GetResponse(found=False, served_by=coordinator.node_id)
 
     async def get(self, request: kv_pb2.GetRequest, call: Call) -> kv_pb2.GetResponse:
+        call.consistency = request.consistency
         result = await self._kv.get(request.key, call)
         found = result.found
         if found is None:
@@ -58,6 +60,7 @@ class KVMessages:
         self, request: kv_pb2.BatchGetRequest, call: Call
     ) -> kv_pb2.BatchGetResponse:
         keys = list(request.keys)
+        call.consistency = request.consistency
         result = await self._kv.get_many(keys, call)
         served_by = result.served_by
         read_by = result.read_by or [served_by] * len(keys)
@@ -82,11 +85,13 @@ class KVMessages:
         return kv_pb2.BatchGetResponse(results=results, served_by=served_by)
 
     async def put(self, request: kv_pb2.PutRequest, call: Call) -> kv_pb2.PutResponse:
-        ack = await self._kv.put(request.key, request.value, request.ttl_ms, call)
+        condition = condition_of(request.condition) if request.HasField("condition") else None
+        ack = await self._kv.put(request.key, request.value, request.ttl_ms, call, condition)
         return kv_pb2.PutResponse(version=version_message(ack.version), served_by=ack.served_by)
 
     async def delete(self, request: kv_pb2.DeleteRequest, call: Call) -> kv_pb2.DeleteResponse:
-        ack = await self._kv.delete(request.key, call)
+        condition = condition_of(request.condition) if request.HasField("condition") else None
+        ack = await self._kv.delete(request.key, call, condition)
         return kv_pb2.DeleteResponse(version=version_message(ack.version), served_by=ack.served_by)
 
     async def write(self, request: kv_pb2.WriteRequest, call: Call) -> kv_pb2.WriteResponse:
@@ -95,6 +100,7 @@ class KVMessages:
         return kv_pb2.WriteResponse(version=version_message(ack.version), served_by=ack.served_by)
 
     async def scan(self, request: kv_pb2.ScanRequest, call: Call) -> kv_pb2.ScanResponse:
+        call.consistency = request.consistency
         page = await self._kv.scan(
             call,
             prefix=request.prefix,
@@ -146,7 +152,22 @@ def version_message(version: Version) -> common_pb2.Version:
 def _write_op(index: int, op: kv_pb2.WriteOp) -> PutOp | DeleteOp:
     kind = op.WhichOneof("op")
     if kind == "put":
-        return PutOp(op.put.key, op.put.value, op.put.ttl_ms)
+        put = op.put
+        condition = condition_of(put.condition) if put.HasField("condition") else None
+        return PutOp(put.key, put.value, put.ttl_ms, condition)
     if kind == "delete":
-        return DeleteOp(op.delete.key)
+        cond = condition_of(op.delete.condition) if op.delete.HasField("condition") else None
+        return DeleteOp(op.delete.key, cond)
     raise InvalidArgument(f"ops[{index}] sets neither put nor delete")
+
+
+def condition_of(message: common_pb2.Condition) -> Condition:
+    """A request's condition; InvalidArgument when it sets no check."""
+    check = message.WhichOneof("check")
+    if check == "if_version":
+        return Condition(
+            if_version=Version(message.if_version.timestamp, message.if_version.origin)
+        )
+    if check == "if_absent" and message.if_absent:
+        return IF_ABSENT
+    raise InvalidArgument("condition sets no check: set if_absent=true or if_version")

@@ -16,6 +16,7 @@ from typing import NoReturn, TypeVar
 
 import grpc
 
+from edgekv.condition_status import trailing_metadata
 from edgekv.errors import EdgeKVError, grpc_code_for
 
 _S = TypeVar("_S")
@@ -28,7 +29,7 @@ _Stream = Callable[[_S, _Req, grpc.aio.ServicerContext], AsyncGenerator[_Resp, N
 
 async def abort_with(context: grpc.aio.ServicerContext, exc: EdgeKVError) -> NoReturn:
     """End the call with the status code that ``exc``'s class maps to."""
-    await context.abort(grpc_code_for(exc), str(exc))
+    await context.abort(grpc_code_for(exc), str(exc), trailing_metadata(exc))
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
