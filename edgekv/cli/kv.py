@@ -203,7 +203,10 @@ def put(
         data = arg_bytes(value)
     k = arg_bytes(key)
     with target.client() as client:
-        result = client.put(k, data, ttl_ms=ttl_ms, if_absent=if_absent, if_version=if_version)
+        conditions: dict[str, Any] = {"if_absent": True} if if_absent else {}
+        if if_version is not None:
+            conditions["if_version"] = if_version
+        result = client.put(k, data, ttl_ms=ttl_ms, **conditions)
     if as_json:
         click.echo(output.dumps(output.write_json(k, result)))
     else:
@@ -221,7 +224,7 @@ def delete(key: str, if_version: Any, as_json: bool, **conn: Any) -> None:
 
     k = arg_bytes(key)
     with Target.from_options(conn).client() as client:
-        result = client.delete(k, if_version=if_version)
+        result = client.delete(k, **({} if if_version is None else {"if_version": if_version}))
     if as_json:
         click.echo(output.dumps(output.write_json(k, result)))
     else:

@@ -42,6 +42,8 @@ from edgekv.v1 import common_pb2
 STRONG = common_pb2.CONSISTENCY_STRONG
 _T = TypeVar("_T")
 
+# In the message of a homed write refused because its home could not be reached at all.
+NOT_APPLIED = "the write was not applied anywhere"
 _HOW_TO_HOME = (
     "give its placement rule a home (placement[].home: <node id> in the cluster file) "
     "so that one node orders its writes"
@@ -102,9 +104,14 @@ class Homes:
         try:
             return await self._forwarder.write(ops, key, call, home)
         except Unavailable as exc:
+            # Router.forward says "may have been applied" when the write was sent and
+            # its answer lost; otherwise the home was never reached.
+            outcome = (
+                "its outcome is unknown" if "may have been applied" in str(exc) else NOT_APPLIED
+            )
             raise Unavailable(
-                f"{self._describe(key, home)} did not take the write ({exc}); writes under a "
-                "homed prefix are applied only at its home, never elsewhere"
+                f"{self._describe(key, home)} did not answer the write ({exc}); {outcome}: "
+                "writes under a homed prefix are applied only at their home, never elsewhere"
             ) from None
 
     # -- STRONG reads ------------------------------------------------------------

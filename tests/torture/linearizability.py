@@ -111,9 +111,41 @@ class _Search:
     deepest: list[int] = field(default_factory=list)
 
 
-def check_key(ops: Sequence[Operation], initial: object = ABSENT) -> Result:
-    """Is this one key's history linearizable from ``initial``?"""
+DEFAULT_MAX_STATES = 2_000_000
+
+
+def prune_unobserved(ops: Sequence[Operation]) -> list[Operation]:
+    """``ops`` without the unanswered writes whose value nobody observed.
+
+    Such a write changes nothing any linearization depends on: after it, until
+    the next write, only ops that never mention its value could be legal (no
+    read returned it, no CAS expected it, no failed CAS named it), and none of
+    those needs it. Not so when a failed CAS could not name the value it found
+    (UNKNOWN_CURRENT: that value may be an unanswered write's), so then nothing
+    is pruned. Unanswered writes are what makes the search explode.
+    """
+    if any(op.kind == CAS and not op.ok and op.current is UNKNOWN_CURRENT for op in ops):
+        return list(ops)
+    observed = {op.value for op in ops if op.kind == READ}
+    observed |= {op.expected for op in ops if op.kind == CAS}
+    observed |= {op.current for op in ops if op.kind == CAS and not op.ok}
+    return [
+        op
+        for op in ops
+        if op.ret is not None or op.kind == READ or op.value in observed or op.value is ABSENT
+    ]
+
+
+def check_key(
+    ops: Sequence[Operation], initial: object = ABSENT, *, max_states: int = DEFAULT_MAX_STATES
+) -> Result:
+    """Is this one key's history linearizable from ``initial``?
+
+    Gives up (not ok, saying so) after ``max_states`` steps of the search
+    rather than running for ever on a pathological history.
+    """
     key = ops[0].key if ops else b""
+    ops = prune_unobserved(ops)
     if not ops:
         return Result(key, True, 0)
     events: list[_Entry] = []
@@ -145,6 +177,9 @@ def check_key(ops: Sequence[Operation], initial: object = ABSENT) -> Result:
             if legal:
                 bit = linearized | (1 << entry.op_index)
                 explored += 1
+                if explored > max_states:
+                    why = f"search gave up after {max_states} states: inconclusive"
+                    return Result(key, False, len(ops), why, explored)
                 if (bit, after) not in cache:
                     cache.add((bit, after))
                     stack.append((entry, state))

@@ -134,3 +134,22 @@ def test_check_splits_keys() -> None:
     b = [Operation(b"b", WRITE, 0, 1, b"y"), Operation(b"b", READ, 2, 3, ABSENT)]
     results = check([*a, *b])
     assert [(r.key, r.ok) for r in results] == [(b"b", False), (b"a", True)]
+
+
+def test_unobserved_unanswered_writes_pruned_but_observed_kept() -> None:
+    history = [op(WRITE, 0, 1, b"a")]
+    history += [op(WRITE, 2 + i, None, b"lost-%d" % i) for i in range(200)]  # never seen
+    history += [op(READ, 300, 301, b"a")]
+    result = check_key(history)
+    assert result.ok and result.operations == 2  # would be 2^200 orders without pruning
+    seen = [op(WRITE, 0, 1, b"a"), op(WRITE, 2, None, b"b"), op(READ, 5, 6, b"b")]
+    assert check_key(seen).ok and check_key(seen).operations == 3
+    # A failed CAS that could not name what it found keeps every unanswered write.
+    blind = [*seen[:2], op(CAS, 5, 6, b"c", expected=b"a", ok=False)]
+    assert check_key(blind).ok and check_key(blind).operations == 3
+
+
+def test_search_budget_gives_up_saying_so() -> None:
+    history = _random_history(1)
+    result = check_key(history, max_states=10)
+    assert not result.ok and "inconclusive" in result.explanation

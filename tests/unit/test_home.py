@@ -164,8 +164,9 @@ async def test_batch_mixing_homes_refused(nodes: Nodes) -> None:
 
 async def test_home_unreachable_write_unavailable_naming_home(nodes: Nodes) -> None:
     del nodes.coordinators["fra-1"]  # the home is gone: nobody else may apply it
-    with pytest.raises(Unavailable, match="node fra-1, the home of prefix 'ctr/'"):
+    with pytest.raises(Unavailable, match="node fra-1, the home of prefix 'ctr/'") as info:
         await nodes["fra-2"].put(b"ctr/a", b"1", 0, client())
+    assert "the write was not applied anywhere" in str(info.value)
     assert all(e.get(b"ctr/a") is None for e in nodes.engines.values())
 
 
