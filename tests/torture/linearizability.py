@@ -158,9 +158,9 @@ def check_key(
     events.sort(key=lambda e: (e.time, not e.is_call, e.op_index))
     head = _Entry(-1, True, -math.inf)
     prev = head
-    for entry in events:
-        prev.next, entry.prev = entry, prev
-        prev = entry
+    for event in events:
+        prev.next, event.prev = event, prev
+        prev = event
     must = sum(op.ret is not None for op in ops)  # answered ops that must be linearized
     linearized = 0
     state = initial
@@ -168,7 +168,7 @@ def check_key(
     stack: list[tuple[_Entry, object]] = []
     deepest: list[int] = []
     explored = 0
-    entry = head.next
+    entry: _Entry | None = head.next
     while must:
         assert entry is not None
         if entry.is_call:
