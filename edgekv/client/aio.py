@@ -176,7 +176,7 @@ class AsyncClient(ClientBase):
                 await self.connect()
         timeout = self.timeout_s if timeout_s is None else self._timeout(timeout_s)
         topology = self.topology
-        nodes = topology.route(key) if key is not None else topology.nearest()
+        nodes = topology.route(key, not idempotent) if key is not None else topology.nearest()
         get_stub = stubs or self._kv
         metadata = self._metadata
         last: grpc.RpcError | None = None

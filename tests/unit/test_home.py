@@ -290,3 +290,16 @@ async def test_strong_read_home_down_unavailable(nodes: Nodes) -> None:
     with pytest.raises(Unavailable, match="fra-1"):
         await nodes["nrt-1"].get(b"ctr/s", client(STRONG))
     assert (await nodes["nrt-1"].get(b"ctr/s", client())).served_by == "nrt-1"  # LOCAL works
+
+
+def test_sdk_routes_homed_writes_to_the_home_first(tmp_path: Path) -> None:
+    from edgekv.client.discovery import NodeRoute, Topology
+
+    rules = PlacementRules.from_config(parse_config(cluster_doc(RULES), tmp_path))
+    nodes = [NodeRoute(n, r, f"{n}:1", rtt_ms=float(i)) for i, (n, r) in enumerate(reversed(NODES))]
+    topology = Topology(nodes, rules)
+    nearest = [n.node_id for n in topology.route(b"ctr/x")]
+    assert nearest[0] == "nrt-1"  # reads: the nearest allowed node
+    writes = [n.node_id for n in topology.route(b"ctr/x", write=True)]
+    assert writes[0] == "fra-1" and sorted(writes) == sorted(nearest)
+    assert topology.route(b"g/x", write=True)[0].node_id == "nrt-1"  # no home: as before
