@@ -20,6 +20,7 @@ from edgekv.client import (
     WriteResult,
 )
 from edgekv.errors import (
+    ConditionFailed,
     EdgeKVError,
     FailedPrecondition,
     InvalidArgument,
@@ -33,6 +34,7 @@ __all__ = [
     "READ_PATH",
     "AsyncClient",
     "Client",
+    "ConditionFailed",
     "Delete",
     "EdgeKVError",
     "Entry",

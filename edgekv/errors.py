@@ -30,6 +30,24 @@ class FailedPrecondition(EdgeKVError):
     """A condition the caller asked for does not hold."""
 
 
+class ConditionFailed(FailedPrecondition):
+    """A write's condition (``if_absent``, ``if_version``) did not hold at the key's home.
+
+    ``key`` is the key whose condition failed and ``current_version`` its live
+    value's (timestamp, origin), None when it has no live value (absent,
+    deleted or expired). On the wire it is FAILED_PRECONDITION with the message
+    starting "condition failed" and the version in the trailing metadata
+    ``edgekv-current-version-bin`` (a serialized ``edgekv.v1.Version``).
+    """
+
+    def __init__(
+        self, message: str, key: bytes = b"", current_version: tuple[int, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.current_version = current_version
+
+
 class ResourceExhausted(EdgeKVError):
     """A size, rate or concurrency limit was hit."""
 

@@ -17,3 +17,6 @@ NOT_FOUND = 3  # `get` of a key that is absent, deleted or expired
 # does not match the client's (the message says which side to change).
 UNAVAILABLE = 4
 AUDIT_VIOLATIONS = 5  # `audit` found keys stored where their placement forbids
+# `put --if-absent` / `put|delete --if-version` whose condition did not hold at the key's
+# home (nothing was written; the message gives the current version).
+CONDITION_FAILED = 6

@@ -13,7 +13,8 @@ Everything after ``--`` is an argument, so a KEY or VALUE that starts with
 Errors print one line ``edgekv: <message>`` on stderr and exit with a code
 from ``edgekv.cli.exitcodes``: 1 error, 2 usage, 3 not found (``get`` of a
 missing key), 4 unavailable (the node could not be reached or did not answer
-within ``--timeout``). The messages come from the SDK's one error mapping
+within ``--timeout``), 6 condition failed (``--if-absent`` / ``--if-version``
+did not hold: nothing was written). The messages come from the SDK's one error mapping
 (``edgekv.client._codec.error_from_rpc``), so they read the same in both.
 """
 
@@ -77,9 +78,11 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 def exit_code_for(exc: BaseException) -> int:
-    """The documented exit code of an error: 4 unavailable/deadline, 3 not found, else 1."""
-    from edgekv.errors import DeadlineExceeded, NotFound, Unavailable
+    """The documented exit code: 4 unavailable/deadline, 3 not found, 6 condition failed, else 1."""
+    from edgekv.errors import ConditionFailed, DeadlineExceeded, NotFound, Unavailable
 
+    if isinstance(exc, ConditionFailed):
+        return codes.CONDITION_FAILED
     if isinstance(exc, Unavailable | DeadlineExceeded):
         return codes.UNAVAILABLE
     if isinstance(exc, NotFound):
@@ -110,6 +113,26 @@ def handle_errors(fn: F) -> F:
             fail(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", codes.ERROR)
 
     return wrapper  # type: ignore[return-value]
+
+
+def parse_version(
+    ctx: click.Context | None, param: click.Parameter | None, text: str | None
+) -> Any:
+    """A --if-version value TS:ORIGIN (``TS@ORIGIN``, as writes print it, works too)."""
+    if text is None:
+        return None
+    from edgekv.client import Version
+
+    timestamp, sep, origin = text.replace("@", ":", 1).partition(":")
+    if not sep or not timestamp.isdigit() or not origin:
+        raise click.BadParameter(f"expected TS:ORIGIN (e.g. 7254312345678:fra-1), got {text!r}")
+    return Version(int(timestamp), origin)
+
+
+_IF_VERSION_HELP = (
+    "Only if KEY's live value has this version, TS:ORIGIN (compare-and-set; keys under a "
+    "homed prefix only); exit 6 when it does not hold."
+)
 
 
 def arg_bytes(text: str) -> bytes:
@@ -157,10 +180,16 @@ def get(
 @click.argument("value", required=False)
 @click.option("--ttl-ms", type=click.IntRange(min=0), default=0,
               help="Expire this many milliseconds after the write (0: never).")  # fmt: skip
+@click.option("--if-absent", is_flag=True,
+              help="Only if KEY has no live value (homed prefixes); exit 6 if it has.")  # fmt: skip
+@click.option("--if-version", callback=parse_version, metavar="TS:ORIGIN", help=_IF_VERSION_HELP)
 @await_options
 @endpoint_options
 @handle_errors
-def put(key: str, value: str | None, ttl_ms: int, as_json: bool, **conn: Any) -> None:
+def put(
+    key: str, value: str | None, ttl_ms: int, if_absent: bool, if_version: Any, as_json: bool,
+    **conn: Any,
+) -> None:  # fmt: skip
     """Store VALUE under KEY.
 
     With VALUE omitted or "-", the value is read from stdin, byte for byte
@@ -181,7 +210,10 @@ def put(key: str, value: str | None, ttl_ms: int, as_json: bool, **conn: Any) ->
         data = arg_bytes(value)
     k = arg_bytes(key)
     with target.client() as client:
-        result = client.put(k, data, ttl_ms=ttl_ms, **awaits)
+        conditions: dict[str, Any] = {"if_absent": True} if if_absent else {}
+        if if_version is not None:
+            conditions["if_version"] = if_version
+        result = client.put(k, data, ttl_ms=ttl_ms, **conditions, **awaits)
     if as_json:
         click.echo(output.dumps(output.write_json(k, result)))
     else:
@@ -190,10 +222,11 @@ def put(key: str, value: str | None, ttl_ms: int, as_json: bool, **conn: Any) ->
 
 @click.command(cls=ClientCommand)
 @click.argument("key")
+@click.option("--if-version", callback=parse_version, metavar="TS:ORIGIN", help=_IF_VERSION_HELP)
 @await_options
 @endpoint_options
 @handle_errors
-def delete(key: str, as_json: bool, **conn: Any) -> None:
+def delete(key: str, if_version: Any, as_json: bool, **conn: Any) -> None:
     """Delete KEY (succeeds for a missing key too: deletes are tombstones)."""
     from edgekv.cli import output
 
@@ -201,7 +234,8 @@ def delete(key: str, as_json: bool, **conn: Any) -> None:
                           conn.pop("await_timeout_ms"))  # fmt: skip
     k = arg_bytes(key)
     with Target.from_options(conn).client() as client:
-        result = client.delete(k, **awaits)
+        conditions = {} if if_version is None else {"if_version": if_version}
+        result = client.delete(k, **conditions, **awaits)
     if as_json:
         click.echo(output.dumps(output.write_json(k, result)))
     else:

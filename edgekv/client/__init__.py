@@ -32,12 +32,13 @@ from edgekv.client._types import (
 from edgekv.client.aio import AsyncClient
 from edgekv.client.retry import RetryPolicy
 from edgekv.client.sync import Client
-from edgekv.errors import EdgeKVError
+from edgekv.errors import ConditionFailed, EdgeKVError
 
 __all__ = [
     "AsyncClient",
     "Client",
     "ClientClosed",
+    "ConditionFailed",
     "Delete",
     "EdgeKVError",
     "Entry",

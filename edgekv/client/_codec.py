@@ -29,6 +29,7 @@ from edgekv.client._types import (
     WatchEvent,
     WriteResult,
 )
+from edgekv.condition_status import error_from_status
 from edgekv.errors import (
     EdgeKVError,
     InvalidArgument,
@@ -79,12 +80,34 @@ def get_many_request(keys: Iterable[bytes | str]) -> kv_pb2.BatchGetRequest:
     return kv_pb2.BatchGetRequest(keys=[to_bytes(k) for k in keys])
 
 
-def put_request(key: bytes, value: bytes | str, ttl_ms: int) -> kv_pb2.PutRequest:
+def put_request(
+    key: bytes, value: bytes | str, ttl_ms: int, condition: common_pb2.Condition | None = None
+) -> kv_pb2.PutRequest:
     """A Put of ``value`` under the already-encoded ``key``."""
     v = value if type(value) is bytes else to_bytes(value, "value")
-    if ttl_ms == 0:
+    if ttl_ms == 0 and condition is None:
         return kv_pb2.PutRequest(key=key, value=v)
-    return kv_pb2.PutRequest(key=key, value=v, ttl_ms=check_uint(ttl_ms, "ttl_ms"))
+    return kv_pb2.PutRequest(
+        key=key, value=v, ttl_ms=check_uint(ttl_ms, "ttl_ms"), condition=condition
+    )
+
+
+def condition(
+    if_absent: bool = False, if_version: Version | None = None, what: str = ""
+) -> common_pb2.Condition | None:
+    """The wire condition of a write (None: unconditional); InvalidArgument for both."""
+    if if_version is not None:
+        if if_absent:
+            raise InvalidArgument(f"{what}give if_absent or if_version, not both")
+        try:
+            timestamp, origin = if_version
+            version = common_pb2.Version(timestamp=timestamp, origin=origin)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(
+                f"{what}if_version must be a Version (timestamp, origin), got {if_version!r}"
+            ) from exc
+        return common_pb2.Condition(if_version=version)
+    return common_pb2.Condition(if_absent=True) if if_absent else None
 
 
 def write_request(ops: Iterable[Put | Delete]) -> kv_pb2.WriteRequest:
@@ -96,11 +119,15 @@ def write_request(ops: Iterable[Put | Delete]) -> kv_pb2.WriteRequest:
         if isinstance(op, Put):
             ttl_ms = check_uint(op.ttl_ms, f"ops[{i}].ttl_ms")
             put = kv_pb2.PutOp(
-                key=to_bytes(op.key), value=to_bytes(op.value, "value"), ttl_ms=ttl_ms
+                key=to_bytes(op.key),
+                value=to_bytes(op.value, "value"),
+                ttl_ms=ttl_ms,
+                condition=condition(op.if_absent, op.if_version, f"ops[{i}]: "),
             )
             out.append(kv_pb2.WriteOp(put=put))
         elif isinstance(op, Delete):
-            out.append(kv_pb2.WriteOp(delete=kv_pb2.DeleteOp(key=to_bytes(op.key))))
+            cond = condition(False, op.if_version, f"ops[{i}]: ")
+            out.append(kv_pb2.WriteOp(delete=kv_pb2.DeleteOp(key=to_bytes(op.key), condition=cond)))
         else:
             raise InvalidArgument(f"ops[{i}] is {type(op).__name__}; expected edgekv.Put or Delete")
     return kv_pb2.WriteRequest(ops=out)
@@ -405,4 +432,7 @@ def error_from_rpc(
         and not message.startswith(endpoint)
     ):
         message = f"{endpoint}: {message}"
+    if code == grpc.StatusCode.FAILED_PRECONDITION:  # a failed condition carries a version
+        trailers = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+        return error_from_status(code, message, trailers)
     return error_from_code(code, message)

@@ -22,6 +22,7 @@ from connectrpc.errors import ConnectError
 from pyqwest import Client as HttpClient
 from pyqwest import HTTPTransport, SyncClient, SyncHTTPTransport
 
+from edgekv.condition_status import CURRENT_VERSION_METADATA, VERSION_TYPE
 from edgekv.v1 import cluster_connect, kv_connect
 
 URL_SCHEMES = ("http://", "https://")
@@ -44,9 +45,19 @@ class ConnectRpcError(grpc.RpcError):
         super().__init__(error.message)
         self._code = _STATUS_BY_CODE.get(error.code, grpc.StatusCode.UNKNOWN)
         self._details = error.message
+        # A failed condition's current version travels as an error detail.
+        self._trailers = tuple(
+            (CURRENT_VERSION_METADATA, d.message_bytes)
+            for d in error.details
+            if d.type_name == VERSION_TYPE
+        )
 
     def code(self) -> grpc.StatusCode:
         return self._code
+
+    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        """What the error carried besides code and message, as gRPC trailers."""
+        return self._trailers
 
     def details(self) -> str:
         return self._details

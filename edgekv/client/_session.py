@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from edgekv.client._codec import write_result
 from edgekv.client._types import WriteResult
@@ -95,3 +96,13 @@ def await_message(
     return common_pb2.AwaitReplicas(
         count=count or 0, regions=list(regions or ()), timeout_ms=timeout_ms or 0
     )
+
+
+def with_awaits(
+    req: Any, count: int | None, regions: Sequence[str] | str | None, timeout_ms: int | None
+) -> Any:
+    """``req`` (a Put, Delete or Write request) with the write's ``await_replicas`` set."""
+    awaited = await_message(count, regions, timeout_ms)
+    if awaited is not None:
+        req.await_replicas.CopyFrom(awaited)
+    return req

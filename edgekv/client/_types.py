@@ -91,18 +91,26 @@ class WriteResult:
 
 @dataclass(frozen=True, slots=True)
 class Put:
-    """A put inside ``write``. ``ttl_ms`` 0 means no expiry; str is encoded as UTF-8."""
+    """A put inside ``write``. ``ttl_ms`` 0 means no expiry; str is encoded as UTF-8.
+
+    ``if_absent`` / ``if_version``: the whole batch is applied only if the key
+    has no live value / its live value has exactly this version (checked at
+    the key's home; keys without a home refuse conditions).
+    """
 
     key: bytes | str
     value: bytes | str
     ttl_ms: int = 0
+    if_absent: bool = False
+    if_version: Version | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Delete:
-    """A delete inside ``write``; str is encoded as UTF-8."""
+    """A delete inside ``write``; str is encoded as UTF-8 (``if_version`` as for Put)."""
 
     key: bytes | str
+    if_version: Version | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ class Topology:
             if (endpoint := overrides.get(m.node_id, m.http_endpoint if http else m.endpoint))
         ]
         rules = PlacementRules(
-            (PlacementRule(r.prefix, tuple(r.regions)) for r in resp.placement),
+            (PlacementRule(r.prefix, tuple(r.regions), r.home) for r in resp.placement),
             (r.name for r in resp.regions),
         )
         return cls(nodes, rules)
@@ -86,10 +86,16 @@ class Topology:
     def nearest(self) -> list[NodeRoute]:
         return self._ordered
 
-    def route(self, key: bytes) -> list[NodeRoute]:
-        """Nodes to try for ``key``: allowed ones nearest first, then the others."""
+    def route(self, key: bytes, write: bool = False) -> list[NodeRoute]:
+        """Nodes to try for ``key``: allowed ones nearest first, then the others.
+
+        With ``write``, a homed key's home comes first: it applies every write
+        to the key, and any other node would only forward it there.
+        """
         if self.rules.is_global():
             return self._ordered
+        if write and self.rules.has_homes and (home := self.rules.home_of(key)):
+            return sorted(self.route(key), key=lambda n: n.node_id != home)
         regions = self.rules.regions_for(key)
         order = self._by_regions.get(regions)
         if order is None:

@@ -16,8 +16,17 @@ import grpc
 
 from edgekv.client import _codec as codec
 from edgekv.client._base import DEFAULT_TIMEOUT_S, ClientBase
-from edgekv.client._session import await_message
-from edgekv.client._types import Delete, Entry, Member, NodeStatus, Put, WatchEvent, WriteResult
+from edgekv.client._session import with_awaits
+from edgekv.client._types import (
+    Delete,
+    Entry,
+    Member,
+    NodeStatus,
+    Put,
+    Version,
+    WatchEvent,
+    WriteResult,
+)
 from edgekv.client.discovery import NodeRoute, Topology
 from edgekv.client.embedded import NETWORK
 from edgekv.client.retry import RetryPolicy
@@ -56,33 +65,18 @@ class Client(ClientBase):
     other addresses than they advertise (NAT, proxies, port forwards);
     ``token`` is sent as a bearer token; ``tls_ca_file`` turns on TLS.
 
-    ``transport`` is how get, put, delete, get_many and write travel:
-    ``"stream"`` multiplexes them over one long-lived ``KV.Stream`` per node
-    (request ids, per-operation deadlines, a deadline or a cancelled caller
-    cancels its operation; a broken stream is reopened by the next call), ``"unary"`` sends
-    one gRPC call each. Results, errors, retries and failover are the same.
-    None picks the one measured faster for this kind of client (coroutines
-    stream, the blocking client calls unary: README, "Streamed transport").
-    Scan, watch, status and members are unary; so is everything over
-    http(s):// endpoints.
-
-    ``consistency`` ("local", the default, "session" or "strong") is the read
-    level of get, get_many and scan, overridden per call with ``consistency=``.
-    The client carries a session token (``session_token``) across calls,
-    tasks, threads and PoPs: every write and every non-LOCAL read merges into
-    it, and SESSION reads send it, so they see this client's writes wherever
-    they are served. Start from a token another process handed over with
-    ``session_token=`` or ``observe_token()``. Writes take ``await_replicas``
-    (a count of other PoPs) and/or ``await_regions`` (one PoP in each) and
-    ``await_timeout_ms``, and then return receipts (``WriteResult.receipts``,
-    ``not_applied_by``).
-
-    ``embedded`` (or ``$EDGEKV_EMBEDDED_DIR``) is the data_dir of a node on this
-    machine: get, get_many and scan of keys that node may hold are then read
-    in-process from its files (a read-only RocksDB secondary, kept caught up),
-    each Entry carrying its ``staleness``; see ``embedded_staleness()``. If the
-    directory cannot be used, a warning is logged, ``embedded_error`` says why,
-    and reads go over the network.
+    ``transport``: ``"stream"`` multiplexes get, put, delete, get_many and
+    write over one ``KV.Stream`` per node, ``"unary"`` sends one call each;
+    None picks the faster for this kind of client (README, "The streamed
+    transport"). ``consistency``: ``"local"`` (default), ``"session"`` or
+    ``"strong"``, the read level of get, get_many and scan (per call:
+    ``consistency=``); the client carries and merges a session token
+    (``session_token``, ``observe_token()``) across calls, tasks, threads and
+    PoPs. Writes take ``await_replicas``/``await_regions``/``await_timeout_ms``
+    and return receipts. ``embedded`` (or ``$EDGEKV_EMBEDDED_DIR``): a
+    co-located node's data_dir, read in-process for LOCAL reads; if unusable,
+    a warning is logged and ``embedded_error`` says why (README sections on
+    consistency levels and embedded replica reads).
 
     Discovery runs in the constructor, which raises ``Unavailable`` if no
     seed answers. ``scan`` and ``watch`` return iterators. Thread-safe: one
@@ -181,7 +175,7 @@ class Client(ClientBase):
         """
         timeout = self.timeout_s if timeout_s is None else self._timeout(timeout_s)
         topology = self.topology
-        nodes = topology.route(key) if key is not None else topology.nearest()
+        nodes = topology.route(key, not idempotent) if key is not None else topology.nearest()
         metadata = self._metadata
         last: grpc.RpcError | None = None
         last_node: NodeRoute | None = None
@@ -262,6 +256,8 @@ class Client(ClientBase):
         value: bytes | str,
         *,
         ttl_ms: int = 0,
+        if_absent: bool = False,
+        if_version: Version | None = None,
         await_replicas: int | None = None,
         await_regions: Sequence[str] = (),
         await_timeout_ms: int | None = None,
@@ -269,32 +265,34 @@ class Client(ClientBase):
     ) -> WriteResult:
         """Store ``value`` (expiring ``ttl_ms`` after the write if > 0); returns its version.
 
-        Acknowledged once durable on the serving node; replicated asynchronously,
-        unless ``await_replicas``/``await_regions`` ask to wait for other PoPs
-        (the class docstring).
+        Durable on the serving node (a homed key's home) when it returns;
+        replicated asynchronously unless ``await_*`` ask to wait. ``if_absent``
+        or ``if_version`` (compare-and-set) make it conditional at the key's
+        home: ``ConditionFailed`` (with ``current_version``) when it does not
+        hold; keys without a home refuse conditions (FailedPrecondition).
         """
         k = key if type(key) is bytes else codec.to_bytes(key)
-        req = codec.put_request(k, value, ttl_ms)
-        awaited = await_message(await_replicas, await_regions, await_timeout_ms)
-        if awaited is not None:
-            req.await_replicas.CopyFrom(awaited)
+        req = codec.put_request(k, value, ttl_ms, codec.condition(if_absent, if_version))
+        with_awaits(req, await_replicas, await_regions, await_timeout_ms)
         return self._session.write_result(self._call(k, "Put", req, False, timeout_s))
 
     def delete(
         self,
         key: bytes | str,
         *,
+        if_version: Version | None = None,
         await_replicas: int | None = None,
         await_regions: Sequence[str] = (),
         await_timeout_ms: int | None = None,
         timeout_s: float | None = None,
     ) -> WriteResult:
-        """Delete ``key`` (a tombstone that replicates); deleting a missing key succeeds."""
+        """Delete ``key`` (a tombstone that replicates); deleting a missing key succeeds.
+
+        With ``if_version`` only if its live value has that version (see ``put``).
+        """
         k = codec.to_bytes(key)
-        req = kv_pb2.DeleteRequest(key=k)
-        awaited = await_message(await_replicas, await_regions, await_timeout_ms)
-        if awaited is not None:
-            req.await_replicas.CopyFrom(awaited)
+        req = kv_pb2.DeleteRequest(key=k, condition=codec.condition(False, if_version))
+        with_awaits(req, await_replicas, await_regions, await_timeout_ms)
         return self._session.write_result(self._call(k, "Delete", req, False, timeout_s))
 
     def write(
@@ -310,10 +308,7 @@ class Client(ClientBase):
 
         All keys of one batch must share one placement (they are applied on one node).
         """
-        req = codec.write_request(ops)
-        awaited = await_message(await_replicas, await_regions, await_timeout_ms)
-        if awaited is not None:
-            req.await_replicas.CopyFrom(awaited)
+        req = with_awaits(codec.write_request(ops), await_replicas, await_regions, await_timeout_ms)
         resp = self._call(codec.first_key(req), "Write", req, False, timeout_s)
         return self._session.write_result(resp)
 

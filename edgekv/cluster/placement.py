@@ -45,10 +45,13 @@ class PlacementRule:
 
     One entry of the cluster file's ``placement`` list, and what Cluster.Members
     tells the SDK, so it lives here with the lookup rather than with the loader.
+    ``home`` names the node that serializes every write to these keys (and
+    serves their conditions and STRONG reads: coordinator/home.py), "" for none.
     """
 
     prefix: bytes
     regions: tuple[str, ...]
+    home: str = ""
 
 
 class PlacementRules:
@@ -64,6 +67,7 @@ class PlacementRules:
         "_regions_by_prefix",
         "_rule_by_prefix",
         "all_regions",
+        "has_homes",
         "rules",
     )
 
@@ -75,6 +79,7 @@ class PlacementRules:
         file parser reports the same problems with the entry's path first.)
         """
         self.rules: tuple[PlacementRule, ...] = tuple(rules)
+        self.has_homes = any(rule.home for rule in self.rules)  # else no key has a home
         self.all_regions: frozenset[str] = frozenset(all_regions)
         self._rule_by_prefix: dict[bytes, PlacementRule] = {}
         self._regions_by_prefix: dict[bytes, frozenset[str]] = {}
@@ -132,6 +137,11 @@ class PlacementRules:
             if rule is not None:
                 return rule
         return None
+
+    def home_of(self, key: bytes) -> str:
+        """The node id of ``key``'s home (its rule's ``home``), or "" when it has none."""
+        rule = self.rule_for(key) if self._lengths else None
+        return "" if rule is None else rule.home
 
     def placement_of(self, key: bytes) -> bytes:
         """The key's placement: its rule's prefix, or ``GLOBAL`` (b"")."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekv.cluster.placement import PlacementRule
+from edgekv.config.homes import parse_home
 from edgekv.config.model import (
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_REQUEST_TIMEOUT_S,
@@ -230,7 +231,7 @@ def parse_placement(
     for i, item in enumerate(value):
         where = f"placement[{i}]"
         entry = as_mapping(item, where)
-        check_keys(entry, where, required=("prefix", "regions"), optional=())
+        check_keys(entry, where, required=("prefix", "regions"), optional=("home",))
         prefix_text = as_string(entry["prefix"], f"{where}.prefix")
         if not prefix_text:
             raise ConfigError(
@@ -272,7 +273,8 @@ def parse_placement(
                 f"{where}.regions: no node in {which}, so keys under "
                 f"{show(prefix_text)} could not be stored anywhere"
             )
-        rules.append(PlacementRule(prefix, tuple(regions)))
+        home = parse_home(entry.get("home"), where, regions, nodes)
+        rules.append(PlacementRule(prefix, tuple(regions), home))
     return tuple(rules)
 
 

@@ -1,18 +1,16 @@
 """The request layer of one node: every front door calls it, so each rule exists once.
 
-Given a call (who is calling, from where, until when) and a request in plain
-values, the ``Coordinator`` authorizes the principal, serves the request from
-the local engine or forwards it to the nearest node allowed to hold its keys,
-fans multi-key and range requests out over placements and merges the answers,
-and picks the write path (inline, or group commit with ``sync_writes``). It
-returns plain results (``coordinator.results``) or raises ``EdgeKVError``s;
-turning those into a wire format is the door's job (server/kv_service.py for
-gRPC, edgekv/http for Connect, gRPC-Web and REST). Nothing here knows which
-protocol a call came in by.
+Given a call (who is calling, from where, until when) and a request in plain values, the
+``Coordinator`` authorizes the principal, serves the request from the local engine or forwards it
+to the nearest node allowed to hold its keys, fans multi-key and range requests out over placements
+and merges the answers, and picks the write path (inline, or group commit with ``sync_writes``). It
+returns plain results (``coordinator.results``) or raises ``EdgeKVError``s; turning those into a
+wire format is the door's job (server/kv_service.py for gRPC, edgekv/http for Connect, gRPC-Web and
+REST). Nothing here knows which protocol a call came in by.
 
-Reads and writes of keys this node may hold run inline on the event loop: a
-RocksDB point read or write takes microseconds, and a thread hop per call would
-cost more than the work (performance-notes.md). Only large scans leave the loop.
+Reads and writes of keys this node may hold run inline on the event loop: a RocksDB point read or
+write takes microseconds, and a thread hop per call would cost more than the work
+(performance-notes.md). Only large scans leave the loop.
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from edgekv import native
 from edgekv.cluster.routing import Router
 from edgekv.coordinator.call import Call
 from edgekv.coordinator.forwarding import Forwarder, GrpcForwarder
+from edgekv.coordinator.home import STRONG, Homes
 from edgekv.coordinator.results import (
     BatchGetResult,
     ChangeEvent,
@@ -51,6 +50,7 @@ from edgekv.keyrange import prefix_end, scan_bounds
 from edgekv.replication.changefeed import ByteQueue, ChangeFeed, Watcher, WatchOverflow
 from edgekv.replication.receipts import AwaitSpec, ReceiptWaiter
 from edgekv.storage.batch import DeleteOp, PutOp, validate
+from edgekv.storage.conditions import Condition
 from edgekv.storage.engine import Engine
 from edgekv.storage.group_commit import GroupCommitter
 from edgekv.storage.record import ScanItem, ScanPage
@@ -98,6 +98,7 @@ class Coordinator:
         # Set by membership while this node's clock runs too far ahead of its peers'.
         self._fence = engine.clock.fence
         self._feed = feed  # None: this node serves no Watch
+        self._homes = Homes(router, self._forwarder)  # home-mode prefixes (coordinator/home.py)
         self.node_id = router.spec.id
         # Fast path: with no placement rules nothing is ever forwarded.
         self._all_local = router.everything_local
@@ -110,8 +111,11 @@ class Coordinator:
     async def get(self, key: bytes, call: Call) -> GetResult:
         """The live value of ``key`` (``found`` None when absent, deleted or expired)."""
         call.principal.authorize("read", (key,))
-        if call.consistency or call.session_token:  # a level or a token: coordinator/session.py
-            return await self._session.get(key, call, self._get_plain)
+        if call.consistency or call.session_token:  # a level or a token: coordinator/levels.py
+            if call.consistency != STRONG:  # SESSION: coordinator/session.py
+                return await self._session.get(key, call, self._get_plain)
+            if (home := self._homes.read_home(key)) != self.node_id:  # coordinator/home.py
+                return await self._homes.get(key, home, call)
         if self._all_local or self._router.is_local(key):
             return GetResult(self._get(key), self.node_id)
         self._refuse_if_forwarded(call)
@@ -134,7 +138,11 @@ class Coordinator:
         limits = self._engine.limits
         limits.check_batch_get(len(keys))
         call.principal.authorize("read", keys)
-        if call.consistency or call.session_token:
+        if call.consistency == STRONG:
+            homed = await self._homes.get_many(keys, call, lambda ks: self._read_many(ks)[0])
+            if homed is not None:
+                return homed
+        elif call.consistency or call.session_token:
             return await self._session.get_many(keys, call, self._get_many_plain)
         return await self._get_many_plain(keys, call)
 
@@ -209,7 +217,10 @@ class Coordinator:
         limit = limit or DEFAULT_SCAN_LIMIT
         self._engine.limits.check_scan_limit(limit)  # before any part is forwarded
         call.principal.authorize("read", key_range=(lo, hi))
-        if call.consistency or call.session_token:
+        if call.consistency == STRONG:
+            if (home := self._homes.scan_home(lo, hi)) != self.node_id:
+                return await self._homes.scan(lo, hi, limit, keys_only, home, call)
+        elif call.consistency or call.session_token:
             plain = lambda: self._scan_plain(call, lo, hi, limit, keys_only)  # noqa: E731
             return await self._session.scan(call, lo, hi, limit, keys_only, plain)
         return await self._scan_plain(call, lo, hi, limit, keys_only)
@@ -303,16 +314,27 @@ class Coordinator:
     # -- writes ------------------------------------------------------------------
 
     async def put(
-        self, key: bytes, value: bytes, ttl_ms: int, call: Call, awaits: AwaitSpec | None = None
+        self,
+        key: bytes,
+        value: bytes,
+        ttl_ms: int,
+        call: Call,
+        awaits: AwaitSpec | None = None,
+        condition: Condition | None = None,
     ) -> WriteAck:
         """Store ``value`` under ``key`` (``ttl_ms`` 0: no expiry); durable when it returns."""
-        return await self.write((PutOp(key, value, ttl_ms),), call, await_replicas=awaits)
+        op = PutOp(key, value, ttl_ms, condition)
+        return await self.write((op,), call, await_replicas=awaits)
 
     async def delete(
-        self, key: bytes, call: Call, await_replicas: AwaitSpec | None = None
+        self,
+        key: bytes,
+        call: Call,
+        await_replicas: AwaitSpec | None = None,
+        condition: Condition | None = None,
     ) -> WriteAck:
         """Delete ``key`` (a tombstone, so the delete replicates and wins by version)."""
-        return await self.write((DeleteOp(key),), call, await_replicas=await_replicas)
+        return await self.write((DeleteOp(key, condition),), call, await_replicas=await_replicas)
 
     async def write(
         self,
@@ -330,7 +352,11 @@ class Coordinator:
         PoPs applied the batch, or when the wait ends (replication/receipts.py).
         """
         call.principal.authorize("write", [op.key for op in ops])
-        if not self._all_local and ops:
+        if home := self._homes.write_home(ops):  # homed keys: applied at their home only
+            if home != self.node_id:
+                validate(ops, 0, self._engine.limits, conditional=True)  # refused unsent
+                return await self._homes.forward_write(ops, home, call, await_replicas)
+        elif not self._all_local and ops:
             router = self._router
             target = write_target(ops, router.is_local, router.placement.placement_of)
             if target is not None:

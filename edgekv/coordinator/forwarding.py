@@ -17,12 +17,14 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from edgekv.cluster.routing import FORWARDED_BY, Router
+from edgekv.condition_status import error_from_rpc_error
 from edgekv.coordinator.call import Call
 from edgekv.coordinator.results import BatchGetResult, ChangeEvent, GetResult, ScanResult, WriteAck
 from edgekv.errors import Unavailable, relayed_status
 from edgekv.principal import AUTHORIZATION
 from edgekv.replication.receipts import AwaitSpec, Receipt
 from edgekv.storage.batch import DeleteOp, PutOp
+from edgekv.storage.conditions import Condition
 from edgekv.storage.record import ScanItem, Version
 from edgekv.v1 import common_pb2, kv_pb2
 
@@ -33,9 +35,10 @@ class Forwarder(Protocol):
     """Serves a request at the nearest reachable node allowed to hold ``route_key``.
 
     Every method raises the serving node's own EdgeKVError, or Unavailable
-    naming the nodes tried when none of them answers. ``targets`` (reads) names
-    the nodes to try, in order, instead of the nearest allowed ones (SESSION
-    reads: the token's origins first); the call's level and token travel with it.
+    naming the nodes tried when none of them answers. ``targets`` names the nodes
+    to try, in order, instead of the nearest allowed ones (SESSION reads: the
+    token's origins first; a homed key: its home alone, coordinator/home.py);
+    the call's level and token travel with it.
     """
 
     async def get(
@@ -53,6 +56,7 @@ class Forwarder(Protocol):
         call: Call,
         *,
         await_replicas: AwaitSpec | None = None,
+        targets: Sequence[str] | None = None,
     ) -> WriteAck: ...
 
     async def scan(
@@ -127,7 +131,7 @@ class GrpcForwarder:
                 idempotent=idempotent,
             )
         except grpc.aio.AioRpcError as exc:  # the serving node's own answer
-            raise relayed_status(exc.code(), exc.details() or "") from None
+            raise error_from_rpc_error(exc) from None
 
     async def get(
         self, key: bytes, call: Call, *, targets: Sequence[str] | None = None
@@ -166,21 +170,32 @@ class GrpcForwarder:
         call: Call,
         *,
         await_replicas: AwaitSpec | None = None,
+        targets: Sequence[str] | None = None,
     ) -> WriteAck:
         awaited = _await_message(await_replicas)
         if len(ops) == 1:  # a single op goes as the Put or Delete the client sent
             op = ops[0]
+            condition = condition_message(op.condition)
             if isinstance(op, PutOp):
                 request: Any = kv_pb2.PutRequest(
-                    key=op.key, value=op.value, ttl_ms=op.ttl_ms, await_replicas=awaited
+                    key=op.key,
+                    value=op.value,
+                    ttl_ms=op.ttl_ms,
+                    condition=condition,
+                    await_replicas=awaited,
                 )
-                reply = await self._forward("Put", request, route_key, call, idempotent=False)
+                method = "Put"
             else:
-                request = kv_pb2.DeleteRequest(key=op.key, await_replicas=awaited)
-                reply = await self._forward("Delete", request, route_key, call, idempotent=False)
+                request = kv_pb2.DeleteRequest(
+                    key=op.key, condition=condition, await_replicas=awaited
+                )
+                method = "Delete"
         else:
             request = kv_pb2.WriteRequest(ops=[_write_op(op) for op in ops], await_replicas=awaited)
-            reply = await self._forward("Write", request, route_key, call, idempotent=False)
+            method = "Write"
+        reply = await self._forward(
+            method, request, route_key, call, idempotent=False, targets=targets
+        )
         return WriteAck(
             Version(reply.version.timestamp, reply.version.origin),
             reply.served_by,
@@ -296,10 +311,12 @@ class DirectForwarder:
         call: Call,
         *,
         await_replicas: AwaitSpec | None = None,
+        targets: Sequence[str] | None = None,
     ) -> WriteAck:
         return await self._serve(
             route_key,
             lambda peer: peer.write(ops, self._mark(call), await_replicas=await_replicas),
+            targets,
         )
 
     async def scan(
@@ -347,6 +364,20 @@ def _await_message(spec: AwaitSpec | None) -> common_pb2.AwaitReplicas | None:
 
 
 def _write_op(op: PutOp | DeleteOp) -> kv_pb2.WriteOp:
+    condition = condition_message(op.condition)
     if isinstance(op, PutOp):
-        return kv_pb2.WriteOp(put=kv_pb2.PutOp(key=op.key, value=op.value, ttl_ms=op.ttl_ms))
-    return kv_pb2.WriteOp(delete=kv_pb2.DeleteOp(key=op.key))
+        put = kv_pb2.PutOp(key=op.key, value=op.value, ttl_ms=op.ttl_ms, condition=condition)
+        return kv_pb2.WriteOp(put=put)
+    return kv_pb2.WriteOp(delete=kv_pb2.DeleteOp(key=op.key, condition=condition))
+
+
+def condition_message(condition: Condition | None) -> common_pb2.Condition | None:
+    """The wire form of a write's condition (None: no condition)."""
+    if condition is None:
+        return None
+    if condition.if_version is not None:
+        timestamp, origin = condition.if_version
+        return common_pb2.Condition(
+            if_version=common_pb2.Version(timestamp=timestamp, origin=origin)
+        )
+    return common_pb2.Condition(if_absent=True)

@@ -80,14 +80,17 @@ def error_body(exc: EdgeKVError) -> bytes:
 
 
 async def send_error(
-    send: Send, exc: EdgeKVError, extra: tuple[tuple[bytes, bytes], ...] = ()
+    send: Send,
+    exc: EdgeKVError,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
+    status: int | None = None,
 ) -> None:
-    """Answer ``exc`` as an HTTP status and a JSON body (REST, unknown routes)."""
+    """Answer ``exc`` as an HTTP status (``status`` or its own) and a JSON body."""
     body = error_body(exc)
     await send(
         {
             "type": "http.response.start",
-            "status": http_status_for(exc),
+            "status": status or http_status_for(exc),
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

@@ -130,6 +130,13 @@ def _operation(route: Route) -> dict[str, Any]:
             "headers": served_by,
             "content": {"application/json": {"schema": schema}},
         }
+    if any(p.name == "if-match" for p in route.params):
+        responses["412"] = {
+            "description": "A condition (If-None-Match, If-Match) does not hold at the key's "
+            "home; nothing was written.",
+            "headers": {"edgekv-current-version": {"schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": _ERROR}},
+        }
     responses["200"] = ok
     operation: dict[str, Any] = {
         "operationId": route.operation_id,

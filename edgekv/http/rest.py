@@ -9,6 +9,13 @@ back in headers: ``edgekv-version`` (``<hlc timestamp>.<origin node>``),
 session tokens and receipts travel as ``edgekv-consistency``,
 ``edgekv-session-token`` and ``edgekv-await-*`` headers (http/levels.py).
 
+Conditional writes (keys under a homed prefix only): ``If-None-Match: *`` on
+PUT stores only if the key has no live value; ``If-Match: <version>`` (as
+``edgekv-version`` gives it, ``TS.ORIGIN``; ``TS:ORIGIN`` and quotes accepted)
+on PUT or DELETE writes only if the live value has that version. A condition
+that does not hold answers 412 with the current version in
+``edgekv-current-version`` (absent when the key has no live value).
+
 :data:`ROUTES` is the one description of the face: the dispatcher reads its
 parameters from it and openapi.py writes the OpenAPI document from it. Each
 handler checks its parameters, calls the coordinator (the same request layer,
@@ -28,13 +35,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote_to_bytes
 
+from edgekv.condition_status import CURRENT_VERSION_HEADER, version_text
 from edgekv.coordinator import Call, Coordinator, WriteAck
-from edgekv.errors import EdgeKVError, InvalidArgument, NotFound
+from edgekv.errors import ConditionFailed, EdgeKVError, InvalidArgument, NotFound
 from edgekv.http import levels
 from edgekv.http.app import REST_PREFIX, Receive, Scope, Send, send_error
 from edgekv.http.calls import SERVED_BY, Admission, call_of, client_of_address
 from edgekv.limits import Limits
 from edgekv.server.auth import Authorizer
+from edgekv.storage.conditions import IF_ABSENT, Condition
+from edgekv.storage.record import Version
 
 KEY_PATH = REST_PREFIX + "/{key}"
 TTL_HEADER = "edgekv-ttl-ms"
@@ -102,6 +112,18 @@ _AWAIT = (
         0,
     ),
 )
+_IF_NONE_MATCH = Param(
+    "if-none-match",
+    "header",
+    "string",
+    "*: write only if the key has no live value (homed keys; else 412).",
+)
+_IF_MATCH = Param(
+    "if-match",
+    "header",
+    "string",
+    "TS.ORIGIN: write only if the live value has this version (homed keys; else 412).",
+)
 ROUTES: tuple[Route, ...] = (
     Route("GET", KEY_PATH, "getValue", "Read a key's value (404 when absent, deleted or expired).",
           (_KEY, *_READ), body=False, ok="value"),
@@ -110,10 +132,10 @@ ROUTES: tuple[Route, ...] = (
            Param("ttl", "query", "integer", "Expire after this many seconds (0: never).", 0),
            Param(TTL_HEADER, "header", "integer",
                  "Expire after this many milliseconds (0: never); instead of ttl.", 0),
-           *_AWAIT),
+           *_AWAIT, _IF_NONE_MATCH, _IF_MATCH),
           body=True, ok="ack"),
     Route("DELETE", KEY_PATH, "deleteValue", "Delete a key (deleting a missing key succeeds).",
-          (_KEY, *_AWAIT), body=False, ok="ack"),
+          (_KEY, _IF_MATCH, *_AWAIT), body=False, ok="ack"),
     Route("GET", REST_PREFIX, "listKeys", "List live keys in key order, one page per call.",
           (Param("prefix", "query", "string", "Only keys starting with this (UTF-8)."),
            Param("cursor", "query", "string",
@@ -169,6 +191,10 @@ class RestFace:
             call = call_of(self._auth, headers.get)
             args = _params(route, scope, headers)
             await self._handlers[route.operation_id](call, args, receive, send, headers)
+        except ConditionFailed as exc:  # 412, with the version it did find
+            current = version_text(exc).replace(":", ".", 1)
+            extra = ((CURRENT_VERSION_HEADER.encode(), current.encode()),) if current else ()
+            await send_error(send, exc, extra + (_CLOSE if route.body else ()), 412)
         except EdgeKVError as exc:
             await send_error(send, exc, _CLOSE if route.body else ())
         finally:
@@ -213,14 +239,16 @@ class RestFace:
         ttl = ttl_ms if ttl_ms is not None else (ttl_s or 0) * 1000
         value = await self._read_value(headers, receive)
         started = time.perf_counter()
-        ack = await self._kv.put(args["key"], value, ttl, call, levels.await_of(args))
+        condition = rest_condition(args.get("if-none-match"), args.get("if-match"))
+        ack = await self._kv.put(args["key"], value, ttl, call, levels.await_of(args), condition)
         await self._ack(send, ack, started)
 
     async def _delete(
         self, call: Call, args: dict[str, Any], receive: Receive, send: Send, _h: Any
     ) -> None:
         started = time.perf_counter()
-        ack = await self._kv.delete(args["key"], call, levels.await_of(args))
+        condition = rest_condition(None, args.get("if-match"))
+        ack = await self._kv.delete(args["key"], call, levels.await_of(args), condition)
         await self._ack(send, ack, started)
 
     async def _list(
@@ -323,6 +351,26 @@ class RestFace:
 
 # After refusing a body unread, close the connection rather than read the rest.
 _CLOSE = ((b"connection", b"close"),)
+
+
+def rest_condition(if_none_match: str | None, if_match: str | None) -> Condition | None:
+    """The condition of ``If-None-Match: *`` / ``If-Match: TS.ORIGIN`` (None without)."""
+    if if_none_match is not None and if_match is not None:
+        raise InvalidArgument("give If-None-Match or If-Match, not both")
+    if if_none_match is not None:
+        if if_none_match.strip() != "*":
+            raise InvalidArgument(f"If-None-Match must be *, got {if_none_match[:64]!r}")
+        return IF_ABSENT
+    if if_match is None:
+        return None
+    text = if_match.strip().removeprefix("W/").strip('"')
+    timestamp, sep, origin = text.replace(":", ".", 1).partition(".")
+    if not sep or not timestamp.isdigit() or not origin:
+        raise InvalidArgument(
+            f"If-Match must be a version TS.ORIGIN (as edgekv-version gives it), "
+            f"got {if_match[:64]!r}"
+        )
+    return Condition(if_version=Version(int(timestamp), origin))
 
 
 def _not_found(key: bytes) -> EdgeKVError:

@@ -25,7 +25,9 @@ from typing import Any, TypeVar
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
+from protobuf.wkt import Any as AnyDetail
 
+from edgekv.condition_status import VERSION_TYPE, trailing_metadata
 from edgekv.coordinator import Call
 from edgekv.errors import EdgeKVError, connect_code_name, grpc_code_for
 from edgekv.http.calls import SERVED_BY, Admission, call_of, client_of_address
@@ -37,11 +39,19 @@ from edgekv.v1 import cluster_connect, cluster_pb2, kv_connect, kv_pb2
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 _CODES = {code.value: code for code in Code}
+_TYPE_URL = "type.googleapis.com/"
 
 
 def connect_error(exc: EdgeKVError) -> ConnectError:
-    """``exc`` as connectrpc's error, with the code of the one error table."""
-    return ConnectError(_CODES[connect_code_name(grpc_code_for(exc))], str(exc))
+    """``exc`` as connectrpc's error, with the code of the one error table.
+
+    A failed condition's current version rides as an error detail (an
+    ``edgekv.v1.Version``), as it rides in gRPC's trailing metadata.
+    """
+    details = [
+        AnyDetail(type_url=_TYPE_URL + VERSION_TYPE, value=v) for _, v in trailing_metadata(exc)
+    ]
+    return ConnectError(_CODES[connect_code_name(grpc_code_for(exc))], str(exc), details)
 
 
 class _Door:

@@ -20,6 +20,7 @@ as connectrpc writes them.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable, Coroutine
@@ -176,7 +177,13 @@ class ConnectUnary:
 
 
 async def _send_error(send: Send, exc: ConnectError) -> None:
-    body = json.dumps({"code": exc.code.value, "message": exc.message}).encode()
+    error: dict[str, Any] = {"code": exc.code.value, "message": exc.message}
+    if exc.details:  # as connectrpc writes them: base64 without padding
+        error["details"] = [
+            {"type": d.type_name, "value": base64.b64encode(d.message_bytes).decode().rstrip("=")}
+            for d in exc.details
+        ]
+    body = json.dumps(error).encode()
     await send(
         {
             "type": "http.response.start",

@@ -35,7 +35,7 @@ from edgekv.client.aio import AsyncClient
 from edgekv.config.loader import load_config
 from edgekv.config.model import ClusterConfig
 from edgekv.local.faultproxy import FaultProxy
-from edgekv.local.launcher import write_cluster_file
+from edgekv.local.launcher import PlacementSpec, write_cluster_file
 from edgekv.local.wait import Dump, diff_dumps, wait_until_async
 from edgekv.server.node import Node
 from edgekv.storage.engine import Engine
@@ -80,7 +80,7 @@ class InProcessCluster:
     """N nodes over M regions, started on the current event loop of this process.
 
     ``regions`` are (name, lat, lon), ``nodes`` (id, region), ``placement``
-    (prefix, regions) as in ``write_cluster_file``; ``replication`` overrides
+    (prefix, regions[, home]) as in ``write_cluster_file``; ``replication`` overrides
     ``FAST_REPLICATION``; ``extra`` adds top-level cluster-file sections. Ports
     are free loopback ports fixed in the cluster file (written to
     ``directory``/cluster.yaml, data under ``directory``/data), so a node keeps
@@ -99,7 +99,7 @@ class InProcessCluster:
         *,
         regions: Sequence[tuple[str, float, float]] = REGIONS,
         nodes: Sequence[tuple[str, str]] = NODES,
-        placement: Sequence[tuple[str, Sequence[str]]] = (),
+        placement: Sequence[PlacementSpec] = (),
         replication: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
         proxies: bool = True,

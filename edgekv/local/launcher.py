@@ -84,6 +84,14 @@ class NodeProcess:
         return log_tail(self.log_path, lines)
 
 
+# A placement rule for write_cluster_file: (prefix, regions) or (prefix, regions, home).
+PlacementSpec = tuple[str, Sequence[str]] | tuple[str, Sequence[str], str]
+
+
+def _home_entry(rule: PlacementSpec) -> dict[str, str]:
+    return {"home": rule[2]} if len(rule) == 3 else {}
+
+
 def terminate(proc: subprocess.Popen[bytes], grace_s: float) -> int:
     """SIGTERM ``proc``, wait up to ``grace_s``, then SIGKILL; its exit code."""
     if proc.poll() is None:
@@ -272,7 +280,7 @@ def write_cluster_file(
     *,
     regions: Sequence[tuple[str, float, float]] = (("local", 0.0, 0.0),),
     nodes: Sequence[tuple[str, str]] = (("node-1", "local"),),
-    placement: Sequence[tuple[str, Sequence[str]]] = (),
+    placement: Sequence[PlacementSpec] = (),
     extra: dict[str, Any] | None = None,
     cluster: str = "test",
     metrics: bool = False,
@@ -280,7 +288,8 @@ def write_cluster_file(
 ) -> Path:
     """Write a cluster file for nodes on loopback with free ports; return its path.
 
-    ``regions`` are (name, lat, lon); ``nodes`` are (id, region). Data
+    ``regions`` are (name, lat, lon); ``nodes`` are (id, region); ``placement``
+    rules are (prefix, regions) or (prefix, regions, home node id). Data
     directories go under ``directory``/data/<id>. With ``metrics`` every node
     also serves Prometheus metrics on a free port (``metrics_listen``), with
     ``http`` the HTTP door (``http_listen``).
@@ -311,7 +320,9 @@ def write_cluster_file(
     # Local clusters run without tokens, on purpose and visibly (the node warns).
     doc["security"] = {"auth": {"mode": "disabled"}}
     if placement:
-        doc["placement"] = [{"prefix": prefix, "regions": list(rs)} for prefix, rs in placement]
+        doc["placement"] = [
+            {"prefix": rule[0], "regions": list(rule[1]), **_home_entry(rule)} for rule in placement
+        ]
     doc.update(extra or {})
     path = directory / "cluster.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")

@@ -47,7 +47,9 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             for r in config.regions
         ]
         self._placement = [
-            cluster_pb2.PlacementRule(prefix=rule.prefix, regions=list(rule.regions))
+            cluster_pb2.PlacementRule(
+                prefix=rule.prefix, regions=list(rule.regions), home=rule.home
+            )
             for rule in config.placement
         ]
 

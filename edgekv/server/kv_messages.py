@@ -19,6 +19,7 @@ from edgekv.coordinator import Call, Coordinator, WriteAck
 from edgekv.errors import InvalidArgument
 from edgekv.replication.receipts import AwaitSpec
 from edgekv.storage.batch import DeleteOp, PutOp
+from edgekv.storage.conditions import IF_ABSENT, Condition
 from edgekv.storage.record import Version
 from edgekv.v1 import common_pb2, kv_pb2
 
@@ -96,12 +97,16 @@ class KVMessages:
         )
 
     async def put(self, request: kv_pb2.PutRequest, call: Call) -> kv_pb2.PutResponse:
+        condition = condition_of(request.condition) if request.HasField("condition") else None
         awaited = await_spec(request)
-        ack = await self._kv.put(request.key, request.value, request.ttl_ms, call, awaited)
+        ack = await self._kv.put(
+            request.key, request.value, request.ttl_ms, call, awaited, condition
+        )
         return kv_pb2.PutResponse(**write_fields(ack))
 
     async def delete(self, request: kv_pb2.DeleteRequest, call: Call) -> kv_pb2.DeleteResponse:
-        ack = await self._kv.delete(request.key, call, await_spec(request))
+        condition = condition_of(request.condition) if request.HasField("condition") else None
+        ack = await self._kv.delete(request.key, call, await_spec(request), condition)
         return kv_pb2.DeleteResponse(**write_fields(ack))
 
     async def write(self, request: kv_pb2.WriteRequest, call: Call) -> kv_pb2.WriteResponse:
@@ -201,7 +206,22 @@ def write_fields(ack: WriteAck) -> dict[str, Any]:
 def _write_op(index: int, op: kv_pb2.WriteOp) -> PutOp | DeleteOp:
     kind = op.WhichOneof("op")
     if kind == "put":
-        return PutOp(op.put.key, op.put.value, op.put.ttl_ms)
+        put = op.put
+        condition = condition_of(put.condition) if put.HasField("condition") else None
+        return PutOp(put.key, put.value, put.ttl_ms, condition)
     if kind == "delete":
-        return DeleteOp(op.delete.key)
+        cond = condition_of(op.delete.condition) if op.delete.HasField("condition") else None
+        return DeleteOp(op.delete.key, cond)
     raise InvalidArgument(f"ops[{index}] sets neither put nor delete")
+
+
+def condition_of(message: common_pb2.Condition) -> Condition:
+    """A request's condition; InvalidArgument when it sets no check."""
+    check = message.WhichOneof("check")
+    if check == "if_version":
+        return Condition(
+            if_version=Version(message.if_version.timestamp, message.if_version.origin)
+        )
+    if check == "if_absent" and message.if_absent:
+        return IF_ABSENT
+    raise InvalidArgument("condition sets no check: set if_absent=true or if_version")

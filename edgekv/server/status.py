@@ -16,6 +16,7 @@ from typing import NoReturn, TypeVar
 
 import grpc
 
+from edgekv.condition_status import trailing_metadata
 from edgekv.errors import EdgeKVError, grpc_code_for
 
 _S = TypeVar("_S")
@@ -30,8 +31,9 @@ def trailing_metadata_of(exc: EdgeKVError) -> tuple[tuple[str, str | bytes], ...
     """The trailing metadata the status of ``exc`` carries: what the error
     attached as ``exc.trailing_metadata`` (a failed condition names the current
     version in ``edgekv-current-version-bin``), else nothing. KV.Stream copies it
-    into ``StreamError.metadata``, so both transports say the same."""
-    return tuple(getattr(exc, "trailing_metadata", None) or ())
+    into ``StreamError.metadata``, so both transports say the same
+    (edgekv/condition_status.py writes it)."""
+    return trailing_metadata(exc)
 
 
 async def abort_with(context: grpc.aio.ServicerContext, exc: EdgeKVError) -> NoReturn:

@@ -1,14 +1,12 @@
 """The storage engine of one PoP: RocksDB (through rocksdict), written one WriteBatch at a time.
 
-One RocksDB per node (database.py): data in the default column family, the
-replication log (replog.py), the digest index (digest.py) and meta. The engine
-owns them and the write lock. Every local write and every apply is one
-WriteBatch (data, log, digests, seq, clock) that its helpers stage into; their
-own upkeep (trims, rebuilds, sweeps, purges) writes under the same lock.
+One RocksDB per node (database.py): data in the default column family, the replication log
+(replog.py), the digest index (digest.py) and meta. The engine owns them and the write lock. Every
+local write and every apply is one WriteBatch (data, log, digests, seq, clock) that its helpers
+stage into; their own upkeep (trims, rebuilds, sweeps, purges) writes under the same lock.
 
-Concurrency: reads may run on any thread. Writes are serialised by one lock
-(seq and clock order must match log order); a node's event loop calls them
-inline because each is a few microseconds.
+Concurrency: reads may run on any thread. Writes are serialised by one lock (seq and clock order
+must match log order); a node's event loop calls them inline because each is a few microseconds.
 """
 
 from __future__ import annotations
@@ -28,9 +26,10 @@ from edgekv import native
 from edgekv.errors import EdgeKVError, FailedPrecondition, InvalidArgument, StorageError
 from edgekv.keyrange import prefix_end
 from edgekv.limits import DEFAULT_LIMITS, Limits
-from edgekv.storage.batch import DeleteOp, PutOp, StagedOp, validate
+from edgekv.storage.batch import DeleteOp, PutOp, StagedOp, conditions_of, validate
 from edgekv.storage.clock import DEFAULT_MAX_SKEW_MS, HybridClock, wall_ms
 from edgekv.storage.collection import Collection, split_winners
+from edgekv.storage.conditions import Condition, check_conditions
 from edgekv.storage.database import META_CF, claim, open_rocksdb
 from edgekv.storage.digest import DIGEST_CF, DigestIndex
 from edgekv.storage.purge import Purge
@@ -65,6 +64,7 @@ class EngineSettings:
 
 
 ChangeListener = Callable[[list[Change], int, bool], None]
+Conditioned = Sequence[tuple[bytes, Condition]]
 
 
 class Engine(LogAccess):
@@ -78,11 +78,10 @@ class Engine(LogAccess):
     restores the seq and the clock high-water mark, so no seq or timestamp is
     ever reused.
 
-    Parts with their own modules, sharing the engine's write lock:
-    ``digests`` (DigestIndex: anti-entropy queries), ``collection``
-    (Collection: dead-record sweep and horizon), and the replication log,
-    reached through ``read_log``, ``first_log_seq``, ``trim_log``,
-    ``last_seq`` and the peer cursors.
+    Parts with their own modules, sharing the engine's write lock: ``digests``
+    (DigestIndex: anti-entropy queries), ``collection`` (Collection: dead-record
+    sweep and horizon), and the replication log, reached through ``read_log``,
+    ``first_log_seq``, ``trim_log``, ``last_seq`` and the peer cursors.
     """
 
     def __init__(
@@ -246,11 +245,12 @@ class Engine(LogAccess):
     def write(self, ops: Sequence[PutOp | DeleteOp]) -> Version:
         """Apply puts and deletes atomically, all under one new version.
 
-        A key may appear once per batch (two writes with one version would
-        replicate ambiguously). Validation (batch.py) happens before anything
-        is written.
+        A key may appear once per batch (two writes with one version would replicate
+        ambiguously). Validation (batch.py) happens before anything is written; the
+        ops' conditions are checked under the write lock (a ConditionFailed writes nothing).
         """
-        return self._commit([validate(ops, wall_ms(), self.limits)])[0]
+        staged = validate(ops, wall_ms(), self.limits, conditional=True)
+        return self._commit([staged], conditions_of(ops))[0]
 
     def write_group(
         self, batches: Sequence[Sequence[PutOp | DeleteOp]]
@@ -273,7 +273,7 @@ class Engine(LogAccess):
         versions = iter(self._commit(staged) if staged else ())
         return [next(versions) if r is _PENDING else r for r in results]
 
-    def _commit(self, groups: list[list[StagedOp]]) -> list[Version]:
+    def _commit(self, groups: list[list[StagedOp]], conditioned: Conditioned = ()) -> list[Version]:
         """Write validated batches in one WriteBatch; each gets its own timestamp."""
         encode = native.encode_record
         origin = self._origin
@@ -281,6 +281,8 @@ class Engine(LogAccess):
         changes: list[Change] = []
         with self._lock:
             self._check_open()
+            if conditioned:  # one batch (``write``): checked against what it replaces
+                check_conditions(conditioned, self.get_record)
             wb = WriteBatch(raw_mode=True)
             timestamp = 0
             for staged in groups:
@@ -333,13 +335,11 @@ class Engine(LogAccess):
     def apply(self, key: bytes, record: bytes) -> bool:
         """Apply a record that another node wrote; True if it changed this node's data.
 
-        Deterministic and idempotent: the record is stored only if its version
-        (timestamp, origin) is greater than the stored one's, so applying the same
-        records in any order, any number of times, leaves every node with the same
-        value — the one with the greatest version. Advances the clock past the
-        record's timestamp; refuses (ClockSkewError) a timestamp too far ahead.
-        Applied records are not appended to this node's log: only their origin
-        ships them.
+        Deterministic and idempotent: the record is stored only if its version (timestamp, origin)
+        is greater than the stored one's, so applying the same records in any order, any number of
+        times, leaves every node with the same value — the one with the greatest version. Advances
+        the clock past the record's timestamp; refuses (ClockSkewError) a timestamp too far ahead.
+        Applied records are not appended to this node's log: only their origin ships them.
         """
         return self.apply_many(((key, record),)) == 1
 

@@ -33,7 +33,13 @@ class GroupCommitter:
         self._flush_task: asyncio.Task[None] | None = None
 
     async def write(self, ops: Sequence[PutOp | DeleteOp]) -> Version:
-        """Commit ``ops`` atomically; returns once they are durable (fsynced)."""
+        """Commit ``ops`` atomically; returns once they are durable (fsynced).
+
+        A batch with conditions is written alone (``Engine.write`` checks them
+        under the write lock, between groups), on a worker thread.
+        """
+        if any(op.condition is not None for op in ops):
+            return await asyncio.to_thread(self._engine.write, ops)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Version] = loop.create_future()
         self._pending.append((ops, future))

@@ -512,7 +512,7 @@ def test_placement_not_a_list_rejected(doc: dict[str, Any]) -> None:
 
 def test_placement_unknown_key_rejected(doc: dict[str, Any]) -> None:
     doc["placement"][0]["region"] = "eu-west"
-    assert error_of(doc) == 'placement[0]: unknown key "region" (allowed: prefix, regions)'
+    assert error_of(doc) == 'placement[0]: unknown key "region" (allowed: prefix, regions, home)'
 
 
 def test_placement_unknown_region_rejected(doc: dict[str, Any]) -> None:
