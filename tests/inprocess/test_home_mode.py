@@ -151,7 +151,16 @@ async def test_home_down_writes_unavailable_local_reads_work(
     for node in ("iad-1", "nrt-1"):  # no fork: nothing but the home ever wrote ctr/
         assert homed.engine(node).get_item(b"ctr/k").value == b"before"  # type: ignore[union-attr]
     await homed.start([HOME])
-    ack = await homed.client("iad-1").put(b"ctr/k", b"after", if_version=None)
+    # Until iad-1's heartbeats see the home back, writes are refused unsent (safe to retry).
+    deadline = asyncio.get_running_loop().time() + 30.0
+    while True:
+        try:
+            ack = await homed.client("iad-1").put(b"ctr/k", b"after", if_version=None)
+            break
+        except Unavailable as exc:
+            assert "not applied anywhere" in str(exc), exc
+            assert asyncio.get_running_loop().time() < deadline, exc
+            await asyncio.sleep(0.2)
     assert ack.served_by == HOME
 
 

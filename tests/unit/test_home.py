@@ -180,28 +180,34 @@ async def test_forwarded_write_to_non_home_refused(nodes: Nodes) -> None:
 
 
 async def test_if_absent_then_cas_at_home(nodes: Nodes) -> None:
-    first = await nodes["iad-1"].put(b"ctr/n", b"0", 0, client(), IF_ABSENT)
+    first = await nodes["iad-1"].put(b"ctr/n", b"0", 0, client(), condition=IF_ABSENT)
     with pytest.raises(ConditionFailed) as failed:
-        await nodes["nrt-1"].put(b"ctr/n", b"x", 0, client(), IF_ABSENT)
+        await nodes["nrt-1"].put(b"ctr/n", b"x", 0, client(), condition=IF_ABSENT)
     assert failed.value.current_version == first.version
     assert "ctr/n" in str(failed.value) and str(first.version.timestamp) in str(failed.value)
     second = await nodes["nrt-1"].put(
-        b"ctr/n", b"1", 0, client(), Condition(if_version=first.version)
+        b"ctr/n", b"1", 0, client(), condition=Condition(if_version=first.version)
     )
     with pytest.raises(ConditionFailed) as stale:  # the same CAS again: lost the race
-        await nodes["fra-2"].put(b"ctr/n", b"2", 0, client(), Condition(if_version=first.version))
+        await nodes["fra-2"].put(
+            b"ctr/n", b"2", 0, client(), condition=Condition(if_version=first.version)
+        )
     assert stale.value.current_version == second.version
-    await nodes["fra-1"].delete(b"ctr/n", client(), Condition(if_version=second.version))
+    await nodes["fra-1"].delete(b"ctr/n", client(), condition=Condition(if_version=second.version))
     with pytest.raises(ConditionFailed) as gone:
-        await nodes["fra-1"].delete(b"ctr/n", client(), Condition(if_version=second.version))
+        await nodes["fra-1"].delete(
+            b"ctr/n", client(), condition=Condition(if_version=second.version)
+        )
     assert gone.value.current_version is None and "no live value" in str(gone.value)
-    await nodes["iad-1"].put(b"ctr/n", b"again", 0, client(), IF_ABSENT)  # a tombstone is absent
+    await nodes["iad-1"].put(
+        b"ctr/n", b"again", 0, client(), condition=IF_ABSENT
+    )  # a tombstone is absent
 
 
 async def test_condition_on_unhomed_key_refused_saying_why(nodes: Nodes) -> None:
     for key in (b"eu/a", b"g/a"):
         with pytest.raises(FailedPrecondition, match="no single order") as refused:
-            await nodes["fra-1"].put(key, b"1", 0, client(), IF_ABSENT)
+            await nodes["fra-1"].put(key, b"1", 0, client(), condition=IF_ABSENT)
         assert "home" in str(refused.value) and not isinstance(refused.value, ConditionFailed)
     assert nodes.engines["fra-1"].get(b"eu/a") is None
 
