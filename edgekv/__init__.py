@@ -24,6 +24,7 @@ from edgekv.errors import (
     NotFound,
     ResourceExhausted,
     Unavailable,
+    WatchTokenExpired,
 )
 from edgekv.native import ACTIVE as READ_PATH
 
@@ -43,6 +44,7 @@ __all__ = [
     "Unavailable",
     "Version",
     "WatchEvent",
+    "WatchTokenExpired",
     "WriteResult",
     "__version__",
 ]

@@ -49,6 +49,7 @@ from edgekv.config.sections import (
     parse_wan,
 )
 from edgekv.config.values import as_ident, as_mapping, check_keys, show
+from edgekv.config.watch import parse_watch
 from edgekv.errors import ConfigError
 from edgekv.limits import PEER_RPCS_PER_PEER
 
@@ -98,7 +99,16 @@ def parse_config(doc: object, base_dir: Path) -> ClusterConfig:
         top,
         "cluster file",
         required=("cluster", "regions", "nodes"),
-        optional=("placement", "limits", "storage", "replication", "wan", "security", "http"),
+        optional=(
+            "placement",
+            "limits",
+            "storage",
+            "replication",
+            "wan",
+            "security",
+            "http",
+            "watch",
+        ),
     )
     cluster = as_ident(top["cluster"], "cluster", "cluster name")
     regions = parse_regions(top["regions"])
@@ -126,6 +136,7 @@ def parse_config(doc: object, base_dir: Path) -> ClusterConfig:
         wan=parse_wan(top.get("wan"), region_names),
         security=parse_security(top.get("security"), base_dir),
         http=parse_http(top.get("http")),
+        watch=parse_watch(top.get("watch")),
     )
 
 

@@ -115,6 +115,7 @@ class ChangeFeed:
         self._loop_thread = threading.get_ident()
         self._wakers: list[Callable[[], None]] = []
         self._watchers: set[Watcher] = set()
+        self._signals: set[asyncio.Event] = set()  # feed tails (coordinator/resumable.py)
         self.last_seq = 0
 
     def on_change(self, changes: list[Change], last_seq: int, local: bool) -> None:
@@ -129,6 +130,8 @@ class ChangeFeed:
             self.last_seq = last_seq
             for wake in self._wakers:
                 wake()
+        for signal in self._signals:
+            signal.set()
         for watcher in tuple(self._watchers):
             prefix = watcher.prefix
             for change in changes:
@@ -150,10 +153,19 @@ class ChangeFeed:
         self._watchers.add(watcher)
         return watcher
 
+    def signal(self) -> asyncio.Event:
+        """An event set after every change (the feed tail of one Watch waits on it)."""
+        event = asyncio.Event()
+        self._signals.add(event)
+        return event
+
+    def unsignal(self, event: asyncio.Event) -> None:
+        self._signals.discard(event)
+
     @property
     def watchers(self) -> int:
         """Watch subscriptions alive now."""
-        return len(self._watchers)
+        return len(self._watchers) + len(self._signals)
 
     def unwatch(self, watcher: Watcher) -> None:
         self._watchers.discard(watcher)

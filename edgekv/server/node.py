@@ -278,7 +278,10 @@ class Node:
             http_inflight=(lambda: http.inflight) if http is not None else None,
             pacer=replication.antientropy.pacer if replication is not None else None,
         )
-        coordinator = Coordinator(engine, router, committer=committer, feed=feed)
+        coordinator = Coordinator(
+            engine, router, committer=committer, feed=feed, watch=config.watch
+        )
+        self._spawn(coordinator.run_feed_trimmer(), "feed-trimmer")
         cluster_service = ClusterService(config, view, engine, self._may_hold, self.auth)
         kv_service = KVService(coordinator, self.auth)
         add_client_services(server, kv_service, cluster_service, self._health)

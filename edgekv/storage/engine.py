@@ -33,6 +33,7 @@ from edgekv.storage.clock import DEFAULT_MAX_SKEW_MS, HybridClock, wall_ms
 from edgekv.storage.collection import Collection, split_winners
 from edgekv.storage.database import META_CF, claim, open_rocksdb
 from edgekv.storage.digest import DIGEST_CF, DigestIndex
+from edgekv.storage.feed import ChangeLog
 from edgekv.storage.purge import Purge
 from edgekv.storage.quarantine import Quarantine
 from edgekv.storage.received import sort_received
@@ -143,9 +144,11 @@ class Engine:
             meta=meta,
         )
         self.quarantine = Quarantine(meta)  # received records too far ahead, set aside
+        self.feed = ChangeLog(self._db, meta, self._lock, self._write_batch, wall_ms)
         cfs = (self._db, self._log, self._digest, self._meta)  # purge.py: erase, compact
-        self.purge = Purge(cfs, self._replog, self.collection, self.quarantine, self._lock)
-        self._listeners: list[ChangeListener] = []
+        parts = (self._replog, self.collection, self.quarantine)
+        self.purge = Purge(cfs, *parts, self._lock, self.feed)
+        self._listeners: list[ChangeListener] = [self.feed.committed]  # publishes its head first
         self._closed = False
         self.digests.load()
         self._reader = native.Reader(self._db.get)
@@ -159,8 +162,7 @@ class Engine:
 
     def get_item(self, key: bytes) -> Item | None:
         """``get`` as a typed Item (a little slower: for callers off the hot path)."""
-        found = self._reader.get(key)
-        return None if found is None else Item(*found)
+        return None if (found := self._reader.get(key)) is None else Item(*found)
 
     def get_many(self, keys: Sequence[bytes]) -> list[tuple[bytes, int, str, int] | None]:
         """``get`` for each key, in order, with one RocksDB multi-get."""
@@ -218,10 +220,6 @@ class Engine:
     def property_int(self, name: str) -> int:
         """A RocksDB integer property of the data column family (0 if unknown)."""
         return int(self._db.property_int_value(name) or 0)
-
-    def approximate_key_count(self) -> int:
-        """RocksDB's estimate of the number of records (tombstones included)."""
-        return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)
 
     # -- local writes --------------------------------------------------------
 
@@ -281,6 +279,7 @@ class Engine:
                     changes.append(Change(key, record))
                 versions.append(Version(timestamp, self.node_id))
             seq = self._replog.stage(wb, changes)
+            self.feed.stage(wb, changes)
             buckets = self.digests.stage(wb, changes)
             wb.put(_META_HLC, U64.pack(timestamp), self._meta_handle)
             self._write_batch(wb)
@@ -366,6 +365,7 @@ class Engine:
             for key, record in changes:
                 wb.put(key, record)
             buckets = self.digests.stage(wb, changes)
+            self.feed.stage(wb, visible)
             if changes or removals:
                 self.collection.stage_removals(wb, removals, buckets)
                 self.collection.stage_arrivals(wb, changes, now)
@@ -434,7 +434,7 @@ class Engine:
 
     def _release(self) -> None:
         # Every column family and handle, the parts' too, keeps RocksDB (and LOCK) open.
-        for part in ("_replog", "digests", "quarantine", "collection"):
+        for part in ("_replog", "digests", "quarantine", "collection", "feed"):
             if part in self.__dict__:
                 getattr(self, part).release()
         self._log.close()
