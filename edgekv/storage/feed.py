@@ -189,17 +189,24 @@ class ChangeLog:
         """The oldest seq still held (``head.seq + 1`` when none is)."""
         return max(self.trimmed.seq, 0) + 1
 
-    def read(self, from_seq: int, limit: int = 256) -> list[FeedEntry]:
-        """Up to ``limit`` entries with ``from_seq`` <= seq <= the published head, in order."""
+    def read(self, from_seq: int, limit: int = 256, max_bytes: int = 1 << 20) -> list[FeedEntry]:
+        """Entries with ``from_seq`` <= seq <= the published head, in order.
+
+        At most ``limit`` of them and about ``max_bytes`` (at least one), so a
+        reader holds a bounded page however big the values are.
+        """
         last = self.head.seq
         out: list[FeedEntry] = []
+        size = 0
         it = self._feed.iter()
         it.seek(U64.pack(max(from_seq, 0)))
-        while it.valid() and len(out) < limit:
+        while it.valid() and len(out) < limit and (not out or size < max_bytes):
             seq = int(U64.unpack(it.key())[0])
             if seq > last:
                 break
-            out.append(decode_entry(seq, it.value()))
+            raw = it.value()
+            out.append(decode_entry(seq, raw))
+            size += len(raw)
             it.next()
         return out
 
