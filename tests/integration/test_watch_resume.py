@@ -225,3 +225,22 @@ def test_bad_tokens_are_invalid_argument_naming_the_limit(cluster: LocalCluster)
         assert words in (info.value.details() or "")
     scan = raw.Scan(kv_pb2.ScanRequest(prefix=b"b/"))
     assert scan.watch_token  # and the node is fine
+
+
+async def test_watch_over_the_http_door_resumes_after_a_kill(tmp_path: Path) -> None:
+    with make_cluster(tmp_path, http=True) as c:
+        c.start()
+        url = f"http://{c.nodes['fra-1'].http_endpoint}"
+        async with AsyncClient(url, discover=False, retry=RETRY) as client:
+            watcher = Watcher(client, "h/", resume_for_s=60)
+            await wait_until_async(lambda: watcher.events, timeout_s=10, what="the first token")
+            writer = Writer(c.endpoint("iad-1"), "h/")
+            await asyncio.sleep(1.0)
+            c.kill("fra-1")
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(c.start, ["fra-1"])
+            await asyncio.sleep(1.0)
+            written = writer.stop()
+            await until_delivered(watcher, written, timeout_s=60)
+            await watcher.stop()
+        check_exactly_once(watcher.events, written)
