@@ -14,9 +14,11 @@ Stored bytes (integers big-endian, see record.py):
   | key | record``.
 * ``meta``: ``feed/epoch`` (8 random bytes, set when the feed is created: seqs
   of a wiped and recreated directory are not comparable with old tokens),
-  ``feed/head`` (last seq, bytes held, per-origin greatest timestamp appended)
-  staged with the entries, and ``feed/trimmed`` (the greatest seq trimmed and
-  the per-origin greatest timestamp among trimmed entries).
+  ``feed/head`` (last seq, bytes held, per-origin greatest timestamp appended),
+  a checkpoint written by ``trim`` and at close, not per write: on open the
+  entries past it (durable with their changes) are read back; and
+  ``feed/trimmed`` (the greatest seq trimmed and the per-origin greatest
+  timestamp among trimmed entries).
 
 The per-origin vectors are what let another PoP accept a token (see
 coordinator/watchtoken.py): a PoP that has appended origin O's writes up to
@@ -144,19 +146,43 @@ class ChangeLog:
             epoch = os.urandom(8)
             self._meta.put(_META_EPOCH, epoch)
         self.epoch: bytes = bytes(epoch)
-        self.head = _decode_head(self._meta.get(_META_HEAD))  # replaced whole, under the lock
         self.trimmed = _decode_trimmed(self._meta.get(_META_TRIMMED))
+        self.head = self._recover(_decode_head(self._meta.get(_META_HEAD)))  # replaced whole
+        self._checkpointed = self.head.seq
         self._staged: FeedHead | None = None
 
+    def _recover(self, checkpoint: FeedHead) -> FeedHead:
+        """The head: the last checkpoint, advanced over the entries written since.
+
+        The write path stages only entries (the head is checkpointed by ``trim``
+        and at close), so after a crash the entries past the checkpoint, which
+        are durable with their changes, are read back here.
+        """
+        seq, held, vector = checkpoint.seq, checkpoint.held_bytes, dict(checkpoint.vector)
+        it = self._feed.iter()
+        it.seek(U64.pack(seq + 1))
+        while it.valid():
+            seq = int(U64.unpack(it.key())[0])
+            raw = it.value()
+            held += len(raw)
+            origin, ts = origin_and_timestamp(decode_entry(seq, raw).record)
+            if ts > vector.get(origin, 0):
+                vector[origin] = ts
+            it.next()
+        return FeedHead(max(seq, self.trimmed.seq), vector, held)
+
     def release(self) -> None:
-        """Drop the column-family handles: they keep RocksDB (and its LOCK) open."""
-        self._feed.close()
-        del self._handle, self._meta_handle
+        """Checkpoint the head, then drop the handles (they keep RocksDB and its LOCK open)."""
+        try:
+            self._meta.put(_META_HEAD, _encode_head(self.head))
+        finally:
+            self._feed.close()
+            del self._handle, self._meta_handle
 
     # -- appending (caller holds the engine's write lock) -------------------------
 
     def stage(self, wb: WriteBatch, changes: Sequence[Change]) -> None:
-        """Stage ``changes`` as the next entries, and the new head, into ``wb``."""
+        """Stage ``changes`` as the next entries into ``wb`` (the head is published on commit)."""
         if not changes:
             return
         head = self.head
@@ -174,9 +200,7 @@ class ChangeLog:
                 if vector is None:
                     vector = dict(head.vector)
                 vector[origin] = ts
-        staged = FeedHead(seq, head.vector if vector is None else vector, held)
-        wb.put(_META_HEAD, _encode_head(staged), self._meta_handle)
-        self._staged = staged
+        self._staged = FeedHead(seq, head.vector if vector is None else vector, held)
 
     def committed(self, changes: Sequence[Change], last_seq: int, local: bool) -> None:
         """Engine listener: the WriteBatch ``stage`` filled is written; publish its head."""
@@ -238,20 +262,23 @@ class ChangeLog:
             freed += len(raw)
             cut = seq + 1
             it.next()
-        if cut == first:
+        if cut == first and head.seq == self._checkpointed:
             return 0
         trimmed = Trimmed(cut - 1, vector)
         with self._lock:
             wb = WriteBatch(raw_mode=True)
-            wb.delete_range(U64.pack(0), U64.pack(cut), self._handle)
-            wb.put(_META_TRIMMED, U64.pack(trimmed.seq) + encode_vector(vector), self._meta_handle)
+            if cut > first:
+                wb.delete_range(U64.pack(0), U64.pack(cut), self._handle)
+                wb.put(
+                    _META_TRIMMED, U64.pack(trimmed.seq) + encode_vector(vector), self._meta_handle
+                )
+                # Published before the entries go: a reader that then misses one knows why.
+                self.trimmed = trimmed
             current = self.head
             new_head = FeedHead(current.seq, current.vector, max(0, current.held_bytes - freed))
-            wb.put(_META_HEAD, _encode_head(new_head), self._meta_handle)
-            # Published before the entries go: a reader that then misses one knows why.
-            self.trimmed = trimmed
+            wb.put(_META_HEAD, _encode_head(new_head), self._meta_handle)  # the checkpoint
             self._write(wb)
-            self.head = new_head
+            self.head, self._checkpointed = new_head, new_head.seq
         return cut - first
 
     def drop(self, doomed: Callable[[bytes], bool]) -> int:
