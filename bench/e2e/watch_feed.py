@@ -43,6 +43,10 @@ def timed(op: Callable[[int], object], n: int) -> tuple[list[float], float]:
     return samples, (time.process_time() - cpu0) * 1e6 / n
 
 
+def applier(engine: Engine, batches: list[list[tuple[bytes, bytes]]]) -> Callable[[int], int]:
+    return lambda i: engine.apply_many(batches[i])
+
+
 def feed_switch(engine: Engine) -> Callable[[bool], None]:
     real = engine.feed.stage
 
@@ -81,7 +85,7 @@ def bench_applies(root: Path, writes: int, rounds: int) -> None:
         for on in (True, False) if r % 2 == 0 else (False, True):
             engine = Engine(root / f"apply-{r}-{on}", "n1")  # fresh: every record wins
             feed_switch(engine)(on)
-            samples, cpu = timed(lambda i: engine.apply_many(batches[i]), len(batches))
+            samples, cpu = timed(applier(engine, batches), len(batches))
             results[on][0].extend(s / 500 for s in samples)
             results[on][1].append(cpu / 500)
             engine.close()
