@@ -23,7 +23,7 @@ from edgekv.local.cluster import LocalCluster
 from edgekv.local.faultproxy import ProxyHost
 from edgekv.local.launcher import write_cluster_file
 from edgekv.local.wait import wait_until_async
-from edgekv.v1 import kv_pb2, kv_pb2_grpc
+from edgekv.v1 import cluster_pb2, cluster_pb2_grpc, kv_pb2, kv_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -244,3 +244,38 @@ async def test_watch_over_the_http_door_resumes_after_a_kill(tmp_path: Path) -> 
             await until_delivered(watcher, written, timeout_s=60)
             await watcher.stop()
         check_exactly_once(watcher.events, written)
+
+
+async def test_pinned_prefix_watch_resumes_through_a_pop_that_may_not_hold_it(
+    tmp_path: Path,
+) -> None:
+    """nrt-1 may not hold eu/: it relays the Watch from fra-1 with fra-1's tokens, resumes
+    it from them after a disconnect, and never stores, logs or feeds an eu/ key itself."""
+    with make_cluster(tmp_path, placement=[("eu/", ["eu-west"])]) as c:
+        c.start()
+        host = ProxyHost()
+        proxy = host.add(c.endpoint("nrt-1"), name="client->nrt-1")
+        try:
+            async with AsyncClient(
+                f"127.0.0.1:{proxy.port}", discover=False, retry=RETRY
+            ) as client:
+                watcher = Watcher(client, "eu/w/")
+                await wait_until_async(lambda: watcher.events, timeout_s=10, what="a token")
+                writer = Writer(c.endpoint("fra-1"), "eu/w/")
+                await asyncio.sleep(0.7)
+                host.cut(proxy)
+                await asyncio.sleep(0.3)
+                host.restore(proxy)
+                await asyncio.sleep(0.5)
+                written = writer.stop()
+                await until_delivered(watcher, written, timeout_s=30)
+                await watcher.stop()
+            assert proxy.connections_accepted >= 2
+            check_exactly_once(watcher.events, written)
+            assert {e.served_by for e in watcher.events} == {"fra-1"}
+        finally:
+            host.close()
+        cluster_stub = cluster_pb2_grpc.ClusterStub(grpc.insecure_channel(c.endpoint("nrt-1")))
+        report = cluster_stub.Audit(cluster_pb2.AuditRequest(), timeout=30)
+        assert report.violations == 0
+        assert "feed" in report.checked_by_column_family  # the feed is audited too

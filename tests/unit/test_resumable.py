@@ -192,3 +192,17 @@ async def test_foreign_token_older_than_the_feed_is_expired(tmp_path: Path) -> N
     finally:
         a.close()
         b.close()
+
+
+async def test_a_token_never_replays_a_key_the_node_may_not_hold(tmp_path: Path) -> None:
+    engine = Engine(tmp_path / "db", "n1")
+    try:
+        feeds = watches(engine)
+        begin = feeds.token_now()
+        engine.put(b"eu/secret", b"left behind by a rule change")
+        engine.put(b"g/public", b"v")
+        start = await feeds.start(begin)
+        held = feeds.tail(b"", start, lambda key: not key.startswith(b"eu/"), True)
+        assert keys(await drain(held, engine)) == [b"g/public"]
+    finally:
+        engine.close()
