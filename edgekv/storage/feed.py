@@ -43,7 +43,7 @@ from rocksdict import ColumnFamily, Rdict, WriteBatch
 from edgekv.storage.record import OFF_ORIGIN, OFF_ORIGIN_LEN, OFF_TIMESTAMP, U16, U64, Change
 
 FEED_CF = "feed"
-_META_EPOCH = b"feed/epoch"
+META_FEED_EPOCH = b"feed/epoch"  # a restore deletes it: the copy is a new feed
 _META_HEAD = b"feed/head"
 _META_TRIMMED = b"feed/trimmed"
 _ENTRY_PREFIX = 10  # appended_ms (8) + key length (2)
@@ -141,10 +141,10 @@ class ChangeLog:
         self._lock = lock
         self._write = write
         self._now_ms = now_ms
-        epoch = self._meta.get(_META_EPOCH)
+        epoch = self._meta.get(META_FEED_EPOCH)
         if epoch is None:
             epoch = os.urandom(8)
-            self._meta.put(_META_EPOCH, epoch)
+            self._meta.put(META_FEED_EPOCH, epoch)
         self.epoch: bytes = bytes(epoch)
         self.trimmed = _decode_trimmed(self._meta.get(_META_TRIMMED))
         self.head = self._recover(_decode_head(self._meta.get(_META_HEAD)))  # replaced whole
