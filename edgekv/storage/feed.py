@@ -150,6 +150,7 @@ class ChangeLog:
         self.head = self._recover(_decode_head(self._meta.get(_META_HEAD)))  # replaced whole
         self._checkpointed = self.head.seq
         self._staged: FeedHead | None = None
+        self._released = False  # set under the engine's lock when the engine closes
 
     def _recover(self, checkpoint: FeedHead) -> FeedHead:
         """The head: the last checkpoint, advanced over the entries written since.
@@ -173,6 +174,7 @@ class ChangeLog:
 
     def release(self) -> None:
         """Checkpoint the head, then drop the handles (they keep RocksDB and its LOCK open)."""
+        self._released = True
         try:
             self._meta.put(_META_HEAD, _encode_head(self.head))
         finally:
@@ -240,6 +242,8 @@ class ChangeLog:
         Records the trimmed seq and per-origin timestamps (``trimmed``) with the
         same write, so a token that needs a dropped entry is known too old.
         """
+        if self._released:
+            return 0
         head = self.head
         first = self.first_seq()
         excess_entries = head.seq - first + 1 - max_entries
@@ -266,6 +270,8 @@ class ChangeLog:
             return 0
         trimmed = Trimmed(cut - 1, vector)
         with self._lock:
+            if self._released:  # the engine closed meanwhile
+                return 0
             wb = WriteBatch(raw_mode=True)
             if cut > first:
                 wb.delete_range(U64.pack(0), U64.pack(cut), self._handle)
@@ -300,6 +306,8 @@ class ChangeLog:
         if not seqs:
             return 0
         with self._lock:
+            if self._released:
+                return 0
             wb = WriteBatch(raw_mode=True)
             for seq in seqs:
                 wb.delete(seq, self._handle)
