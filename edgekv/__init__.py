@@ -27,6 +27,7 @@ from edgekv.errors import (
     NotFound,
     ResourceExhausted,
     Unavailable,
+    WatchTokenExpired,
 )
 from edgekv.native import ACTIVE as READ_PATH
 
@@ -49,6 +50,7 @@ __all__ = [
     "Unavailable",
     "Version",
     "WatchEvent",
+    "WatchTokenExpired",
     "WriteResult",
     "__version__",
 ]

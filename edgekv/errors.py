@@ -112,6 +112,14 @@ class OtherStatus(EdgeKVError):
         self.code = code
 
 
+class WatchTokenExpired(EdgeKVError):
+    """A Watch resume token is older than the serving PoP's change feed retains (OUT_OF_RANGE).
+
+    Nothing can be replayed without a gap: rescan the range, then watch from
+    the first scan page's ``watch_token``.
+    """
+
+
 class ConfigError(EdgeKVError, ValueError):
     """The cluster file is invalid; the message names the entry."""
 
@@ -127,6 +135,7 @@ GRPC_CODE_BY_ERROR: dict[type[EdgeKVError], grpc.StatusCode] = {
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     Internal: grpc.StatusCode.INTERNAL,
     Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+    WatchTokenExpired: grpc.StatusCode.OUT_OF_RANGE,
     ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
 }
 

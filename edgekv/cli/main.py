@@ -240,8 +240,8 @@ def audit(offline: bool, as_json: bool, **conn: Any) -> None:
 
     It checks every stored entry that holds a user key: data records (live
     keys, tombstones and expired records not yet collected), replication log
-    entries and digest index entries, so its count is larger than the number
-    of keys `edgekv scan` lists.
+    entries, digest index entries and change feed entries (what Watch resumes
+    from), so its count is larger than the number of keys `edgekv scan` lists.
     """
     from edgekv.cluster.audit import audit_directory
     from edgekv.cluster.placement import PlacementRules
@@ -288,7 +288,12 @@ def audit(offline: bool, as_json: bool, **conn: Any) -> None:
     sys.exit(codes.AUDIT_VIOLATIONS if report.total_violations else codes.OK)
 
 
-_ENTRY_NAMES = {"data": "data records", "log": "log entries", "digest": "digest index entries"}
+_ENTRY_NAMES = {
+    "data": "data records",
+    "log": "log entries",
+    "digest": "digest index entries",
+    "feed": "change feed entries",
+}
 
 
 def _checked_by(checked_by: dict[str, int]) -> str:

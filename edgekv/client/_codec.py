@@ -208,7 +208,15 @@ def scan_entries(resp: kv_pb2.ScanResponse) -> list[Entry]:
 
 def watch_event(e: kv_pb2.WatchEvent) -> WatchEvent:
     return WatchEvent(
-        e.key, e.value, version_of(e.version), e.deleted, e.expires_at_ms, e.local, e.served_by
+        e.key,
+        e.value,
+        version_of(e.version),
+        e.deleted,
+        e.expires_at_ms,
+        e.local,
+        e.served_by,
+        e.resume_token,
+        e.progress,
     )
 
 

@@ -115,7 +115,12 @@ class Delete:
 
 @dataclass(frozen=True, slots=True)
 class WatchEvent:
-    """One change seen by ``watch``; ``deleted`` for a tombstone, ``local`` if written there."""
+    """One change seen by ``watch``; ``deleted`` for a tombstone, ``local`` if written there.
+
+    ``resume_token`` resumes a watch right after this event (opaque bytes,
+    accepted by any PoP of the cluster; b"" where the watch cannot resume). A
+    ``progress`` event has no key and only carries a fresh token.
+    """
 
     key: bytes
     value: bytes
@@ -124,6 +129,8 @@ class WatchEvent:
     expires_at_ms: int
     local: bool
     served_by: str
+    resume_token: bytes = b""
+    progress: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -391,30 +391,78 @@ class AsyncClient(ClientBase):
             req.page_token = resp.next_page_token
 
     async def watch(
-        self, prefix: bytes | str = b"", *, timeout_s: float | None = None
+        self,
+        prefix: bytes | str = b"",
+        *,
+        resume_token: bytes | None = None,
+        timeout_s: float | None = None,
+        progress: bool = False,
+        resume_for_s: float = 30.0,
     ) -> AsyncIterator[WatchEvent]:
-        """Changes under ``prefix`` from now on; stop iterating (or close the iterator) to stop.
+        """Changes under ``prefix`` from now on, or after ``resume_token``; stop iterating to stop.
 
-        ``timeout_s`` here bounds the whole watch (None: until closed). Not
-        retried: a watch that ends with an error must be re-established (and
-        the range re-scanned) by the caller.
+        Every event carries a ``resume_token``: keep the last one to resume
+        later, here or in another process (a token is opaque bytes, valid at
+        any PoP of the cluster). When the stream breaks (a disconnect, a PoP
+        restart or failure) the watch resumes on its own from the last token,
+        at the same PoP or the next one allowed to serve the prefix, without
+        gaps or duplicates, for up to ``resume_for_s`` of consecutive failures.
+        A token older than the PoP's change feed raises ``WatchTokenExpired``:
+        rescan the range, then watch from the scan's ``watch_token``. With
+        ``progress`` the idle progress events (``progress`` true, no key) are
+        yielded too. ``timeout_s`` bounds the whole watch (None: until closed).
+        A prefix spanning placements held by several PoPs streams without
+        tokens and is not resumed.
         """
         if True:  # ASYNC
             if not self._connected:
                 await self.connect()
         p = codec.to_bytes(prefix, "prefix")
-        node = self.topology.route(p)[0] if p else self.topology.nearest()[0]
-        call = self._kv(node).Watch(
-            kv_pb2.WatchRequest(prefix=p), timeout=timeout_s, metadata=self._metadata
-        )
-        try:
-            async for event in call:
-                yield codec.watch_event(event)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.CANCELLED:
-                raise self._error(exc, node) from None
-        finally:
-            call.cancel()
+        token = resume_token or b""
+        ends_at = None if timeout_s is None else time.monotonic() + timeout_s
+        failures, failing_since = 0, 0.0
+        while True:
+            node = self.topology.route(p)[0] if p else self.topology.nearest()[0]
+            left = None if ends_at is None else max(0.001, ends_at - time.monotonic())
+            request = kv_pb2.WatchRequest(prefix=p, resume_token=token, initial_progress=True)
+            call = self._kv(node).Watch(request, timeout=left, metadata=self._metadata)
+            try:
+                async for event in call:
+                    token = event.resume_token or token
+                    failures = 0
+                    if progress or not event.progress:
+                        yield codec.watch_event(event)
+            except grpc.RpcError as exc:
+                code = exc.code()
+                if code == grpc.StatusCode.CANCELLED:
+                    return
+                failures += 1
+                failing_since = failing_since if failures > 1 else time.monotonic()
+                if code != grpc.StatusCode.UNAVAILABLE or (
+                    time.monotonic() - failing_since > resume_for_s
+                ):
+                    raise self._error(exc, node) from None
+                self.topology.mark_failed(node)
+                await _sleep(self._retry.backoff_s(min(failures, 8)))
+                continue
+            finally:
+                call.cancel()
+            return
+
+    async def watch_token(
+        self, prefix: bytes | str = b"", *, timeout_s: float | None = None
+    ) -> bytes:
+        """A resume token for ``prefix`` taken now: a watch from it misses nothing after this call.
+
+        The pattern for a consistent copy plus every later change: take the
+        token, scan the range, then ``watch(prefix, resume_token=token)``
+        (and again after ``WatchTokenExpired``). b"" when the prefix spans
+        placements held by several PoPs.
+        """
+        p = codec.to_bytes(prefix, "prefix")
+        req = kv_pb2.ScanRequest(prefix=p, limit=1, keys_only=True)
+        resp = await self._call(p or None, "Scan", req, True, timeout_s)
+        return bytes(resp.watch_token)
 
     # -- cluster ---------------------------------------------------------------
 

@@ -20,6 +20,8 @@ from rocksdict import AccessType, Options, Rdict
 from edgekv.errors import StorageError
 from edgekv.storage.collection import ARRIVED_PREFIX
 from edgekv.storage.digest import key_of_index_entry
+from edgekv.storage.feed import FEED_CF
+from edgekv.storage.feed import decode_entry as decode_feed_entry
 from edgekv.storage.quarantine import QUARANTINE_PREFIX
 from edgekv.storage.replog import decode_entry
 
@@ -85,11 +87,13 @@ def audit_column_families(
     index: Rdict,
     allows: Callable[[bytes], bool],
     meta: Rdict | None = None,
+    feed: Rdict | None = None,
 ) -> AuditReport:
     """Flag every user key in the column families that ``allows`` refuses.
 
     ``meta`` (optional, for callers that have it) adds the meta entries that
-    name user keys (``META_USER_KEY_PREFIXES``), reported as "meta".
+    name user keys (``META_USER_KEY_PREFIXES``), reported as "meta"; ``feed``
+    the change feed (storage/feed.py), reported as "feed".
     """
     sources: list[tuple[str, Rdict, Callable[[bytes, bytes], bytes]]] = [
         ("data", data, lambda k, v: k),
@@ -101,6 +105,8 @@ def audit_column_families(
     ]
     if meta is not None:
         walks.append(("meta", _meta_user_entries(meta), lambda k, v: k))
+    if feed is not None:
+        walks.append(("feed", _iterate(feed), lambda k, v: decode_feed_entry(0, v).key))
     for name, entries, user_key in walks:
         before = report.checked
         for key, value in entries:
@@ -121,7 +127,12 @@ def audit_directory(
     if not (path / "CURRENT").exists():
         raise StorageError(f"{path} is not a RocksDB directory (no CURRENT file)")
     opts = Options(raw_mode=True)
-    cfs: dict[str, Any] = {name: Options(raw_mode=True) for name in ("log", "meta", "digest")}
+    try:  # a directory last written before the change feed existed has no feed family
+        has_feed = FEED_CF in Rdict.list_cf(str(path))
+    except Exception as exc:
+        raise StorageError(f"cannot read the column families of {path}: {exc}") from exc
+    names = ("log", "meta", "digest", FEED_CF) if has_feed else ("log", "meta", "digest")
+    cfs: dict[str, Any] = {name: Options(raw_mode=True) for name in names}
     try:
         db = Rdict(str(path), opts, column_families=cfs, access_type=AccessType.read_only())
     except Exception as exc:
@@ -129,10 +140,13 @@ def audit_directory(
     log = db.get_column_family("log")
     index = db.get_column_family("digest")
     meta = db.get_column_family("meta")
+    feed = db.get_column_family(FEED_CF) if has_feed else None
     try:
         report = AuditReport(node_id, region)
-        return audit_column_families(report, db, log, index, allows, meta)
+        return audit_column_families(report, db, log, index, allows, meta, feed)
     finally:
+        if feed is not None:
+            feed.close()
         log.close()
         index.close()
         meta.close()

@@ -50,6 +50,7 @@ from edgekv.config.sections import (
     parse_wan,
 )
 from edgekv.config.values import as_ident, as_mapping, check_keys, show
+from edgekv.config.watch import parse_watch
 from edgekv.errors import ConfigError
 from edgekv.limits import PEER_RPCS_PER_PEER
 
@@ -140,6 +141,7 @@ def parse_config(doc: object, base_dir: Path) -> ClusterConfig:
         security=parse_security(top.get("security"), base_dir),
         http=parse_http(top.get("http")),
         consistency=parse_consistency(top.get("consistency")),
+        watch=parse_watch(top.get("watch")),
     )
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from edgekv.cluster.placement import PlacementRule
 from edgekv.config.values import show
+from edgekv.config.watch import WatchSettings
 from edgekv.errors import ConfigError
 from edgekv.limits import DEFAULT_ANTIENTROPY_BYTES_PER_S, DEFAULT_LIMITS, Limits
 from edgekv.storage.clock import DEFAULT_MAX_SKEW_MS
@@ -255,6 +256,7 @@ class ClusterConfig:
     security: SecuritySettings = SecuritySettings()
     http: HttpSettings = HttpSettings()
     consistency: ConsistencySettings = ConsistencySettings()
+    watch: WatchSettings = field(default_factory=WatchSettings)
     # Lookup tables derived from the fields above; never compared or printed.
     _node_by_id: dict[str, NodeSpec] = field(init=False, repr=False, compare=False)
     _region_by_name: dict[str, Region] = field(init=False, repr=False, compare=False)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Sequence
 
-from edgekv import native
 from edgekv.cluster.routing import Router
+from edgekv.config.watch import WatchSettings
 from edgekv.coordinator.call import Call
 from edgekv.coordinator.forwarding import Forwarder, GrpcForwarder
 from edgekv.coordinator.home import STRONG, Homes
@@ -40,14 +40,13 @@ from edgekv.coordinator.stitching import (
     split_range,
     write_target,
 )
+from edgekv.coordinator.watching import Watching
 from edgekv.errors import (
-    EdgeKVError,
     InvalidArgument,
-    ResourceExhausted,
     Unavailable,
 )
-from edgekv.keyrange import prefix_end, scan_bounds
-from edgekv.replication.changefeed import ByteQueue, ChangeFeed, Watcher, WatchOverflow
+from edgekv.keyrange import scan_bounds
+from edgekv.replication.changefeed import ChangeFeed
 from edgekv.replication.receipts import AwaitSpec, ReceiptWaiter
 from edgekv.storage.batch import DeleteOp, PutOp, validate
 from edgekv.storage.conditions import Condition
@@ -58,15 +57,10 @@ from edgekv.storage.record import ScanItem, ScanPage
 DEFAULT_SCAN_LIMIT = 100
 # Scans asking for more items than this run on a worker thread, off the event loop.
 SCAN_INLINE_MAX = 1000
-# Events a Watch may have queued for its client before it is ended as too slow
-# (and at most Limits.max_watch_queue_bytes of them).
-WATCH_QUEUE_EVENTS = 10_000
 # Keys per local multi-get of a BatchGet: the answer's size is checked between reads.
 BATCH_READ_KEYS = 128
 # Items read by a scan's first run; later runs are sized by the items' bytes.
 SCAN_FIRST_RUN = 128
-
-_WatchQueue = ByteQueue[ChangeEvent | BaseException]
 
 
 class Coordinator:
@@ -88,6 +82,7 @@ class Coordinator:
         feed: ChangeFeed | None = None,
         session: SessionReads | None = None,
         receipts: ReceiptWaiter | None = None,
+        watch: WatchSettings | None = None,
     ) -> None:
         self._engine = engine
         self._get = engine.get  # bound native Reader.get: the hot path
@@ -97,8 +92,13 @@ class Coordinator:
         self._committer = committer
         # Set by membership while this node's clock runs too far ahead of its peers'.
         self._fence = engine.clock.fence
-        self._feed = feed  # None: this node serves no Watch
         self._homes = Homes(router, self._forwarder)  # home-mode prefixes (coordinator/home.py)
+        # None: this node serves no Watch.
+        self._watching = (
+            None
+            if feed is None
+            else Watching(engine, router, self._forwarder, feed, watch or WatchSettings())
+        )
         self.node_id = router.spec.id
         # Fast path: with no placement rules nothing is ever forwarded.
         self._all_local = router.everything_local
@@ -233,8 +233,10 @@ class Coordinator:
             held, remote = split_range(lo, hi, router.placement, router.region)
             if remote:
                 return await self._scan_stitched(held, remote, limit, keys_only, call)
+        token = b"" if self._watching is None else self._watching.feeds.token_now()
         page = await self._scan_local(lo, hi, limit, keys_only=keys_only)
-        return ScanResult(page_items(page, keys_only), page.next_start or b"", self.node_id)
+        items = page_items(page, keys_only)
+        return ScanResult(items, page.next_start or b"", self.node_id, watch_token=token)
 
     async def _scan_local(
         self, lo: bytes, hi: bytes, limit: int, *, keys_only: bool = False
@@ -380,81 +382,22 @@ class Coordinator:
 
     # -- watch -------------------------------------------------------------------
 
-    async def watch(self, prefix: bytes, call: Call) -> AsyncGenerator[ChangeEvent, None]:
-        """Changes under ``prefix`` from now on, merged from every placement it spans.
+    def watch(
+        self, prefix: bytes, call: Call, resume_token: bytes = b"", initial_progress: bool = False
+    ) -> AsyncGenerator[ChangeEvent, None]:
+        """Changes under ``prefix``, from ``resume_token`` (b"": now); see coordinator/watching.py.
 
-        Never ends by itself; raises ResourceExhausted when the caller falls
-        more than WATCH_QUEUE_EVENTS behind, and the serving node's error when a
-        relayed part fails. The node a client calls relays every placement it
-        may not hold from that placement's nearest node (one relay per
-        placement); a relayed (forwarded) Watch is served from the local feed
-        only, which holds exactly that node's placements, and is refused when
-        this node holds nothing under the prefix (the caller misrouted it).
+        Never ends by itself. Raises WatchTokenExpired (OUT_OF_RANGE) for a
+        token older than the feed retains, InvalidArgument for a malformed one.
         """
-        hi = prefix_end(prefix)
-        call.principal.authorize("read", key_range=(prefix, hi))
-        feed = self._feed
-        if feed is None:
+        if self._watching is None:
             raise Unavailable("this node does not serve Watch")
-        owners: list[bytes] = []
-        if not self._all_local:
-            router = self._router
-            held, remote = split_range(prefix, hi, router.placement, router.region)
-            if call.forwarded_by is not None:
-                if not held:
-                    router.refuse_misrouted(call.forwarded_by)
-            else:
-                owners = sorted({owner for _, _, owner in remote})
-        max_bytes = self._engine.limits.max_watch_queue_bytes
-        queue: _WatchQueue = ByteQueue(WATCH_QUEUE_EVENTS, max_bytes)
-        # Subscribed before the first wait: nothing committed after this is missed.
-        watcher = feed.watch(prefix, WATCH_QUEUE_EVENTS, max_bytes)
-        pumps = [asyncio.create_task(self._pump_local_watch(watcher, queue))]
-        for owner in owners:
-            watch_prefix = max(owner, prefix, key=len)
-            pumps.append(
-                asyncio.create_task(self._pump_remote_watch(watch_prefix, owner, queue, call))
-            )
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            feed.unwatch(watcher)
-            for pump in pumps:
-                pump.cancel()
-            # Wait for the relays to unwind, so their remote streams are closed
-            # (and remote subscriptions gone) by the time the Watch has ended.
-            await asyncio.gather(*pumps, return_exceptions=True)
+        return self._watching.watch(prefix, call, resume_token, initial_progress)
 
-    async def _pump_local_watch(self, watcher: Watcher, queue: _WatchQueue) -> None:
-        decode = native.decode_record
-        node_id = self.node_id
-        while True:
-            try:
-                change, local = await watcher.next()
-            except WatchOverflow as exc:
-                await queue.put(ResourceExhausted(str(exc)), 0)
-                return
-            tombstone, timestamp, expires_at_ms, origin, value = decode(change.record)
-            await queue.put(
-                ChangeEvent(
-                    change.key, value, timestamp, origin, tombstone, expires_at_ms, local, node_id
-                ),
-                len(change.key) + len(value),
-            )
-
-    async def _pump_remote_watch(
-        self, prefix: bytes, rule_prefix: bytes, queue: _WatchQueue, call: Call
-    ) -> None:
-        """Relay a Watch from the nearest node that holds ``rule_prefix``'s keys."""
-        try:
-            async for event in self._forwarder.watch(prefix, rule_prefix, call):
-                await queue.put(event, len(event.key) + len(event.value))
-        except EdgeKVError as exc:
-            await queue.put(exc, 0)
+    async def run_feed_trimmer(self) -> None:
+        """Keep the change feed within the ``watch:`` retention (the node runs it)."""
+        if self._watching is not None:
+            await self._watching.feeds.run_feed_trimmer()
 
     # -- routing -----------------------------------------------------------------
 

@@ -11,7 +11,8 @@ process, for tests and simulations that need no sockets.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -71,7 +72,14 @@ class Forwarder(Protocol):
         targets: Sequence[str] | None = None,
     ) -> ScanResult: ...
 
-    def watch(self, prefix: bytes, route_key: bytes, call: Call) -> AsyncIterator[ChangeEvent]: ...
+    def watch(
+        self,
+        prefix: bytes,
+        route_key: bytes,
+        call: Call,
+        resume_token: bytes = b"",
+        initial_progress: bool = False,
+    ) -> AsyncIterator[ChangeEvent]: ...
 
 
 class RequestLayer(Protocol):
@@ -101,7 +109,9 @@ class RequestLayer(Protocol):
         keys_only: bool = False,
     ) -> ScanResult: ...
 
-    def watch(self, prefix: bytes, call: Call) -> AsyncIterator[ChangeEvent]: ...
+    def watch(
+        self, prefix: bytes, call: Call, resume_token: bytes = b"", initial_progress: bool = False
+    ) -> AsyncGenerator[ChangeEvent, None]: ...
 
 
 class GrpcForwarder:
@@ -228,11 +238,19 @@ class GrpcForwarder:
             for i in reply.items
         ]
         held_by = [i.served_by or reply.served_by for i in reply.items]
-        return ScanResult(items, reply.next_page_token, reply.served_by, held_by)
+        return ScanResult(
+            items, reply.next_page_token, reply.served_by, held_by, watch_token=reply.watch_token
+        )
 
     async def watch(
-        self, prefix: bytes, route_key: bytes, call: Call
+        self,
+        prefix: bytes,
+        route_key: bytes,
+        call: Call,
+        resume_token: bytes = b"",
+        initial_progress: bool = False,
     ) -> AsyncIterator[ChangeEvent]:
+        """Relay a Watch; when its node goes away, resume at the next one from the last token."""
         router = self._router
         metadata: tuple[tuple[str, str], ...] = ((FORWARDED_BY, router.spec.id),)
         if call.credentials is not None:
@@ -240,14 +258,16 @@ class GrpcForwarder:
         tried = []
         for node_id in router.candidates(route_key):
             tried.append(node_id)
-            stream = router.stub(node_id).Watch(
-                kv_pb2.WatchRequest(prefix=prefix), metadata=metadata
+            request = kv_pb2.WatchRequest(
+                prefix=prefix, resume_token=resume_token, initial_progress=initial_progress
             )
+            stream = router.stub(node_id).Watch(request, metadata=metadata)
             try:
                 async for e in stream:
+                    resume_token = e.resume_token or resume_token
                     yield ChangeEvent(
                         e.key, e.value, e.version.timestamp, e.version.origin, e.deleted,
-                        e.expires_at_ms, e.local, e.served_by,
+                        e.expires_at_ms, e.local, e.served_by, e.resume_token, e.progress,
                     )  # fmt: skip
                 return
             except grpc.aio.AioRpcError as exc:
@@ -339,13 +359,20 @@ class DirectForwarder:
         )
 
     async def watch(
-        self, prefix: bytes, route_key: bytes, call: Call
+        self,
+        prefix: bytes,
+        route_key: bytes,
+        call: Call,
+        resume_token: bytes = b"",
+        initial_progress: bool = False,
     ) -> AsyncIterator[ChangeEvent]:
         for node_id in self._router.candidates(route_key):
             peer = self._peers.get(node_id)
             if peer is not None:
-                async for event in peer.watch(prefix, self._mark(call)):
-                    yield event
+                events = peer.watch(prefix, self._mark(call), resume_token, initial_progress)
+                async with contextlib.aclosing(events):  # the peer's subscription ends with ours
+                    async for event in events:
+                        yield event
                 return
         raise self._router.unavailable(route_key, [], "not in this process")
 

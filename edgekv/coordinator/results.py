@@ -66,6 +66,7 @@ class ScanResult(NamedTuple):
     served_by: str
     held_by: list[str] | None = None
     session_token: bytes = b""  # as GetResult's
+    watch_token: bytes = b""  # a Watch resume token taken before the page was read
 
 
 class ChangeEvent(NamedTuple):
@@ -73,6 +74,8 @@ class ChangeEvent(NamedTuple):
 
     ``local`` is whether the serving node accepted the write itself (not
     replicated from a peer); ``served_by`` is the node whose feed saw it.
+    ``resume_token`` resumes a Watch after this event (b"" where the Watch
+    cannot be resumed); a ``progress`` event carries only a fresh token.
     """
 
     key: bytes
@@ -83,3 +86,5 @@ class ChangeEvent(NamedTuple):
     expires_at_ms: int
     local: bool
     served_by: str
+    resume_token: bytes = b""
+    progress: bool = False

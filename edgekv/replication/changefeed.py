@@ -1,4 +1,4 @@
-"""Fan-out of engine changes to the event loop: wakes senders, feeds watchers.
+"""Fan-out of engine changes to the event loop: wakes senders and Watch streams.
 
 The engine calls ``on_change`` under its write lock, from the loop thread
 (inline writes, applies) or a worker thread (group commit). Delivery to the
@@ -19,14 +19,7 @@ from edgekv.storage.record import Change
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WATCH_QUEUE = 10_000
-DEFAULT_WATCH_QUEUE_BYTES = 16 * 1024 * 1024
-
 _T = TypeVar("_T")
-
-
-class WatchOverflow(Exception):
-    """A watcher fell too far behind; its stream is ended (re-watch and re-scan)."""
 
 
 class ByteQueue(Generic[_T]):
@@ -75,38 +68,6 @@ class ByteQueue(Generic[_T]):
         return not self._items
 
 
-class Watcher:
-    """One Watch stream's subscription: changes under ``prefix``, in commit order.
-
-    At most ``max_queue`` changes and ``max_bytes`` bytes of keys and records
-    wait for the stream; a change beyond either overflows the watcher.
-    """
-
-    __slots__ = ("_max_bytes", "_max_queue", "_queue", "overflowed", "prefix")
-
-    def __init__(self, prefix: bytes, max_queue: int, max_bytes: int) -> None:
-        self.prefix = prefix
-        self._max_queue = max_queue
-        self._max_bytes = max_bytes
-        self._queue: ByteQueue[tuple[Change, bool]] = ByteQueue(max_queue, max_bytes)
-        self.overflowed = False
-
-    def _offer(self, change: Change, local: bool) -> bool:
-        if self._queue.offer((change, local), len(change.key) + len(change.record)):
-            return True
-        self.overflowed = True
-        return False
-
-    async def next(self) -> tuple[Change, bool]:
-        """The next change and whether it was local; raises WatchOverflow when dropped."""
-        if self.overflowed and self._queue.empty():
-            raise WatchOverflow(
-                f"watcher fell behind by more than its queue of {self._max_queue} changes or "
-                f"{self._max_bytes} bytes (max_watch_queue_bytes); re-watch"
-            )
-        return await self._queue.get()
-
-
 class ChangeFeed:
     """Connects one engine to the loop's consumers. Create it on the serving loop."""
 
@@ -114,7 +75,7 @@ class ChangeFeed:
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._wakers: list[Callable[[], None]] = []
-        self._watchers: set[Watcher] = set()
+        self._signals: set[asyncio.Event] = set()  # feed tails (coordinator/resumable.py)
         self.last_seq = 0
 
     def on_change(self, changes: list[Change], last_seq: int, local: bool) -> None:
@@ -129,31 +90,23 @@ class ChangeFeed:
             self.last_seq = last_seq
             for wake in self._wakers:
                 wake()
-        for watcher in tuple(self._watchers):
-            prefix = watcher.prefix
-            for change in changes:
-                if change.key.startswith(prefix) and not watcher._offer(change, local):
-                    self._watchers.discard(watcher)
-                    break
+        for signal in self._signals:
+            signal.set()
 
     def add_waker(self, wake: Callable[[], None]) -> None:
         """Call ``wake()`` on the loop whenever the local log grows."""
         self._wakers.append(wake)
 
-    def watch(
-        self,
-        prefix: bytes,
-        max_queue: int = DEFAULT_WATCH_QUEUE,
-        max_bytes: int = DEFAULT_WATCH_QUEUE_BYTES,
-    ) -> Watcher:
-        watcher = Watcher(prefix, max_queue, max_bytes)
-        self._watchers.add(watcher)
-        return watcher
+    def signal(self) -> asyncio.Event:
+        """An event set after every change (the feed tail of one Watch waits on it)."""
+        event = asyncio.Event()
+        self._signals.add(event)
+        return event
+
+    def unsignal(self, event: asyncio.Event) -> None:
+        self._signals.discard(event)
 
     @property
     def watchers(self) -> int:
-        """Watch subscriptions alive now."""
-        return len(self._watchers)
-
-    def unwatch(self, watcher: Watcher) -> None:
-        self._watchers.discard(watcher)
+        """Watch streams waiting on this feed now."""
+        return len(self._signals)

@@ -114,6 +114,7 @@ class Handoff:
         """One pass over every refused key here; True when none is left."""
         purge = self._engine.purge
         dropped = await asyncio.to_thread(purge.drop_quarantined, self.refused)
+        unfed = await asyncio.to_thread(purge.drop_feed_entries, self.refused)
         if dropped:
             log.info("dropped %d set-aside records of keys this node may no longer hold", dropped)
         log_seqs = await asyncio.to_thread(purge.log_entries_in, self.refused)
@@ -131,7 +132,7 @@ class Handoff:
             kept += len(chunk) - len(confirmed)
             removed += await asyncio.to_thread(purge.remove, confirmed, log_seqs)
         orphans = await asyncio.to_thread(purge.remove_orphan_log_entries, log_seqs)
-        if removed or orphans:
+        if removed or orphans or unfed:
             await asyncio.to_thread(purge.compact)
             log.info(
                 "removed %d records this node may no longer hold under its placement rules "

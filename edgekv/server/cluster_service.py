@@ -158,6 +158,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             index,
             self._may_hold,
             engine.meta_family(),
+            engine.feed.column_family,
         )
         return cluster_pb2.AuditResponse(
             node_id=report.node_id,

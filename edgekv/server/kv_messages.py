@@ -142,15 +142,23 @@ class KVMessages:
             next_page_token=page.next_page_token,
             served_by=served_by,
             session_token=page.session_token,
+            watch_token=page.watch_token,
         )
 
     async def watch(
         self, request: kv_pb2.WatchRequest, call: Call
     ) -> AsyncGenerator[kv_pb2.WatchEvent, None]:
         """Watch events until the caller stops iterating (then the subscription ends)."""
-        events = self._kv.watch(request.prefix, call)
+        events = self._kv.watch(
+            request.prefix, call, request.resume_token, request.initial_progress
+        )
         async with contextlib.aclosing(events):  # unsubscribe as soon as the call ends
             async for event in events:
+                if event.progress:
+                    yield kv_pb2.WatchEvent(
+                        served_by=event.served_by, resume_token=event.resume_token, progress=True
+                    )
+                    continue
                 yield kv_pb2.WatchEvent(
                     key=event.key,
                     value=event.value,
@@ -159,6 +167,7 @@ class KVMessages:
                     expires_at_ms=event.expires_at_ms,
                     local=event.local,
                     served_by=event.served_by,
+                    resume_token=event.resume_token,
                 )
 
 

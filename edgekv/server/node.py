@@ -269,7 +269,10 @@ class Node(PeerPlaneStarter):
             pacer=replication.antientropy.pacer if replication is not None else None,
         )
         levels = request_levels(engine, router, config, replication, senders)  # SESSION, receipts
-        coordinator = Coordinator(engine, router, committer=committer, feed=feed, **levels)
+        coordinator = Coordinator(
+            engine, router, committer=committer, feed=feed, watch=config.watch, **levels
+        )
+        self._spawn(coordinator.run_feed_trimmer(), "feed-trimmer")
         cluster_service = ClusterService(config, view, engine, self._may_hold, self.auth)
         recorder = self.metrics.operation_recorder()  # KV.Stream's operations
         kv_service = KVService(coordinator, self.auth, config.limits, recorder)

@@ -163,7 +163,7 @@ class NodeView:
     def engine_stats(self) -> EngineStats:
         engine, clock = self._engine, self._engine.clock
         return EngineStats(
-            key_count=engine.approximate_key_count(),
+            key_count=engine.property_int("rocksdb.estimate-num-keys"),  # tombstones too
             last_seq=engine.last_seq,
             hlc_timestamp=clock.last,
             sst_bytes=engine.property_int("rocksdb.total-sst-files-size"),

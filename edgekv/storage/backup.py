@@ -36,6 +36,7 @@ from edgekv.errors import FailedPrecondition, InvalidArgument, StorageError
 from edgekv.storage.clock import wall_ms
 from edgekv.storage.database import COLUMN_FAMILIES, META_CF, META_NODE_ID
 from edgekv.storage.engine import Engine
+from edgekv.storage.feed import META_FEED_EPOCH
 from edgekv.storage.replog import META_CURSOR_PREFIX
 
 MARKER = "EDGEKV_BACKUP.json"  # written into each checkpoint: who and when
@@ -211,12 +212,17 @@ def restore(
         dst.rmdir()
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(MARKER))
     cfs = {name: Options(raw_mode=True) for name in COLUMN_FAMILIES}
-    db = Rdict(str(dst), Options(raw_mode=True), column_families=cfs)
+    opts = Options(raw_mode=True)
+    opts.create_missing_column_families(True)  # a backup taken before the change feed existed
+    db = Rdict(str(dst), opts, column_families=cfs)
     meta = db.get_column_family(META_CF)
     try:
         handle = db.get_column_family_handle(META_CF)
         wb = WriteBatch(raw_mode=True)
         wb.put(META_NODE_ID, node_id.encode("ascii"), handle)
+        # A new feed epoch: the copy's feed seqs will diverge from the backed-up node's,
+        # so a Watch token from either is resumed by version vector, not by seq.
+        wb.delete(META_FEED_EPOCH, handle)
         it = meta.iter()
         it.seek(META_CURSOR_PREFIX)
         while it.valid() and it.key().startswith(META_CURSOR_PREFIX):

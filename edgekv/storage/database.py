@@ -1,7 +1,7 @@
 """A node's RocksDB directory: opening it with its column families, and whose it is.
 
-``default`` holds the data; ``log`` (replog.py), ``meta`` and ``digest``
-(digest.py) the rest. ``meta`` also records which node owns the directory and
+``default`` holds the data; ``log`` (replog.py), ``meta``, ``digest``
+(digest.py) and ``feed`` (feed.py) the rest. ``meta`` also records which node owns the directory and
 the engine format it was written in, so a node never opens another's data.
 """
 
@@ -13,10 +13,11 @@ from rocksdict import AccessType, BlockBasedOptions, Cache, ColumnFamily, Option
 
 from edgekv.errors import FailedPrecondition, StorageError
 from edgekv.storage.digest import DIGEST_CF
+from edgekv.storage.feed import FEED_CF
 from edgekv.storage.replog import LOG_CF
 
 META_CF = "meta"
-COLUMN_FAMILIES = (LOG_CF, META_CF, DIGEST_CF)  # besides the default (data)
+COLUMN_FAMILIES = (LOG_CF, META_CF, DIGEST_CF, FEED_CF)  # besides the default (data)
 ENGINE_FORMAT = b"1"
 META_NODE_ID = b"node_id"
 _META_FORMAT = b"engine_format"

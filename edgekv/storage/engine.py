@@ -32,6 +32,7 @@ from edgekv.storage.collection import Collection, split_winners
 from edgekv.storage.conditions import Condition, check_conditions
 from edgekv.storage.database import META_CF, claim, open_rocksdb
 from edgekv.storage.digest import DIGEST_CF, DigestIndex
+from edgekv.storage.feed import ChangeLog
 from edgekv.storage.purge import Purge
 from edgekv.storage.quarantine import Quarantine
 from edgekv.storage.received import sort_received
@@ -98,7 +99,8 @@ class Engine(LogAccess):
             raise InvalidArgument(f"node id is {len(self._origin)} bytes; it must be 1 to 255")
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # guards the seq, the clock, the trees, write order
-        self._listeners: list[ChangeListener] = []
+        # The change feed publishes its head first (self.feed: a reopen builds a new one).
+        self._listeners: list[ChangeListener] = [lambda *a: self.feed.committed(*a)]
         self._closed = False
         self.storage = StorageState(self.path, node_id)  # writes refused while degraded
         self._open(None, None)
@@ -152,8 +154,10 @@ class Engine(LogAccess):
             meta=meta,
         )
         self.quarantine = Quarantine(meta)  # received records too far ahead, set aside
+        self.feed = ChangeLog(self._db, meta, self._lock, self._write_batch, wall_ms)
         cfs = (self._db, self._log, self._digest, self._meta)  # purge.py: erase, compact
-        self.purge = Purge(cfs, self._replog, self.collection, self.quarantine, self._lock)
+        parts = (self._replog, self.collection, self.quarantine)
+        self.purge = Purge(cfs, *parts, self._lock, self.feed)
         self.digests.load()
         if reader is not None:
             reader.rebind(self._db.get)
@@ -168,8 +172,7 @@ class Engine(LogAccess):
 
     def get_item(self, key: bytes) -> Item | None:
         """``get`` as a typed Item (a little slower: for callers off the hot path)."""
-        found = self._reader.get(key)
-        return None if found is None else Item(*found)
+        return None if (found := self._reader.get(key)) is None else Item(*found)
 
     def get_many(self, keys: Sequence[bytes]) -> list[tuple[bytes, int, str, int] | None]:
         """``get`` for each key, in order, with one RocksDB multi-get."""
@@ -227,10 +230,6 @@ class Engine(LogAccess):
     def property_int(self, name: str) -> int:
         """A RocksDB integer property of the data column family (0 if unknown)."""
         return int(self._db.property_int_value(name) or 0)
-
-    def approximate_key_count(self) -> int:
-        """RocksDB's estimate of the number of records (tombstones included)."""
-        return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)
 
     # -- local writes --------------------------------------------------------
 
@@ -293,6 +292,7 @@ class Engine(LogAccess):
                     changes.append(Change(key, record))
                 versions.append(Version(timestamp, self.node_id))
             seq = self._replog.stage(wb, changes)
+            self.feed.stage(wb, changes)
             buckets = self.digests.stage(wb, changes)
             wb.put(_META_HLC, U64.pack(timestamp), self._meta_handle)
             self._write_batch(wb)
@@ -377,6 +377,7 @@ class Engine(LogAccess):
             for key, record in changes:
                 wb.put(key, record)
             buckets = self.digests.stage(wb, changes)
+            self.feed.stage(wb, visible)
             if changes or removals:
                 self.collection.stage_removals(wb, removals, buckets)
                 self.collection.stage_arrivals(wb, changes, now)
@@ -433,7 +434,7 @@ class Engine(LogAccess):
     def _release(self) -> None:
         # Every column family and handle, the parts' too, keeps RocksDB (and LOCK) open:
         # each is dropped even when another fails (after a failed write, every flush does).
-        parts = ("_replog", "digests", "quarantine", "collection")
+        parts = ("_replog", "digests", "quarantine", "collection", "feed")
         close_all(getattr(self, p).release for p in parts if p in self.__dict__)
         for name in ("_log_handle", "_meta_handle", "_digest_handle"):
             self.__dict__.pop(name, None)

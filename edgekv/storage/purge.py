@@ -26,6 +26,7 @@ from rocksdict import BottommostLevelCompaction, CompactOptions, Rdict, WriteBat
 
 from edgekv import native
 from edgekv.storage.collection import Collection
+from edgekv.storage.feed import ChangeLog, decode_entry
 from edgekv.storage.quarantine import Quarantine
 from edgekv.storage.record import Change
 from edgekv.storage.replog import ReplicationLog
@@ -59,8 +60,10 @@ class Purge:
         collection: Collection,
         quarantine: Quarantine,
         lock: threading.Lock,
+        feed: ChangeLog,
     ) -> None:
         self._data, self._log, self._index, self._meta = column_families
+        self._feed = feed
         self._replog = replog
         self._collection = collection
         self._quarantine = quarantine
@@ -110,8 +113,25 @@ class Purge:
             time.sleep(0)  # let a waiting thread (the event loop) take the GIL
 
     def pending(self, refused: KeyRanges) -> bool:
-        """Whether any data record or log entry of ``refused`` is still here."""
-        return bool(self.records_in(refused, limit=1)[0] or self.log_entries_in(refused))
+        """Whether any data record, log or feed entry of ``refused`` is still here."""
+        if self.records_in(refused, limit=1)[0] or self.log_entries_in(refused):
+            return True
+        it = self._feed.column_family.iter()
+        it.seek_to_first()
+        while it.valid():
+            if in_ranges(decode_entry(0, it.value()).key, refused):
+                return True
+            it.next()
+        return False
+
+    def drop_feed_entries(self, refused: KeyRanges) -> int:
+        """Remove the change-feed entries of ``refused`` keys (storage/feed.py); how many.
+
+        The feed is a copy of changes that became visible, kept for Watch:
+        dropping an entry loses no data (the records go only once confirmed,
+        in ``remove``), and a Watch never serves a key its node may not hold.
+        """
+        return self._feed.drop(lambda key: in_ranges(key, refused))
 
     # -- removing ------------------------------------------------------------------
 
@@ -185,7 +205,8 @@ class Purge:
         """
         opts = CompactOptions()
         opts.set_bottommost_level_compaction(BottommostLevelCompaction.force())
-        for cf in (self._data, self._log, self._index, self._meta):
+        families = (self._data, self._log, self._index, self._meta, self._feed.column_family)
+        for cf in families:
             cf.compact_range(None, None, opts)
-        for cf in (self._data, self._log, self._index, self._meta):
+        for cf in families:
             cf.flush()

@@ -263,8 +263,14 @@ def test_watch_streams_are_limited_per_client(tmp_path: Path) -> None:
                     watch.close()
 
 
-def test_watch_queue_is_bounded_in_bytes(tmp_path: Path) -> None:
-    path = write_cluster_file(tmp_path, extra={"limits": {"max_watch_queue_bytes": 1024 * 1024}})
+def test_slow_watch_queues_nothing_and_ends_out_of_range_once_trimmed_past(
+    tmp_path: Path,
+) -> None:
+    """A Watch reads the node's change feed at its client's pace (a page of about 1 MiB
+    at a time): nothing queues up on the node for a slow client; once the feed is
+    trimmed past it, the Watch ends with OUT_OF_RANGE (rescan and resume)."""
+    extra = {"watch": {"feed_max_entries": 20, "trim_interval_ms": 50}}
+    path = write_cluster_file(tmp_path, extra=extra)
     with LocalCluster(path) as cluster:
         cluster.start()
         with grpc.insecure_channel(cluster.endpoint("node-1")) as channel:
@@ -272,14 +278,15 @@ def test_watch_queue_is_bounded_in_bytes(tmp_path: Path) -> None:
             slow = Watching(stub, b"q/", pause_after=1)  # reads one event, then stops
             try:
                 subscribed(stub, slow, key=b"q/first")
-                for i in range(100):  # 6.4 MB: far more than 1 MiB (and 100 << 10,000 events)
+                for i in range(100):  # 6.4 MB, 5 times what the feed keeps
                     value = b"x" * 64 * 1024
                     stub.Put(kv_pb2.PutRequest(key=b"q/%03d" % i, value=value), timeout=5)
+                time.sleep(0.5)  # the trimmer runs every 50 ms
                 slow.resume.set()
                 wait_until(lambda: slow.error, timeout_s=20, what="the slow Watch to end")
                 assert slow.error is not None
-                assert slow.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                assert "max_watch_queue_bytes" in (slow.error.details() or "")
+                assert slow.error.code() == grpc.StatusCode.OUT_OF_RANGE
+                assert "rescan" in (slow.error.details() or "")
                 assert len(slow.events) < 100
             finally:
                 slow.close()

@@ -274,14 +274,15 @@ def test_counts_say_what_they_count(node: NodeProcess) -> None:
     assert "`edgekv scan` lists live keys" in text
     audit = as_json(edgekv("audit", *ep, "--json"))
     by_cf = audit["checked_by_column_family"]
-    assert isinstance(by_cf, dict) and set(by_cf) == {"data", "log", "digest"}
+    assert isinstance(by_cf, dict) and set(by_cf) == {"data", "log", "digest", "feed"}
     assert sum(by_cf.values()) == audit["checked"]
     assert by_cf["data"] == 8 and by_cf["digest"] == 8  # 7 live keys and 1 tombstone
     assert by_cf["log"] == 10  # every write: 8 puts, 1 overwrite, 1 delete
+    assert by_cf["feed"] == 10  # every change that became visible
     line = edgekv("audit", *ep).stdout.decode().splitlines()[0]
     assert line == (
         f"audit of node-1 (local, live): {audit['checked']} entries checked (8 data records, "
-        "10 log entries, 8 digest index entries), 0 violations"
+        "10 log entries, 8 digest index entries, 10 change feed entries), 0 violations"
     )
 
 

@@ -94,7 +94,9 @@ def test_readme_python_block_runs(
     data = {"deploy/local/data/": f"{path.parent / 'data'}/"}
     script.write_text(substitute(blocks("python")[index], moved, data))
     proc = run([sys.executable, str(script)], tmp_path, f"README python block {index}")
-    if "watch(" in script.read_text():  # the Watch example prints what it saw
+    if "resume_token=" in script.read_text():  # the resumable Watch example (#13)
+        assert "resumed at: b'cart/4'" in proc.stdout, proc.stdout
+    elif "watch(" in script.read_text():  # the Watch example prints what it saw
         assert "changed: b'cart/2' b'v2'" in proc.stdout, proc.stdout
         assert "changed: b'cart/1' b'' deleted" in proc.stdout, proc.stdout
 

@@ -304,7 +304,7 @@ def test_parse_config_unknown_top_level_key_rejected(doc: dict[str, Any]) -> Non
     doc["nodez"] = []
     assert error_of(doc) == (
         'cluster file: unknown key "nodez" (allowed: cluster, regions, nodes, placement, '
-        "limits, storage, replication, wan, security, http, consistency)"
+        "limits, storage, replication, wan, security, http, consistency, watch)"
     )
 
 

@@ -463,7 +463,10 @@ async def test_scan_pages_are_bounded_in_bytes_local_and_stitched(nodes: InProce
     assert len(keys_only.items) == 12 and not keys_only.next_page_token
 
 
-async def test_watch_queue_bounded_in_bytes_ends_a_slow_watch(tmp_path: Path) -> None:
+async def test_slow_watch_reads_the_feed_at_its_pace_until_trimmed_past(tmp_path: Path) -> None:
+    """A slow watcher queues nothing on the node: it lags in the feed, then expires."""
+    from edgekv.coordinator.resumable import FEED_PAGE
+    from edgekv.errors import WatchTokenExpired
     from edgekv.limits import Limits
 
     engine = Engine(
@@ -473,20 +476,29 @@ async def test_watch_queue_bounded_in_bytes_ends_a_slow_watch(tmp_path: Path) ->
         feed = ChangeFeed(asyncio.get_running_loop())
         engine.add_listener(feed.on_change)
         config = cluster_config(tmp_path)
-        spec = config.node("iad-1")
         placement = PlacementRules.from_config(config)
-        router = Router(config, spec, placement, membership=None)
+        router = Router(config, config.node("iad-1"), placement, membership=None)
         coordinator = Coordinator(engine, router, feed=feed)
         stream = coordinator.watch(b"w/", CLIENT).__aiter__()
         first = asyncio.ensure_future(stream.__anext__())
         await asyncio.sleep(0)  # subscribed
         engine.put(b"w/first", b"v")
         assert (await first).key == b"w/first"
-        for i in range(100):  # 6.4 MB in 100 changes (the count bound is 10,000)
+        for i in range(100):  # 6.4 MB in 100 changes: far past max_watch_queue_bytes
             engine.put(b"w/%03d" % i, b"x" * 64 * 1024)
-        with pytest.raises(ResourceExhausted, match="max_watch_queue_bytes"):
-            for _ in range(101):
+        assert [(await stream.__anext__()).key for _ in range(100)] == [
+            b"w/%03d" % i for i in range(100)
+        ]
+        for i in range(3 * FEED_PAGE):
+            engine.put(b"w/small/%04d" % i, b"s")
+        await stream.__anext__()  # the watch is now a page into these
+        engine.feed.trim(max_entries=10, max_bytes=1 << 30, max_age_ms=1 << 40)
+        seen = 1
+        with pytest.raises(WatchTokenExpired, match="watch fell behind"):
+            while True:
                 await stream.__anext__()
+                seen += 1
+        assert seen <= FEED_PAGE  # what it had read before the trim, not a change more
         await stream.aclose()
     finally:
         engine.close()

@@ -37,6 +37,7 @@ def audit(engine: Engine, rules: PlacementRules) -> AuditReport:
         AuditReport("iad-1", "us"),
         *engine.column_families(),
         lambda key: rules.allows(key, "us"),
+        feed=engine.feed.column_family,
     )
 
 
@@ -60,7 +61,8 @@ def test_rule_change_purge_removes_data_log_digests_and_every_byte(tmp_path: Pat
         engine.delete(b"eu/07")
     with open_engine(tmp_path, EU_ONLY) as engine:  # the rule changed: us may not hold eu/
         refused = EU_ONLY.refused_ranges("us")
-        assert audit(engine, EU_ONLY).violations == {"data": 50, "log": 51, "digest": 50}
+        violations = {"data": 50, "log": 51, "digest": 50, "feed": 51}
+        assert audit(engine, EU_ONLY).violations == violations
         assert engine.purge.pending(refused)
         records, resume = engine.purge.records_in(refused, limit=20)
         assert len(records) == 20 and resume == b"eu/20"
@@ -70,6 +72,7 @@ def test_rule_change_purge_removes_data_log_digests_and_every_byte(tmp_path: Pat
         assert sum(map(len, log_seqs.values())) == 51
         assert engine.purge.remove(records, log_seqs) == 50
         assert engine.purge.remove_orphan_log_entries(log_seqs) == 0
+        assert engine.purge.drop_feed_entries(refused) == 51
         engine.purge.compact()
         assert audit(engine, EU_ONLY).total_violations == 0
         assert not engine.purge.pending(refused)
@@ -103,7 +106,9 @@ def test_orphan_log_entries_of_keys_already_gone_are_removed(tmp_path: Path) -> 
         assert engine.purge.remove(records, {}) == 1  # data and digests only
         log_seqs = engine.purge.log_entries_in(refused)
         assert engine.purge.remove_orphan_log_entries(log_seqs) == 1
-        assert engine.read_log(0) == [] and not engine.purge.pending(refused)
+        assert engine.read_log(0) == [] and engine.purge.pending(refused)  # the feed's copy
+        assert engine.purge.drop_feed_entries(refused) == 1
+        assert not engine.purge.pending(refused)
 
 
 def test_held_keys_equal_or_newer_versions_only(tmp_path: Path) -> None:
