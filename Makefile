@@ -81,7 +81,8 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix edgekv tests bench scripts setup.py
 	$(PY) scripts/unasync.py
 
-# edgekv/client/sync.py (Client) is generated from edgekv/client/aio.py (AsyncClient).
+# edgekv/client/sync.py (Client) and sync_reads.py are generated from edgekv/client/aio.py
+# (AsyncClient) and aio_reads.py (its scan and watch).
 unasync: $(STAMP)
 	$(PY) scripts/unasync.py
 

@@ -2,7 +2,8 @@
 
 A module over the limit is doing more than one job: split it by concept rather
 than raising the limit. Generated code (edgekv/v1, and client/sync.py, written
-by scripts/unasync.py from client/aio.py) is not counted: its source is.
+by scripts/unasync.py from client/aio.py, and client/sync_reads.py from
+client/aio_reads.py) is not counted: its source is.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "edgekv"
 MAX_LINES = 450
-GENERATED = {PACKAGE / "client" / "sync.py"}
+GENERATED = {PACKAGE / "client" / "sync.py", PACKAGE / "client" / "sync_reads.py"}
 
 
 def test_no_module_over_the_line_limit() -> None:
