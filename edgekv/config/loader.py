@@ -66,6 +66,7 @@ _SECTIONS = (
     "security",
     "http",
     "consistency",
+    "watch",
 )
 
 
