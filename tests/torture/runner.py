@@ -26,7 +26,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,11 +151,11 @@ async def _torture(cluster: LocalCluster, nemesis: Nemesis, history: History, s:
     sessions = {i: _clients(cluster, s, SESSION) for i in in_session}
     now = nemesis.clock
     try:
+        rngs = [random.Random(f"{s.seed}/client/{i}") for i in range(s.clients)]
         clients = [
             asyncio.create_task(
-                _client(f"c{i}", random.Random(f"{s.seed}/client/{i}"), sessions.get(i, sdk),
-                        history, stop, s, now)
-            )  # fmt: skip
+                _client(f"c{i}", rngs[i], sessions.get(i, sdk), history, stop, s, now)
+            )
             for i in range(s.clients)
         ]
         deadline = now() + s.duration_s
@@ -171,7 +171,9 @@ async def _torture(cluster: LocalCluster, nemesis: Nemesis, history: History, s:
             await client.close()
 
 
-def _clients(cluster: LocalCluster, s: Settings, level: str | None = None) -> dict[str, AsyncClient]:
+def _clients(
+    cluster: LocalCluster, s: Settings, level: str | None = None
+) -> dict[str, AsyncClient]:
     """One SDK client per PoP, reading at ``level`` (None: LOCAL)."""
     return {
         n: AsyncClient(cluster.endpoint(n), discover=False, timeout_s=s.op_timeout_s,
@@ -302,7 +304,7 @@ async def _write(
     client: AsyncClient,
     name: str,
     node: str,
-    batch: list[tuple[str, bytes, bytes | None]],
+    batch: Sequence[tuple[str, bytes, bytes | None]],
     now: Callable[[], float],
     session: str = "",
 ) -> None:

@@ -66,9 +66,7 @@ def test_read_absent_after_reading_a_value_needs_a_delete() -> None:
     for delete in [("", DELETE, "b", None, OK, (12, "b")), ("", DELETE, "b", None, UNKNOWN, None)]:
         assert check_sessions(history(*rows, delete)) == []
     refused = ("", DELETE, "b", None, FAILED, None)
-    assert [v.check for v in check_sessions(history(*rows, refused))] == [
-        "session-monotonic-reads"
-    ]
+    assert [v.check for v in check_sessions(history(*rows, refused))] == ["session-monotonic-reads"]
 
 
 def test_live_value_older_than_the_sessions_delete_is_caught() -> None:
