@@ -11,6 +11,10 @@ reads each node's live data and its residency audit and hands them here:
   write was acknowledged with; a deleted key stays deleted unless written
   again with a newer version; nothing appears that nobody wrote.
 - ``check_audits``: every node's residency audit (all column families) is clean.
+- ``check_sessions``: SESSION reads never go back in time within their session:
+  a read sees at least the session's own last acknowledged write of the key
+  (a delete's tombstone included) and never a version older than one the
+  session already read or wrote there.
 
 Versions compare as (timestamp, origin), the order last-writer-wins uses;
 the checker never looks at wall-clock order, so clock skew cannot fool it.
@@ -21,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .history import DELETE, FAILED, GET, OK, PUT, UNKNOWN, Op, Version
+from .history import DELETE, FAILED, GET, OK, PUT, SESSION, UNKNOWN, Op, Version
 
 Record = tuple[bytes, int, str]  # (value, timestamp, origin): one live key on one node
 Dump = Mapping[bytes, Record]
@@ -173,6 +177,74 @@ def _check_value_origin(
             )
         ]
     return []
+
+
+def check_sessions(ops: Sequence[Op]) -> list[Violation]:
+    """Per session, in its order: SESSION reads read their writes and never go back in time.
+
+    A session's floor for a key is the greatest version it wrote there
+    (acknowledged puts and deletes; failed or unknown writes do not count) or
+    read there with the SESSION level. An ok SESSION read must return a version
+    at or above the floor. It may return absent only when the floor is a
+    delete, or a delete of the key not refused (acknowledged above the floor,
+    or of unknown outcome) may explain it. Other clients' newer values are fine.
+    """
+    deletes: dict[bytes, list[Op]] = {}
+    for op in ops:
+        if op.kind == DELETE and op.outcome != FAILED:
+            deletes.setdefault(op.key, []).append(op)
+    out: list[Violation] = []
+    floors: dict[tuple[str, bytes], Op] = {}  # (session, key) -> the op that set the floor
+    for op in ops:
+        if not op.session or op.outcome != OK:
+            continue
+        floor = floors.get((op.session, op.key))
+        if op.kind in (PUT, DELETE):
+            if op.version is not None and (floor is None or op.version > _at(floor)):
+                floors[op.session, op.key] = op
+        elif op.kind == GET and op.level == SESSION:
+            if floor is not None and not _reads_at_least(op, floor, deletes.get(op.key, ())):
+                out.append(_went_back(op, floor))
+            elif op.version is not None and (floor is None or op.version > _at(floor)):
+                floors[op.session, op.key] = op
+    return out
+
+
+def _at(op: Op) -> Version:
+    assert op.version is not None
+    return op.version
+
+
+def _reads_at_least(read: Op, floor: Op, deletes: Iterable[Op]) -> bool:
+    if read.version is not None:
+        return read.version >= _at(floor)
+    if floor.kind == DELETE:
+        return True
+    return any(d.outcome == UNKNOWN or _at(d) > _at(floor) for d in deletes)
+
+
+def _went_back(read: Op, floor: Op) -> Violation:
+    own = floor.kind in (PUT, DELETE)
+    check = "session-read-your-writes" if own else "session-monotonic-reads"
+    what = (
+        f"its own {floor.kind} #{floor.index} acknowledged at {_ver(floor.version)}"
+        if own
+        else f"its read #{floor.index} of {_show_op(floor)}"
+    )
+    return Violation(
+        check,
+        f"session {read.session}: SESSION read #{read.index} at {read.node} returned "
+        f"{_show_op(read)}, older than {what}",
+        read.key,
+        read.node,
+        ops=(floor.index, read.index),
+    )
+
+
+def _show_op(op: Op) -> str:
+    if op.value is None or op.kind == DELETE:
+        return "absent" if op.kind == GET else "a tombstone"
+    return f"{op.value.decode('utf-8', 'replace')}@{_ver(op.version)}"
 
 
 def check_audits(audits: Mapping[str, tuple[int, Iterable[tuple[str, bytes]]]]) -> list[Violation]:

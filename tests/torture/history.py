@@ -34,6 +34,7 @@ from edgekv.errors import (
 
 OK, FAILED, UNKNOWN = "ok", "failed", "unknown"
 PUT, DELETE, GET = "put", "delete", "get"
+LOCAL, SESSION = "local", "session"  # a read's consistency level (Op.level)
 Version = tuple[int, str]  # (hlc timestamp, origin node id): the LWW order
 
 # Answers that say the write was refused before anything was stored. Every
@@ -62,6 +63,8 @@ class Op:
     write); for an ok get the value read (None: absent). ``version``: an ok
     write's acknowledged version, an ok get's version of the value read.
     ``start_s``/``end_s``: monotonic seconds since the run began.
+    ``session``: the session the client carries its token in ("": none), on
+    every operation of that client. ``level``: a get's consistency level.
     """
 
     index: int
@@ -75,15 +78,18 @@ class Op:
     start_s: float = 0.0
     end_s: float = 0.0
     error: str = ""
+    session: str = ""
+    level: str = ""
 
     def describe(self) -> str:
         val = "-" if self.value is None else self.value.decode("utf-8", "replace")
         ver = f" v={self.version[0]}/{self.version[1]}" if self.version else ""
         err = f" ({self.error[:80]})" if self.error else ""
+        kind = f"{self.kind}/{self.level}" if self.level and self.level != LOCAL else self.kind
         return (
             f"#{self.index:<5} {self.start_s:8.3f}-{self.end_s:8.3f}s"
             f" {self.client:>8}@{self.node:<5}"
-            f" {self.kind:<6} {self.key.decode('utf-8', 'replace'):<8} {val:<12}"
+            f" {kind:<11} {self.key.decode('utf-8', 'replace'):<8} {val:<12}"
             f" {self.outcome}{ver}{err}"
         )
 

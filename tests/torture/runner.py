@@ -11,7 +11,9 @@ forwards it), and now and then write 2-3 keys in one atomic Write, while the
 nemesis (nemesis.py) injects faults and heals them, then measures how long a
 write at every node takes to be seen at every other. At the end everything is
 healed, the nodes must converge, and the checker (checker.py) judges the whole
-history, the final data and every node's residency audit.
+history, the final data and every node's residency audit. A seeded share of
+the clients read with the SESSION level, each in a session of its own whose
+token it carries from PoP to PoP; the checker holds their reads to it.
 
 Everything random comes from one seed: the clients' operations, the faults,
 the nodes they hit. Timing is not replayed, so a run is reproducible in what
@@ -24,7 +26,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,8 +42,8 @@ from edgekv.local.launcher import write_cluster_file
 from edgekv.local.wait import Dump, dump_node
 from edgekv.v1 import cluster_pb2, cluster_pb2_grpc
 
-from .checker import Violation, check_audits, check_convergence, check_history
-from .history import DELETE, GET, OK, PUT, History, outcome_of
+from .checker import Violation, check_audits, check_convergence, check_history, check_sessions
+from .history import DELETE, GET, OK, PUT, SESSION, History, outcome_of
 from .nemesis import FAULT_KINDS, Nemesis, monotonic_since, mount_quotas, unmount
 from .netns import NetnsCluster
 
@@ -69,6 +71,7 @@ class Settings:
     seed: int
     duration_s: float = 20.0
     clients: int = 4
+    session_share: float = 0.5  # of the clients, how many read SESSION (at least one)
     keys: int = 5
     op_timeout_s: float = 2.0
     hold_s: tuple[float, float] = (0.8, 2.0)
@@ -140,16 +143,18 @@ async def run(settings: Settings, directory: Path) -> Result:
 
 async def _torture(cluster: LocalCluster, nemesis: Nemesis, history: History, s: Settings) -> None:
     stop = asyncio.Event()
-    sdk = {
-        n: AsyncClient(cluster.endpoint(n), discover=False, timeout_s=s.op_timeout_s,
-                       retry=RetryPolicy(max_attempts=2, initial_backoff_s=0.05))
-        for n in cluster.node_ids
-    }  # fmt: skip
+    sdk = _clients(cluster, s)
+    # A session client has a client per PoP of its own, all carrying its one token.
+    in_session = random.Random(f"{s.seed}/sessions").sample(
+        range(s.clients), max(1, round(s.clients * s.session_share))
+    )
+    sessions = {i: _clients(cluster, s, SESSION) for i in in_session}
     now = nemesis.clock
     try:
+        rngs = [random.Random(f"{s.seed}/client/{i}") for i in range(s.clients)]
         clients = [
             asyncio.create_task(
-                _client(f"c{i}", random.Random(f"{s.seed}/client/{i}"), sdk, history, stop, s, now)
+                _client(f"c{i}", rngs[i], sessions.get(i, sdk), history, stop, s, now)
             )
             for i in range(s.clients)
         ]
@@ -162,8 +167,28 @@ async def _torture(cluster: LocalCluster, nemesis: Nemesis, history: History, s:
         await asyncio.gather(*clients)
     finally:
         stop.set()
-        for client in sdk.values():
+        for client in [*sdk.values(), *(c for cs in sessions.values() for c in cs.values())]:
             await client.close()
+
+
+def _clients(
+    cluster: LocalCluster, s: Settings, level: str | None = None
+) -> dict[str, AsyncClient]:
+    """One SDK client per PoP, reading at ``level`` (None: LOCAL)."""
+    return {
+        n: AsyncClient(cluster.endpoint(n), discover=False, timeout_s=s.op_timeout_s,
+                       retry=RetryPolicy(max_attempts=2, initial_backoff_s=0.05),
+                       consistency=level)
+        for n in cluster.node_ids
+    }  # fmt: skip
+
+
+def carry_token(sdk: Mapping[str, AsyncClient], used: AsyncClient) -> None:
+    """After a session's call through ``used``: every other PoP's client takes its token."""
+    token = used.session_token
+    for client in sdk.values():
+        if client is not used:
+            client.observe_token(token)
 
 
 async def _nemesis(
@@ -206,6 +231,7 @@ async def _client(
     now: Callable[[], float],
 ) -> None:
     nodes = sorted(sdk)
+    session = name if next(iter(sdk.values())).consistency == SESSION else ""
     n = 0
     while not stop.is_set():
         node = rng.choice(nodes)
@@ -219,13 +245,17 @@ async def _client(
                 for j, k in enumerate(keys)
             ]
             n += 1
-            await _write(history, sdk[node], name, node, batch, now)
+            await _write(history, sdk[node], name, node, batch, now, session)
+            if session:
+                carry_token(sdk, sdk[node])
             await asyncio.sleep(rng.uniform(0.0, 0.02))
             continue
         kind = PUT if roll < 0.45 else DELETE if roll < 0.6 else GET
         value = f"{name}-{n}".encode() if kind == PUT else None
         n += 1
-        await _op(history, sdk[node], name, node, kind, key, value, now)
+        await _op(history, sdk[node], name, node, kind, key, value, now, session=session)
+        if session:
+            carry_token(sdk, sdk[node])
         await asyncio.sleep(rng.uniform(0.0, 0.02))
 
 
@@ -238,10 +268,14 @@ async def _op(
     key: bytes,
     value: bytes | None,
     now: Callable[[], float],
+    *,
+    session: str = "",
 ) -> bool:
+    """One put, delete or get, recorded; ``session``: the session ``client`` carries."""
     start = now()
     version = None
     read = value
+    tags = {"session": session, "level": client.consistency if kind == GET else ""}
     try:
         if kind == PUT:
             assert value is not None
@@ -258,10 +292,10 @@ async def _op(
     except EdgeKVError as exc:
         history.add(client=name, node=node, kind=kind, key=key, value=value,
                     outcome=outcome_of(exc), start_s=start, end_s=now(),
-                    error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+                    error=f"{type(exc).__name__}: {exc}", **tags)  # fmt: skip
         return False
     history.add(client=name, node=node, kind=kind, key=key, value=read, outcome=OK,
-                version=version, start_s=start, end_s=now())  # fmt: skip
+                version=version, start_s=start, end_s=now(), **tags)  # fmt: skip
     return True
 
 
@@ -270,8 +304,9 @@ async def _write(
     client: AsyncClient,
     name: str,
     node: str,
-    batch: list[tuple[str, bytes, bytes | None]],
+    batch: Sequence[tuple[str, bytes, bytes | None]],
     now: Callable[[], float],
+    session: str = "",
 ) -> None:
     """One atomic Write, recorded as one put or delete per key, all with its outcome."""
     start = now()
@@ -287,7 +322,7 @@ async def _write(
     for kind, key, value in batch:
         history.add(client=f"{name}/w", node=node, kind=kind, key=key, value=value,
                     outcome=outcome, version=version, start_s=start, end_s=end,
-                    error=error)  # fmt: skip
+                    error=error, session=session)  # fmt: skip
 
 
 async def _probe(
@@ -358,12 +393,16 @@ async def _settle_and_check(
     result.checks["history: reads checked"] = sum(
         1 for op in ops if op.kind == GET and op.outcome == OK and op.value is not None
     )
+    session_reads = [op for op in ops if op.kind == GET and op.level == SESSION]
+    result.checks["sessions: SESSION reads checked"] = sum(op.outcome == OK for op in session_reads)
+    result.checks["sessions: SESSION reads refused"] = sum(op.outcome != OK for op in session_reads)
     audits = await asyncio.to_thread(_audits, cluster)
     result.checks["audit: nodes"] = len(audits)
     result.checks["audit: entries checked"] = sum(a[2] for a in audits.values())
     result.violations = [
         *diverged,
         *check_history(ops, final),
+        *check_sessions(ops),
         *check_audits({n: (a[0], a[1]) for n, a in audits.items()}),
     ]
 

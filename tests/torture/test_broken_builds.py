@@ -8,7 +8,9 @@ broken here, by monkeypatching this process only:
 - ``older-wins``: a node applying a peer's record keeps the OLDER version
   (last-writer-wins inverted in ``sort_received``);
 - ``forgetful``: a node acknowledges a write and then forgets it (its
-  WriteBatch is dropped, the version is still returned).
+  WriteBatch is dropped, the version is still returned);
+- ``session-local``: a node serves SESSION reads as LOCAL ones, without
+  waiting for the token's writes (``SessionReads.get`` reads at once).
 
 The unbroken build runs the same history as the control: it must pass.
 """
@@ -26,15 +28,18 @@ from typing import Any
 import pytest
 
 from edgekv import native
+from edgekv.coordinator import session as session_module
+from edgekv.coordinator.call import Call
+from edgekv.coordinator.results import GetResult
 from edgekv.local.inprocess import InProcessCluster
 from edgekv.storage import engine as engine_module
 from edgekv.storage.engine import Engine
 from edgekv.storage.received import Sorted
 
-from .checker import Violation, check_convergence, check_history
-from .history import DELETE, GET, PUT, History
+from .checker import Violation, check_convergence, check_history, check_sessions
+from .history import DELETE, GET, PUT, SESSION, History
 from .nemesis import monotonic_since
-from .runner import _op
+from .runner import _op, carry_token
 
 FORGOTTEN = b"forgotten"
 KEYS = [b"g/%d" % i for i in range(4)]
@@ -71,11 +76,11 @@ def break_build(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
         commit, write_batch = Engine._commit, Engine._write_batch
         forgetting: list[bool] = []
 
-        def forgetful_commit(self: Engine, groups: list[list[Any]]) -> Any:
+        def forgetful_commit(self: Engine, groups: list[list[Any]], *args: Any) -> Any:
             forget = any(op[3] == FORGOTTEN for staged in groups for op in staged)
             forgetting.append(forget)
             try:
-                return commit(self, groups)
+                return commit(self, groups, *args)
             finally:
                 forgetting.pop()
 
@@ -86,6 +91,19 @@ def break_build(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
 
         monkeypatch.setattr(Engine, "_commit", forgetful_commit)
         monkeypatch.setattr(Engine, "_write_batch", forgetful_write_batch)
+    elif how == "session-local":
+
+        async def get_at_once(
+            self: session_module.SessionReads,
+            key: bytes,
+            call: Call,
+            read: Callable[[bytes, Call], Any],
+        ) -> GetResult:
+            seen = self._seen(call)
+            result: GetResult = await read(key, call)  # BROKEN: the token is not waited for
+            return result._replace(session_token=session_module._token(seen, (result.found,)))
+
+        monkeypatch.setattr(session_module.SessionReads, "get", get_at_once)
 
 
 def plan(seed: int, nodes: list[str]) -> Iterator[tuple[str, ...]]:
@@ -140,8 +158,61 @@ async def run_history(directory: Path, seed: int, settle_s: float = 20.0) -> lis
     return [*check_convergence(dumps, lambda n, k: True), *check_history(history.ops, final)]
 
 
+async def run_session_history(directory: Path) -> list[Violation]:
+    """A session writes, deletes and reads at one PoP, then reads at a PoP cut off from it.
+
+    Every key first holds an older value everywhere. A PoP that serves the
+    session without the token's writes returns those older values; an unbroken
+    one waits, cannot forward, and answers UNAVAILABLE (not a violation).
+    """
+    history = History()
+    now = monotonic_since(time.monotonic())
+    async with InProcessCluster(directory) as cluster:
+        near, far, _ = cluster.node_ids
+        plain = {n: cluster.client(n, timeout_s=5.0) for n in cluster.node_ids}
+        sdk = {n: cluster.client(n, timeout_s=5.0, consistency=SESSION) for n in cluster.node_ids}
+
+        async def op(client: str, node: str, kind: str, key: bytes, value: bytes | None) -> None:
+            clients = sdk if client == "s" else plain
+            await _op(history, clients[node], client, node, kind, key, value, now,
+                      session="s" if client == "s" else "")  # fmt: skip
+            if client == "s":
+                carry_token(sdk, clients[node])
+
+        for key in (b"g/ryw", b"g/mono", b"g/del"):
+            await op("c", near, PUT, key, key + b"-old")
+        await cluster.assert_converged(b"g/", timeout_s=20)
+        cluster.partition([n for n in cluster.node_ids if n != far], [far])
+        await op("s", near, PUT, b"g/ryw", b"g/ryw-new")  # read-your-writes
+        await op("s", far, GET, b"g/ryw", None)
+        await op("c", near, PUT, b"g/mono", b"g/mono-new")  # monotonic reads
+        await op("s", near, GET, b"g/mono", None)
+        await op("s", far, GET, b"g/mono", None)
+        await op("s", near, DELETE, b"g/del", None)  # a tombstone is a write too
+        await op("s", far, GET, b"g/del", None)
+        cluster.heal()
+    return check_sessions(history.ops)
+
+
 def test_unbroken_build_passes_the_same_history(tmp_path: Path) -> None:
     assert asyncio.run(run_history(tmp_path, seed=7)) == []
+
+
+def test_unbroken_build_keeps_sessions_in_time(tmp_path: Path) -> None:
+    assert asyncio.run(run_session_history(tmp_path)) == []
+
+
+def test_checker_catches_a_node_serving_session_reads_without_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    break_build(monkeypatch, "session-local")
+    violations = asyncio.run(run_session_history(tmp_path))
+    found = {(v.check, v.key) for v in violations}
+    assert found == {
+        ("session-read-your-writes", b"g/ryw"),
+        ("session-monotonic-reads", b"g/mono"),
+        ("session-read-your-writes", b"g/del"),
+    }, violations
 
 
 @pytest.mark.parametrize("how", ["older-wins", "forgetful"])
