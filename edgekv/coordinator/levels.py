@@ -14,7 +14,7 @@ from edgekv.cluster.routing import Router
 from edgekv.config.model import ClusterConfig
 from edgekv.coordinator.forwarding import GrpcForwarder
 from edgekv.coordinator.session import SessionReads
-from edgekv.replication.frontier import AppliedFrontier
+from edgekv.replication.frontier import AppliedFrontier, MetaOf
 from edgekv.replication.receipts import ReceiptWaiter
 from edgekv.replication.sender import PeerSender
 from edgekv.storage.engine import Engine
@@ -29,7 +29,7 @@ def new_frontier(
     engine: Engine, peers: list[str], on_gap: Callable[[str], None]
 ) -> AppliedFrontier:
     """The node's applied frontier over ``peers`` (restored from the meta column family)."""
-    return AppliedFrontier(engine.meta_family(), engine.node_id, engine.clock, peers, on_gap)
+    return AppliedFrontier(MetaOf(engine.meta_family), engine.node_id, engine.clock, peers, on_gap)
 
 
 def request_levels(

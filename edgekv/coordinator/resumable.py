@@ -146,7 +146,7 @@ class FeedWatches:
         Raises WatchTokenExpired when the feed is trimmed past a watcher that
         fell that far behind.
         """
-        feed, node_id, epoch = self._feed, self.node_id, self._feed.epoch
+        node_id, epoch = self.node_id, self._feed.epoch
         decode, get_record = native.decode_record, self._engine.get_record
         interval_s = self.settings.progress_interval_ms / 1000
         seq, vector, seen = start
@@ -163,6 +163,7 @@ class FeedWatches:
                 yield progress()
             last_sent = time.monotonic()
             while True:
+                feed = self._feed  # the engine's now (a reopen builds a new one)
                 signal.clear()
                 entries = feed.read(seq + 1, FEED_PAGE)
                 if seq < feed.trimmed.seq:
@@ -194,7 +195,8 @@ class FeedWatches:
                     yield progress()
                     last_sent, idle_s = time.monotonic(), 0.0
                 if entries and seq < feed.head.seq:
-                    continue  # more to replay: no waiting
+                    await asyncio.sleep(0)  # more to replay: let the loop serve others first
+                    continue
                 if not entries:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(signal.wait(), interval_s - idle_s)

@@ -30,7 +30,7 @@ from edgekv.coordinator.forwarding import Forwarder
 from edgekv.coordinator.results import BatchGetResult, Found, GetResult, ScanResult
 from edgekv.coordinator.stitching import split_range
 from edgekv.errors import FailedPrecondition, Unavailable
-from edgekv.replication.frontier import AppliedFrontier
+from edgekv.replication.frontier import AppliedFrontier, MetaOf
 from edgekv.storage.clock import physical_ms
 from edgekv.storage.engine import Engine
 
@@ -60,7 +60,7 @@ class SessionReads:
     def of(cls, engine: Engine, router: Router, forwarder: Forwarder) -> SessionReads:
         """Session reads over a frontier of their own (a node shares one with its peer service)."""
         others = [n.id for n in router.config.nodes if n.id != router.spec.id]
-        frontier = AppliedFrontier(engine.meta_family(), router.spec.id, engine.clock, others)
+        frontier = AppliedFrontier(MetaOf(engine.meta_family), router.spec.id, engine.clock, others)
         return cls(frontier, router, forwarder)
 
     # -- the three reads -------------------------------------------------------

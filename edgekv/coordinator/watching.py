@@ -22,7 +22,7 @@ from edgekv.coordinator.forwarding import Forwarder
 from edgekv.coordinator.results import ChangeEvent
 from edgekv.coordinator.resumable import FeedWatches
 from edgekv.coordinator.stitching import split_range
-from edgekv.errors import EdgeKVError, InvalidArgument
+from edgekv.errors import EdgeKVError, InvalidArgument, Unavailable
 from edgekv.keyrange import prefix_end
 from edgekv.replication.changefeed import ByteQueue, ChangeFeed
 from edgekv.storage.engine import Engine
@@ -128,6 +128,8 @@ async def _pump(source: AsyncIterator[ChangeEvent], queue: _WatchQueue) -> None:
                 await queue.put(event._replace(resume_token=b""), len(event.key) + len(event.value))
     except EdgeKVError as exc:
         await queue.put(exc, 0)
+    except Exception as exc:
+        await queue.put(Unavailable(f"a part of this watch failed: {exc!r}"), 0)
     finally:
         await _close(source)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -353,6 +354,9 @@ class RestFace:
 _CLOSE = ((b"connection", b"close"),)
 
 
+_TIMESTAMP = re.compile(r"[0-9]{1,20}")  # a 64-bit HLC timestamp, ASCII digits only
+
+
 def rest_condition(if_none_match: str | None, if_match: str | None) -> Condition | None:
     """The condition of ``If-None-Match: *`` / ``If-Match: TS.ORIGIN`` (None without)."""
     if if_none_match is not None and if_match is not None:
@@ -365,7 +369,7 @@ def rest_condition(if_none_match: str | None, if_match: str | None) -> Condition
         return None
     text = if_match.strip().removeprefix("W/").strip('"')
     timestamp, sep, origin = text.replace(":", ".", 1).partition(".")
-    if not sep or not timestamp.isdigit() or not origin:
+    if not sep or not _TIMESTAMP.fullmatch(timestamp) or int(timestamp) >= 2**64 or not origin:
         raise InvalidArgument(
             f"If-Match must be a version TS.ORIGIN (as edgekv-version gives it), "
             f"got {if_match[:64]!r}"

@@ -51,6 +51,20 @@ class _Meta(Protocol):
     def put(self, key: bytes, value: bytes) -> None: ...
 
 
+class MetaOf:
+    """A meta column family looked up on every use: the engine's, which an in-place
+    reopen after a full disk (storage/recovery.py) replaces with a new one."""
+
+    def __init__(self, meta: Callable[[], _Meta]) -> None:
+        self._meta = meta
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._meta().get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._meta().put(key, value)
+
+
 class _Clock(Protocol):
     @property
     def last(self) -> int: ...

@@ -41,8 +41,10 @@ class EmbeddedPublisher:
         )
         write_manifest(engine.path, manifest)  # before the signal names its epoch
         self._writer = SignalWriter(engine.path, epoch)
-        data = engine.column_families()[0]
-        self._seq_of: Callable[[], int] = data.latest_sequence_number
+        # Looked up on every commit: an in-place reopen (storage/recovery.py) replaces it.
+        self._seq_of: Callable[[], int] = lambda: engine.column_families()[
+            0
+        ].latest_sequence_number()
         self._writer.publish(self._seq_of())
         engine.add_listener(self._on_change)
 

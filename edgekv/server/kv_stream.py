@@ -193,7 +193,10 @@ class _OneStream:
                 task.cancel()
 
     def _start(self, request_id: int, kind: str, op: Any, timeout_ms: int) -> None:
-        call = self._call
+        # A Call of its own: the request layer sets its read level and session token on
+        # it (kv_messages.py), which must not leak into the stream's other operations.
+        base = self._call
+        call = Call(base.principal, base.credentials, base.forwarded_by, base.time_remaining)
         timer = None
         if timeout_ms:
             loop = self._loop

@@ -178,8 +178,11 @@ class ChangeLog:
         try:
             self._meta.put(_META_HEAD, _encode_head(self.head))
         finally:
-            self._feed.close()
+            # Handles first: after a failed write the close raises too ("Writer has
+            # previous error"), and a handle left behind keeps RocksDB and its LOCK open,
+            # so the in-place reopen (storage/recovery.py) could never open it again.
             del self._handle, self._meta_handle
+            self._feed.close()
 
     # -- appending (caller holds the engine's write lock) -------------------------
 
@@ -266,6 +269,9 @@ class ChangeLog:
             freed += len(raw)
             cut = seq + 1
             it.next()
+        # An open iterator keeps RocksDB (and its LOCK) open: never wait for the engine's
+        # lock holding one, or an in-place reopen (storage/recovery.py) cannot open it.
+        del it
         if cut == first and head.seq == self._checkpointed:
             return 0
         trimmed = Trimmed(cut - 1, vector)
@@ -303,6 +309,7 @@ class ChangeLog:
                 seqs.append(it.key())
                 freed += len(raw)
             it.next()
+        del it  # not held while waiting for the lock (see trim)
         if not seqs:
             return 0
         with self._lock:

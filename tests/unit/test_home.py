@@ -309,3 +309,12 @@ def test_sdk_routes_homed_writes_to_the_home_first(tmp_path: Path) -> None:
     writes = [n.node_id for n in topology.route(b"ctr/x", write=True)]
     assert writes[0] == "fra-1" and sorted(writes) == sorted(nearest)
     assert topology.route(b"g/x", write=True)[0].node_id == "nrt-1"  # no home: as before
+
+
+@pytest.mark.parametrize("header", ["\u00b2.fra-1", "18446744073709551616.fra-1", "x.fra-1"])
+def test_if_match_takes_a_64_bit_timestamp_of_ascii_digits(header: str) -> None:
+    from edgekv.http.rest import rest_condition
+
+    with pytest.raises(InvalidArgument, match="If-Match must be a version TS.ORIGIN"):
+        rest_condition(None, header)  # was a 500 (ValueError) for the first two
+    assert rest_condition(None, "18446744073709551615.fra-1") is not None

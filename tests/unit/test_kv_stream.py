@@ -181,3 +181,21 @@ async def test_cancel_before_the_operation_ran_answers_without_running_it() -> N
     assert messages.calls == []
     requests.queue.put_nowait(None)
     await serving
+
+
+async def test_each_operation_has_a_call_of_its_own() -> None:
+    # The request layer sets an operation's read level and session token on its Call
+    # (kv_messages._read_level): shared, a STRONG get made the stream's later LOCAL
+    # gets of keys without a home fail, and one SESSION token made others wait.
+    messages, context, requests, serving = await started()
+    requests.queue.put_nowait(Op(id=1, get=kv_pb2.GetRequest(key=b"a")))
+    requests.queue.put_nowait(Op(id=2, get=kv_pb2.GetRequest(key=b"b")))
+    await until(lambda: len(messages.calls) == 2)
+    first, second = messages.calls
+    assert first is not second
+    first.consistency, first.session_token = 2, b"token"
+    assert (second.consistency, second.session_token) == (0, b"")
+    for key in (b"a", b"b"):
+        messages.release[key].set()
+    requests.queue.put_nowait(None)
+    await serving
