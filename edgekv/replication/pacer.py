@@ -12,7 +12,7 @@ Repair work also comes in slices of at most ``SLICE_BYTES`` (fetch and push
 pages, listings of ``LISTING_SLICE_BYTES``), applied on a worker thread in
 batches of ``APPLY_SLICE_BYTES``: rocksdict's ``write`` holds the GIL for the
 whole WriteBatch (measured: 9-21 ms for 4 MiB, 0.66 ms of CPU for 246 KB,
-0.17 ms for 49 KB, all of it holding the GIL), so a big batch stalls the event
+0.33 ms for 123 KB, all of it holding the GIL), so a big batch stalls the event
 loop and every read waiting on it, however it is scheduled.
 """
 
@@ -29,10 +29,13 @@ from edgekv.replication.paging import Record, record_batches, record_cost
 # values per round trip.
 SLICE_BYTES = 256 * 1024
 # The largest batch applied at once, on a worker thread that holds the GIL for
-# all of it (rocksdict's write does not release it): 64 KiB, ~0.2 ms of CPU,
-# where a 256 KiB batch held reads back ~0.7-1 ms (a single larger record
-# goes alone).
-APPLY_SLICE_BYTES = 64 * 1024
+# all of it (rocksdict's write does not release it; a single larger record goes
+# alone). Measured per batch of 24 KiB records, worker CPU holding the GIL / the
+# process's CPU per MB applied (hand-offs, wake-ups and RocksDB included):
+# 256 KiB 0.66 ms / 3.7-4.6 ms, 128 KiB ~0.33 ms / 5.8 ms, 64 KiB 0.17 ms /
+# 7.8-8.5 ms. 128 KiB halves how long a read can wait behind one batch for
+# ~30% more CPU per byte (64 KiB would double the CPU, on the core reads use).
+APPLY_SLICE_BYTES = 128 * 1024
 # The largest page of a bucket listing asked of a peer (keys and versions only,
 # about 6,000 of them): listings write nothing, and smaller pages cost round
 # trips (64 KiB pages made a sync of 1,000,000 small keys ~6x more of them).
