@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -67,8 +68,17 @@ def timed_calls(fn: object, n: int) -> list[float]:
 
 
 def pin(pid: int, cpu: int) -> None:
+    """Pin ``pid`` (one thread: a process's main thread) and the threads it starts later."""
     if (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(pid, {cpu})
+
+
+def pin_all(pid: int, cpu: int) -> None:
+    """Pin every thread of process ``pid`` (RocksDB's, gRPC's), and those started later."""
+    if (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
+                os.sched_setaffinity(int(tid), {cpu})
 
 
 def start_echo(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -20,19 +20,19 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 
 from edgekv.errors import DiskFull, EdgeKVError
 from edgekv.limits import DEFAULT_ANTIENTROPY_BYTES_PER_S, DEFAULT_MAX_MESSAGE_BYTES
+from edgekv.replication.listing import page_range_in_steps
 from edgekv.replication.pacer import LISTING_SLICE_BYTES, SLICE_BYTES, RepairPacer, apply_paced
 from edgekv.replication.paging import (
     BucketPage,
     key_batches,
     listing_cost,
-    page_range,
     record_cost,
     record_page,
 )
@@ -151,11 +151,6 @@ async def _reconcile_buckets(
     pace: _Pace,
 ) -> None:
     """Exchange the newer records of ``buckets``, one byte-bounded listing page at a time."""
-    digests = engine.digests
-
-    def ours(bucket: int, after: bytes) -> Iterator[tuple[bytes, int, str]]:
-        return digests.iter_bucket(placement, bucket, after)
-
     after = b""
     while buckets:
         listed = await stub.ListBuckets(
@@ -184,7 +179,11 @@ async def _reconcile_buckets(
                 f"(resume at {page.resume_index} after {page.resume_after_key!r})"
             )
         theirs = {key: (ts, origin) for key, ts, origin in page.entries}
-        mine = {key: (ts, origin) for key, ts, origin in page_range(ours, buckets, after, page)}
+        # Our side of the page, in short steps on the loop (listing.py).
+        ours = await page_range_in_steps(
+            engine.digests.bucket_reader(placement), buckets, after, page
+        )
+        mine = {key: (ts, origin) for key, ts, origin in ours}
         pull = intake.wanted(k for k, v in theirs.items() if (m := mine.get(k)) is None or m < v)
         push = [k for k, v in mine.items() if (t := theirs.get(k)) is None or t < v]
         await _pull(engine, stub, hello, pull, stats, intake, pace)

@@ -9,10 +9,11 @@ started the sync: records it pulls, pushes, is pushed or serves to a fetch,
 and bucket listings, at ``replication.antientropy_bytes_per_s``.
 
 Repair work also comes in slices of at most ``SLICE_BYTES`` (fetch and push
-pages, listings of ``LISTING_SLICE_BYTES``), each applied on a worker thread:
-rocksdict's ``write`` holds the GIL for the whole WriteBatch (measured: 9-21
-ms for 4 MiB, 0.6 ms for 128 KiB), so a big batch stalls the event loop and
-every read waiting on it, however it is scheduled.
+pages, listings of ``LISTING_SLICE_BYTES``), applied on a worker thread in
+batches of ``APPLY_SLICE_BYTES``: rocksdict's ``write`` holds the GIL for the
+whole WriteBatch (measured: 9-21 ms for 4 MiB, 0.66 ms of CPU for 246 KB,
+0.33 ms for 123 KB, all of it holding the GIL), so a big batch stalls the event
+loop and every read waiting on it, however it is scheduled.
 """
 
 from __future__ import annotations
@@ -24,9 +25,17 @@ from collections.abc import Awaitable, Callable
 from edgekv.limits import DEFAULT_ANTIENTROPY_BYTES_PER_S
 from edgekv.replication.paging import Record, record_batches, record_cost
 
-# The largest repair page or applied batch (a single larger record goes alone):
-# about ten 24 KiB values, one WriteBatch of well under a millisecond.
+# The largest repair page (a single larger record goes alone): about ten 24 KiB
+# values per round trip.
 SLICE_BYTES = 256 * 1024
+# The largest batch applied at once, on a worker thread that holds the GIL for
+# all of it (rocksdict's write does not release it; a single larger record goes
+# alone). Measured per batch of 24 KiB records, worker CPU holding the GIL / the
+# process's CPU per MB applied (hand-offs, wake-ups and RocksDB included):
+# 256 KiB 0.66 ms / 3.7-4.6 ms, 128 KiB ~0.33 ms / 5.8 ms, 64 KiB 0.17 ms /
+# 7.8-8.5 ms. 128 KiB halves how long a read can wait behind one batch for
+# ~30% more CPU per byte (64 KiB would double the CPU, on the core reads use).
+APPLY_SLICE_BYTES = 128 * 1024
 # The largest page of a bucket listing asked of a peer (keys and versions only,
 # about 6,000 of them): listings write nothing, and smaller pages cost round
 # trips (64 KiB pages made a sync of 1,000,000 small keys ~6x more of them).
@@ -94,13 +103,13 @@ class RepairPacer:
 async def apply_paced(
     pacer: RepairPacer, apply: Callable[[list[Record]], int], records: list[Record]
 ) -> int:
-    """``apply`` ``records`` in slices of at most SLICE_BYTES, each paced, on a worker thread.
+    """``apply`` ``records`` in slices of at most APPLY_SLICE_BYTES, each paced, on a worker thread.
 
     Returns the sum of what ``apply`` returned (records that changed data).
     Each slice is its own batch: anti-entropy repairs key by key anyway.
     """
     applied = 0
-    for batch in record_batches(records, SLICE_BYTES):
+    for batch in record_batches(records, APPLY_SLICE_BYTES):
         await pacer.pace(sum(record_cost(key, record) for key, record in batch))
         applied += await asyncio.to_thread(apply, batch)
     return applied

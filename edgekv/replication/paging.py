@@ -130,13 +130,16 @@ def bucket_page(
     buckets: Sequence[int],
     after_key: bytes,
     max_bytes: int,
+    *,
+    page_holds: int = 0,
 ) -> BucketPage:
     """List ``buckets`` (the first from after ``after_key``) up to ``max_bytes``.
 
     ``iter_bucket(bucket, after)`` yields a bucket's (key, timestamp, origin)
     in key order from the first key greater than ``after``. At least one entry
     is listed when any exists, so paging with the answer's resume point always
-    progresses.
+    progresses; ``page_holds`` > 0 says the page already holds entries (this
+    call continues it, listing.py), so none is forced in past ``max_bytes``.
     """
     entries: list[Listed] = []
     size = 0
@@ -144,7 +147,7 @@ def bucket_page(
         last = b""
         for entry in iter_bucket(bucket, after_key if index == 0 else b""):
             cost = listing_cost(entry)
-            if entries and size + cost > max_bytes:
+            if (entries or page_holds) and size + cost > max_bytes:
                 resume_after = last or (after_key if index == 0 else b"")
                 return BucketPage(entries, True, index, resume_after)
             entries.append(entry)

@@ -23,8 +23,9 @@ from edgekv.errors import EdgeKVError, InvalidArgument, PermissionDenied, Unauth
 from edgekv.limits import DEFAULT_MAX_MESSAGE_BYTES
 from edgekv.replication.frontier import AppliedFrontier
 from edgekv.replication.handoff import held_keys
+from edgekv.replication.listing import bucket_page_in_steps, listing_answer
 from edgekv.replication.pacer import RepairPacer, apply_paced
-from edgekv.replication.paging import bucket_page, listing_cost, record_cost, record_page
+from edgekv.replication.paging import listing_cost, record_cost, record_page
 from edgekv.replication.refusals import PeerRefusals
 from edgekv.server.peer_auth import PeerAuthenticator
 from edgekv.server.status import grpc_errors, grpc_stream_errors
@@ -225,24 +226,15 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
             raise InvalidArgument(
                 f"{len(request.buckets)} buckets requested; the limit is {MAX_LIST_BUCKETS}"
             )
-        digests = self._engine.digests
-        placement = request.placement
-        page = bucket_page(
-            lambda bucket, after: digests.iter_bucket(placement, bucket, after),
+        # Walked in short steps on the loop, so reads here wait for none of it (listing.py).
+        page = await bucket_page_in_steps(
+            self._engine.digests.bucket_reader(request.placement),
             request.buckets,
             request.after_key,
             self._budget(request.max_bytes),
         )
         await self._pacer.pace(sum(listing_cost(e) for e in page.entries))
-        return replication_pb2.ListBucketsResponse(
-            entries=[
-                replication_pb2.KeyVersion(key=key, timestamp=ts, origin=origin)
-                for key, ts, origin in page.entries
-            ],
-            truncated=page.truncated,
-            resume_index=page.resume_index if page.truncated else 0,
-            resume_after_key=page.resume_after_key,
-        )
+        return await listing_answer(page)
 
     @grpc_errors
     async def FetchRecords(

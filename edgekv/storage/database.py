@@ -12,6 +12,7 @@ from pathlib import Path
 from rocksdict import AccessType, BlockBasedOptions, Cache, ColumnFamily, Options, Rdict, WriteBatch
 
 from edgekv.errors import FailedPrecondition, StorageError
+from edgekv.storage.bgpriority import lower_background_priority
 from edgekv.storage.digest import DIGEST_CF
 from edgekv.storage.feed import FEED_CF
 from edgekv.storage.replog import LOG_CF
@@ -41,13 +42,15 @@ def open_rocksdb(path: Path, block_cache_mb: int) -> Rdict:
     opts.create_missing_column_families(True)
     opts.set_max_background_jobs(2)
     try:
-        return Rdict(
+        db = Rdict(
             str(path),
             opts,
             column_families={name: Options(raw_mode=True) for name in COLUMN_FAMILIES},
         )
     except Exception as exc:  # rocksdict raises plain Exception for I/O and lock errors
         raise StorageError(f"cannot open RocksDB at {path}: {exc}") from exc
+    lower_background_priority()  # flushes and compactions yield to serving (bgpriority.py)
+    return db
 
 
 def open_secondary(path: Path, secondary_path: Path, block_cache_mb: int) -> Rdict:

@@ -24,7 +24,7 @@ import threading
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 
-from rocksdict import ColumnFamily, Rdict, WriteBatch
+from rocksdict import ColumnFamily, Rdict, RdictIter, WriteBatch
 
 from edgekv import native
 from edgekv.errors import InvalidArgument
@@ -162,20 +162,31 @@ class DigestIndex:
         self, placement: bytes, bucket: int, after: bytes = b""
     ) -> Iterator[tuple[bytes, int, str]]:
         """``list_bucket`` lazily, from the first key greater than ``after`` (b"": all)."""
+        return self._walk(self._index.iter(), placement, bucket, after)
+
+    def bucket_reader(
+        self, placement: bytes
+    ) -> Callable[[int, bytes], Iterator[tuple[bytes, int, str]]]:
+        """``iter_bucket`` of ``placement`` for one listing: all calls share one iterator.
+
+        Creating a RocksDB iterator costs about as much as walking a bucket;
+        a listing walks hundreds. Each call's iterator is only valid until the
+        next call (use them one after another, as paging.py does).
+        """
+        it = self._index.iter()
+
+        def read(bucket: int, after: bytes = b"") -> Iterator[tuple[bytes, int, str]]:
+            return self._walk(it, placement, bucket, after)
+
+        return read
+
+    @staticmethod
+    def _walk(
+        it: RdictIter, placement: bytes, bucket: int, after: bytes
+    ) -> Iterator[tuple[bytes, int, str]]:
         if not 0 <= bucket < BUCKETS:
             raise InvalidArgument(f"bucket {bucket} is out of range 0..{BUCKETS - 1}")
-        prefix = bucket_index_prefix(placement, bucket)
-        it = self._index.iter()
-        # Keys are at least one byte, so the successor of ``after`` is after + b"\x00".
-        it.seek(prefix + after + b"\x00" if after else prefix)
-        n = len(prefix)
-        while it.valid():
-            ikey = it.key()
-            if not ikey.startswith(prefix):
-                break
-            timestamp, origin = unpack_version(it.value())
-            yield ikey[n:], timestamp, origin
-            it.next()
+        return _entries(it, bucket_index_prefix(placement, bucket), after)
 
     # -- staging (caller holds the engine's write lock) --------------------------
 
@@ -334,3 +345,17 @@ def _first_key(cf: Rdict) -> bytes | None:
     it = cf.iter()
     it.seek_to_first()
     return it.key() if it.valid() else None
+
+
+def _entries(it: RdictIter, prefix: bytes, after: bytes) -> Iterator[tuple[bytes, int, str]]:
+    """(key, timestamp, origin) of the index entries under ``prefix``, after ``after``."""
+    # Keys are at least one byte, so the successor of ``after`` is after + b"\x00".
+    it.seek(prefix + after + b"\x00" if after else prefix)
+    n = len(prefix)
+    while it.valid():
+        ikey = it.key()
+        if not ikey.startswith(prefix):
+            break
+        timestamp, origin = unpack_version(it.value())
+        yield ikey[n:], timestamp, origin
+        it.next()
