@@ -372,4 +372,3 @@ class AsyncClient(AsyncReads):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-

@@ -315,6 +315,6 @@ def test_sdk_routes_homed_writes_to_the_home_first(tmp_path: Path) -> None:
 def test_if_match_takes_a_64_bit_timestamp_of_ascii_digits(header: str) -> None:
     from edgekv.http.rest import rest_condition
 
-    with pytest.raises(InvalidArgument, match="If-Match must be a version TS.ORIGIN"):
+    with pytest.raises(InvalidArgument, match=r"If-Match must be a version TS\.ORIGIN"):
         rest_condition(None, header)  # was a 500 (ValueError) for the first two
     assert rest_condition(None, "18446744073709551615.fra-1") is not None

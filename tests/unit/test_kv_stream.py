@@ -187,7 +187,7 @@ async def test_each_operation_has_a_call_of_its_own() -> None:
     # The request layer sets an operation's read level and session token on its Call
     # (kv_messages._read_level): shared, a STRONG get made the stream's later LOCAL
     # gets of keys without a home fail, and one SESSION token made others wait.
-    messages, context, requests, serving = await started()
+    messages, _context, requests, serving = await started()
     requests.queue.put_nowait(Op(id=1, get=kv_pb2.GetRequest(key=b"a")))
     requests.queue.put_nowait(Op(id=2, get=kv_pb2.GetRequest(key=b"b")))
     await until(lambda: len(messages.calls) == 2)
