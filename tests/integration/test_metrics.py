@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ import edgekv
 from edgekv import Client
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.launcher import write_cluster_file
-from edgekv.local.wait import scrape_metrics
+from edgekv.local.wait import scrape_metrics, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +36,14 @@ def test_scrape_has_request_replication_storage_and_clock_series(tmp_path: Path)
             c.get("m/none")
             with pytest.raises(edgekv.InvalidArgument):
                 c.put("", "bad")
-        m = scrape_metrics(port)
+        # A call is counted as its answer goes out, so the last ones may land a moment
+        # after the client has its answer: scrape until the Put's duration is there.
+        def scraped() -> dict[str, Any]:
+            m = scrape_metrics(port)
+            buckets = m.get("edgekv_request_duration_seconds_bucket", [])
+            return m if any(labels.get("method") == "Put" for labels, _ in buckets) else {}
+
+        m = wait_until(scraped, timeout_s=10, interval_s=0.1, what="the Put's duration in the scrape")
         ok_gets = [v for labels, v in m["edgekv_requests_total"]
                    if labels == {"service": "KV", "method": "Get", "code": "OK"}]  # fmt: skip
         assert ok_gets == [2.0]
