@@ -36,6 +36,7 @@ def test_scrape_has_request_replication_storage_and_clock_series(tmp_path: Path)
             c.get("m/none")
             with pytest.raises(edgekv.InvalidArgument):
                 c.put("", "bad")
+
         # A call is counted as its answer goes out, so the last ones may land a moment
         # after the client has its answer: scrape until the Put's duration is there.
         def scraped() -> dict[str, Any]:
@@ -43,7 +44,7 @@ def test_scrape_has_request_replication_storage_and_clock_series(tmp_path: Path)
             buckets = m.get("edgekv_request_duration_seconds_bucket", [])
             return m if any(labels.get("method") == "Put" for labels, _ in buckets) else {}
 
-        m = wait_until(scraped, timeout_s=10, interval_s=0.1, what="the Put's duration in the scrape")
+        m = wait_until(scraped, timeout_s=10, interval_s=0.1, what="the Put's duration scraped")
         ok_gets = [v for labels, v in m["edgekv_requests_total"]
                    if labels == {"service": "KV", "method": "Get", "code": "OK"}]  # fmt: skip
         assert ok_gets == [2.0]
