@@ -111,15 +111,18 @@ class Coordinator:
     async def get(self, key: bytes, call: Call) -> GetResult:
         """The live value of ``key`` (``found`` None when absent, deleted or expired)."""
         call.principal.authorize("read", (key,))
-        if call.consistency or call.session_token:  # a level or a token: coordinator/levels.py
-            if call.consistency != STRONG:  # SESSION: coordinator/session.py
-                return await self._session.get(key, call, self._get_plain)
-            if (home := self._homes.read_home(key)) != self.node_id:  # coordinator/home.py
-                return await self._homes.get(key, home, call)
+        if call.consistency or call.session_token:  # a level or a token: coordinator/session.py
+            read = self._get_strong if call.consistency == STRONG else self._get_plain
+            return await self._session.get(key, call, read)  # the answer merges the token
         if self._all_local or self._router.is_local(key):
             return GetResult(self._get(key), self.node_id)
         self._refuse_if_forwarded(call)
         return await self._forwarder.get(key, call)
+
+    async def _get_strong(self, key: bytes, call: Call) -> GetResult:
+        if (home := self._homes.read_home(key)) != self.node_id:  # coordinator/home.py
+            return await self._homes.get(key, home, call)
+        return await self._get_plain(key, call)
 
     async def _get_plain(self, key: bytes, call: Call) -> GetResult:
         if self._all_local or self._router.is_local(key):
@@ -138,13 +141,14 @@ class Coordinator:
         limits = self._engine.limits
         limits.check_batch_get(len(keys))
         call.principal.authorize("read", keys)
-        if call.consistency == STRONG:
-            homed = await self._homes.get_many(keys, call, lambda ks: self._read_many(ks)[0])
-            if homed is not None:
-                return homed
-        elif call.consistency or call.session_token:
-            return await self._session.get_many(keys, call, self._get_many_plain)
+        if call.consistency or call.session_token:
+            read = self._get_many_strong if call.consistency == STRONG else self._get_many_plain
+            return await self._session.get_many(keys, call, read)
         return await self._get_many_plain(keys, call)
+
+    async def _get_many_strong(self, keys: Sequence[bytes], call: Call) -> BatchGetResult:
+        homed = await self._homes.get_many(keys, call, lambda ks: self._read_many(ks)[0])
+        return homed if homed is not None else await self._get_many_plain(keys, call)
 
     async def _get_many_plain(self, keys: Sequence[bytes], call: Call) -> BatchGetResult:
         limits = self._engine.limits
@@ -217,12 +221,13 @@ class Coordinator:
         limit = limit or DEFAULT_SCAN_LIMIT
         self._engine.limits.check_scan_limit(limit)  # before any part is forwarded
         call.principal.authorize("read", key_range=(lo, hi))
-        if call.consistency == STRONG:
-            if (home := self._homes.scan_home(lo, hi)) != self.node_id:
-                return await self._homes.scan(lo, hi, limit, keys_only, home, call)
-        elif call.consistency or call.session_token:
-            plain = lambda: self._scan_plain(call, lo, hi, limit, keys_only)  # noqa: E731
-            return await self._session.scan(call, lo, hi, limit, keys_only, plain)
+        if call.consistency or call.session_token:
+            home = self._homes.scan_home(lo, hi) if call.consistency == STRONG else self.node_id
+            if home != self.node_id:
+                read = lambda: self._homes.scan(lo, hi, limit, keys_only, home, call)  # noqa: E731
+            else:
+                read = lambda: self._scan_plain(call, lo, hi, limit, keys_only)  # noqa: E731
+            return await self._session.scan(call, lo, hi, limit, keys_only, read)
         return await self._scan_plain(call, lo, hi, limit, keys_only)
 
     async def _scan_plain(

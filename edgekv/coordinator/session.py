@@ -24,12 +24,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from edgekv.cluster.routing import Router
-from edgekv.consistency import SESSION, STRONG, Seen, decode_token, token_of_versions
+from edgekv.consistency import SESSION, Seen, decode_token, token_of_versions
 from edgekv.coordinator.call import Call
 from edgekv.coordinator.forwarding import Forwarder
 from edgekv.coordinator.results import BatchGetResult, Found, GetResult, ScanResult
 from edgekv.coordinator.stitching import split_range
-from edgekv.errors import FailedPrecondition, Unavailable
+from edgekv.errors import Unavailable
 from edgekv.replication.frontier import AppliedFrontier, MetaOf
 from edgekv.storage.clock import physical_ms
 from edgekv.storage.engine import Engine
@@ -136,11 +136,8 @@ class SessionReads:
     # -- helpers ----------------------------------------------------------------
 
     def _seen(self, call: Call) -> Seen:
-        if call.consistency == STRONG:
-            raise FailedPrecondition(
-                "STRONG reads are served by a key's home PoP; this node does not serve them "
-                "(give the key's placement rule a home)"
-            )
+        """The token's origins this node knows (STRONG reads only merge it: the home
+        serves them, coordinator/home.py, and waits for nothing)."""
         if not call.session_token:
             return {}
         seen = decode_token(call.session_token)

@@ -266,6 +266,21 @@ async def test_strong_get_served_by_home(nodes: Nodes) -> None:
     assert (await nodes["fra-1"].get(b"ctr/s", client(STRONG))).served_by == "fra-1"
 
 
+async def test_strong_answers_carry_the_session_token(nodes: Nodes) -> None:
+    # The SDK merges every answer into its session: a STRONG read's version must be in
+    # it, or a later SESSION read could return something older than what it saw.
+    from edgekv.consistency import decode_token
+
+    ack = await nodes["fra-1"].put(b"ctr/t", b"v", 0, client())
+    for node in ("nrt-1", "fra-1"):
+        result = await nodes[node].get(b"ctr/t", client(STRONG))
+        assert decode_token(result.session_token) == {"fra-1": ack.version.timestamp}
+        many = await nodes[node].get_many([b"ctr/t"], client(STRONG))
+        assert decode_token(many.session_token) == {"fra-1": ack.version.timestamp}
+        page = await nodes[node].scan(client(STRONG), prefix=b"ctr/")
+        assert decode_token(page.session_token) == {"fra-1": ack.version.timestamp}
+
+
 async def test_strong_get_without_home_refused_naming_key(nodes: Nodes) -> None:
     with pytest.raises(FailedPrecondition, match="key b'eu/x' has no home"):
         await nodes["fra-1"].get(b"eu/x", client(STRONG))
