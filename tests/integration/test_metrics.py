@@ -42,9 +42,11 @@ def test_scrape_has_request_replication_storage_and_clock_series(tmp_path: Path)
         def scraped() -> dict[str, Any]:
             m = scrape_metrics(port)
             buckets = m.get("edgekv_request_duration_seconds_bucket", [])
-            return m if any(labels.get("method") == "Put" for labels, _ in buckets) else {}
+            codes = [labels.get("code") for labels, _ in m.get("edgekv_requests_total", [])]
+            counted = "INVALID_ARGUMENT" in codes  # the last call: the refused put
+            return m if counted and any(lb.get("method") == "Put" for lb, _ in buckets) else {}
 
-        m = wait_until(scraped, timeout_s=10, interval_s=0.1, what="the Put's duration scraped")
+        m = wait_until(scraped, timeout_s=10, interval_s=0.1, what="the last calls counted")
         ok_gets = [v for labels, v in m["edgekv_requests_total"]
                    if labels == {"service": "KV", "method": "Get", "code": "OK"}]  # fmt: skip
         assert ok_gets == [2.0]
