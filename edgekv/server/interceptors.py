@@ -200,12 +200,29 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
             raise
 
     def _limit_streams(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        inner = handler.unary_stream
+        return grpc.unary_stream_rpc_method_handler(
+            self._counted(handler.unary_stream, self.enter_stream, self.leave_stream),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+    def _limit_bidi(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        return grpc.stream_stream_rpc_method_handler(
+            self._counted(handler.stream_stream, self.enter_bidi, self.leave_bidi),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+    def _counted(
+        self, inner: Any, enter: Callable[[str], None], leave: Callable[[str], None]
+    ) -> Any:
+        """``inner`` (a server-streaming or bidi behaviour) counted by ``enter``/``leave``
+        per client and against the port, refused RESOURCE_EXHAUSTED over a limit."""
 
         async def admit(context: grpc.aio.ServicerContext) -> str:
             client = client_of(context.peer())
             try:
-                self._enter_port_stream(client, self.enter_stream)
+                self._enter_port_stream(client, enter)
             except ResourceExhausted as exc:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             return client
@@ -219,7 +236,7 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
                     yield response
             finally:
                 self.port_calls -= 1
-                self.leave_stream(client)
+                leave(client)
 
         async def coroutine(request: Any, context: grpc.aio.ServicerContext) -> Any:
             client = await admit(context)
@@ -227,45 +244,9 @@ class InflightLimiter(grpc.aio.ServerInterceptor):
                 return await inner(request, context)
             finally:
                 self.port_calls -= 1
-                self.leave_stream(client)
+                leave(client)
 
-        limited = generator if inspect.isasyncgenfunction(inner) else coroutine
-        return grpc.unary_stream_rpc_method_handler(
-            limited, handler.request_deserializer, handler.response_serializer
-        )
-
-    def _limit_bidi(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        inner = handler.stream_stream
-
-        async def admit(context: grpc.aio.ServicerContext) -> str:
-            client = client_of(context.peer())
-            try:
-                self._enter_port_stream(client, self.enter_bidi)
-            except ResourceExhausted as exc:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-            return client
-
-        async def generator(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            client = await admit(context)
-            try:
-                async for response in inner(requests, context):
-                    yield response
-            finally:
-                self.port_calls -= 1
-                self.leave_bidi(client)
-
-        async def coroutine(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            client = await admit(context)
-            try:
-                return await inner(requests, context)
-            finally:
-                self.port_calls -= 1
-                self.leave_bidi(client)
-
-        limited = generator if inspect.isasyncgenfunction(inner) else coroutine
-        return grpc.stream_stream_rpc_method_handler(
-            limited, handler.request_deserializer, handler.response_serializer
-        )
+        return generator if inspect.isasyncgenfunction(inner) else coroutine
 
 
 class _Undecodable:
