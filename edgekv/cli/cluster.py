@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
+import time
 
 import click
 
 from edgekv.cli import exitcodes as codes
+
+_STOP_POLL_S = 0.1
 
 
 @click.group()
@@ -51,9 +53,12 @@ def up(config_path: str, wan: bool, run_dir: str | None, demo: bool, fresh: bool
     except EdgeKVError as exc:
         click.echo(f"edgekv: {exc}", err=True)
         sys.exit(codes.ERROR)
-    stop = threading.Event()
+    # The handler only flips a flag: Event.set() from a handler can deadlock when
+    # the signal lands while the main thread holds the Event's own (non-reentrant)
+    # lock inside Event.wait(), which is where it waits.
+    stopping: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
     with local:
         try:
             if fresh:
@@ -81,5 +86,6 @@ def up(config_path: str, wan: bool, run_dir: str | None, demo: bool, fresh: bool
 
             tour(local)
         click.echo("serving; Ctrl-C stops every node cleanly")
-        stop.wait()
+        while not stopping:
+            time.sleep(_STOP_POLL_S)
         click.echo("stopping...")
