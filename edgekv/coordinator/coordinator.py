@@ -21,6 +21,7 @@ from collections.abc import AsyncGenerator, Sequence
 from edgekv.cluster.routing import Router
 from edgekv.config.watch import WatchSettings
 from edgekv.coordinator.call import Call
+from edgekv.coordinator.draining import StreamDrain
 from edgekv.coordinator.forwarding import Forwarder, GrpcForwarder
 from edgekv.coordinator.home import STRONG, Homes
 from edgekv.coordinator.results import (
@@ -83,6 +84,7 @@ class Coordinator:
         session: SessionReads | None = None,
         receipts: ReceiptWaiter | None = None,
         watch: WatchSettings | None = None,
+        drain: StreamDrain | None = None,
     ) -> None:
         self._engine = engine
         self._get = engine.get  # bound native Reader.get: the hot path
@@ -97,7 +99,7 @@ class Coordinator:
         self._watching = (
             None
             if feed is None
-            else Watching(engine, router, self._forwarder, feed, watch or WatchSettings())
+            else Watching(engine, router, self._forwarder, feed, watch or WatchSettings(), drain)
         )
         self.node_id = router.spec.id
         # Fast path: with no placement rules nothing is ever forwarded.

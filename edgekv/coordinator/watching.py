@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from edgekv.cluster.routing import Router
 from edgekv.config.watch import WatchSettings
 from edgekv.coordinator.call import Call
+from edgekv.coordinator.draining import StreamDrain
 from edgekv.coordinator.forwarding import Forwarder
 from edgekv.coordinator.results import ChangeEvent
 from edgekv.coordinator.resumable import FeedWatches
@@ -44,8 +45,11 @@ class Watching:
         forwarder: Forwarder,
         signals: ChangeFeed,
         settings: WatchSettings,
+        drain: StreamDrain | None = None,
     ) -> None:
         self._engine = engine
+        # Ends every watch with UNAVAILABLE when the node stops (coordinator/draining.py).
+        self._drain = drain or StreamDrain(router.spec.id)
         self._router = router
         self._forwarder = forwarder
         self.feeds = FeedWatches(engine, signals, settings, router.spec.id)
@@ -86,8 +90,13 @@ class Watching:
             )
         else:
             source = self._merged(prefix, owners, local, call)
+        next_of = self._drain.next
         try:
-            async for event in source:
+            while True:
+                try:
+                    event = await next_of(source)
+                except StopAsyncIteration:
+                    return
                 yield event
         finally:  # closed now, not when collected: the subscriptions end with the call
             await _close(source)

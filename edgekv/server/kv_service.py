@@ -21,6 +21,7 @@ import grpc
 
 from edgekv.cluster.routing import FORWARDED_BY
 from edgekv.coordinator import Call, Coordinator
+from edgekv.coordinator.draining import StreamDrain
 from edgekv.limits import DEFAULT_LIMITS, Limits
 from edgekv.principal import AUTHORIZATION
 from edgekv.server.auth import Authorizer, principal_of
@@ -45,10 +46,11 @@ class KVService(kv_pb2_grpc.KVServicer):
         auth: Authorizer | None = None,
         limits: Limits = DEFAULT_LIMITS,
         recorder: OperationRecorder | None = None,
+        drain: StreamDrain | None = None,
     ) -> None:
         self._messages = KVMessages(coordinator)
         self._auth = auth
-        self._stream = StreamOps(self._messages, limits.max_stream_inflight, recorder)
+        self._stream = StreamOps(self._messages, limits.max_stream_inflight, recorder, drain)
 
     def _call(self, context: grpc.aio.ServicerContext) -> Call:
         """Authenticate the caller and read what the request layer needs from metadata."""

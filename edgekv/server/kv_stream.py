@@ -19,7 +19,9 @@ the same errors, so a rule exists once. What is the stream's own:
   of its requests: at most ``max_stream_inflight`` answers exist per stream.
 * **Cancellation**: a ``cancel`` op cancels that operation (answered CANCELLED),
   a deadline cancels it (DEADLINE_EXCEEDED), and the stream ending (the client
-  went away, the node stops) cancels every operation still running.
+  went away) cancels every operation still running. When the node stops, the
+  stream reads no more requests, answers those it started, then ends with
+  UNAVAILABLE (coordinator/draining.py): the client reopens, elsewhere.
 * **Errors**: an EdgeKVError ends only its operation, as a ``StreamError`` with
   the code and message the unary method would have ended with (and its
   trailing metadata); a StreamRequest without an operation, or with an id in
@@ -39,12 +41,14 @@ from typing import Any, Protocol
 import grpc
 
 from edgekv.coordinator import Call
+from edgekv.coordinator.draining import StreamDrain
 from edgekv.errors import (
     DeadlineExceeded,
     EdgeKVError,
     InvalidArgument,
     OtherStatus,
     ResourceExhausted,
+    Unavailable,
     grpc_code_for,
 )
 from edgekv.server.kv_messages import KVMessages
@@ -94,10 +98,14 @@ class StreamOps:
     each operation under its unary method's name (None: not counted).
     """
 
-    __slots__ = ("_max_inflight", "_ops", "_recorder")
+    __slots__ = ("_drain", "_max_inflight", "_ops", "_recorder")
 
     def __init__(
-        self, messages: KVMessages, max_inflight: int, recorder: OperationRecorder | None = None
+        self,
+        messages: KVMessages,
+        max_inflight: int,
+        recorder: OperationRecorder | None = None,
+        drain: StreamDrain | None = None,
     ) -> None:
         self._ops: dict[str, Callable[[Any, Call], Awaitable[Any]]] = {
             "get": messages.get,
@@ -108,6 +116,8 @@ class StreamOps:
         }
         self._max_inflight = max_inflight
         self._recorder = recorder
+        # Ends every stream with UNAVAILABLE when the node stops (coordinator/draining.py).
+        self._drain = drain or StreamDrain("this node")
 
     async def serve(
         self,
@@ -158,8 +168,16 @@ class _OneStream:
 
     async def run(self, requests: AsyncIterator[kv_pb2.StreamRequest]) -> None:
         limit = self._ops._max_inflight
+        next_of = self._ops._drain.next
         try:
-            async for request in requests:
+            while True:
+                try:
+                    request = await next_of(requests)
+                except StopAsyncIteration:
+                    break
+                except Unavailable:  # the node is stopping: answer what runs, then end
+                    await self._answered()
+                    raise
                 kind = request.WhichOneof("op")
                 request_id = request.id
                 if kind == "cancel":
@@ -185,12 +203,16 @@ class _OneStream:
                     )))  # fmt: skip
                     continue
                 self._start(request_id, kind, getattr(request, kind), request.timeout_ms)
-            while self._outstanding:  # half-closed: answer what is still running
-                self._drained = self._loop.create_future()
-                await self._drained
+            await self._answered()  # half-closed: answer what is still running
         finally:
             for task in list(self._running.values()):
                 task.cancel()
+
+    async def _answered(self) -> None:
+        """Wait until every operation started is answered."""
+        while self._outstanding:
+            self._drained = self._loop.create_future()
+            await self._drained
 
     def _start(self, request_id: int, kind: str, op: Any, timeout_ms: int) -> None:
         # A Call of its own: the request layer sets its read level and session token on

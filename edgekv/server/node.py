@@ -41,6 +41,7 @@ from edgekv.cluster.placement import PlacementRules
 from edgekv.cluster.routing import Router
 from edgekv.config.model import ClusterConfig, NodeSpec
 from edgekv.coordinator import Coordinator
+from edgekv.coordinator.draining import StreamDrain
 from edgekv.coordinator.levels import request_levels
 from edgekv.errors import ConfigError
 from edgekv.http.door import HttpDoor
@@ -92,6 +93,7 @@ class _Running:
     server: grpc.aio.Server  # the client port
     http: HttpDoor | None  # only with http_listen
     view: NodeView
+    drain: StreamDrain  # ends the Watch and KV.Stream calls when the node stops
 
 
 class Node(PeerPlaneStarter):
@@ -269,13 +271,15 @@ class Node(PeerPlaneStarter):
             pacer=replication.antientropy.pacer if replication is not None else None,
         )
         levels = request_levels(engine, router, config, replication, senders)  # SESSION, receipts
+        drain = StreamDrain(spec.id)
         coordinator = Coordinator(
-            engine, router, committer=committer, feed=feed, watch=config.watch, **levels
-        )
+            engine, router, committer=committer, feed=feed, watch=config.watch, drain=drain,
+            **levels,
+        )  # fmt: skip
         self._spawn(coordinator.run_feed_trimmer(), "feed-trimmer")
         cluster_service = ClusterService(config, view, engine, self._may_hold, self.auth)
         recorder = self.metrics.operation_recorder()  # KV.Stream's operations
-        kv_service = KVService(coordinator, self.auth, config.limits, recorder)
+        kv_service = KVService(coordinator, self.auth, config.limits, recorder, drain)
         add_client_services(server, kv_service, cluster_service, self._health)
         await server.start()
         undo.push_async_callback(server.stop, 0)
@@ -288,7 +292,9 @@ class Node(PeerPlaneStarter):
         await set_health(self._health, True)
         # A full disk: NOT_SERVING and writes refused until RocksDB is reopened in place.
         self._spawn(run_storage_recovery(engine, partial(set_health, self._health)), "storage")
-        return _Running(engine, feed, committer, replication, collector, router, server, http, view)
+        return _Running(
+            engine, feed, committer, replication, collector, router, server, http, view, drain
+        )
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.spec.id}:{name}")
@@ -318,6 +324,7 @@ class Node(PeerPlaneStarter):
         if running is None:
             return
         await self._health.enter_graceful_shutdown()
+        running.drain.start()  # else an idle Watch or KV.Stream holds the stop for grace_s
         http_stopped = running.http.stop(grace_s) if running.http else asyncio.sleep(0)
         await asyncio.gather(running.server.stop(grace_s), http_stopped)
         if running.committer is not None:
