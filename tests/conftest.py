@@ -22,3 +22,32 @@ def pytest_configure(config: pytest.Config) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
     if worker:
         launcher.share_ports(int(worker[2:]), int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+
+
+# The test files that take longest (worker seconds, measured with --durations on
+# 2 cores), scheduled first: pytest-xdist (--dist loadfile) hands files to workers
+# in collection order, so a long file collected last keeps one worker busy while
+# the other idles at the end of the run.
+_LONGEST_FIRST = (
+    "tests/integration/test_sdk.py",
+    "tests/integration/test_replication.py",
+    "tests/integration/test_watch_resume.py",
+    "tests/integration/test_cli.py",
+    "tests/integration/test_peer_auth.py",
+    "tests/integration/test_residency.py",
+    "tests/integration/test_security.py",
+    "tests/integration/test_clock_fence.py",
+    "tests/integration/test_node_grpc.py",
+    "tests/inprocess/test_session.py",
+    "tests/integration/test_bounds.py",
+    "tests/integration/test_kv_stream_node.py",
+    "tests/integration/test_collection.py",
+    "tests/integration/test_readme.py",
+    "tests/integration/test_js_clients.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(_LONGEST_FIRST)}
+    last = len(rank)
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], last))  # stable
