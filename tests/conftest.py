@@ -43,7 +43,19 @@ _LONGEST_FIRST = (
     "tests/integration/test_kv_stream_node.py",
     "tests/integration/test_collection.py",
     "tests/integration/test_readme.py",
+    "tests/integration/test_convergence_property.py",
     "tests/integration/test_js_clients.py",
+    "tests/integration/test_demo.py",
+    "tests/torture/test_home_torture.py",
+    "tests/torture/test_torture.py",
+    "tests/integration/test_placement_change.py",
+    "tests/inprocess/test_home_mode.py",
+    "tests/integration/test_bench_compare.py",
+    "tests/integration/test_http_door.py",
+    "tests/torture/test_wire_fuzz.py",
+    "tests/torture/test_netns.py",
+    "tests/integration/test_embedded.py",
+    "tests/property/test_collection_property.py",
 )
 
 

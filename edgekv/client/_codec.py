@@ -334,13 +334,8 @@ def _check_host_port(endpoint: str, address: str, example: str) -> str:
 
 # What the HTTP client says when an http:// endpoint answers in HTTP/2 (a gRPC
 # port sends its SETTINGS frame first): depending on timing, either of these.
-# What the HTTP client reports when the port answers HTTP/1.1 with HTTP/2 (a gRPC
-# server's preface, then its close): which one depends on which it reads first.
-_NOT_HTTP1 = (
-    "invalid HTTP version",
-    "received unexpected message from connection",
-    "connection was not ready",
-)
+# The HTTP client's words for a port answering with HTTP/2 (a gRPC preface, then a close).
+_NOT_HTTP1 = ("invalid HTTP version", "unexpected message from connection", "was not ready")
 
 
 def _explain(
