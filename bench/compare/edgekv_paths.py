@@ -3,6 +3,8 @@
 * gRPC unary: ``Client("host:port")`` (``transport="unary"`` when the SDK has
   transports, so that this row stays unary when the stream becomes the default);
 * streamed: ``Client("host:port", transport="stream")`` — one bidi stream;
+  and the same with ``AsyncClient`` for the single caller too ("stream,
+  asyncio": awaited on a uvloop loop, as NATS's asyncio-only client is);
 * HTTP/Connect: ``Client("http://host:port")`` — the node's HTTP door;
 * embedded: ``Client("host:port", embedded=DATA_DIR)`` — reads from the node's
   RocksDB in this process (a read-only secondary), writes through the node.
@@ -22,7 +24,7 @@ from typing import Any
 
 import edgekv
 from bench.compare import servers
-from bench.compare.adapter import Adapter
+from bench.compare.adapter import Adapter, AsyncOnlyAdapter
 from edgekv import AsyncClient, Client, Put
 
 NOT_IN_BUILD = "not available in this build"
@@ -167,6 +169,40 @@ class GrpcStream(EdgeKVPath):
         return {"transport": "stream"}
 
 
+class GrpcStreamAsync(GrpcStream):
+    """The streamed path of AsyncClient, for one caller too: its calls are awaited."""
+
+    name = "edgekv gRPC stream, asyncio"
+    settings = "; point calls multiplexed on one bidi stream; one caller awaits AsyncClient"
+
+    def start(self, tmp: Path) -> None:
+        super().start(tmp)
+        self.run(self.aopen())  # the single caller uses it too
+        self.versions["client"] = (
+            'edgekv SDK: AsyncClient("HOST:PORT", transport="stream") on uvloop'
+        )
+
+    async def aopen(self) -> None:
+        if self.aclient is None:  # opened by start(); warm_up asks again
+            await super().aopen()
+
+    def sequential(self, op: str, args: Sequence[Any]) -> list[float]:
+        return AsyncOnlyAdapter.sequential(self, op, args)  # type: ignore[arg-type]
+
+    def get(self, key: bytes) -> Any:
+        return self.run(self.aget(key))
+
+    def put(self, key: bytes) -> Any:
+        return self.run(self.aput(key))
+
+    def get_many(self, keys: Sequence[bytes]) -> Any:
+        return self.run(self.aget_many(keys))
+
+    def read_value(self, key: bytes) -> bytes | None:
+        entry = self.run(self.aget(key))
+        return None if entry is None else bytes(entry.value)
+
+
 class HttpConnect(EdgeKVPath):
     name = "edgekv HTTP/Connect"
 
@@ -182,5 +218,11 @@ class Embedded(EdgeKVPath):
         return {"embedded": str(server.data_dir)}
 
 
-PATHS: tuple[type[EdgeKVPath], ...] = (GrpcUnary, GrpcStream, HttpConnect, Embedded)
+PATHS: tuple[type[EdgeKVPath], ...] = (
+    GrpcUnary,
+    GrpcStream,
+    GrpcStreamAsync,
+    HttpConnect,
+    Embedded,
+)
 BASELINE = GrpcUnary.name

@@ -19,7 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.compare.edgekv_paths import BASELINE, Embedded, GrpcStream, GrpcUnary, HttpConnect
+from bench.compare.edgekv_paths import (
+    BASELINE,
+    Embedded,
+    GrpcStream,
+    GrpcStreamAsync,
+    GrpcUnary,
+    HttpConnect,
+)
 from bench.compare.measure import WORKLOADS, Figures
 from bench.compare.peers import EtcdAdapter, NatsAdapter, RedisAdapter
 from bench.compare.servers import STARTED_PIDS
@@ -34,8 +41,15 @@ COLUMNS = (  # (summary key, header, digits)
     ("client_cpu_us_per_op", "client CPU µs/op", 1),
 )
 COLOURS = {"edgekv": "tab:blue", "Redis": "tab:red", "etcd": "tab:green", "NATS": "tab:purple"}
-STYLES = ("-", "--", "-.", ":")
-NETWORK_PATHS = (GrpcUnary.name, GrpcStream.name, HttpConnect.name)
+# (line style of the CDF, hatch of the bar): one per system of a family.
+STYLES: tuple[tuple[Any, str], ...] = (
+    ("-", ""),
+    ("--", "//"),
+    ("-.", ".."),
+    (":", "xx"),
+    ((0, (5, 1, 1, 1, 1, 1)), "++"),
+)
+NETWORK_PATHS = (GrpcUnary.name, GrpcStream.name, GrpcStreamAsync.name, HttpConnect.name)
 
 
 def machine() -> dict[str, str]:
@@ -214,7 +228,7 @@ def _plots(out: Path, results: dict[str, dict[str, Figures]]) -> list[tuple[str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    style: dict[str, tuple[str, str]] = {}
+    style: dict[str, tuple[str, tuple[Any, str]]] = {}
     used: dict[str, int] = {}
     for name in results:
         family = next((f for f in COLOURS if name.startswith(f)), "edgekv")
@@ -236,8 +250,8 @@ def _plots(out: Path, results: dict[str, dict[str, Figures]]) -> list[tuple[str,
             step = max(1, len(s) // 2000)
             xs = [*s[::step], s[-1]]
             ys = [100.0 * i * step / len(s) for i in range(len(xs) - 1)] + [100.0]
-            colour, line = style[name]
-            ax.plot(xs, ys, line, color=colour, label=name, linewidth=1.5)
+            colour, (line, _) = style[name]
+            ax.plot(xs, ys, color=colour, linestyle=line, label=name, linewidth=1.5)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
@@ -261,8 +275,7 @@ def _plots(out: Path, results: dict[str, dict[str, Figures]]) -> list[tuple[str,
             for w in bars
         ]
         xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(bars))]
-        colour, line = style[name]
-        hatch = {"-": "", "--": "//", "-.": "..", ":": "xx"}[line]
+        colour, (_, hatch) = style[name]
         drawn = ax.bar(xs, values, width, label=name, color=colour, hatch=hatch, edgecolor="white")
         ax.bar_label(
             drawn,

@@ -21,9 +21,10 @@ trailing metadata, so the clients' retry and failover rules (``_base.py``,
 * a node without KV.Stream (UNIMPLEMENTED: an older node) is served by unary
   calls from then on.
 
-:class:`AsyncOpStream` (grpc.aio) keeps one reader and one writer task per
-stream: a caller never writes on the call itself, so cancelling a caller cannot
-cancel the stream. :class:`SyncOpStream` (grpc's blocking stack) has grpc's
+:class:`AsyncOpStream` (grpc.aio) keeps one reader task per stream; a caller
+starts the write of its request itself when no write is in flight, without
+awaiting it (edgekv/eager.py), so cancelling a caller cannot cancel the
+stream. :class:`SyncOpStream` (grpc's blocking stack) has grpc's
 request-consuming thread and one reader thread; callers block on a future.
 """
 
@@ -42,6 +43,7 @@ from typing import Any
 
 import grpc
 
+from edgekv import eager
 from edgekv.v1 import kv_pb2
 
 # Unary method -> the StreamRequest/StreamResponse oneof field that carries it.
@@ -152,9 +154,9 @@ class AsyncOpStream:
         self._stub = stub
         self._metadata = metadata
         self._call: Any = None  # the grpc.aio StreamStreamCall while open
+        self._writer: _Writer | None = None  # writes on _call
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._outbox: collections.deque[Any] = collections.deque()
-        self._wake: asyncio.Future[None] | None = None  # the idle writer waits on it
         self._tasks: list[asyncio.Task[None]] = []
         self._ids = itertools.count(1)
         self._methods: dict[str, Callable[..., Any]] = {}
@@ -171,13 +173,15 @@ class AsyncOpStream:
         self, kind: str, request: Any, timeout: float | None = None, metadata: Any = None
     ) -> Any:
         """Send ``request`` as a ``kind`` operation and wait for its answer (or raise)."""
-        if self._call is None:
-            self._open()
-        loop = asyncio.get_running_loop()
+        writer = self._writer
+        if writer is None:
+            writer = self._open()
+        loop = self._loop
+        assert loop is not None
         request_id = next(self._ids)
         answer = loop.create_future()
         self._pending[request_id] = answer
-        self._send(request_of(kind, request_id, request, timeout))
+        writer.send(request_of(kind, request_id, request, timeout))
         timer = None if timeout is None else loop.call_later(timeout, self._expire, request_id)
         try:
             response = await answer
@@ -196,38 +200,21 @@ class AsyncOpStream:
             answer.set_exception(StreamRpcError(_DEADLINE, "Deadline Exceeded"))
             self._send(_StreamRequest(id=next(self._ids), cancel=request_id))
 
-    def _open(self) -> None:
+    def _send(self, request: Any) -> None:
+        if self._writer is not None:
+            self._writer.send(request)
+
+    def _open(self) -> _Writer:
         if self.closed:
             raise StreamRpcError(grpc.StatusCode.CANCELLED, "the client is closed")
         call = self._stub.Stream(metadata=self._metadata)
+        loop = self._loop = asyncio.get_running_loop()
         self._call = call
-        loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._run_reader(call)),
-            loop.create_task(self._run_writer(call)),
-        ]
+        self._writer = _Writer(call, loop)
+        self._tasks = [loop.create_task(self._run_reader(call, self._writer))]
+        return self._writer
 
-    def _send(self, request: Any) -> None:
-        self._outbox.append(request)
-        wake = self._wake
-        if wake is not None:
-            self._wake = None
-            if not wake.done():
-                wake.set_result(None)
-
-    async def _run_writer(self, call: Any) -> None:
-        outbox = self._outbox
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                while outbox:
-                    await call.write(outbox.popleft())
-                self._wake = loop.create_future()
-                await self._wake
-        except (grpc.RpcError, asyncio.InvalidStateError):
-            pass  # the stream ended: the reader fails what was in flight
-
-    async def _run_reader(self, call: Any) -> None:
+    async def _run_reader(self, call: Any, writer: _Writer) -> None:
         pending = self._pending
         failure: BaseException | None = None
         try:
@@ -245,7 +232,14 @@ class AsyncOpStream:
         except Exception as exc:  # a response that does not parse, a bug: end this stream
             failure = exc
             call.cancel()
-        self._broken(call, broken_error(failure))
+        error = broken_error(failure)
+        if writer.failed and error.code() == grpc.StatusCode.INTERNAL:
+            # A request written on a stream that had just ended (its status not read
+            # yet) fails in grpc's core, and grpc reports the call INTERNAL: it ended.
+            error = StreamRpcError(
+                grpc.StatusCode.UNAVAILABLE, f"the stream ended: {error.details()}"
+            )
+        self._broken(call, error)
 
     def _broken(self, call: Any, error: grpc.RpcError) -> None:
         """The stream ``call`` ended: fail what was in flight; the next operation reopens."""
@@ -258,8 +252,9 @@ class AsyncOpStream:
             if task is not asyncio.current_task():
                 task.cancel()
         self._tasks = []
-        self._outbox.clear()
-        self._wake = None
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
         pending, self._pending = self._pending, {}
         for answer in pending.values():
             if not answer.done():
@@ -273,6 +268,49 @@ class AsyncOpStream:
             call.cancel()
             self._broken(call, StreamRpcError(grpc.StatusCode.CANCELLED, "the client is closed"))
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Writer:
+    """Writes the requests of one grpc.aio stream, one at a time, in order.
+
+    A request is written at once, from the caller's own step, when no write is
+    in flight, else once those before it are written. A write runs without a
+    task (eager.drive): no caller awaits it, so a caller that is cancelled
+    cannot cancel grpc's write (which would cancel the whole call), and no
+    writer task has to be woken first.
+    """
+
+    __slots__ = ("_busy", "_call", "_loop", "_on_written", "_outbox", "_stopped", "failed")
+
+    def __init__(self, call: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._call = call
+        self._loop = loop
+        self._outbox: collections.deque[Any] = collections.deque()
+        self._busy = False  # a write is in flight
+        self._stopped = False  # the stream ended: drop what is left
+        self.failed = False  # a write failed: the call had ended
+        self._on_written = self._written
+
+    def send(self, request: Any) -> None:
+        if self._busy:
+            self._outbox.append(request)
+        elif not self._stopped:
+            self._busy = True
+            eager.drive(self._call.write(request), self._on_written, self._loop)
+
+    def _written(self, failure: BaseException | None) -> None:
+        # A failed write means the call ended: its reader fails what was in flight.
+        if failure is None and self._outbox and not self._stopped:
+            eager.drive(self._call.write(self._outbox.popleft()), self._on_written, self._loop)
+        else:
+            self._busy = False
+            if failure is not None:
+                self.failed = True
+                self.stop()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._outbox.clear()
 
 
 class SyncOpStream:

@@ -10,15 +10,19 @@ the same errors, so a rule exists once. What is the stream's own:
 * **Auth once**: the ``Call`` the door built when the stream opened (principal,
   credentials, forwarded-by) is the caller of every operation; each operation
   gets its own deadline (``timeout_ms``, else the stream's).
-* **Concurrency**: every operation runs as its own task; at most
-  ``max_stream_inflight`` of one stream run or wait to be answered at once, and
-  the next is answered RESOURCE_EXHAUSTED (naming the limit) without running.
-* **Backpressure**: answers are written one at a time (one writer holds the
-  lock) and a write waits for HTTP/2 flow control, so a client that stops
+* **Concurrency**: every operation starts as soon as it is read and, if it
+  has to wait (a replica, a forwarded call), goes on as a task of its own
+  while the stream reads on; one that finishes at once (a local read) costs
+  no task (edgekv/eager.py). At most ``max_stream_inflight`` of one stream run
+  or wait to be answered at once, and the next is answered RESOURCE_EXHAUSTED
+  (naming the limit) without running.
+* **Backpressure**: answers are written one at a time (one in flight, the
+  others queued) and a write waits for HTTP/2 flow control, so a client that stops
   reading stops the operations' answers, then the refusals, then the reading
   of its requests: at most ``max_stream_inflight`` answers exist per stream.
 * **Cancellation**: a ``cancel`` op cancels that operation (answered CANCELLED),
-  a deadline cancels it (DEADLINE_EXCEEDED), and the stream ending (the client
+  a deadline cancels it (DEADLINE_EXCEEDED) (an operation that finished in the
+  step that read it was answered before either could reach it), and the stream ending (the client
   went away) cancels every operation still running. When the node stops, the
   stream reads no more requests, answers those it started, then ends with
   UNAVAILABLE (coordinator/draining.py): the client reopens, elsewhere.
@@ -33,6 +37,7 @@ Runs on the node's event loop; one :class:`StreamOps` serves every stream.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +45,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from edgekv import eager
 from edgekv.coordinator import Call
 from edgekv.coordinator.draining import StreamDrain
 from edgekv.errors import (
@@ -131,12 +137,16 @@ class StreamOps:
 
 
 class _OneStream:
-    """The state of one KV.Stream: its operations in flight and its writer lock.
+    """The state of one KV.Stream: its operations in flight and its answers to write.
 
-    Owned by the stream's handler task and its operations' tasks, all on the
-    node's event loop. ``_running`` holds the operations that have not finished
-    (a cancel can reach them); ``_outstanding`` counts those plus the finished
-    ones whose answer is not written yet (the bound).
+    Owned by the stream's handler task, on the node's event loop. An operation
+    runs at once, in the step that read it (eager.start): one that finishes
+    there (a local read) never makes a task; one that suspends (a write waiting
+    for replicas, a forwarded read) goes on as a task in ``_running``, where a
+    cancel or its deadline can reach it. Answers are written one at a time by
+    a writer without a task (eager.drive), started by the first answer queued
+    while it is idle. ``_outstanding`` counts the operations started whose
+    answer is not written yet (the bound).
     """
 
     __slots__ = (
@@ -144,12 +154,14 @@ class _OneStream:
         "_cancelled",
         "_context",
         "_drained",
-        "_lock",
         "_loop",
+        "_on_written",
         "_ops",
+        "_outbox",
         "_outstanding",
         "_running",
-        "_unstarted",
+        "_write_failed",
+        "_writing",
     )
 
     def __init__(self, ops: StreamOps, context: grpc.aio.ServicerContext, call: Call) -> None:
@@ -157,14 +169,18 @@ class _OneStream:
         self._context = context
         self._call = call
         self._loop = asyncio.get_running_loop()
-        self._lock = asyncio.Lock()
         self._running: dict[int, asyncio.Task[None]] = {}
-        # Operations whose task has not run yet: cancelling such a task would skip
-        # its body (and its answer), so a cancel only marks them in _cancelled.
-        self._unstarted: set[int] = set()
         self._cancelled: dict[int, EdgeKVError] = {}  # why an operation was cancelled
         self._outstanding = 0
         self._drained: asyncio.Future[None] | None = None
+        # Answers waiting for the writer, each with the future to resolve once it is
+        # written (None: an operation's answer, counted in _outstanding).
+        self._outbox: collections.deque[
+            tuple[kv_pb2.StreamResponse, asyncio.Future[None] | None]
+        ] = collections.deque()
+        self._writing: asyncio.Future[None] | None = None  # the answer being written
+        self._write_failed: BaseException | None = None  # the stream cannot be written to
+        self._on_written = self._written  # one bound method for every write
 
     async def run(self, requests: AsyncIterator[kv_pb2.StreamRequest]) -> None:
         limit = self._ops._max_inflight
@@ -197,10 +213,14 @@ class _OneStream:
                         "ids must be unique among the operations in flight"
                     )
                 if self._outstanding >= limit:
-                    await self._answer(error_response(request_id, ResourceExhausted(
+                    # Written before the next request is read: a client that reads no
+                    # answers stops being read (backpressure).
+                    refused = self._loop.create_future()
+                    self._queue(error_response(request_id, ResourceExhausted(
                         f"this stream has {self._outstanding} operations in flight; the limit "
                         f"is {limit} (max_stream_inflight)"
-                    )))  # fmt: skip
+                    )), refused)  # fmt: skip
+                    await refused
                     continue
                 self._start(request_id, kind, getattr(request, kind), request.timeout_ms)
             await self._answered()  # half-closed: answer what is still running
@@ -218,78 +238,106 @@ class _OneStream:
         # A Call of its own: the request layer sets its read level and session token on
         # it (kv_messages.py), which must not leak into the stream's other operations.
         base = self._call
-        call = Call(base.principal, base.credentials, base.forwarded_by, base.time_remaining)
-        timer = None
+        remaining = base.time_remaining
+        deadline = 0.0
         if timeout_ms:
             loop = self._loop
             deadline = loop.time() + timeout_ms / 1000.0
-            call = Call(
-                call.principal, call.credentials, call.forwarded_by,
-                lambda: deadline - loop.time(),
-            )  # fmt: skip
-            timer = loop.call_at(deadline, self._cancel, request_id, DeadlineExceeded(
+            remaining = lambda: deadline - loop.time()  # noqa: E731
+        call = Call(base.principal, base.credentials, base.forwarded_by, remaining)
+        self._outstanding += 1
+        started = time.perf_counter()
+        # Runs now; only an operation that suspends becomes a task (and gets a timer):
+        # one that finishes in this step cannot be cancelled nor outlive its deadline.
+        coro = self._run_op(request_id, kind, self._ops._ops[kind](op, call), started)
+        _, task = eager.start(coro, self._loop)
+        if task is None:
+            return
+        self._running[request_id] = task
+        if timeout_ms:
+            timer = self._loop.call_at(deadline, self._cancel, request_id, DeadlineExceeded(
                 f"operation {request_id} did not finish within its {timeout_ms} ms (timeout_ms)"
             ))  # fmt: skip
-        self._outstanding += 1
-        self._unstarted.add(request_id)
-        self._running[request_id] = self._loop.create_task(
-            self._run_op(request_id, kind, op, call, timer)
-        )
+            task.add_done_callback(lambda _: timer.cancel())
 
     def _cancel(self, request_id: int, why: EdgeKVError) -> None:
         task = self._running.get(request_id)
         if task is not None and request_id not in self._cancelled:
             self._cancelled[request_id] = why
-            if request_id not in self._unstarted:
-                task.cancel()
+            task.cancel()
 
     async def _run_op(
-        self,
-        request_id: int,
-        kind: str,
-        op: Any,
-        call: Call,
-        timer: asyncio.TimerHandle | None,
+        self, request_id: int, kind: str, running: Awaitable[Any], started: float
     ) -> None:
-        started = time.perf_counter()
         code = _OK
-        self._unstarted.discard(request_id)
         try:
-            try:
-                if self._cancelled and request_id in self._cancelled:
-                    raise asyncio.CancelledError  # cancelled before it ran
-                answer = _ANSWER[kind](request_id, await self._ops._ops[kind](op, call))
-            except asyncio.CancelledError:
-                why = self._cancelled.pop(request_id, None)
-                if why is None:
-                    raise  # the stream is ending
-                answer, code = error_response(request_id, why), grpc_code_for(why).name
-            except EdgeKVError as exc:
-                answer, code = error_response(request_id, exc), grpc_code_for(exc).name
-            except Exception as exc:  # a bug: this operation fails, the stream goes on
-                log.exception("KV.Stream operation %s (%s) failed", request_id, kind)
-                unknown = OtherStatus(f"unexpected error: {exc!r}", grpc.StatusCode.UNKNOWN)
-                answer, code = error_response(request_id, unknown), "UNKNOWN"
-            finally:
-                del self._running[request_id]
-                if timer is not None:
-                    timer.cancel()
-                if self._cancelled:  # a cancel that came too late to matter
-                    self._cancelled.pop(request_id, None)
-            recorder = self._ops._recorder
-            if recorder is not None:
-                recorder.record(METHOD_OF_OP[kind], code, time.perf_counter() - started)
-            await self._answer(answer)
+            answer = _ANSWER[kind](request_id, await running)
+        except asyncio.CancelledError:
+            why = self._cancelled.pop(request_id, None)
+            if why is None:
+                self._outstanding -= 1
+                self._wake_drained()
+                raise  # the stream is ending
+            answer, code = error_response(request_id, why), grpc_code_for(why).name
+        except EdgeKVError as exc:
+            answer, code = error_response(request_id, exc), grpc_code_for(exc).name
+        except Exception as exc:  # a bug: this operation fails, the stream goes on
+            log.exception("KV.Stream operation %s (%s) failed", request_id, kind)
+            unknown = OtherStatus(f"unexpected error: {exc!r}", grpc.StatusCode.UNKNOWN)
+            answer, code = error_response(request_id, unknown), "UNKNOWN"
         finally:
-            self._outstanding -= 1
-            drained = self._drained
-            if not self._outstanding and drained is not None and not drained.done():
-                drained.set_result(None)
+            if self._running:
+                self._running.pop(request_id, None)
+            if self._cancelled:  # a cancel that came too late to matter
+                self._cancelled.pop(request_id, None)
+        recorder = self._ops._recorder
+        if recorder is not None:
+            recorder.record(METHOD_OF_OP[kind], code, time.perf_counter() - started)
+        self._queue(answer, None)
 
-    async def _answer(self, answer: kv_pb2.StreamResponse) -> None:
-        """Write one answer; one writer at a time, waiting for flow control."""
-        async with self._lock:
-            await self._context.write(answer)
+    def _queue(self, answer: kv_pb2.StreamResponse, written: asyncio.Future[None] | None) -> None:
+        """Write ``answer`` now if no write is in flight, else after those queued."""
+        if self._writing is None and self._write_failed is None:
+            self._write(answer, written)
+        else:
+            self._outbox.append((answer, written))
+            if self._write_failed is not None:
+                self._written(self._write_failed)
+
+    def _write(self, answer: kv_pb2.StreamResponse, written: asyncio.Future[None] | None) -> None:
+        # One write in flight per call (grpc's rule); a write waits for flow control.
+        self._writing = _NO_WAITER if written is None else written
+        eager.drive(self._context.write(answer), self._on_written, self._loop)
+
+    def _written(self, failure: BaseException | None) -> None:
+        """The answer in flight is written (or the stream cannot be written to): next one."""
+        if failure is not None and self._write_failed is None:
+            self._write_failed = failure  # the client went away: drop every answer from now
+        done, self._writing = self._writing, None
+        self._settle(done)
+        outbox = self._outbox
+        if failure is None and self._write_failed is None:
+            if outbox:
+                self._write(*outbox.popleft())
+            return
+        while outbox:
+            self._settle(outbox.popleft()[1] or _NO_WAITER)
+
+    def _settle(self, done: asyncio.Future[None] | None) -> None:
+        if done is _NO_WAITER:  # an operation's answer: it no longer counts
+            self._outstanding -= 1
+            self._wake_drained()
+        elif done is not None and not done.done():
+            done.set_result(None)
+
+    def _wake_drained(self) -> None:
+        drained = self._drained
+        if not self._outstanding and drained is not None and not drained.done():
+            drained.set_result(None)
+
+
+# Stands for "an operation's answer" in _OneStream._writing (no one awaits it).
+_NO_WAITER: Any = object()
 
 
 __all__ = ["METHOD_OF_OP", "OperationRecorder", "StreamOps", "error_response"]

@@ -136,12 +136,23 @@ def test_stream_limits_operations_in_flight_and_streams_per_client(tmp_path: Pat
         with grpc.insecure_channel(node.endpoint) as channel:
             stub = kv_pb2_grpc.KVStub(channel)
             stub.Put(kv_pb2.PutRequest(key=b"big", value=big), timeout=10)
-            # 1 MiB answers fill the flow-control window: the client reads nothing
-            # until all 12 are sent, so the third one finds two answers pending.
-            ops = [Op(id=i, get=kv_pb2.GetRequest(key=b"big")) for i in range(1, 13)]
-            answers = exchange(stub, ops)
+            # 1 MiB answers fill the flow-control window (kept small: no BDP probing)
+            # and the socket buffers: the client reads nothing until all 24 are sent,
+            # so a later one finds two answers pending.
+            ops = [Op(id=i, get=kv_pb2.GetRequest(key=b"big")) for i in range(1, 25)]
+            sent = threading.Event()
+
+            def send_all() -> Iterator[Op]:
+                yield from ops
+                sent.set()
+
+            with grpc.insecure_channel(node.endpoint, [("grpc.http2.bdp_probe", 0)]) as slow:
+                responses = kv_pb2_grpc.KVStub(slow).Stream(send_all(), timeout=30)
+                assert sent.wait(20)
+                time.sleep(1.0)  # the node reads them all, or stops reading: refusals
+                answers = {answer.id: answer for answer in responses}
             refused = [a.error for a in answers.values() if a.WhichOneof("result") == "error"]
-            assert refused and len(answers) == 12
+            assert refused and len(answers) == 24
             assert all(e.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0] for e in refused)
             assert refused[0].message == (
                 "this stream has 2 operations in flight; the limit is 2 (max_stream_inflight)"

@@ -172,15 +172,29 @@ async def test_an_operation_id_in_flight_cannot_be_reused() -> None:
     await until(lambda: messages.cancelled == [b"a"])
 
 
-async def test_cancel_before_the_operation_ran_answers_without_running_it() -> None:
+async def test_cancel_read_right_after_its_operation_cancels_it() -> None:
+    # An operation starts in the step that read it (eager.start): a cancel read
+    # next finds it running and cancels it, even before its task took a step.
     messages, context, requests, serving = await started()
     requests.queue.put_nowait(Op(id=5, get=kv_pb2.GetRequest(key=b"a")))
-    requests.queue.put_nowait(Op(id=6, cancel=5))  # read before the operation's task ran
+    requests.queue.put_nowait(Op(id=6, cancel=5))
     await until(lambda: context.answers)
     assert context.answers[0].error.code == grpc.StatusCode.CANCELLED.value[0]
-    assert messages.calls == []
+    assert messages.cancelled == [b"a"]
     requests.queue.put_nowait(None)
     await serving
+
+
+async def test_operation_that_finishes_at_once_is_answered_in_order() -> None:
+    # Puts here never suspend: each is answered from the step that read it, in order,
+    # and a half-close right after them ends the stream once all are written.
+    _messages, context, requests, serving = await started()
+    for i in range(1, 6):
+        requests.queue.put_nowait(Op(id=i, timeout_ms=1, put=kv_pb2.PutRequest(key=b"k")))
+    requests.queue.put_nowait(None)
+    await serving
+    assert [a.id for a in context.answers] == [1, 2, 3, 4, 5]
+    assert all(result(a) == "put" for a in context.answers)
 
 
 async def test_each_operation_has_a_call_of_its_own() -> None:
