@@ -25,8 +25,9 @@ from edgekv.coordinator.draining import StreamDrain
 from edgekv.limits import DEFAULT_LIMITS, Limits
 from edgekv.principal import AUTHORIZATION
 from edgekv.server.auth import Authorizer, principal_of
+from edgekv.server.interceptors import client_of
 from edgekv.server.kv_messages import KVMessages
-from edgekv.server.kv_stream import OperationRecorder, StreamOps
+from edgekv.server.kv_stream import CallAdmission, OperationRecorder, StreamOps
 from edgekv.server.status import grpc_errors, grpc_stream_errors
 from edgekv.v1 import kv_pb2, kv_pb2_grpc
 
@@ -47,10 +48,13 @@ class KVService(kv_pb2_grpc.KVServicer):
         limits: Limits = DEFAULT_LIMITS,
         recorder: OperationRecorder | None = None,
         drain: StreamDrain | None = None,
+        admission: CallAdmission | None = None,
     ) -> None:
         self._messages = KVMessages(coordinator)
         self._auth = auth
-        self._stream = StreamOps(self._messages, limits.max_stream_inflight, recorder, drain)
+        self._stream = StreamOps(
+            self._messages, limits.max_stream_inflight, recorder, drain, admission
+        )
 
     def _call(self, context: grpc.aio.ServicerContext) -> Call:
         """Authenticate the caller and read what the request layer needs from metadata."""
@@ -112,4 +116,5 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def Stream(
         self, requests: AsyncIterator[kv_pb2.StreamRequest], context: grpc.aio.ServicerContext
     ) -> None:
-        await self._stream.serve(requests, context, self._call(context))
+        client = client_of(context.peer())
+        await self._stream.serve(requests, context, self._call(context), client)

@@ -97,14 +97,25 @@ def error_response(request_id: int, exc: EdgeKVError) -> kv_pb2.StreamResponse:
     return _StreamResponse(id=request_id, error=error)
 
 
+class CallAdmission(Protocol):
+    """Counts a client's calls in flight against its limit (server.interceptors.InflightLimiter)."""
+
+    def enter_call(self, client: str) -> None: ...
+
+    def leave_call(self, client: str) -> None: ...
+
+
 class StreamOps:
     """Serves the KV.Stream calls of one node; shared by every stream, stateless.
 
     ``max_inflight`` is ``limits.max_stream_inflight``; ``recorder`` counts
-    each operation under its unary method's name (None: not counted).
+    each operation under its unary method's name (None: not counted);
+    ``admission`` counts each operation as one of its client's calls in flight
+    (``limits.max_inflight_per_client``, shared with its unary calls), so that
+    streams do not multiply what one client address may run.
     """
 
-    __slots__ = ("_drain", "_max_inflight", "_ops", "_recorder")
+    __slots__ = ("_admission", "_drain", "_max_inflight", "_ops", "_recorder")
 
     def __init__(
         self,
@@ -112,6 +123,7 @@ class StreamOps:
         max_inflight: int,
         recorder: OperationRecorder | None = None,
         drain: StreamDrain | None = None,
+        admission: CallAdmission | None = None,
     ) -> None:
         self._ops: dict[str, Callable[[Any, Call], Awaitable[Any]]] = {
             "get": messages.get,
@@ -124,16 +136,19 @@ class StreamOps:
         self._recorder = recorder
         # Ends every stream with UNAVAILABLE when the node stops (coordinator/draining.py).
         self._drain = drain or StreamDrain("this node")
+        self._admission = admission
 
     async def serve(
         self,
         requests: AsyncIterator[kv_pb2.StreamRequest],
         context: grpc.aio.ServicerContext,
         call: Call,
+        client: str = "",
     ) -> None:
         """Answer every operation of one stream; returns once the client half-closed
-        and every answer is written. Raises InvalidArgument for a broken client."""
-        await _OneStream(self, context, call).run(requests)
+        and every answer is written. Raises InvalidArgument for a broken client.
+        ``client``: the caller's address, as the admission counts it."""
+        await _OneStream(self, context, call, client).run(requests)
 
 
 class _OneStream:
@@ -150,8 +165,10 @@ class _OneStream:
     """
 
     __slots__ = (
+        "_admitted",
         "_call",
         "_cancelled",
+        "_client",
         "_context",
         "_drained",
         "_loop",
@@ -164,8 +181,14 @@ class _OneStream:
         "_writing",
     )
 
-    def __init__(self, ops: StreamOps, context: grpc.aio.ServicerContext, call: Call) -> None:
+    def __init__(
+        self, ops: StreamOps, context: grpc.aio.ServicerContext, call: Call, client: str
+    ) -> None:
         self._ops = ops
+        self._client = client
+        # Operations counted by ops._admission and not yet released: each is released
+        # as its answer stops counting, and whatever is left when the stream ends.
+        self._admitted = 0
         self._context = context
         self._call = call
         self._loop = asyncio.get_running_loop()
@@ -222,11 +245,24 @@ class _OneStream:
                     )), refused)  # fmt: skip
                     await refused
                     continue
+                admission = self._ops._admission
+                if admission is not None:
+                    try:
+                        admission.enter_call(self._client)
+                    except ResourceExhausted as exc:  # the client's calls, all doors
+                        refused = self._loop.create_future()
+                        self._queue(error_response(request_id, exc), refused)
+                        await refused
+                        continue
+                    self._admitted += 1
                 self._start(request_id, kind, getattr(request, kind), request.timeout_ms)
             await self._answered()  # half-closed: answer what is still running
         finally:
             for task in list(self._running.values()):
                 task.cancel()
+            admission, left, self._admitted = self._ops._admission, self._admitted, 0
+            for _ in range(left):
+                admission.leave_call(self._client)  # type: ignore[union-attr]
 
     async def _answered(self) -> None:
         """Wait until every operation started is answered."""
@@ -276,6 +312,7 @@ class _OneStream:
             why = self._cancelled.pop(request_id, None)
             if why is None:
                 self._outstanding -= 1
+                self._release_one()
                 self._wake_drained()
                 raise  # the stream is ending
             answer, code = error_response(request_id, why), grpc_code_for(why).name
@@ -326,9 +363,15 @@ class _OneStream:
     def _settle(self, done: asyncio.Future[None] | None) -> None:
         if done is _NO_WAITER:  # an operation's answer: it no longer counts
             self._outstanding -= 1
+            self._release_one()
             self._wake_drained()
         elif done is not None and not done.done():
             done.set_result(None)
+
+    def _release_one(self) -> None:
+        if self._admitted:
+            self._admitted -= 1
+            self._ops._admission.leave_call(self._client)  # type: ignore[union-attr]
 
     def _wake_drained(self) -> None:
         drained = self._drained
@@ -340,4 +383,4 @@ class _OneStream:
 _NO_WAITER: Any = object()
 
 
-__all__ = ["METHOD_OF_OP", "OperationRecorder", "StreamOps", "error_response"]
+__all__ = ["METHOD_OF_OP", "CallAdmission", "OperationRecorder", "StreamOps", "error_response"]

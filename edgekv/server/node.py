@@ -279,7 +279,9 @@ class Node(PeerPlaneStarter):
         self._spawn(coordinator.run_feed_trimmer(), "feed-trimmer")
         cluster_service = ClusterService(config, view, engine, self._may_hold, self.auth)
         recorder = self.metrics.operation_recorder()  # KV.Stream's operations
-        kv_service = KVService(coordinator, self.auth, config.limits, recorder, drain)
+        kv_service = KVService(
+            coordinator, self.auth, config.limits, recorder, drain, self._limiter
+        )  # each KV.Stream operation counts as one of its client's calls in flight
         add_client_services(server, kv_service, cluster_service, self._health)
         await server.start()
         undo.push_async_callback(server.stop, 0)

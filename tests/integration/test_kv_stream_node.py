@@ -178,9 +178,19 @@ def test_stream_limits_operations_in_flight_and_streams_per_client(tmp_path: Pat
         node.stop()
 
 
-def test_a_client_that_stops_reading_stops_the_stream(node: NodeProcess) -> None:
+def test_a_client_that_stops_reading_stops_the_stream(tmp_path: Path) -> None:
     """The node stops reading requests once it cannot write answers: the client's
-    sends block (HTTP/2 flow control) instead of the node's memory growing."""
+    sends block (HTTP/2 flow control) instead of the node's memory growing. Its
+    unanswered operations count as the client's calls in flight."""
+    limits = {"max_stream_inflight": 256, "max_inflight_per_client": 300}
+    node = start_node(write_cluster_file(tmp_path, extra={"limits": limits}), "node-1")
+    try:
+        _stalled_stream_blocks_its_client(node)
+    finally:
+        node.stop()
+
+
+def _stalled_stream_blocks_its_client(node: NodeProcess) -> None:
     offered = 20_000
     pulled = itertools.count()
     key = b"k" * 1000  # 1 KB per request, 20 MB offered
@@ -203,10 +213,30 @@ def test_a_client_that_stops_reading_stops_the_stream(node: NodeProcess) -> None
         try:
             wait_until(settled, timeout_s=60, interval_s=0.5, what="the sends to stall")
             assert seen[-1] < offered / 2, seen
-            # The node still serves everyone else.
+            # The node still serves the client's other calls, within its budget: the
+            # 256 operations the stream holds count against max_inflight_per_client.
             assert stub.Get(kv_pb2.GetRequest(key=key), timeout=10).found
+            second = stub.Stream(requests())  # another stalled stream: over the budget
+            try:
+                wait_until(
+                    lambda: _refused(stub, key), timeout_s=60, what="the budget to be used up"
+                )
+            finally:
+                second.cancel()
         finally:
             call.cancel()
+        # Both streams gone: their operations no longer count.
+        wait_until(lambda: not _refused(stub, key), timeout_s=30, what="the budget back")
+
+
+def _refused(stub: kv_pb2_grpc.KVStub, key: bytes) -> bool:
+    try:
+        stub.Get(kv_pb2.GetRequest(key=key), timeout=10)
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+        assert "the limit is 300 (max_inflight_per_client)" in (exc.details() or "")
+        return True
+    return False
 
 
 TOKENS = {"reader": "r-secret-1234", "writer": "w-secret-5678"}

@@ -16,6 +16,7 @@ import pytest
 from edgekv.coordinator import Call
 from edgekv.errors import InvalidArgument
 from edgekv.principal import ANYONE
+from edgekv.server.interceptors import InflightLimiter
 from edgekv.server.kv_stream import StreamOps
 from edgekv.v1 import kv_pb2
 
@@ -213,3 +214,35 @@ async def test_each_operation_has_a_call_of_its_own() -> None:
         messages.release[key].set()
     requests.queue.put_nowait(None)
     await serving
+
+
+async def test_operations_count_as_their_clients_calls_across_streams() -> None:
+    limiter = InflightLimiter(max_inflight_per_client=3)
+    messages, context = Messages(), Context()
+    ops = StreamOps(messages, 8, admission=limiter)  # type: ignore[arg-type]
+    one, two = Stream(), Stream()
+    serving = [
+        asyncio.ensure_future(ops.serve(s, context, Call(ANYONE), "ipv4:10.0.0.1"))  # type: ignore[arg-type]
+        for s in (one, two)
+    ]
+    limiter.enter_call("ipv4:10.0.0.1")  # a unary call of the same client
+    one.queue.put_nowait(Op(id=1, get=kv_pb2.GetRequest(key=b"a")))
+    two.queue.put_nowait(Op(id=1, get=kv_pb2.GetRequest(key=b"b")))
+    await until(lambda: len(messages.calls) == 2)
+    assert limiter.inflight == {"ipv4:10.0.0.1": 3}
+    two.queue.put_nowait(Op(id=2, get=kv_pb2.GetRequest(key=b"c")))  # a 4th call: refused
+    await until(lambda: len(context.answers) == 1)
+    assert context.answers[0].id == 2 and context.answers[0].error.message == (
+        "client ipv4:10.0.0.1 has 3 calls in flight; the limit is 3 (max_inflight_per_client)"
+    )
+    messages.release[b"a"].set()  # answered: its slot is free again
+    await until(lambda: limiter.inflight == {"ipv4:10.0.0.1": 2})
+    two.queue.put_nowait(None)
+    serving[1].cancel()  # a stream that ends with an operation running releases it too
+    with pytest.raises(asyncio.CancelledError):
+        await serving[1]
+    assert limiter.inflight == {"ipv4:10.0.0.1": 1}
+    one.queue.put_nowait(None)
+    await serving[0]
+    limiter.leave_call("ipv4:10.0.0.1")
+    assert limiter.inflight == {}
