@@ -7,7 +7,9 @@ NATIVE := $(wildcard native/*.pyx native/*.pxd native/*.pxi)
 PROTOS := $(wildcard proto/edgekv/v1/*.proto)
 PYTEST_ARGS ?=
 # make test runs the suite on two pytest-xdist workers, a test file per worker at a time
-# (module fixtures start one cluster); TEST_WORKERS=0 runs it in one process.
+# (module fixtures start one cluster), longest files first (tests/conftest.py; without
+# --no-loadscope-reorder xdist would order files by their number of tests);
+# TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 
 .PHONY: build run test test-unit test-integration test-purepython torture lint fmt unasync proto bench bench-peers bench-compare debug clean js example
@@ -47,7 +49,7 @@ example: js
 # elsewhere those tests fall back to the fault proxies or skip, saying why).
 test: build
 	scripts/torture_deps.sh
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-unit: build
 	$(PY) -m pytest tests/unit tests/parity tests/property $(PYTEST_ARGS)

@@ -25,9 +25,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # The test files that take longest (worker seconds, measured with --durations on
-# 2 cores), scheduled first: pytest-xdist (--dist loadfile) hands files to workers
-# in collection order, so a long file collected last keeps one worker busy while
-# the other idles at the end of the run.
+# 2 cores), scheduled first: pytest-xdist (--dist loadfile --no-loadscope-reorder, as
+# `make test` runs it) hands files to workers in collection order, so a long file
+# collected last keeps one worker busy while the other idles at the end of the run.
 _LONGEST_FIRST = (
     "tests/integration/test_sdk.py",
     "tests/integration/test_replication.py",
