@@ -40,7 +40,10 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
+
+import yaml
 
 from bench.e2e.load import percentiles, pin_all
 from bench.e2e.replication import digests_equal
@@ -58,6 +61,17 @@ def cpu_s(pid: int) -> float:
     """User + system CPU seconds used so far by process ``pid``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scrape(address: str, prefix: str) -> dict[str, float]:
+    """Samples of the metrics named ``prefix``... at a node's ``metrics_listen`` address."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {
+        name: float(value)
+        for name, _, value in (line.rpartition(" ") for line in text.splitlines())
+        if name.startswith(prefix)
+    }
 
 
 def preload(config: Path, keys: int, value_bytes: int) -> None:
@@ -176,6 +190,22 @@ def report(name: str, samples_us: list[float], seconds: float, cpu: float) -> di
     return {**p, "ops": ops}
 
 
+def report_traffic(metrics_at: dict[str, str], total_mb: float) -> None:
+    """What anti-entropy moved through each node (a record sent twice counts twice)."""
+    for node_id, address in metrics_at.items():
+        got = scrape(address, "edgekv_antientropy_")
+        records = ", ".join(
+            f"{name.split('{')[1][:-1]} {value:.0f}"
+            for name, value in got.items()
+            if name.startswith("edgekv_antientropy_repaired_records_total")
+        )
+        print(
+            f"  {node_id}: anti-entropy moved {got['edgekv_antientropy_bytes_total'] / 1e6:.0f} MB "
+            f"for {total_mb:.0f} MB of data, waited "
+            f"{got['edgekv_antientropy_paced_seconds_total']:.1f} s for its pace; {records}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=100_000)
@@ -204,8 +234,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgekv-repair-") as tmp:
         path = write_cluster_file(
             tmp, regions=REGIONS, nodes=NODES, cluster="bench",
-            extra={"replication": replication},
+            extra={"replication": replication}, metrics=True,
         )  # fmt: skip
+        metrics_at = {
+            n["id"]: n["metrics_listen"] for n in yaml.safe_load(path.read_text())["nodes"]
+        }
         t0 = time.perf_counter()
         preload(path, args.keys, args.value_bytes)
         print(f"preloaded offline in {time.perf_counter() - t0:.1f} s")
@@ -232,6 +265,7 @@ def main() -> None:
                 time.sleep(0.5)
             repair_s, repair_cpu = time.perf_counter() - t0, cpu_s(iad.pid) - cpu0
             during = report("read at iad-1, during repair", reader.take(), repair_s, repair_cpu)
+            report_traffic(metrics_at, total_mb)
             cpu0, t0 = cpu_s(iad.pid), time.perf_counter()
             reader.wait_for(args.samples)
             after_s, after_cpu = time.perf_counter() - t0, cpu_s(iad.pid) - cpu0

@@ -27,6 +27,7 @@ from edgekv.replication.listing import bucket_page_in_steps, listing_answer
 from edgekv.replication.pacer import RepairPacer, apply_paced
 from edgekv.replication.paging import listing_cost, record_cost, record_page
 from edgekv.replication.refusals import PeerRefusals
+from edgekv.replication.syncturns import SyncTurns
 from edgekv.server.peer_auth import PeerAuthenticator
 from edgekv.server.status import grpc_errors, grpc_stream_errors
 from edgekv.storage.clock import wall_ms
@@ -58,8 +59,11 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         page_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         pacer: RepairPacer | None = None,
         frontier: AppliedFrontier | None = None,
+        turns: SyncTurns | None = None,
     ) -> None:
         self._engine = engine
+        # Which peers are syncing with this node (its own syncs give way: syncturns.py).
+        self._turns = turns or SyncTurns(node_id)
         # Advanced after each applied batch, in stream order (SESSION reads wait on it).
         self._frontier = frontier
         # The byte budget of one ListBuckets or FetchRecords answer (paging.py).
@@ -210,6 +214,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
     ) -> replication_pb2.DigestResponse:
         caller = self._check_hello(request.hello, context)
         self._check_placement(caller, request.placement)
+        self._turns.saw(caller)
         segments = self._engine.digests.segment_digests(request.placement)
         buckets: list[int] = []
         for segment in request.segments:
@@ -222,6 +227,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
     ) -> replication_pb2.ListBucketsResponse:
         caller = self._check_hello(request.hello, context)
         self._check_placement(caller, request.placement)
+        self._turns.saw(caller)
         if len(request.buckets) > MAX_LIST_BUCKETS:
             raise InvalidArgument(
                 f"{len(request.buckets)} buckets requested; the limit is {MAX_LIST_BUCKETS}"
@@ -247,6 +253,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
             )
         keys = list(request.keys)
         self._check_keys(requester, keys)
+        self._turns.saw(requester)
         records, end = record_page(self._engine.records, keys, 0, self._budget(request.max_bytes))
         await self._pacer.pace(sum(record_cost(k, r) for k, r in records))
         log.debug("served %d records to %s", len(records), requester)
@@ -260,6 +267,7 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         self, request: replication_pb2.RecordBatch, context: grpc.aio.ServicerContext
     ) -> replication_pb2.PushRecordsResponse:
         caller = self._check_hello(request.hello, context)
+        self._turns.saw(caller)
         # A page of anti-entropy repair is applied in paced slices on a worker
         # thread, so reads on the loop keep answering while a node is repaired,
         # however large the page and however many peers push at once.
