@@ -214,8 +214,8 @@ async def _pull(
     Only records asked for and allowed here are applied (``intake``); a record
     too far ahead of this node's clock is quarantined, not the whole page.
     Answers are asked for in slices (pacer.py) of about as many keys as fit,
-    judged by the records seen so far, and applied at the pacer's pace on a
-    worker thread: reads on the loop keep answering during a repair.
+    judged by the records seen so far, and applied at the pacer's pace in
+    short slices (apply_paced): reads on the loop keep answering during a repair.
     """
 
     def apply(pairs: list[tuple[bytes, bytes]]) -> int:

@@ -268,9 +268,9 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
     ) -> replication_pb2.PushRecordsResponse:
         caller = self._check_hello(request.hello, context)
         self._turns.saw(caller)
-        # A page of anti-entropy repair is applied in paced slices on a worker
-        # thread, so reads on the loop keep answering while a node is repaired,
-        # however large the page and however many peers push at once.
+        # A page of anti-entropy repair is applied in short paced slices,
+        # yielding between them, so reads on the loop keep answering while a
+        # node is repaired, however large the page and however many peers push.
         applied = await apply_paced(
             self._pacer,
             lambda batch: self._apply(caller, batch),
