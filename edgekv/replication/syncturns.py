@@ -38,7 +38,7 @@ class SyncTurns:
     """When each peer last made an anti-entropy call here, and who gives way.
 
     ``saw(peer)`` is called by the peer service on each anti-entropy call
-    (digests, listings, fetches, pushes); ``check(peer)`` by this node's own
+    (bucket digests, listings, fetches, pushes); ``check(peer)`` by this node's own
     sync with that peer, before each step. Runs on one event loop (not
     thread-safe); ``clock`` is monotonic seconds, settable for tests.
     """

@@ -214,7 +214,8 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
     ) -> replication_pb2.DigestResponse:
         caller = self._check_hello(request.hello, context)
         self._check_placement(caller, request.placement)
-        self._turns.saw(caller)
+        if request.segments:  # comparing buckets: the caller syncs (a bare digest check doesn't)
+            self._turns.saw(caller)
         segments = self._engine.digests.segment_digests(request.placement)
         buckets: list[int] = []
         for segment in request.segments:
