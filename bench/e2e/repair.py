@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
 import random
@@ -219,11 +220,13 @@ def split_by_pauses(
     """Latencies of reads while fra-1 ran, and of reads in its pauses (settling: neither)."""
     running: list[float] = []
     in_pause: list[float] = []
+    starts = [a - PAUSE_SETTLE_S for a, _ in paused]  # in time order, not overlapping
     for t, us in timed:
-        if any(a <= t < b for a, b in paused):
-            in_pause.append(us)
-        elif not any(a - PAUSE_SETTLE_S <= t < a for a, _ in paused):
+        i = bisect.bisect_right(starts, t) - 1  # the last pause that began (settling) by t
+        if i < 0 or t >= paused[i][1]:
             running.append(us)
+        elif t >= paused[i][0]:
+            in_pause.append(us)
     return running, in_pause
 
 
@@ -319,6 +322,7 @@ def main() -> None:
             if paused:
                 windows = report("  fra-1 paused (interleaved)", in_pause, paused_s, None)
             report_traffic(metrics_at, total_mb)
+            reader.take()  # what it read while the bench counted: in no phase
             cpu0, t0 = cpu_s(iad.pid), time.perf_counter()
             reader.wait_for(args.samples)
             after_s, after_cpu = time.perf_counter() - t0, cpu_s(iad.pid) - cpu0
