@@ -98,13 +98,13 @@ async def sync_with_peer(
     so records of any size up to max_value_bytes move, whatever their count;
     listings and records move in smaller slices still (pacer.py), at the pace
     of ``pacer`` (default: its default rate, for this sync alone).
-    ``check_turn()`` is called before each step and may stop the sync by
-    raising (SyncYielded: the peer is syncing with this node, syncturns.py).
+    ``check_turn()`` is called before each fetch and push and may stop the
+    sync by raising (SyncYielded: the peer is pushing records to this node,
+    syncturns.py); a sync that finds nothing to move always completes.
     """
     started = time.monotonic()
     pace = _Pace(pacer or RepairPacer(), page_bytes, check_turn)
     stats = SyncStats()
-    pace.check_turn()
     remote = await stub.GetDigests(
         replication_pb2.DigestRequest(hello=hello, placement=placement), timeout=_CALL_TIMEOUT_S
     )
@@ -158,7 +158,6 @@ async def _reconcile_buckets(
     """Exchange the newer records of ``buckets``, one byte-bounded listing page at a time."""
     after = b""
     while buckets:
-        pace.check_turn()
         listed = await stub.ListBuckets(
             replication_pb2.ListBucketsRequest(
                 hello=hello,

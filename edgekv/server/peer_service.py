@@ -214,8 +214,6 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
     ) -> replication_pb2.DigestResponse:
         caller = self._check_hello(request.hello, context)
         self._check_placement(caller, request.placement)
-        if request.segments:  # comparing buckets: the caller syncs (a bare digest check doesn't)
-            self._turns.saw(caller)
         segments = self._engine.digests.segment_digests(request.placement)
         buckets: list[int] = []
         for segment in request.segments:
@@ -228,7 +226,6 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
     ) -> replication_pb2.ListBucketsResponse:
         caller = self._check_hello(request.hello, context)
         self._check_placement(caller, request.placement)
-        self._turns.saw(caller)
         if len(request.buckets) > MAX_LIST_BUCKETS:
             raise InvalidArgument(
                 f"{len(request.buckets)} buckets requested; the limit is {MAX_LIST_BUCKETS}"
@@ -254,7 +251,6 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
             )
         keys = list(request.keys)
         self._check_keys(requester, keys)
-        self._turns.saw(requester)
         records, end = record_page(self._engine.records, keys, 0, self._budget(request.max_bytes))
         await self._pacer.pace(sum(record_cost(k, r) for k, r in records))
         log.debug("served %d records to %s", len(records), requester)

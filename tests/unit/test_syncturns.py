@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgekv.replication.syncturns import ACTIVE_S, SyncTurns, SyncYielded
+from edgekv.replication.syncturns import ACTIVE_S, MAX_GIVE_WAY_S, SyncTurns, SyncYielded
 
 
 class Clock:
@@ -45,3 +45,22 @@ def test_peer_counts_as_syncing_only_within_active_s() -> None:
     assert not turns.gives_way_to("fra-1")
     turns.check("fra-1")
     assert not turns.gives_way_to("nrt-1")  # another peer's calls are its own
+
+
+def test_gives_way_to_one_peer_for_at_most_max_give_way_s_in_a_row() -> None:
+    clock = Clock()
+    turns = SyncTurns("nrt-1", clock=clock)
+    while True:  # the peer pushes every second, for ever
+        turns.saw("fra-1")
+        try:
+            turns.check("fra-1")
+        except SyncYielded:
+            clock.now += 1.0
+            continue
+        break
+    assert MAX_GIVE_WAY_S - 1 <= turns.yielded_total <= MAX_GIVE_WAY_S + 1
+    clock.now += ACTIVE_S  # the peer stopped: the count of yields in a row starts again
+    turns.check("fra-1")
+    turns.saw("fra-1")
+    with pytest.raises(SyncYielded):
+        turns.check("fra-1")
