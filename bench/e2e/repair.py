@@ -32,15 +32,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
+
+import yaml
 
 from bench.e2e.load import percentiles, pin_all
 from bench.e2e.replication import digests_equal
@@ -58,6 +63,17 @@ def cpu_s(pid: int) -> float:
     """User + system CPU seconds used so far by process ``pid``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scrape(address: str, prefix: str) -> dict[str, float]:
+    """Samples of the metrics named ``prefix``... at a node's ``metrics_listen`` address."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {
+        name: float(value)
+        for name, _, value in (line.rpartition(" ") for line in text.splitlines())
+        if name.startswith(prefix)
+    }
 
 
 def preload(config: Path, keys: int, value_bytes: int) -> None:
@@ -118,7 +134,11 @@ class Reader:
 
     def take(self) -> list[float]:
         """The read latencies (us) timed since the last ``take``, and start again."""
-        return [float(x) for x in json.loads(self._ask("take"))]
+        return [us for _, us in self.take_timed()]
+
+    def take_timed(self) -> list[tuple[float, float]]:
+        """(time.monotonic() at its end, latency us) of each read since the last ``take``."""
+        return [(float(t), float(us)) for t, us in json.loads(self._ask("take"))]
 
     def wait_for(self, n: int) -> None:
         while self.count() < n:
@@ -131,7 +151,7 @@ class Reader:
 
 def read_forever(endpoint: str) -> None:
     """The reader process: time gets of probe keys; answer count/take/stop on stdin."""
-    samples: list[float] = []
+    samples: list[tuple[float, float]] = []  # (monotonic s at the end, us)
     lock = threading.Lock()
     stopping = threading.Event()
 
@@ -145,7 +165,7 @@ def read_forever(endpoint: str) -> None:
                 elapsed_us = (time.perf_counter_ns() - t0) / 1000.0
                 assert entry is not None
                 with lock:
-                    samples.append(elapsed_us)
+                    samples.append((time.monotonic(), elapsed_us))
 
     reader = threading.Thread(target=read)
     reader.start()
@@ -160,20 +180,70 @@ def read_forever(endpoint: str) -> None:
             count = len(samples)
         if command == "stop":
             break
-        print(json.dumps([round(x, 1) for x in taken]) if command == "take" else count, flush=True)
+        answer = [(round(t, 4), round(us, 1)) for t, us in taken]
+        print(json.dumps(answer) if command == "take" else count, flush=True)
     stopping.set()  # "stop", or the bench went away (end of input)
     reader.join(30)
     print("stopped", flush=True)
 
 
-def report(name: str, samples_us: list[float], seconds: float, cpu: float) -> dict[str, float]:
+def report(
+    name: str, samples_us: list[float], seconds: float, cpu: float | None
+) -> dict[str, float]:
     p = percentiles(samples_us)
     ops = len(samples_us) / seconds
-    cpu_us = cpu / len(samples_us) * 1e6
+    per_read = "" if cpu is None else f"iad-1 CPU {cpu / len(samples_us) * 1e6:7.1f} us/read  "
     print(f"{name:<30} p50 {p['p50']:8.1f} us  p99 {p['p99']:8.1f} us  p999 {p['p999']:8.1f} us  "
-          f"{ops:7.0f} reads/s  iad-1 CPU {cpu_us:7.1f} us/read  "
-          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
+          f"{ops:7.0f} reads/s  {per_read}load {os.getloadavg()[0]:.1f}")  # fmt: skip
     return {**p, "ops": ops}
+
+
+PAUSE_S = 0.6  # fra-1 stopped this long each time (--pause-every)
+PAUSE_SETTLE_S = 0.1  # reads this soon after a stop are in neither window (slices in flight)
+
+
+def pause(pid: int) -> tuple[float, float]:
+    """Stop process ``pid`` for PAUSE_S; the (from, to) monotonic window, after it settled."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(PAUSE_SETTLE_S)
+        start = time.monotonic()
+        time.sleep(PAUSE_S)
+        return start, time.monotonic()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def split_by_pauses(
+    timed: list[tuple[float, float]], paused: list[tuple[float, float]]
+) -> tuple[list[float], list[float]]:
+    """Latencies of reads while fra-1 ran, and of reads in its pauses (settling: neither)."""
+    running: list[float] = []
+    in_pause: list[float] = []
+    starts = [a - PAUSE_SETTLE_S for a, _ in paused]  # in time order, not overlapping
+    for t, us in timed:
+        i = bisect.bisect_right(starts, t) - 1  # the last pause that began (settling) by t
+        if i < 0 or t >= paused[i][1]:
+            running.append(us)
+        elif t >= paused[i][0]:
+            in_pause.append(us)
+    return running, in_pause
+
+
+def report_traffic(metrics_at: dict[str, str], total_mb: float) -> None:
+    """What anti-entropy moved through each node (a record sent twice counts twice)."""
+    for node_id, address in metrics_at.items():
+        got = scrape(address, "edgekv_antientropy_")
+        records = ", ".join(
+            f"{name.split('{')[1][:-1]} {value:.0f}"
+            for name, value in got.items()
+            if name.startswith("edgekv_antientropy_repaired_records_total")
+        )
+        print(
+            f"  {node_id}: anti-entropy moved {got['edgekv_antientropy_bytes_total'] / 1e6:.0f} MB "
+            f"for {total_mb:.0f} MB of data, waited "
+            f"{got['edgekv_antientropy_paced_seconds_total']:.1f} s for its pace; {records}"
+        )
 
 
 def main() -> None:
@@ -181,6 +251,11 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--value-bytes", type=int, default=24 * 1024)
     parser.add_argument("--samples", type=int, default=5000)
+    parser.add_argument(
+        "--pause-every", type=float, default=0.0, metavar="S",
+        help="stop fra-1 for 0.6 s every S s of the repair, and compare reads in those pauses "
+        "with reads while it repairs, interleaved (the ratio then hardly moves with the load)",
+    )  # fmt: skip
     parser.add_argument("--read-from", help=argparse.SUPPRESS)  # the reader process
     parser.add_argument(
         "--antientropy-bytes-per-s", type=int, default=None,
@@ -204,8 +279,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgekv-repair-") as tmp:
         path = write_cluster_file(
             tmp, regions=REGIONS, nodes=NODES, cluster="bench",
-            extra={"replication": replication},
+            extra={"replication": replication}, metrics=True,
         )  # fmt: skip
+        metrics_at = {
+            n["id"]: n["metrics_listen"] for n in yaml.safe_load(path.read_text())["nodes"]
+        }
         t0 = time.perf_counter()
         preload(path, args.keys, args.value_bytes)
         print(f"preloaded offline in {time.perf_counter() - t0:.1f} s")
@@ -228,10 +306,23 @@ def main() -> None:
             pin_all(cluster.nodes["fra-1"].pid, 0)
             peer_a = cluster.nodes["fra-1"].info["peer_endpoint"]
             peer_b = iad.info["peer_endpoint"]
+            paused: list[tuple[float, float]] = []  # monotonic (from, to) of each pause
+            last_pause = time.monotonic()
             while not asyncio.run(digests_equal(peer_a, peer_b)):
                 time.sleep(0.5)
-            repair_s, repair_cpu = time.perf_counter() - t0, cpu_s(iad.pid) - cpu0
-            during = report("read at iad-1, during repair", reader.take(), repair_s, repair_cpu)
+                if args.pause_every and time.monotonic() - last_pause >= args.pause_every:
+                    paused.append(pause(cluster.nodes["fra-1"].pid))
+                    last_pause = time.monotonic()
+            paused_s = sum(b - a for a, b in paused) + PAUSE_SETTLE_S * len(paused)
+            repair_s = time.perf_counter() - t0 - paused_s
+            repair_cpu = cpu_s(iad.pid) - cpu0
+            timed = reader.take_timed()
+            repairing, in_pause = split_by_pauses(timed, paused)
+            during = report("read at iad-1, during repair", repairing, repair_s, repair_cpu)
+            if paused:
+                windows = report("  fra-1 paused (interleaved)", in_pause, paused_s, None)
+            report_traffic(metrics_at, total_mb)
+            reader.take()  # what it read while the bench counted: in no phase
             cpu0, t0 = cpu_s(iad.pid), time.perf_counter()
             reader.wait_for(args.samples)
             after_s, after_cpu = time.perf_counter() - t0, cpu_s(iad.pid) - cpu0
@@ -243,9 +334,14 @@ def main() -> None:
           f"{'met' if ratio <= 2 else 'NOT met'})")  # fmt: skip
     print(f"read p99 repair / idle after {during['p99'] / after['p99']:.2f}x  "
           f"(the same node holding the repaired data, fra-1 up, nothing to repair)")  # fmt: skip
+    if paused:
+        interleaved = during["p99"] / windows["p99"]
+        verdict = "met" if interleaved <= 2 else "NOT met"
+        print(f"read p99 repair / paused    {interleaved:.2f}x   (interleaved: {len(paused)} "
+              f"pauses of fra-1; goal <= 2x: {verdict})")  # fmt: skip
     print(f"repair time                 {repair_s:.1f} s for {args.keys} keys "
           f"({args.keys / repair_s:.0f} keys/s, {total_mb / repair_s:.1f} MB/s; "
-          f"includes fra-1's start)")  # fmt: skip
+          f"includes fra-1's start{', not its pauses' if paused else ''})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from edgekv.replication.paging import (
     record_page,
 )
 from edgekv.replication.refusals import PeerRefusals
+from edgekv.replication.syncturns import SyncTurns, SyncYielded
 from edgekv.storage import digest
 from edgekv.storage.clock import wall_ms
 from edgekv.storage.engine import Engine
@@ -86,6 +87,7 @@ async def sync_with_peer(
     refusals: PeerRefusals,
     page_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     pacer: RepairPacer | None = None,
+    check_turn: Callable[[], None] | None = None,
 ) -> SyncStats:
     """Make this node and the peer hold the same newest records of ``placement``.
 
@@ -96,9 +98,12 @@ async def sync_with_peer(
     so records of any size up to max_value_bytes move, whatever their count;
     listings and records move in smaller slices still (pacer.py), at the pace
     of ``pacer`` (default: its default rate, for this sync alone).
+    ``check_turn()`` is called before each fetch and push and may stop the
+    sync by raising (SyncYielded: the peer is pushing records to this node,
+    syncturns.py); a sync that finds nothing to move always completes.
     """
     started = time.monotonic()
-    pace = _Pace(pacer or RepairPacer(), page_bytes)
+    pace = _Pace(pacer or RepairPacer(), page_bytes, check_turn)
     stats = SyncStats()
     remote = await stub.GetDigests(
         replication_pb2.DigestRequest(hello=hello, placement=placement), timeout=_CALL_TIMEOUT_S
@@ -208,8 +213,8 @@ async def _pull(
     Only records asked for and allowed here are applied (``intake``); a record
     too far ahead of this node's clock is quarantined, not the whole page.
     Answers are asked for in slices (pacer.py) of about as many keys as fit,
-    judged by the records seen so far, and applied at the pacer's pace on a
-    worker thread: reads on the loop keep answering during a repair.
+    judged by the records seen so far, and applied at the pacer's pace in
+    short slices (apply_paced): reads on the loop keep answering during a repair.
     """
 
     def apply(pairs: list[tuple[bytes, bytes]]) -> int:
@@ -218,6 +223,7 @@ async def _pull(
     for batch in key_batches(keys, _RECORDS_PER_CALL, pace.page_bytes):
         done = 0
         while done < len(batch):
+            pace.check_turn()
             asked = batch[done : done + pace.fetch_keys]
             answer = await stub.FetchRecords(
                 replication_pb2.FetchRecordsRequest(
@@ -247,6 +253,7 @@ async def _push(
         records, start = record_page(engine.records, keys, start, pace.slice_bytes)
         if not records:
             continue
+        pace.check_turn()
         await pace.pacer.pace(sum(record_cost(k, r) for k, r in records))
         resp = await stub.PushRecords(
             replication_pb2.RecordBatch(
@@ -261,10 +268,13 @@ async def _push(
 class _Pace:
     """How one sync sizes and paces its messages: slices within ``page_bytes``, at ``pacer``."""
 
-    __slots__ = ("fetch_keys", "listing_bytes", "pacer", "page_bytes", "slice_bytes")
+    __slots__ = ("check_turn", "fetch_keys", "listing_bytes", "pacer", "page_bytes", "slice_bytes")
 
-    def __init__(self, pacer: RepairPacer, page_bytes: int) -> None:
+    def __init__(
+        self, pacer: RepairPacer, page_bytes: int, check_turn: Callable[[], None] | None
+    ) -> None:
         self.pacer = pacer
+        self.check_turn = check_turn or (lambda: None)  # raises to stop the sync
         self.page_bytes = page_bytes  # the most any one message may carry
         self.slice_bytes = min(SLICE_BYTES, page_bytes)
         self.listing_bytes = min(LISTING_SLICE_BYTES, page_bytes)
@@ -312,6 +322,9 @@ class AntiEntropy:
     ``may_hold(key)`` says whether this node may hold a key; records refused
     for residency are counted in ``refusals``. Every sync moves at most
     ``bytes_per_s`` on average (``pacer``, which the node's peer service shares).
+    A sync with a peer that is syncing with this node gives way when the peer
+    has the turn (``turns``, fed by the peer service: syncturns.py) and runs
+    again later.
     """
 
     def __init__(
@@ -332,6 +345,8 @@ class AntiEntropy:
         self._engine = engine
         # The node's anti-entropy byte budget, shared with its peer service.
         self.pacer = RepairPacer(bytes_per_s)
+        # Which peers are syncing with this node, shared with its peer service.
+        self.turns = SyncTurns(hello.node_id)
         self._may_hold = may_hold
         self._refusals = refusals
         self._page_bytes = page_bytes  # byte budget of one sync message (paging.py)
@@ -364,6 +379,7 @@ class AntiEntropy:
                 refusals=self._refusals,
                 page_bytes=self._page_bytes,
                 pacer=self.pacer,
+                check_turn=lambda: self.turns.check(peer_id),
             )
             total.segments_differing += stats.segments_differing
             total.buckets_differing += stats.buckets_differing
@@ -389,6 +405,12 @@ class AntiEntropy:
                     stats = await self.sync_peer(peer_id)
                 except asyncio.CancelledError:
                     raise
+                except SyncYielded as exc:  # the peer's sync repairs both sides; try later
+                    log.debug("anti-entropy with %s: %s", peer_id, exc)
+                    asyncio.get_running_loop().call_later(
+                        self.turns.active_s, self.trigger, peer_id
+                    )
+                    continue
                 except grpc.aio.AioRpcError as exc:
                     state.last_error = f"{exc.code().name}: {exc.details()}"
                     log.debug("anti-entropy with %s failed: %s", peer_id, state.last_error)

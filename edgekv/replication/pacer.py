@@ -9,11 +9,15 @@ started the sync: records it pulls, pushes, is pushed or serves to a fetch,
 and bucket listings, at ``replication.antientropy_bytes_per_s``.
 
 Repair work also comes in slices of at most ``SLICE_BYTES`` (fetch and push
-pages, listings of ``LISTING_SLICE_BYTES``), applied on a worker thread in
-batches of ``APPLY_SLICE_BYTES``: rocksdict's ``write`` holds the GIL for the
-whole WriteBatch (measured: 9-21 ms for 4 MiB, 0.66 ms of CPU for 246 KB,
-0.33 ms for 123 KB, all of it holding the GIL), so a big batch stalls the event
-loop and every read waiting on it, however it is scheduled.
+pages, listings of ``LISTING_SLICE_BYTES``), applied on the event loop in
+batches of at most ``APPLY_SLICE_BYTES`` and ``APPLY_SLICE_RECORDS``, yielding
+to the loop between batches. rocksdict's ``write`` holds the GIL for the whole
+WriteBatch (measured: 9-21 ms for 4 MiB, 0.66 ms of CPU for 246 KB), so a
+worker thread never took the apply off the loop's path: it only added a third
+thread contending for the GIL (with the loop and gRPC's poller) and a hand-off
+per batch. Small batches applied inline hold the loop ~0.15 ms each (one 24 KiB
+value) and at most ~0.6 ms (32 records of 100 bytes), and a read waiting for the
+loop runs between two of them.
 """
 
 from __future__ import annotations
@@ -28,14 +32,13 @@ from edgekv.replication.paging import Record, record_batches, record_cost
 # The largest repair page (a single larger record goes alone): about ten 24 KiB
 # values per round trip.
 SLICE_BYTES = 256 * 1024
-# The largest batch applied at once, on a worker thread that holds the GIL for
-# all of it (rocksdict's write does not release it; a single larger record goes
-# alone). Measured per batch of 24 KiB records, worker CPU holding the GIL / the
-# process's CPU per MB applied (hand-offs, wake-ups and RocksDB included):
-# 256 KiB 0.66 ms / 3.7-4.6 ms, 128 KiB ~0.33 ms / 5.8 ms, 64 KiB 0.17 ms /
-# 7.8-8.5 ms. 128 KiB halves how long a read can wait behind one batch for
-# ~30% more CPU per byte (64 KiB would double the CPU, on the core reads use).
-APPLY_SLICE_BYTES = 128 * 1024
+# The largest batch applied at once, on the loop (a single larger record goes
+# alone). Measured in process (Engine.apply_many, RocksDB's flushes included):
+# 24 KiB values 0.54 ms per 128 KiB batch (4.4 ms of CPU per MB), 0.13-0.15 ms
+# per value applied alone (5.3-6.1 ms per MB); 100-byte values 65 us alone,
+# 0.26 ms per 8, 0.58 ms per 32, 1.6 ms per 128. Reads wait behind one batch.
+APPLY_SLICE_BYTES = 32 * 1024
+APPLY_SLICE_RECORDS = 32
 # The largest page of a bucket listing asked of a peer (keys and versions only,
 # about 6,000 of them): listings write nothing, and smaller pages cost round
 # trips (64 KiB pages made a sync of 1,000,000 small keys ~6x more of them).
@@ -103,13 +106,16 @@ class RepairPacer:
 async def apply_paced(
     pacer: RepairPacer, apply: Callable[[list[Record]], int], records: list[Record]
 ) -> int:
-    """``apply`` ``records`` in slices of at most APPLY_SLICE_BYTES, each paced, on a worker thread.
+    """``apply`` ``records`` in small slices, each paced, yielding to the loop between them.
 
-    Returns the sum of what ``apply`` returned (records that changed data).
-    Each slice is its own batch: anti-entropy repairs key by key anyway.
+    Slices hold at most APPLY_SLICE_BYTES and APPLY_SLICE_RECORDS (a larger
+    record goes alone). Returns the sum of what ``apply`` returned (records
+    that changed data). Each slice is its own batch: anti-entropy repairs key by
+    key anyway.
     """
     applied = 0
-    for batch in record_batches(records, APPLY_SLICE_BYTES):
+    for batch in record_batches(records, APPLY_SLICE_BYTES, APPLY_SLICE_RECORDS):
         await pacer.pace(sum(record_cost(key, record) for key, record in batch))
-        applied += await asyncio.to_thread(apply, batch)
+        applied += apply(batch)
+        await asyncio.sleep(0)  # reads that arrived meanwhile go before the next slice
     return applied

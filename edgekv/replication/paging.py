@@ -77,13 +77,16 @@ def record_page(
     return page, n
 
 
-def record_batches(records: Iterable[Record], max_bytes: int) -> Iterable[list[Record]]:
-    """``records`` cut into batches of at most ``max_bytes`` (a bigger record goes alone)."""
+def record_batches(
+    records: Iterable[Record], max_bytes: int, max_records: int = 0
+) -> Iterable[list[Record]]:
+    """``records`` cut into batches of at most ``max_bytes`` (a bigger record goes alone)
+    and, when ``max_records`` > 0, at most ``max_records`` records."""
     batch: list[Record] = []
     size = 0
     for key, record in records:
         cost = record_cost(key, record)
-        if batch and size + cost > max_bytes:
+        if batch and (size + cost > max_bytes or len(batch) == max_records):
             yield batch
             batch, size = [], 0
         batch.append((key, record))

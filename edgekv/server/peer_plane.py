@@ -114,6 +114,7 @@ class PeerPlaneStarter:
             refusals=self.refusals,
             page_bytes=self._max_message,
             pacer=antientropy.pacer,  # one budget for anti-entropy bytes, in and out
+            turns=antientropy.turns,  # who is syncing with this node (syncturns.py)
             frontier=(frontier := new_frontier(engine, self.peer_ids, antientropy.trigger)),
         )
         peer_server = grpc.aio.server(

@@ -27,6 +27,7 @@ from edgekv.replication.listing import bucket_page_in_steps, listing_answer
 from edgekv.replication.pacer import RepairPacer, apply_paced
 from edgekv.replication.paging import listing_cost, record_cost, record_page
 from edgekv.replication.refusals import PeerRefusals
+from edgekv.replication.syncturns import SyncTurns
 from edgekv.server.peer_auth import PeerAuthenticator
 from edgekv.server.status import grpc_errors, grpc_stream_errors
 from edgekv.storage.clock import wall_ms
@@ -58,8 +59,11 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         page_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         pacer: RepairPacer | None = None,
         frontier: AppliedFrontier | None = None,
+        turns: SyncTurns | None = None,
     ) -> None:
         self._engine = engine
+        # Which peers are syncing with this node (its own syncs give way: syncturns.py).
+        self._turns = turns or SyncTurns(node_id)
         # Advanced after each applied batch, in stream order (SESSION reads wait on it).
         self._frontier = frontier
         # The byte budget of one ListBuckets or FetchRecords answer (paging.py).
@@ -260,9 +264,10 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         self, request: replication_pb2.RecordBatch, context: grpc.aio.ServicerContext
     ) -> replication_pb2.PushRecordsResponse:
         caller = self._check_hello(request.hello, context)
-        # A page of anti-entropy repair is applied in paced slices on a worker
-        # thread, so reads on the loop keep answering while a node is repaired,
-        # however large the page and however many peers push at once.
+        self._turns.saw(caller)
+        # A page of anti-entropy repair is applied in short paced slices,
+        # yielding between them, so reads on the loop keep answering while a
+        # node is repaired, however large the page and however many peers push.
         applied = await apply_paced(
             self._pacer,
             lambda batch: self._apply(caller, batch),

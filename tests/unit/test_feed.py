@@ -96,6 +96,27 @@ def test_feed_trim_by_bytes_and_by_age(tmp_path: Path) -> None:
         engine.close()
 
 
+def test_feed_trim_steps_off_the_gil_while_it_walks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trim runs on a worker thread: it pauses every TRIM_STEP_ENTRIES entries, so the
+    event loop waits at most a step for the GIL, not the interpreter's switch interval."""
+    from edgekv.storage import feed
+
+    pauses: list[float] = []
+    monkeypatch.setattr(feed.time, "sleep", pauses.append)
+    engine = Engine(tmp_path / "db", "n1")
+    try:
+        for i in range(100):
+            engine.put(b"k%03d" % i, b"v" * 100)
+        assert engine.feed.trim(max_entries=4, max_bytes=1 << 30, max_age_ms=1 << 40) == 96
+        assert len(pauses) >= 96 // feed.TRIM_STEP_ENTRIES
+        assert all(0 < p <= 0.001 for p in pauses)
+        assert _keys(engine) == [b"k%03d" % i for i in range(96, 100)]
+    finally:
+        engine.close()
+
+
 def test_vector_codec_roundtrip_and_merge() -> None:
     vector = {"b": 7, "a": 1 << 63, "ccc": 0}
     raw = encode_vector(vector)

@@ -6,11 +6,18 @@ A settable clock and a sleep that only advances it: no test here waits.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 
 import pytest
 
-from edgekv.replication.pacer import APPLY_SLICE_BYTES, SLICE_BYTES, RepairPacer, apply_paced
+from edgekv.replication.pacer import (
+    APPLY_SLICE_BYTES,
+    APPLY_SLICE_RECORDS,
+    SLICE_BYTES,
+    RepairPacer,
+    apply_paced,
+)
 from edgekv.replication.paging import record_cost
 
 MIB = 1024 * 1024
@@ -121,27 +128,42 @@ async def test_apply_paced_applies_every_record_in_slices_at_the_pace(clock: Fak
     applied = await apply_paced(pacer, apply, records)
     assert [r for s in slices for r in s] == records
     assert applied == len(records) - len(slices)
-    # Applied in batches of at most APPLY_SLICE_BYTES (~0.33 ms holding the GIL).
+    # Applied in batches of at most APPLY_SLICE_BYTES (one 24 KiB value each, ~0.15 ms).
     assert all(
         sum(record_cost(k, r) for k, r in s) <= APPLY_SLICE_BYTES or len(s) == 1 for s in slices
     )
-    assert slices[-1] == [records[-1]] and len(slices) >= 20
+    assert slices[-1] == [records[-1]] and len(slices) >= 100
     total = sum(record_cost(k, r) for k, r in records)
     assert pacer.bytes_total == total
     # Everything past the first burst waited at 1 MiB/s.
     assert sum(clock.slept) == pytest.approx((total - SLICE_BYTES) / MIB)
 
 
-async def test_apply_paced_runs_the_apply_off_the_event_loop(clock: FakeClock) -> None:
-    loop_thread = asyncio.get_running_loop()
-    ran_on_loop: list[bool] = []
+async def test_apply_paced_cuts_small_records_into_short_slices_and_yields(
+    clock: FakeClock,
+) -> None:
+    """1,000 records of 100 bytes: at most APPLY_SLICE_RECORDS per slice (~0.6 ms of the
+    loop each), and other tasks on the loop run between two slices."""
+    records = [(b"s%04d" % i, b"v" * 100) for i in range(1000)]
+    ticks = 0
+
+    async def other_work() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    seen: list[tuple[int, int]] = []  # (records in the slice, ticks when it was applied)
 
     def apply(batch: list[tuple[bytes, bytes]]) -> int:
-        try:
-            ran_on_loop.append(asyncio.get_running_loop() is loop_thread)
-        except RuntimeError:  # no loop in this thread: a worker thread
-            ran_on_loop.append(False)
+        seen.append((len(batch), ticks))
         return len(batch)
 
-    assert await apply_paced(pacer_at(clock), apply, [(b"a", b"1"), (b"b", b"2")]) == 2
-    assert ran_on_loop == [False]
+    other = asyncio.create_task(other_work())
+    try:
+        assert await apply_paced(pacer_at(clock, bytes_per_s=100 * MIB), apply, records) == 1000
+    finally:
+        other.cancel()
+    assert max(n for n, _ in seen) <= APPLY_SLICE_RECORDS
+    assert sum(n for n, _ in seen) == 1000
+    assert all(b > a for (_, a), (_, b) in itertools.pairwise(seen))
