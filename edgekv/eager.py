@@ -17,6 +17,11 @@ streamed transport). Two tools for coroutines that are usually short:
 Both follow asyncio's coroutine protocol (what ``Task`` does): a coroutine
 suspends by yielding the future it waits on (or None: "run me again soon") and
 is resumed with ``send(None)`` once that future is done. Event-loop thread only.
+
+A coroutine's first step runs in the caller's task, so until it first suspends
+it must not use what looks at ``asyncio.current_task()``: ``asyncio.timeout``
+and, on Python 3.12+, ``asyncio.wait_for`` would cancel the caller's task when
+they time out (use ``asyncio.wait(..., timeout=)``).
 """
 
 from __future__ import annotations
@@ -100,7 +105,14 @@ class _Rest(collections.abc.Coroutine):
         return self._coro.send(value)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        self._first = False
+        if self._first:
+            self._first = False
+            error = typ if val is None else val
+            cancelled = isinstance(error, asyncio.CancelledError) or (
+                isinstance(error, type) and issubclass(error, asyncio.CancelledError)
+            )
+            if cancelled and isinstance(self._waiting, asyncio.Future):
+                self._waiting.cancel()  # as Task.cancel() cancels the future its coroutine awaits
         if val is None and tb is None:
             return self._coro.throw(typ)
         return self._coro.throw(typ, val, tb)  # pragma: no cover - the old signature

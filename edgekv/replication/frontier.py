@@ -140,9 +140,9 @@ class AppliedFrontier:
             entry = (missing[origin], future)
             self._waiters.setdefault(origin, []).append(entry)
             try:
-                await asyncio.wait_for(future, left_s)
-            except TimeoutError:
-                pass
+                # Not wait_for: on Python 3.12+ its timeout cancels the current task, which
+                # for a KV.Stream operation run eagerly (edgekv/eager.py) is the stream's.
+                await asyncio.wait((future,), timeout=left_s)
             finally:
                 waiters = self._waiters.get(origin)
                 if waiters is not None and entry in waiters:

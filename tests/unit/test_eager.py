@@ -101,3 +101,23 @@ async def test_cancelling_the_task_reaches_the_coroutine(before_first_step: bool
         await asyncio.sleep(0)  # the task now waits on the gate
     task.cancel()
     assert await task == "answered anyway" and seen == ["cancelled"]
+
+
+async def test_cancel_before_the_first_step_cancels_what_it_awaits_like_a_task() -> None:
+    loop = asyncio.get_running_loop()
+    inner_done: list[str] = []
+
+    async def inner() -> None:
+        await asyncio.sleep(0.05)
+        inner_done.append("ran to its end")
+
+    async def body() -> None:
+        await asyncio.ensure_future(inner())  # suspends on the inner task
+
+    _, task = eager.start(body(), loop)
+    assert task is not None
+    task.cancel()  # before the task's first step
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.1)
+    assert inner_done == []  # cancelled with it, as create_task(body()).cancel() would
