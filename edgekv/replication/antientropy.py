@@ -422,6 +422,7 @@ class AntiEntropy:
                     state.last_error = repr(exc)
                     log.exception("anti-entropy with %s failed", peer_id)
                     continue
+                self.turns.completed(peer_id)
                 state.last_error = ""
                 state.syncs += 1
                 state.synced_from_ms = started_ms

@@ -26,7 +26,9 @@ node still holds fetches it on every sync (and drops it), and this node must
 complete a sync to collect it too (tests/integration/test_collection.py). A
 push that repeats is ended by the pushing node's own completed syncs (it never
 gives way); and whatever happens, a node gives way to one peer for at most
-``MAX_GIVE_WAY_S`` in a row.
+``MAX_GIVE_WAY_S`` between two of its own completed syncs with it (a peer whose
+pushes come and go cannot reset that count: only a completed sync does), and only
+pushes that changed something here count (an empty or fully refused one does not).
 """
 
 from __future__ import annotations
@@ -50,9 +52,9 @@ class SyncYielded(Exception):
 class SyncTurns:
     """When each peer last made an anti-entropy call here, and who gives way.
 
-    ``saw(peer)`` is called by the peer service on each push of records;
-    ``check(peer)`` by this node's own sync with that peer, before each fetch
-    and push. Runs on one event loop (not
+    ``saw(peer)`` is called by the peer service on each push that applied
+    records; ``check(peer)`` by this node's own sync with that peer, before each
+    fetch and push; ``completed(peer)`` when that sync completed. Runs on one event loop (not
     thread-safe); ``clock`` is monotonic seconds, settable for tests.
     """
 
@@ -71,7 +73,8 @@ class SyncTurns:
         self.active_s = active_s
         self._clock = clock
         self._last_call: dict[str, float] = {}  # peer id -> monotonic s of its last push
-        self._giving_way_since: dict[str, float] = {}  # peer id -> first yield in a row
+        # peer id -> this node's first yield to it since its last completed sync with it
+        self._giving_way_since: dict[str, float] = {}
         self.yielded_total = 0  # syncs this node stopped to give way (metrics)
 
     def saw(self, peer_id: str) -> None:
@@ -89,11 +92,14 @@ class SyncTurns:
 
     def check(self, peer_id: str) -> None:
         """Raise SyncYielded when this node's sync with ``peer_id`` should give way
-        (and has not given way to it for MAX_GIVE_WAY_S in a row)."""
+        (and has not given way to it for MAX_GIVE_WAY_S since its last completed sync)."""
         if not self.gives_way_to(peer_id):
-            self._giving_way_since.pop(peer_id, None)
             return
         since = self._giving_way_since.setdefault(peer_id, self._clock())
         if self._clock() - since < MAX_GIVE_WAY_S:
             self.yielded_total += 1
             raise SyncYielded(f"{peer_id} is syncing with {self.node_id}; it has the turn")
+
+    def completed(self, peer_id: str) -> None:
+        """This node's sync with ``peer_id`` completed: the give-way count starts again."""
+        self._giving_way_since.pop(peer_id, None)

@@ -59,8 +59,24 @@ def test_gives_way_to_one_peer_for_at_most_max_give_way_s_in_a_row() -> None:
             continue
         break
     assert MAX_GIVE_WAY_S - 1 <= turns.yielded_total <= MAX_GIVE_WAY_S + 1
-    clock.now += ACTIVE_S  # the peer stopped: the count of yields in a row starts again
-    turns.check("fra-1")
+    turns.completed("fra-1")  # nrt-1's sync ran to its end: the count starts again
     turns.saw("fra-1")
     with pytest.raises(SyncYielded):
         turns.check("fra-1")
+
+
+def test_a_peer_whose_pushes_come_and_go_cannot_reset_the_bound() -> None:
+    clock = Clock()
+    turns = SyncTurns("nrt-1", clock=clock)
+    yielded_for = 0.0
+    for _ in range(10):  # the peer pushes for 100 s, pauses 10 s, and again
+        for _ in range(100):
+            turns.saw("fra-1")
+            try:
+                turns.check("fra-1")
+            except SyncYielded:
+                yielded_for += 1.0
+            clock.now += 1.0
+        clock.now += 10.0
+        turns.check("fra-1")  # in the pause the sync runs, but not to its end
+    assert yielded_for <= MAX_GIVE_WAY_S + 1  # then it stops giving way
