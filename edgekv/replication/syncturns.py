@@ -27,8 +27,8 @@ complete a sync to collect it too (tests/integration/test_collection.py). A
 push that repeats is ended by the pushing node's own completed syncs (it never
 gives way); and whatever happens, a node gives way to one peer for at most
 ``MAX_GIVE_WAY_S`` between two of its own completed syncs with it (a peer whose
-pushes come and go cannot reset that count: only a completed sync does), and only
-pushes that changed something here count (an empty or fully refused one does not).
+pushes come and go cannot reset that count: only a completed sync does), and an
+empty push does not count.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class SyncYielded(Exception):
 class SyncTurns:
     """When each peer last made an anti-entropy call here, and who gives way.
 
-    ``saw(peer)`` is called by the peer service on each push that applied
-    records; ``check(peer)`` by this node's own sync with that peer, before each
+    ``saw(peer)`` is called by the peer service as each push of records
+    arrives; ``check(peer)`` by this node's own sync with that peer, before each
     fetch and push; ``completed(peer)`` when that sync completed. Runs on one event loop (not
     thread-safe); ``clock`` is monotonic seconds, settable for tests.
     """

@@ -264,6 +264,8 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
         self, request: replication_pb2.RecordBatch, context: grpc.aio.ServicerContext
     ) -> replication_pb2.PushRecordsResponse:
         caller = self._check_hello(request.hello, context)
+        if request.records:  # the caller's sync is repairing this node (syncturns.py): as it
+            self._turns.saw(caller)  # starts, so this node's own sync gives way meanwhile
         # A page of anti-entropy repair is applied in short paced slices,
         # yielding between them, so reads on the loop keep answering while a
         # node is repaired, however large the page and however many peers push.
@@ -272,8 +274,6 @@ class PeerService(replication_pb2_grpc.ReplicationServicer):
             lambda batch: self._apply(caller, batch),
             [(r.key, r.record) for r in request.records],
         )
-        if applied:  # the caller's sync is repairing this node (syncturns.py)
-            self._turns.saw(caller)
         return replication_pb2.PushRecordsResponse(applied=applied)
 
     @grpc_errors
