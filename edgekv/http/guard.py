@@ -32,6 +32,7 @@ from edgekv.config.model import (
     DEFAULT_REQUEST_TIMEOUT_S,
     HttpSettings,
 )
+from edgekv.http.coalesce import CoalescingTransport
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 # The bytes of a header line besides its name and value (": " and CRLF).
@@ -59,7 +60,8 @@ class GuardedProtocol(HttpToolsProtocol):
     # -- connection --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # One write per answer (head and body), not one per ASGI message (coalesce.py).
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         # Until its first request a connection is idle: the keep-alive timeout applies.
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler

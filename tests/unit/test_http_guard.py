@@ -35,10 +35,12 @@ class _Transport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = b""
+        self.writes = 0  # write calls: the segments a socket would send
         self.closed = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += bytes(data)
+        self.writes += 1
 
     def close(self) -> None:
         self.closed = True
@@ -60,8 +62,18 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:  # never reached in
     raise AssertionError("the request should have been refused before the application")
 
 
-def _connection(settings: HttpSettings, keep_alive_s: float = 5.0) -> tuple[Any, _Transport]:
-    config = uvicorn.Config(_app, lifespan="off", log_config=None, timeout_keep_alive=keep_alive_s)  # type: ignore[arg-type]
+async def _answers(scope: Any, receive: Any, send: Any) -> None:
+    """Answers like the door's Connect path: the head, then the body, as two ASGI messages."""
+    await receive()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"5")]})  # fmt: skip
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+def _connection(
+    settings: HttpSettings, keep_alive_s: float = 5.0, app: Any = _app
+) -> tuple[Any, _Transport]:
+    config = uvicorn.Config(app, lifespan="off", log_config=None, timeout_keep_alive=keep_alive_s)
     protocol = guarded_protocol(settings)(config=config, server_state=ServerState(), app_state={})
     transport = _Transport()
     protocol.connection_made(transport)
@@ -118,3 +130,28 @@ async def test_connection_that_sends_nothing_closes_after_keep_alive() -> None:
     await asyncio.sleep(0.2)  # past the 0.05 s keep-alive under test
     assert transport.closed and transport.written == b""
     assert isinstance(protocol, GuardedProtocol)
+
+
+async def test_answer_head_and_body_leave_in_one_write() -> None:
+    # Two writes are two segments with TCP_NODELAY: the client wakes twice per call.
+    protocol, transport = _connection(HttpSettings(), app=_answers)
+    for _ in range(2):  # and again on the kept-alive connection
+        before = transport.written
+        protocol.data_received(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        answer = transport.written[len(before) :]
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nhello")
+    assert transport.writes == 2 and not transport.closed
+
+
+async def test_held_answer_is_written_before_a_close_and_dropped_by_an_abort() -> None:
+    protocol, transport = _connection(HttpSettings())
+    protocol.transport.write(b"HTTP/1.1 200 OK\r\n")
+    protocol.transport.write(b"content-length: 0\r\n\r\n")
+    assert transport.written == b""  # held until the end of this turn of the loop
+    protocol.transport.close()
+    assert transport.written == b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+    assert transport.writes == 1 and transport.closed
+    await asyncio.sleep(0)  # the scheduled flush finds nothing left to write
+    assert transport.writes == 1
