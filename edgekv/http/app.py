@@ -18,6 +18,7 @@ status). CORS headers are added only for the origins the cluster file lists.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -149,6 +150,7 @@ class HttpApp:
                 if path not in self._routes:
                     route = "rpc:other"
                 if not await self._unary(scope, receive, timed_send):
+                    await _in_a_task()
                     await app(scope, self._bounded(scope, receive), timed_send)
             elif path == REST_PREFIX or path.startswith(REST_PREFIX + "/"):
                 route = f"{scope['method']} {REST_PREFIX}{'' if path == REST_PREFIX else '/{key}'}"
@@ -180,6 +182,13 @@ class HttpApp:
                     )
                 break
         return receive
+
+
+async def _in_a_task() -> None:
+    """Go on in a task if this call started without one (guard.py answers Connect unary
+    calls in the step that read them): connectrpc's generic path needs a task."""
+    if asyncio.current_task() is None:
+        await asyncio.sleep(0)  # eager.start hands the rest of the call to a task
 
 
 def _refusal(message: str) -> Receive:

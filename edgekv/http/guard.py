@@ -27,6 +27,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from edgekv import eager
 from edgekv.config.model import (
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_REQUEST_TIMEOUT_S,
@@ -48,6 +49,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    # Calls answered in the step that read them (the door's Connect unary KV calls).
+    eager_paths: frozenset[str] = frozenset()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -56,6 +59,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._raw_head_bytes = 0  # reads that fell entirely inside the head
         self._request_timer: asyncio.TimerHandle | None = None
         self._refusing = False
+        self._reading = False  # inside data_received: calls wait for the end of the read
+        self._deferred: tuple[Any, Any] | None = None  # the call to answer after this read
 
     # -- connection --------------------------------------------------------------
 
@@ -75,7 +80,14 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._refusing:
             return
         inside = self._in_head
-        super().data_received(data)
+        self._reading = True
+        try:
+            super().data_received(data)
+        finally:
+            self._reading = False
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            self._answer_now(*deferred)
         if inside and self._in_head and not self._refusing:
             # This whole read was head bytes (a header line still incomplete
             # is held by the parser, unseen by the callbacks): count it too.
@@ -111,6 +123,30 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._cancel_request_timer()
         super().on_message_complete()
+
+    # -- starting calls ------------------------------------------------------------
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        # uvicorn starts a task for the call when its head is parsed, though the
+        # body of a small call came in the same read. A Connect unary call of KV
+        # starts after this read instead, in this step (_answer_now).
+        scope = cycle.scope
+        if self._reading and scope["method"] == "POST" and scope["path"] in self.eager_paths:
+            self._deferred = (cycle, app)
+        else:
+            super()._start_asgi_task(cycle, app)
+
+    def _answer_now(self, cycle: Any, app: Any) -> None:
+        """Run the call in this step; only a call that has to wait (its body is still
+        arriving, it is forwarded or replicated) goes on in a task. A local read
+        is answered with no task and no loop turn (edgekv/eager.py)."""
+        if self.transport.is_closing():
+            super()._start_asgi_task(cycle, app)
+            return
+        _, task = eager.start(cycle.run_asgi(app), self.loop)
+        if task is not None:  # uvicorn's shutdown waits for the calls in self.tasks
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
 
     # -- refusals ------------------------------------------------------------------
 
@@ -159,14 +195,18 @@ class GuardedProtocol(HttpToolsProtocol):
             self._request_timer = None
 
 
-def guarded_protocol(settings: HttpSettings) -> type[GuardedProtocol]:
-    """The protocol class for uvicorn's ``http`` setting, with ``settings``' bounds."""
+def guarded_protocol(
+    settings: HttpSettings, eager_paths: frozenset[str] = frozenset()
+) -> type[GuardedProtocol]:
+    """The protocol class for uvicorn's ``http`` setting, with ``settings``' bounds;
+    calls to ``eager_paths`` are answered in the step that read them."""
     return type(
         "GuardedProtocol",
         (GuardedProtocol,),
         {
             "max_header_bytes": settings.max_header_bytes,
             "request_timeout_s": settings.request_timeout_s,
+            "eager_paths": eager_paths,
         },
     )
 

@@ -28,6 +28,7 @@ from edgekv.config.model import HttpSettings, TlsSettings
 from edgekv.config.values import parse_host_port
 from edgekv.errors import EdgeKVError
 from edgekv.http.guard import guarded_protocol
+from edgekv.http.unary import UNARY_PATHS
 
 # Seconds an idle keep-alive connection stays open.
 KEEP_ALIVE_S = 75
@@ -109,9 +110,8 @@ class HttpListener:
         else:
             from edgekv.http.uvicorn_server import UvicornServer
 
-            server = UvicornServer(
-                self._sock, tls, self._node_id, KEEP_ALIVE_S, guarded_protocol(self._settings)
-            )
+            protocol = guarded_protocol(self._settings, UNARY_PATHS)
+            server = UvicornServer(self._sock, tls, self._node_id, KEEP_ALIVE_S, protocol)
         await server.start(app)
         self._server = server
 

@@ -48,6 +48,12 @@ _CONTENT_TYPES = {
 }
 
 
+# The calls this module answers (KV's unary methods over Connect), by path.
+UNARY_PATHS = frozenset(
+    f"/edgekv.v1.KV/{method}" for method in ("Get", "BatchGet", "Put", "Delete", "Write", "Scan")
+)
+
+
 def _status_of(code: Code) -> int:
     name = "CANCELLED" if code is Code.CANCELED else code.name
     return HTTP_STATUS_BY_CODE.get(grpc.StatusCode[name], 500)
@@ -86,6 +92,7 @@ class ConnectUnary:
             "/edgekv.v1.KV/Write": (service.write, kv_pb2.WriteRequest),
             "/edgekv.v1.KV/Scan": (service.scan, kv_pb2.ScanRequest),
         }
+        assert set(self._methods) == UNARY_PATHS
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Answer the call and return True, or return False (untouched) for connectrpc."""

@@ -64,7 +64,8 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:  # never reached in
 
 async def _answers(scope: Any, receive: Any, send: Any) -> None:
     """Answers like the door's Connect path: the head, then the body, as two ASGI messages."""
-    await receive()
+    while (await receive()).get("more_body"):
+        pass
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", b"5")]})  # fmt: skip
     await send({"type": "http.response.body", "body": b"hello"})
@@ -155,3 +156,33 @@ async def test_held_answer_is_written_before_a_close_and_dropped_by_an_abort() -
     assert transport.writes == 1 and transport.closed
     await asyncio.sleep(0)  # the scheduled flush finds nothing left to write
     assert transport.writes == 1
+
+
+async def test_connect_unary_call_is_answered_in_the_step_that_read_it() -> None:
+    ran: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        ran.append(scope["path"])
+        await _answers(scope, receive, send)
+
+    settings = HttpSettings()
+    config = uvicorn.Config(app, lifespan="off", log_config=None)
+    protocol = guarded_protocol(settings, frozenset({"/edgekv.v1.KV/Get"}))(
+        config=config, server_state=ServerState(), app_state={}
+    )
+    transport = _Transport()
+    protocol.connection_made(transport)
+    call = b"POST /edgekv.v1.KV/Get HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc"
+    protocol.data_received(call)
+    assert ran == ["/edgekv.v1.KV/Get"] and not protocol.tasks  # no task, no loop turn
+    # Its body in a later read: the call waits for it in a task, then answers.
+    protocol.data_received(call[:-2])
+    assert len(ran) == 2 and len(protocol.tasks) == 1
+    protocol.data_received(call[-2:])
+    # Any other path starts in a task, as uvicorn does.
+    protocol.data_received(b"POST /v1/kv/a HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+    assert len(ran) == 2
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert ran[2] == "/v1/kv/a" and not protocol.tasks
+    assert transport.written.count(b"HTTP/1.1 200 OK") == 3
