@@ -5,7 +5,8 @@
 * streamed: ``Client("host:port", transport="stream")`` — one bidi stream;
   and the same with ``AsyncClient`` for the single caller too ("stream,
   asyncio": awaited on a uvloop loop, as NATS's asyncio-only client is);
-* HTTP/Connect: ``Client("http://host:port")`` — the node's HTTP door;
+* HTTP/Connect: ``Client("http://host:port")`` — the node's HTTP door; and
+  ``AsyncClient`` for the single caller too ("HTTP/Connect, asyncio");
 * embedded: ``Client("host:port", embedded=DATA_DIR)`` — reads from the node's
   RocksDB in this process (a read-only secondary), writes through the node.
 
@@ -169,18 +170,12 @@ class GrpcStream(EdgeKVPath):
         return {"transport": "stream"}
 
 
-class GrpcStreamAsync(GrpcStream):
-    """The streamed path of AsyncClient, for one caller too: its calls are awaited."""
-
-    name = "edgekv gRPC stream, asyncio"
-    settings = "; point calls multiplexed on one bidi stream; one caller awaits AsyncClient"
+class AwaitedAlone(EdgeKVPath):
+    """A path whose single caller awaits ``AsyncClient`` too, on uvloop (as nats-py's is)."""
 
     def start(self, tmp: Path) -> None:
         super().start(tmp)
         self.run(self.aopen())  # the single caller uses it too
-        self.versions["client"] = (
-            'edgekv SDK: AsyncClient("HOST:PORT", transport="stream") on uvloop'
-        )
 
     async def aopen(self) -> None:
         if self.aclient is None:  # opened by start(); warm_up asks again
@@ -203,11 +198,35 @@ class GrpcStreamAsync(GrpcStream):
         return None if entry is None else bytes(entry.value)
 
 
+class GrpcStreamAsync(AwaitedAlone, GrpcStream):
+    """The streamed path of AsyncClient, for one caller too: its calls are awaited."""
+
+    name = "edgekv gRPC stream, asyncio"
+    settings = "; point calls multiplexed on one bidi stream; one caller awaits AsyncClient"
+
+    def start(self, tmp: Path) -> None:
+        super().start(tmp)
+        self.versions["client"] = (
+            'edgekv SDK: AsyncClient("HOST:PORT", transport="stream") on uvloop'
+        )
+
+
 class HttpConnect(EdgeKVPath):
     name = "edgekv HTTP/Connect"
 
     def endpoint(self, server: servers.EdgeKVServer) -> str:
         return f"http://{server.node.http_endpoint}"
+
+
+class HttpConnectAsync(AwaitedAlone, HttpConnect):
+    """The HTTP door through AsyncClient, for one caller too: its calls are awaited."""
+
+    name = "edgekv HTTP/Connect, asyncio"
+    settings = "; one caller awaits AsyncClient"
+
+    def start(self, tmp: Path) -> None:
+        super().start(tmp)
+        self.versions["client"] = 'edgekv SDK: AsyncClient("http://HOST:PORT") on uvloop'
 
 
 class Embedded(EdgeKVPath):
@@ -223,6 +242,7 @@ PATHS: tuple[type[EdgeKVPath], ...] = (
     GrpcStream,
     GrpcStreamAsync,
     HttpConnect,
+    HttpConnectAsync,
     Embedded,
 )
 BASELINE = GrpcUnary.name

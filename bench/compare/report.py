@@ -26,6 +26,7 @@ from bench.compare.edgekv_paths import (
     GrpcStreamAsync,
     GrpcUnary,
     HttpConnect,
+    HttpConnectAsync,
 )
 from bench.compare.measure import WORKLOADS, Figures
 from bench.compare.peers import EtcdAdapter, NatsAdapter, RedisAdapter
@@ -48,8 +49,11 @@ STYLES: tuple[tuple[Any, str], ...] = (
     ("-.", ".."),
     (":", "xx"),
     ((0, (5, 1, 1, 1, 1, 1)), "++"),
+    ((0, (1, 3)), "oo"),
 )
-NETWORK_PATHS = (GrpcUnary.name, GrpcStream.name, GrpcStreamAsync.name, HttpConnect.name)
+NETWORK_PATHS = (
+    GrpcUnary.name, GrpcStream.name, GrpcStreamAsync.name, HttpConnect.name, HttpConnectAsync.name,
+)  # fmt: skip
 
 
 def machine() -> dict[str, str]:
