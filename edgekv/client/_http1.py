@@ -336,7 +336,10 @@ class Http1Pool:
         ``timeout_s`` bounds the whole call; ``resend_safe`` allows sending it
         again on a fresh connection when a reused one ended before any answer.
         """
-        self.loop = loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:  # the first call, or another loop: nothing to reuse
+            self._idle.clear()
+            self.loop = loop
         deadline = None if timeout_s is None else loop.time() + timeout_s
         conn = self._reuse()
         if conn is not None:
