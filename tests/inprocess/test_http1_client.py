@@ -24,6 +24,7 @@ import uvloop
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
+from edgekv.client import _http1
 from edgekv.client._connect import _SERVICES, ConnectRpcError, ConnectUnary
 from edgekv.client._http1 import MAX_HEAD_BYTES, NOT_CONNECTED, Http1Pool
 from edgekv.condition_status import CURRENT_VERSION_METADATA
@@ -146,6 +147,43 @@ def test_a_kept_alive_connection_carries_call_after_call(run: Runner, serve: Any
 
     run(scenario)
     assert len(server.requests) == 3 and len(server.conns) == 1
+
+
+def test_concurrent_calls_each_take_a_connection_and_leave_it_for_the_next(
+    run: Runner, serve: Any
+) -> None:
+    def answer(n: int, conn: socket.socket) -> bytes:
+        time.sleep(0.02)  # long enough for the calls to overlap
+        return OK
+
+    server = serve(answer)
+
+    async def scenario() -> None:
+        pool = Http1Pool(server.url, None, 1000)
+        for _ in range(2):
+            answers = await asyncio.gather(*(pool.post(request(), 5, False) for _ in range(8)))
+            assert {a[3] for a in answers} == {b"ok"}
+        pool.close()
+
+    run(scenario)
+    assert len(server.requests) == 16 and len(server.conns) == 8  # no pipelining, all reused
+
+
+def test_a_connection_idle_past_the_expiry_is_not_reused(
+    run: Runner, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_http1, "IDLE_EXPIRY_S", 0.05)
+    server = serve(lambda n, conn: OK)
+
+    async def scenario() -> None:
+        pool = Http1Pool(server.url, None, 1000)
+        await pool.post(request(), 5, False)
+        await asyncio.sleep(0.1)
+        await pool.post(request(), 5, False)
+        pool.close()
+
+    run(scenario)
+    assert len(server.conns) == 2
 
 
 def test_connection_close_is_never_reused(run: Runner, serve: Any) -> None:
