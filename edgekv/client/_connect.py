@@ -18,6 +18,7 @@ import json
 import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from functools import partial
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -102,27 +103,32 @@ class AsyncStub:
     """``stub.Method(request, timeout=, metadata=)`` over an async Connect client.
 
     Unary methods go through ``unary`` (the lean HTTP/1.1 pool) when given, else
-    through ``client`` (connectrpc on pyqwest), like Watch always does. Each
-    method is looked up once and kept on the stub.
+    through the generated client ``client()`` makes (connectrpc on pyqwest), as
+    Watch always does; that client is made on first use. Each method is looked
+    up once and kept on the stub.
     """
 
-    def __init__(self, client: Any, unary: ConnectUnary | None = None) -> None:
-        self._client = client
+    def __init__(self, client: Callable[[], Any], unary: ConnectUnary | None = None) -> None:
+        self._make_client = client
+        self._connect_client: Any = None
         self._unary = unary
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
         if method.startswith("_"):
             raise AttributeError(method)
-        call = getattr(self._client, _method_name(method))
         found: Callable[..., Any]
-        if method == "Watch":
-            found = lambda request, timeout=None, metadata=None: _AsyncStream(  # noqa: E731
-                call(request, headers=_headers(metadata), timeout_ms=_timeout_ms(timeout))
-            )
-        elif self._unary is not None:
+        if method != "Watch" and self._unary is not None:
             found = self._unary.method(method)
         else:
-            found = _via_client(call)
+            if self._connect_client is None:
+                self._connect_client = self._make_client()
+            call = getattr(self._connect_client, _method_name(method))
+            if method == "Watch":
+                found = lambda request, timeout=None, metadata=None: _AsyncStream(  # noqa: E731
+                    call(request, headers=_headers(metadata), timeout_ms=_timeout_ms(timeout))
+                )
+            else:
+                found = _via_client(call)
         self.__dict__[method] = found
         return found
 
@@ -313,13 +319,11 @@ class ConnectDoors:
         self._async = asynchronous
         ca = self._ca = Path(tls_ca_file).read_bytes() if tls_ca_file else None
         # Without a CA file https:// verifies against the system's CAs.
-        tls = {"tls_ca_cert": ca} if ca else {"tls_include_system_certs": True}
-        if asynchronous:
-            self._transport: Any = HTTPTransport(**tls)
-            self._http: Any = HttpClient(self._transport)
-        else:
-            self._transport = SyncHTTPTransport(**tls)
-            self._http = SyncClient(self._transport)
+        self._tls = {"tls_ca_cert": ca} if ca else {"tls_include_system_certs": True}
+        self._transport: Any = None
+        self._http: Any = None
+        if not asynchronous:  # every call of the blocking client goes through it
+            self._pyqwest()
         self._stubs: dict[tuple[str, str], Any] = {}
         self._pools: dict[str, Http1Pool] = {}  # the asyncio client's unary calls, per node
         self._ssl: ssl.SSLContext | None = None  # made on the first https:// pool
@@ -336,7 +340,7 @@ class ConnectDoors:
         if stub is None:
             if self._async:
                 make = kv_connect.KVClient if service == "kv" else cluster_connect.ClusterClient
-                stub = AsyncStub(self._client(make, url), self._unary(url, service))
+                stub = AsyncStub(partial(self._client, make, url), self._unary(url, service))
             else:
                 make = (
                     kv_connect.KVClientSync
@@ -359,21 +363,37 @@ class ConnectDoors:
             pool = self._pools[url] = Http1Pool(url, self._ssl, READ_MAX_BYTES)
         return ConnectUnary(pool, _SERVICES[service])
 
+    def _pyqwest(self) -> Any:
+        """The pyqwest client, made on first use: the asyncio client may never need it,
+        and making one costs ~250 ms (it loads the system's CA certificates)."""
+        if self._http is None:
+            if self._async:
+                self._transport = HTTPTransport(**self._tls)
+                self._http = HttpClient(self._transport)
+            else:
+                self._transport = SyncHTTPTransport(**self._tls)
+                self._http = SyncClient(self._transport)
+        return self._http
+
     def _client(self, make: Callable[..., Any], url: str) -> Any:
         # No request compression: most requests are a key and a small value.
         return make(
-            url.rstrip("/"), http_client=self._http, send_compression=None,
+            url.rstrip("/"), http_client=self._pyqwest(), send_compression=None,
             read_max_bytes=READ_MAX_BYTES,
         )  # fmt: skip
 
     def close(self) -> Any:
-        """Close the HTTP pool, like a channel of the SDK client's kind: an
+        """Close the HTTP pools, like a channel of the SDK client's kind: an
         awaitable for the asyncio client, done at once for the blocking one."""
         self._stubs.clear()
         if self._async:
             for pool in self._pools.values():
                 pool.close()
             self._pools.clear()
-            return self._transport.aclose()
+            return self._aclose_pyqwest()
         self._transport.close()
         return None
+
+    async def _aclose_pyqwest(self) -> None:
+        if self._transport is not None:
+            await self._transport.aclose()

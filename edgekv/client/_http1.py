@@ -159,8 +159,10 @@ class _Connection(asyncio.Protocol):
         self._pool.release(self)
         return response
 
-    def close(self) -> None:
-        """Close for good (idempotent); a request still waiting fails."""
+    def close(self, error: ConnectError | None = None) -> None:
+        """Close for good (idempotent); a request still waiting fails (with ``error``)."""
+        if error is not None:
+            self._fail(error)
         self.closed = True
         if self._peek is not None:  # first: the duplicate would hold the connection open
             self._peek.close()
@@ -368,10 +370,12 @@ class Http1Pool:
             ) from None
 
     def close(self) -> None:
-        """Close every connection, idle or busy (a busy call fails with UNAVAILABLE)."""
+        """Close every connection, idle or busy (a busy call fails CANCELED, as on a
+        closed grpc.aio channel); later calls fail UNAVAILABLE, never sent."""
         self._closed = True
+        closing = ConnectError(Code.CANCELED, "the client was closed during the call")
         for conn in list(self._open):
-            conn.close()
+            conn.close(closing)
         self._idle.clear()
 
     # -- connections -----------------------------------------------------------------

@@ -416,6 +416,30 @@ def test_close_ends_idle_connections_and_later_calls(run: Runner, serve: Any) ->
     assert server.eofs == 1
 
 
+def test_close_cancels_a_call_in_flight(run: Runner, serve: Any) -> None:
+    started = threading.Event()
+
+    def answer(n: int, conn: socket.socket) -> Any:
+        started.set()
+        conn.settimeout(5)
+        conn.recv(1)  # until the client closes its end
+        return CLOSE
+
+    server = serve(answer)
+
+    async def scenario() -> None:
+        pool = Http1Pool(server.url, None, 1000)
+        call = asyncio.ensure_future(pool.post(request(), 5, True))
+        await asyncio.to_thread(started.wait, 5)
+        pool.close()
+        with pytest.raises(ConnectError) as exc:
+            await call
+        assert exc.value.code is Code.CANCELED
+
+    run(scenario)
+    assert len(server.requests) == 1  # a read, not sent again after close
+
+
 # -- the Connect unary protocol over the pool (ConnectUnary) -------------------------------
 
 
