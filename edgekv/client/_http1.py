@@ -33,9 +33,9 @@ Failures raise connectrpc's ``ConnectError`` with the code connectrpc's own
 client gives the same failure: UNAVAILABLE when no connection could be made
 (the message starts with ``NOT_CONNECTED``: the call never left) or the
 connection failed or broke, DEADLINE_EXCEEDED when the deadline passed,
-RESOURCE_EXHAUSTED for a response over a limit. Cancelling the calling task
-cancels the call (CancelledError, as with grpc.aio). Not thread-safe: one
-event loop uses a pool.
+RESOURCE_EXHAUSTED for a response over a limit, CANCELED for a call in flight
+when the pool is closed. Cancelling the calling task cancels the call
+(CancelledError, as with grpc.aio). Not thread-safe: one event loop uses a pool.
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
 MAX_HEAD_BYTES = 64 * 1024  # status line and header lines of one response
-IDLE_EXPIRY_S = 15.0  # under every common server keep-alive timeout but uvicorn's 5 s default
+# Below the node's keep-alive (75 s) and common proxies' (60-75 s); a server that closes
+# sooner (uvicorn's and Node's 5 s defaults) is caught by the peek before reuse.
+IDLE_EXPIRY_S = 15.0
 MAX_IDLE = 32  # idle connections kept per origin
 # How a failure to make a connection starts its message (edgekv.errors.never_sent).
 NOT_CONNECTED = "cannot connect over HTTP/1.1"
@@ -321,7 +323,6 @@ class Http1Pool:
 
     def __init__(self, url: str, ssl_context: ssl.SSLContext | None, read_max_bytes: int) -> None:
         parts = urlsplit(url.rstrip("/"))
-        self.origin = f"{parts.scheme}://{parts.netloc}"
         self.host = parts.netloc  # the Host header
         default_port = 443 if parts.scheme == "https" else 80
         self._address = (parts.hostname or "", parts.port or default_port)
@@ -406,9 +407,10 @@ class Http1Pool:
                 )  # fmt: skip
         except TimeoutError:
             raise ConnectError(
-                Code.DEADLINE_EXCEEDED, f"no connection to {self.origin} before the call's deadline"
+                Code.DEADLINE_EXCEEDED, "no connection before the call's deadline"
             ) from None
-        except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
+        # Refused, unreachable, DNS, TLS (ssl.SSLError is an OSError), a host name IDNA refuses.
+        except (OSError, UnicodeError) as exc:
             raise ConnectError(Code.UNAVAILABLE, f"{NOT_CONNECTED}: {exc}") from None
         return conn
 
