@@ -162,7 +162,10 @@ class ConnectUnary:
 
     def method(self, name: str) -> Callable[..., Awaitable[Any]]:
         """``unary(request, timeout=None, metadata=None)`` for method ``name``."""
-        output = GetMessageClass(self._service.methods_by_name[name].output_type)
+        method = self._service.methods_by_name.get(name)
+        if method is None or method.client_streaming or method.server_streaming:
+            raise AttributeError(f"{self._service.full_name} has no unary method {name!r}")
+        output = GetMessageClass(method.output_type)
         start = f"POST /{self._service.full_name}/{name} HTTP/1.1\r\nhost: {self._pool.host}\r\n"
         resend_safe = name in _RESEND_SAFE
         pool = self._pool

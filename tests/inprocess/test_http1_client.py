@@ -407,7 +407,7 @@ def test_close_ends_idle_connections_and_later_calls(run: Runner, serve: Any) ->
         with pytest.raises(ConnectError) as exc:
             await pool.post(request(), 5, False)
         assert exc.value.message.startswith(NOT_CONNECTED)
-        for _ in range(100):
+        for _ in range(500):  # the server's thread sees the end of stream
             if server.eofs:
                 break
             await asyncio.sleep(0.01)

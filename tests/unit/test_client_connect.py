@@ -8,8 +8,8 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
 from edgekv.client._codec import error_from_rpc
-from edgekv.client._connect import ConnectRpcError, _method_name, is_url
-from edgekv.client._http1 import NOT_CONNECTED, NOT_HTTP1, proxy_applies
+from edgekv.client._connect import _SERVICES, ConnectRpcError, ConnectUnary, _method_name, is_url
+from edgekv.client._http1 import NOT_CONNECTED, NOT_HTTP1, Http1Pool, proxy_applies
 from edgekv.client.discovery import Topology
 from edgekv.errors import Unavailable, never_sent
 from edgekv.v1 import cluster_pb2
@@ -129,3 +129,11 @@ def test_a_proxy_of_the_environment_keeps_the_url_on_pyqwest(
     monkeypatch.setenv("NO_PROXY", "10.0.0.1")
     assert proxy_applies("http://10.0.0.2:8101")
     assert not proxy_applies("http://10.0.0.1:8101")
+
+
+def test_only_unary_methods_go_through_the_http1_pool() -> None:
+    unary = ConnectUnary(Http1Pool("http://h:1", None, 1), _SERVICES["kv"])
+    assert callable(unary.method("Get"))
+    for name in ("Watch", "Stream", "Nothing"):
+        with pytest.raises(AttributeError, match=name):
+            unary.method(name)
