@@ -72,11 +72,7 @@ Response = tuple[int, bytes, bytes, bytes]
 
 
 class _Failure(Exception):
-    """Raised from a parser callback to stop parsing; carries the error for the call."""
-
-    def __init__(self, error: ConnectError) -> None:
-        super().__init__(error.message)
-        self.error = error
+    """Raised from a parser callback to stop parsing (the call's error is ``_failure``)."""
 
 
 class _Stale(Exception):
@@ -291,7 +287,7 @@ class _Connection(asyncio.Protocol):
 
     def _stop(self, error: ConnectError) -> _Failure:
         self._failure = error
-        return _Failure(error)
+        return _Failure(error.message)
 
     def _fail_with(self, message: str) -> None:
         self._fail(ConnectError(Code.UNAVAILABLE, message))
