@@ -193,7 +193,11 @@ def http_status_for(exc: EdgeKVError) -> int:
 # subchannel could connect (connection refused, unreachable, handshake failed),
 # and the HTTP client's under the SDK's http(s):// endpoints (pyqwest: the
 # connection, TCP or TLS, could not be made).
-_NOT_CONNECTED = ("failed to connect to all addresses", "client error (Connect)")
+_NOT_CONNECTED = (
+    "failed to connect to all addresses",
+    "client error (Connect)",
+    "cannot connect over HTTP/1.1",  # client/_http1.py (the asyncio SDK's unary calls)
+)
 
 
 def never_sent(code: grpc.StatusCode, details: str | None) -> bool:

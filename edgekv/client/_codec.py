@@ -268,13 +268,14 @@ _LARGER_THAN_MAX = re.compile(
     r"(?P<server>SERVER: )?(?P<way>Received|Sent) message larger than max "
     r"\((?P<size>\d+) vs\. (?P<limit>\d+)\)"
 )
-# What BoringSSL says when the node's certificate does not chain to the CA given.
+# What BoringSSL (gRPC), Python's ssl (client/_http1.py) and rustls (pyqwest) say when the
+# node's certificate does not chain to the CA given, then when it names other hosts.
 _WRONG_CA = (
-    "CERTIFICATE_VERIFY_FAILED",
-    "certificate verify failed",
-    "certificate signature failure",
-    "unable to get local issuer certificate",
-)
+    "CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "certificate signature failure",
+    "unable to get local issuer certificate", "invalid peer certificate: BadSignature",
+    "invalid peer certificate: UnknownIssuer",
+)  # fmt: skip
+_WRONG_HOST = ("is not in peer certificate", "certificate is not valid for", "NotValidForName")
 _TLS_FIX_PLAINTEXT = (
     "drop --ca-file/$EDGEKV_CA_FILE (tls_ca_file in the SDK), or turn on security.tls on the node"
 )
@@ -332,10 +333,10 @@ def _check_host_port(endpoint: str, address: str, example: str) -> str:
     return endpoint
 
 
-# What the HTTP client says when an http:// endpoint answers in HTTP/2 (a gRPC
-# port sends its SETTINGS frame first): depending on timing, either of these.
-# The HTTP client's words for a port answering with HTTP/2 (a gRPC preface, then a close).
-_NOT_HTTP1 = ("invalid HTTP version", "unexpected message from connection", "was not ready")
+# The HTTP clients' words for a port answering with HTTP/2 (a gRPC preface, then a close):
+# pyqwest's, then client/_http1.py's (NOT_HTTP1).
+_NOT_HTTP1 = ("invalid HTTP version", "unexpected message from connection", "was not ready",
+              "the answer is not HTTP/1.1")  # fmt: skip
 
 
 def _explain(
@@ -383,16 +384,16 @@ def _explain(
                 f"{where}TLS handshake failed: the node does not use TLS (plaintext); "
                 + _TLS_FIX_PLAINTEXT
             )
+        if any(sign in details for sign in _WRONG_HOST):  # before _WRONG_CA: Python's
+            return Unavailable, (  # words for it start as those of a wrong CA
+                f"{where}TLS handshake failed: the node's certificate does not name the host "
+                "you dialled; connect with a host name or IP it lists, or reissue it with "
+                f"this one (`edgekv certs issue --host`); {details}"
+            )
         if any(sign in details for sign in _WRONG_CA):
             return Unavailable, (
                 f"{where}TLS handshake failed: the node's certificate is not signed by the "
                 f"given CA; {_TLS_FIX_SECURE}"
-            )
-        if "is not in peer certificate" in details:
-            return Unavailable, (
-                f"{where}TLS handshake failed: the node's certificate does not name the host "
-                "you dialled; connect with a host name or IP it lists, or reissue it with "
-                f"this one (`edgekv certs issue --host`); {details}"
             )
         if "handshake failed" in details.lower():
             return Unavailable, f"{where}TLS handshake failed ({details}); {_TLS_FIX_SECURE}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,9 +19,10 @@ from edgekv import Delete, Put, errors
 from edgekv.client import AsyncClient, Client
 from edgekv.client._testing import FLAVORS, Flavor
 from edgekv.local.cluster import LocalCluster
-from edgekv.local.launcher import free_port, write_cluster_file
+from edgekv.local.launcher import free_port, running_node, write_cluster_file
 from edgekv.local.wait import wait_until
 from edgekv.server.auth import hash_token
+from edgekv.tls import create_ca, issue_cert
 
 pytestmark = pytest.mark.integration
 
@@ -189,3 +191,57 @@ def test_session_token_and_receipts_over_http(sdk: Flavor, cluster: LocalCluster
         assert reader.session_token == writer.session_token
         keys = [e.key for e in reader.scan(p, consistency="session")]
         assert keys == [(p + "1").encode()]
+
+
+def test_async_unary_calls_keep_one_http1_connection_alive(cluster: LocalCluster) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(url(cluster, "iad-1"), token=TOKEN, discover=False) as client:
+            for i in range(20):
+                await client.put(f"alive/{i}", b"v")
+                assert await client.get(f"alive/{i}") is not None
+            pools = client._connect_doors()._pools
+            assert list(pools) == [url(cluster, "iad-1")]
+            assert len(pools[url(cluster, "iad-1")]._open) == 1
+
+    asyncio.run(scenario())
+
+
+@pytest.fixture(scope="module")
+def tls_door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A node with TLS on its HTTP door: (its https:// URL, the directory of its CA)."""
+    tmp_path = tmp_path_factory.mktemp("sdk-https")
+    pki = tmp_path / "pki"
+    create_ca(pki)
+    issue_cert(pki, "node-1", ["127.0.0.1"])
+    tls = {
+        "ca_file": str(pki / "ca.pem"),
+        "cert_file": str(pki / "{node}.pem"),
+        "key_file": str(pki / "{node}-key.pem"),
+    }
+    path = write_cluster_file(
+        tmp_path, extra={"security": {"tls": tls, "auth": {"mode": "disabled"}}}, http=True
+    )
+    with running_node(path, "node-1") as node:
+        yield f"https://{node.http_endpoint}", pki
+
+
+def test_every_call_over_https_with_the_clusters_ca(
+    sdk: Flavor, tls_door: tuple[str, Path], tmp_path: Path
+) -> None:
+    door, pki = tls_door
+    with sdk.client(door, tls_ca_file=str(pki / "ca.pem")) as client:
+        assert client.put(f"{sdk.name}/tls/k", "v").served_by == "node-1"
+        entry = client.get(f"{sdk.name}/tls/k")
+        assert entry is not None and entry.value == b"v"
+        assert client.status().node_id == "node-1"
+    other = tmp_path / "other-ca"
+    create_ca(other)
+    strange = sdk.client(door, tls_ca_file=str(other / "ca.pem"), discover=False, timeout_s=2)
+    with strange, pytest.raises(edgekv.Unavailable, match="not signed by the given CA"):
+        strange.put("tls/k", "v")
+    plain = door.replace("https://", "http://")
+    with (
+        sdk.client(plain, discover=False, timeout_s=2) as c,
+        pytest.raises(edgekv.Unavailable, match=plain),
+    ):
+        c.get("tls/k")

@@ -8,7 +8,8 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
 from edgekv.client._codec import error_from_rpc
-from edgekv.client._connect import ConnectRpcError, _method_name, is_url
+from edgekv.client._connect import _SERVICES, ConnectRpcError, ConnectUnary, _method_name, is_url
+from edgekv.client._http1 import NOT_CONNECTED, NOT_HTTP1, Http1Pool, proxy_applies
 from edgekv.client.discovery import Topology
 from edgekv.errors import Unavailable, never_sent
 from edgekv.v1 import cluster_pb2
@@ -75,3 +76,64 @@ def test_an_http_endpoint_that_answers_in_http2_is_named_a_grpc_port(said: str) 
     assert isinstance(error, Unavailable)
     assert "http://h:1: this port does not speak HTTP/1.1" in str(error)
     assert "(http_listen)" in str(error)
+
+
+@pytest.mark.parametrize(
+    "said",
+    ["cannot connect over HTTP/1.1: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
+     "IP address mismatch, certificate is not valid for '10.0.0.1'. (_ssl.c:1006)",
+     "client error (Connect): invalid peer certificate: NotValidForName"],
+)  # fmt: skip
+def test_a_certificate_for_other_hosts_is_named_so_not_a_wrong_ca(said: str) -> None:
+    error = error_from_rpc(ConnectRpcError(ConnectError(Code.UNAVAILABLE, said)), "https://h:1")
+    assert isinstance(error, Unavailable)
+    assert "does not name the host you dialled" in str(error)
+    assert "not signed by the given CA" not in str(error)
+
+
+@pytest.mark.parametrize(
+    "said",
+    ["cannot connect over HTTP/1.1: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
+     "unable to get local issuer certificate (_ssl.c:1006)",
+     "client error (Connect): invalid peer certificate: BadSignature",
+     "client error (Connect): invalid peer certificate: UnknownIssuer"],
+)  # fmt: skip
+def test_a_certificate_from_another_ca_is_named_so_on_both_http_clients(said: str) -> None:
+    error = error_from_rpc(ConnectRpcError(ConnectError(Code.UNAVAILABLE, said)), "https://h:1")
+    assert "https://h:1: TLS handshake failed: the node's certificate is not signed by the " in (
+        str(error)
+    )
+
+
+def test_the_asyncio_transports_words_for_never_sent_and_not_http1() -> None:
+    refused = f"{NOT_CONNECTED}: [Errno 111] Connect call failed ('127.0.0.1', 1)"
+    assert never_sent(grpc.StatusCode.UNAVAILABLE, refused)
+    lost = "the connection closed in the middle of the response"
+    assert not never_sent(grpc.StatusCode.UNAVAILABLE, lost)
+    said = f"{NOT_HTTP1} (Expected HTTP/, RTSP/ or ICE/): b'\\x00\\x00\\x18\\x04'"
+    error = error_from_rpc(ConnectRpcError(ConnectError(Code.UNAVAILABLE, said)), "http://h:1")
+    assert "http://h:1: this port does not speak HTTP/1.1" in str(error)
+
+
+def test_a_proxy_of_the_environment_keeps_the_url_on_pyqwest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    assert not proxy_applies("http://10.0.0.1:8101")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert proxy_applies("https://edge.example.com:443")
+    assert not proxy_applies("http://10.0.0.1:8101")
+    monkeypatch.setenv("ALL_PROXY", "http://proxy:3128")
+    monkeypatch.setenv("NO_PROXY", "10.0.0.1")
+    assert proxy_applies("http://10.0.0.2:8101")
+    assert not proxy_applies("http://10.0.0.1:8101")
+
+
+def test_only_unary_methods_go_through_the_http1_pool() -> None:
+    unary = ConnectUnary(Http1Pool("http://h:1", None, 1), _SERVICES["kv"])
+    assert callable(unary.method("Get"))
+    for name in ("Watch", "Stream", "Nothing"):
+        with pytest.raises(AttributeError, match=name):
+            unary.method(name)
