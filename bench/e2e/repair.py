@@ -65,7 +65,7 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def scrape(address: str, prefix: str) -> dict[str, float]:
+def scrape(address: str, prefix: str | tuple[str, ...]) -> dict[str, float]:
     """Samples of the metrics named ``prefix``... at a node's ``metrics_listen`` address."""
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as answer:
         text = answer.read().decode()
@@ -233,16 +233,22 @@ def split_by_pauses(
 def report_traffic(metrics_at: dict[str, str], total_mb: float) -> None:
     """What anti-entropy moved through each node (a record sent twice counts twice)."""
     for node_id, address in metrics_at.items():
-        got = scrape(address, "edgekv_antientropy_")
+        got = scrape(address, ("edgekv_antientropy_", "edgekv_event_loop_"))
         records = ", ".join(
             f"{name.split('{')[1][:-1]} {value:.0f}"
             for name, value in got.items()
             if name.startswith("edgekv_antientropy_repaired_records_total")
         )
+        probes = got.get("edgekv_event_loop_probes_total", 0.0)
+        late = got.get("edgekv_event_loop_late_probes_total", 0.0)
         print(
             f"  {node_id}: anti-entropy moved {got['edgekv_antientropy_bytes_total'] / 1e6:.0f} MB "
             f"for {total_mb:.0f} MB of data, waited "
-            f"{got['edgekv_antientropy_paced_seconds_total']:.1f} s for its pace; {records}"
+            f"{got['edgekv_antientropy_paced_seconds_total']:.1f} s for its pace; {records}\n"
+            f"    pace cut {got.get('edgekv_antientropy_pace_cuts_total', 0):.0f} times, now "
+            f"{got.get('edgekv_antientropy_pace_bytes_per_second', 0) / 1e6:.1f} MB/s; "
+            f"event loop late in {late:.0f} of {probes:.0f} probes "
+            f"({100 * late / max(probes, 1):.1f}%)"
         )
 
 

@@ -18,6 +18,17 @@ thread contending for the GIL (with the loop and gRPC's poller) and a hand-off
 per batch. Small batches applied inline hold the loop ~0.15 ms each (one 24 KiB
 value) and at most ~0.6 ms (32 records of 100 bytes), and a read waiting for the
 loop runs between two of them.
+
+The slices of one page are also spread over the time the pace gives the page
+(``spread``), not applied back to back as soon as the bucket holds their bytes.
+A page of ten 24 KiB values applied in one burst kept the loop (and the core)
+busy 2-3 ms at a time, about 30 times a second (measured with ``perf sched``:
+the node's main thread ran 2-10 ms without a break), and every step of a read
+in progress (gRPC's threads hand each one to the loop and back about three
+times) waited for it: read p99 at a node repaired at 16 MiB/s was 4-5x idle.
+Spread, the loop idles between slices and gRPC's threads run: at 8.4 MB/s,
+read p99 came to 1.5x the reads in the repair's pauses (bench/e2e/repair.py).
+The rate itself follows how late the node's event loop runs (pacecontrol.py).
 """
 
 from __future__ import annotations
@@ -43,6 +54,12 @@ APPLY_SLICE_RECORDS = 32
 # about 6,000 of them): listings write nothing, and smaller pages cost round
 # trips (64 KiB pages made a sync of 1,000,000 small keys ~6x more of them).
 LISTING_SLICE_BYTES = 256 * 1024
+# How much faster than the pace the slices of one page may be applied: each
+# slice is followed by a pause of its bytes at APPLY_SPREAD x the pace (0.7 ms
+# for 24 KiB at 16 MiB/s; uvloop's timers round it to 1 ms), so the bucket,
+# not the spreading, sets the average rate, and the loop is never busy with a
+# whole page at once.
+APPLY_SPREAD = 2.0
 
 
 class RepairPacer:
@@ -96,26 +113,41 @@ class RepairPacer:
         self.waited_s_total += delay
         return delay
 
+    def set_rate(self, bytes_per_s: int) -> None:
+        """Pace at ``bytes_per_s`` from now on (what the bucket gained so far, at the old rate)."""
+        if bytes_per_s < 1:
+            raise ValueError(f"pacing needs a positive rate, got {bytes_per_s}")
+        self.reserve(0)  # refill up to now at the old rate
+        self.bytes_per_s = bytes_per_s
+
     async def pace(self, n: int) -> None:
         """Wait until ``n`` more bytes may move (at once when the bucket holds them)."""
         delay = self.reserve(n)
         if delay > 0:
             await self._sleep(delay)
 
+    async def spread(self, n: int) -> None:
+        """Pause after applying ``n`` bytes: ``n`` at APPLY_SPREAD x the pace (see above)."""
+        delay = n / (self.bytes_per_s * APPLY_SPREAD)
+        self.waited_s_total += delay
+        await self._sleep(delay)
+
 
 async def apply_paced(
     pacer: RepairPacer, apply: Callable[[list[Record]], int], records: list[Record]
 ) -> int:
-    """``apply`` ``records`` in small slices, each paced, yielding to the loop between them.
+    """``apply`` ``records`` in small slices, each paced, pausing between them.
 
     Slices hold at most APPLY_SLICE_BYTES and APPLY_SLICE_RECORDS (a larger
-    record goes alone). Returns the sum of what ``apply`` returned (records
-    that changed data). Each slice is its own batch: anti-entropy repairs key by
-    key anyway.
+    record goes alone); after each, the loop is left to other work for a
+    time in proportion to its bytes (``RepairPacer.spread``). Returns the sum
+    of what ``apply`` returned (records that changed data). Each slice is its
+    own batch: anti-entropy repairs key by key anyway.
     """
     applied = 0
     for batch in record_batches(records, APPLY_SLICE_BYTES, APPLY_SLICE_RECORDS):
-        await pacer.pace(sum(record_cost(key, record) for key, record in batch))
+        cost = sum(record_cost(key, record) for key, record in batch)
+        await pacer.pace(cost)
         applied += apply(batch)
-        await asyncio.sleep(0)  # reads that arrived meanwhile go before the next slice
+        await pacer.spread(cost)  # reads that arrived meanwhile go before the next slice
     return applied
