@@ -109,7 +109,15 @@ class PaceController:
         return self.pacer.bytes_per_s
 
     def observe(self, lag_s: float) -> None:
-        """One probe came ``lag_s`` late; decides the window when it is over."""
+        """One probe came ``lag_s`` late; decides the window when it is over.
+
+        A probe later than a whole window starts a new window, undecided: no
+        slice of repair holds the loop that long, so the process was stopped
+        (SIGSTOP, a paused VM), and halving the pace would not have helped.
+        """
+        if lag_s > self.window_s:
+            self._window_start, self._probes, self._late = self._clock(), 0, 0
+            return
         self._probes += 1
         self.probes_total += 1
         if lag_s > self.lag_target_s:

@@ -54,11 +54,12 @@ APPLY_SLICE_RECORDS = 32
 # about 6,000 of them): listings write nothing, and smaller pages cost round
 # trips (64 KiB pages made a sync of 1,000,000 small keys ~6x more of them).
 LISTING_SLICE_BYTES = 256 * 1024
-# How much faster than the pace the slices of one page may be applied: each
-# slice is followed by a pause of its bytes at APPLY_SPREAD x the pace (0.7 ms
-# for 24 KiB at 16 MiB/s; uvloop's timers round it to 1 ms), so the bucket,
-# not the spreading, sets the average rate, and the loop is never busy with a
-# whole page at once.
+# How much faster than the pace the slices of one page may be applied: applied
+# slices are metered by a second bucket, at APPLY_SPREAD x the pace and holding
+# at most one slice, so each is followed by a pause of about its bytes at that
+# rate (0.7 ms for 24 KiB at 16 MiB/s). The first bucket, not the spreading, sets
+# the average rate; the loop is never busy with a whole page at once; and a pause
+# that ran long (uvloop's timers count whole milliseconds) shortens the next.
 APPLY_SPREAD = 2.0
 
 
@@ -75,7 +76,8 @@ class RepairPacer:
     """
 
     __slots__ = (
-        "_clock", "_last", "_sleep", "_tokens", "burst_bytes", "bytes_per_s",
+        "_clock", "_last", "_sleep", "_spread_last", "_spread_tokens", "_tokens", "burst_bytes",
+        "bytes_per_s",
         "bytes_total", "waited_s_total",
     )  # fmt: skip
 
@@ -95,6 +97,9 @@ class RepairPacer:
         self._sleep = sleep
         self._last = clock()
         self._tokens = float(burst_bytes)  # may go negative: the debt of reservations ahead
+        # The spreading bucket (APPLY_SPREAD): starts empty, holds at most one slice.
+        self._spread_tokens = 0.0
+        self._spread_last = self._last
         self.bytes_total = 0  # bytes reserved since start (metrics)
         self.waited_s_total = 0.0  # seconds callers were told to wait (metrics)
 
@@ -127,10 +132,17 @@ class RepairPacer:
             await self._sleep(delay)
 
     async def spread(self, n: int) -> None:
-        """Pause after applying ``n`` bytes: ``n`` at APPLY_SPREAD x the pace (see above)."""
-        delay = n / (self.bytes_per_s * APPLY_SPREAD)
-        self.waited_s_total += delay
-        await self._sleep(delay)
+        """Pause after applying ``n`` bytes: until the spreading bucket, at APPLY_SPREAD x
+        the pace, has paid for them (see above)."""
+        now = self._clock()
+        rate = self.bytes_per_s * APPLY_SPREAD
+        refill = (now - self._spread_last) * rate
+        self._spread_tokens = min(float(APPLY_SLICE_BYTES), self._spread_tokens + refill) - n
+        self._spread_last = now
+        if self._spread_tokens < 0:
+            delay = -self._spread_tokens / rate
+            self.waited_s_total += delay
+            await self._sleep(delay)
 
 
 async def apply_paced(

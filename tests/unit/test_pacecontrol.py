@@ -108,14 +108,28 @@ def test_good_windows_raise_the_pace_slowly_back_to_the_maximum(clock: FakeClock
 
 
 def test_one_long_stall_is_one_late_probe_not_a_cut(clock: FakeClock) -> None:
-    """A GC pause or the process stopped for 0.7 s: one probe comes very late, and the
-    window waits for MIN_PROBES before it is decided."""
+    """A GC pause of 0.3 s: one probe comes very late, and the window waits for
+    MIN_PROBES before it is decided."""
     pace = controller_at(clock)
     window(clock, pace, late=0)
-    clock.now += 0.7
-    pace.observe(0.7)
+    clock.now += 0.3
+    pace.observe(0.3)
     window(clock, pace, late=0)
     assert pace.bytes_per_s == MAX and pace.cuts_total == 0 and pace.late_probes_total == 1
+
+
+def test_a_probe_later_than_a_window_starts_a_new_window_undecided(clock: FakeClock) -> None:
+    """The process was stopped (SIGSTOP, a paused VM): not a reason to cut, nor to raise."""
+    pace = controller_at(clock)
+    window(clock, pace, late=PROBES)  # cut once
+    for i in range(PROBES - 1):
+        clock.now += WINDOW_S / PROBES
+        pace.observe(0.005 if i < 5 else 0.0)  # 5 late: would cut at the window's end
+    clock.now += 2.0
+    pace.observe(2.0)  # stopped for 2 s: the window is dropped
+    assert pace.bytes_per_s == int(MAX * CUT_FACTOR) and pace.cuts_total == 1
+    window(clock, pace, late=0)
+    assert pace.bytes_per_s == int(MAX * CUT_FACTOR) + int(MAX * RAISE_FRACTION)
 
 
 def test_a_loop_late_all_the_time_cuts_within_min_probes(clock: FakeClock) -> None:

@@ -137,9 +137,11 @@ async def test_apply_paced_applies_every_record_in_slices_at_the_pace(clock: Fak
     assert slices[-1] == [records[-1]] and len(slices) >= 100
     total = sum(record_cost(k, r) for k, r in records)
     assert pacer.bytes_total == total
-    # Everything past the first burst waited at 1 MiB/s, and the last slice's pause.
+    # Everything past the first burst waited at 1 MiB/s, and the last slice's pause: its
+    # bytes at twice the pace, less the one slice the spreading bucket saved meanwhile.
     last = sum(record_cost(k, r) for k, r in slices[-1])
-    assert sum(clock.slept) == pytest.approx((total - SLICE_BYTES) / MIB + last / (2 * MIB))
+    spread = (last - APPLY_SLICE_BYTES) / (APPLY_SPREAD * MIB)
+    assert sum(clock.slept) == pytest.approx((total - SLICE_BYTES) / MIB + spread)
 
 
 async def test_apply_paced_cuts_small_records_into_short_slices_and_yields(
@@ -192,6 +194,33 @@ async def test_apply_paced_spreads_a_page_over_its_time_at_the_pace(clock: FakeC
     assert all(gap == pytest.approx(cost / (APPLY_SPREAD * rate)) for gap in gaps)
     # Spread over half the time the pace gives the page: the bucket still sets the rate.
     assert applied_at[-1] - applied_at[0] >= 9 * cost / (2 * rate) - 1e-9
+
+
+async def test_a_pause_that_ran_long_shortens_the_next(clock: FakeClock) -> None:
+    """uvloop wakes a 0.7 ms sleep 1-2 ms later: the spreading bucket keeps what the
+    pause gained (up to one slice), so the page still goes at twice the pace on average."""
+    rate = 16 * MIB
+    records = [(b"k%04d" % i, b"v" * 24 * 1024) for i in range(10)]
+    cost = record_cost(*records[0])
+    late_by = 0.0005
+
+    async def late_sleep(seconds: float) -> None:
+        await clock.sleep(seconds + late_by)
+
+    pacer = RepairPacer(rate, burst_bytes=SLICE_BYTES, clock=clock, sleep=late_sleep)
+    applied_at: list[float] = []
+
+    def apply(batch: list[tuple[bytes, bytes]]) -> int:
+        applied_at.append(clock.now)
+        return len(batch)
+
+    await apply_paced(pacer, apply, records)
+    gaps = [b - a for a, b in itertools.pairwise(applied_at)]
+    # After a pause 0.5 ms too long, the next one is 0.5 ms shorter (then late again).
+    nominal = cost / (APPLY_SPREAD * rate)
+    assert gaps[0] == pytest.approx(nominal + late_by)
+    assert gaps[1] == pytest.approx(nominal)
+    assert applied_at[-1] - applied_at[0] <= 9 * nominal + late_by + 1e-9
 
 
 def test_set_rate_keeps_what_the_bucket_gained_at_the_old_rate(clock: FakeClock) -> None:
