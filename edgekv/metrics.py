@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from edgekv.server.call_metrics import CallMetrics, MethodStats
+from edgekv.server.repair_metrics import repair_families
 from edgekv.server.view import NodeView
 
 # Latency buckets from 100 µs (a local read) to 10 s (a forwarded call on a bad day).
@@ -272,35 +273,7 @@ class _NodeStateExporter(Collector):
             reachable.add_metric([peer.peer_id], 1.0 if peer.reachable else 0.0)
             rtt.add_metric([peer.peer_id], peer.rtt_ms / 1000.0)
         yield from (reachable, rtt)
-        repairs = CounterMetricFamily(
-            "edgekv_antientropy_repaired_records",
-            "Records anti-entropy pulled from or pushed to a peer.", labels=["peer", "direction"],
-        )  # fmt: skip
-        syncs = CounterMetricFamily(
-            "edgekv_antientropy_syncs", "Completed anti-entropy syncs with a peer.", labels=["peer"]
-        )
-        synced_from = GaugeMetricFamily(
-            "edgekv_antientropy_synced_from_timestamp_seconds",
-            "Start of the last complete anti-entropy sync with a peer (0: none since start).",
-            labels=["peer"],
-        )  # fmt: skip
-        for peer in peers:
-            repairs.add_metric([peer.peer_id, "pulled"], peer.pulled_total)
-            repairs.add_metric([peer.peer_id, "pushed"], peer.pushed_total)
-            syncs.add_metric([peer.peer_id], peer.syncs)
-            synced_from.add_metric([peer.peer_id], peer.synced_from_ms / 1000.0)
-        yield from (repairs, syncs, synced_from)
-        pacing = view.repair_pacing()
-        yield CounterMetricFamily(
-            "edgekv_antientropy_bytes", "Listing and record bytes anti-entropy moved through "
-            "this node, in and out (paced at replication.antientropy_bytes_per_s).",
-            value=pacing.bytes_total,
-        )  # fmt: skip
-        yield CounterMetricFamily(
-            "edgekv_antientropy_paced_seconds",
-            "Time anti-entropy work waited for its byte budget (pacing a repair).",
-            value=pacing.waited_s_total,
-        )  # fmt: skip
+        yield from repair_families(peers, view.repair_pacing())  # server/repair_metrics.py
         gc = view.collector_stats()
         yield CounterMetricFamily(
             "edgekv_gc_collected_records",

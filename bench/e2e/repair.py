@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python -m bench.e2e.repair [--keys 100000] [--value-bytes 24576] [--samples 5000]
      [--antientropy-bytes-per-s N]  (default: the cluster file's default pace)
+     [--antientropy-min-bytes-per-s N]  (the pace again: a fixed pace, as before it yielded)
 
 Two nodes on loopback. Their data directories are filled offline: fra-1 holds
 --keys keys of --value-bytes each (its log trimmed, so only anti-entropy can
@@ -65,7 +66,7 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def scrape(address: str, prefix: str) -> dict[str, float]:
+def scrape(address: str, prefix: str | tuple[str, ...]) -> dict[str, float]:
     """Samples of the metrics named ``prefix``... at a node's ``metrics_listen`` address."""
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as answer:
         text = answer.read().decode()
@@ -233,16 +234,22 @@ def split_by_pauses(
 def report_traffic(metrics_at: dict[str, str], total_mb: float) -> None:
     """What anti-entropy moved through each node (a record sent twice counts twice)."""
     for node_id, address in metrics_at.items():
-        got = scrape(address, "edgekv_antientropy_")
+        got = scrape(address, ("edgekv_antientropy_", "edgekv_event_loop_"))
         records = ", ".join(
             f"{name.split('{')[1][:-1]} {value:.0f}"
             for name, value in got.items()
             if name.startswith("edgekv_antientropy_repaired_records_total")
         )
+        probes = got.get("edgekv_event_loop_probes_total", 0.0)
+        late = got.get("edgekv_event_loop_late_probes_total", 0.0)
         print(
             f"  {node_id}: anti-entropy moved {got['edgekv_antientropy_bytes_total'] / 1e6:.0f} MB "
             f"for {total_mb:.0f} MB of data, waited "
-            f"{got['edgekv_antientropy_paced_seconds_total']:.1f} s for its pace; {records}"
+            f"{got['edgekv_antientropy_paced_seconds_total']:.1f} s for its pace; {records}\n"
+            f"    pace cut {got.get('edgekv_antientropy_pace_cuts_total', 0):.0f} times, now "
+            f"{got.get('edgekv_antientropy_pace_bytes_per_second', 0) / 1e6:.1f} MB/s; "
+            f"event loop late in {late:.0f} of {probes:.0f} probes "
+            f"({100 * late / max(probes, 1):.1f}%)"
         )
 
 
@@ -256,6 +263,11 @@ def main() -> None:
         help="stop fra-1 for 0.6 s every S s of the repair, and compare reads in those pauses "
         "with reads while it repairs, interleaved (the ratio then hardly moves with the load)",
     )  # fmt: skip
+    parser.add_argument(
+        "--antientropy-min-bytes-per-s", type=int, default=None,
+        help="replication.antientropy_min_bytes_per_s, the floor of the yielding pace "
+        "(the pace given: a fixed pace; default: the cluster file's default)",
+    )  # fmt: skip
     parser.add_argument("--read-from", help=argparse.SUPPRESS)  # the reader process
     parser.add_argument(
         "--antientropy-bytes-per-s", type=int, default=None,
@@ -268,13 +280,16 @@ def main() -> None:
     replication = {"antientropy_interval_s": 3600, "heartbeat_interval_s": 0.5}
     if args.antientropy_bytes_per_s is not None:
         replication["antientropy_bytes_per_s"] = args.antientropy_bytes_per_s
+    if args.antientropy_min_bytes_per_s is not None:
+        replication["antientropy_min_bytes_per_s"] = args.antientropy_min_bytes_per_s
     total_mb = args.keys * args.value_bytes / 1e6
     pace = args.antientropy_bytes_per_s or DEFAULT_ANTIENTROPY_BYTES_PER_S
     print(
         f"machine: {os.cpu_count()} CPUs; iad-1 on CPU 1, fra-1, the client and the bench "
         f"on CPU 0 (every thread);\n"
         f"repairing {args.keys} keys of {args.value_bytes} bytes ({total_mb:.0f} MB); "
-        f"antientropy_bytes_per_s {pace} ({pace / 1e6:.1f} MB/s)"
+        f"antientropy_bytes_per_s {pace} ({pace / 1e6:.1f} MB/s), "
+        f"antientropy_min_bytes_per_s {args.antientropy_min_bytes_per_s or 'default'}"
     )
     with tempfile.TemporaryDirectory(prefix="edgekv-repair-") as tmp:
         path = write_cluster_file(

@@ -127,6 +127,11 @@ class ReplicationSettings:
     # Bytes per second anti-entropy may move through this node, in and out
     # (replication/pacer.py): reads stay fast while a node is repaired.
     antientropy_bytes_per_s: int = DEFAULT_ANTIENTROPY_BYTES_PER_S
+    # The repair pace yields to foreground work (replication/pacecontrol.py): it
+    # is cut while the event loop runs later than this, never below the floor
+    # (0: an eighth of antientropy_bytes_per_s, at least 1 MiB/s).
+    antientropy_lag_target_ms: int = 2
+    antientropy_min_bytes_per_s: int = 0
     batch_entries: int = 512
     max_inflight_batches: int = 64
     log_trim_interval_s: float = 5.0

@@ -331,6 +331,9 @@ def parse_replication(value: object) -> ReplicationSettings:
     settings = ReplicationSettings(
         **{name: kinds[name](raw, f"replication.{name}") for name, raw in entry.items()}
     )
+    if (floor := settings.antientropy_min_bytes_per_s) > (pace := settings.antientropy_bytes_per_s):
+        where = "replication.antientropy_min_bytes_per_s"
+        raise ConfigError(f"{where}: {floor} is more than antientropy_bytes_per_s ({pace})")
     if settings.tombstone_grace_s < settings.antientropy_interval_s:
         raise ConfigError(
             f"replication.tombstone_grace_s is {settings.tombstone_grace_s:g} s; it must be at "

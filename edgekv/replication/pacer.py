@@ -18,6 +18,17 @@ thread contending for the GIL (with the loop and gRPC's poller) and a hand-off
 per batch. Small batches applied inline hold the loop ~0.15 ms each (one 24 KiB
 value) and at most ~0.6 ms (32 records of 100 bytes), and a read waiting for the
 loop runs between two of them.
+
+The slices of one page are also spread over the time the pace gives the page
+(``spread``), not applied back to back as soon as the bucket holds their bytes.
+A page of ten 24 KiB values applied in one burst kept the loop (and the core)
+busy 2-3 ms at a time, about 30 times a second (measured with ``perf sched``:
+the node's main thread ran 2-10 ms without a break), and every step of a read
+in progress (gRPC's threads hand each one to the loop and back about three
+times) waited for it: read p99 at a node repaired at 16 MiB/s was 4-5x idle.
+Spread, the loop idles between slices and gRPC's threads run: at 8.4 MB/s,
+read p99 came to 1.5x the reads in the repair's pauses (bench/e2e/repair.py).
+The rate itself follows how late the node's event loop runs (pacecontrol.py).
 """
 
 from __future__ import annotations
@@ -43,6 +54,13 @@ APPLY_SLICE_RECORDS = 32
 # about 6,000 of them): listings write nothing, and smaller pages cost round
 # trips (64 KiB pages made a sync of 1,000,000 small keys ~6x more of them).
 LISTING_SLICE_BYTES = 256 * 1024
+# How much faster than the pace the slices of one page may be applied: applied
+# slices are metered by a second bucket, at APPLY_SPREAD x the pace and holding
+# at most one slice, so each is followed by a pause of about its bytes at that
+# rate (0.7 ms for 24 KiB at 16 MiB/s). The first bucket, not the spreading, sets
+# the average rate; the loop is never busy with a whole page at once; and a pause
+# that ran long (uvloop's timers count whole milliseconds) shortens the next.
+APPLY_SPREAD = 2.0
 
 
 class RepairPacer:
@@ -58,7 +76,8 @@ class RepairPacer:
     """
 
     __slots__ = (
-        "_clock", "_last", "_sleep", "_tokens", "burst_bytes", "bytes_per_s",
+        "_clock", "_last", "_sleep", "_spread_last", "_spread_tokens", "_tokens", "burst_bytes",
+        "bytes_per_s",
         "bytes_total", "waited_s_total",
     )  # fmt: skip
 
@@ -78,6 +97,9 @@ class RepairPacer:
         self._sleep = sleep
         self._last = clock()
         self._tokens = float(burst_bytes)  # may go negative: the debt of reservations ahead
+        # The spreading bucket (APPLY_SPREAD): starts empty, holds at most one slice.
+        self._spread_tokens = 0.0
+        self._spread_last = self._last
         self.bytes_total = 0  # bytes reserved since start (metrics)
         self.waited_s_total = 0.0  # seconds callers were told to wait (metrics)
 
@@ -96,26 +118,48 @@ class RepairPacer:
         self.waited_s_total += delay
         return delay
 
+    def set_rate(self, bytes_per_s: int) -> None:
+        """Pace at ``bytes_per_s`` from now on (what the bucket gained so far, at the old rate)."""
+        if bytes_per_s < 1:
+            raise ValueError(f"pacing needs a positive rate, got {bytes_per_s}")
+        self.reserve(0)  # refill up to now at the old rate
+        self.bytes_per_s = bytes_per_s
+
     async def pace(self, n: int) -> None:
         """Wait until ``n`` more bytes may move (at once when the bucket holds them)."""
         delay = self.reserve(n)
         if delay > 0:
             await self._sleep(delay)
 
+    async def spread(self, n: int) -> None:
+        """Pause after applying ``n`` bytes: until the spreading bucket, at APPLY_SPREAD x
+        the pace, has paid for them (see above)."""
+        now = self._clock()
+        rate = self.bytes_per_s * APPLY_SPREAD
+        refill = (now - self._spread_last) * rate
+        self._spread_tokens = min(float(APPLY_SLICE_BYTES), self._spread_tokens + refill) - n
+        self._spread_last = now
+        if self._spread_tokens < 0:
+            delay = -self._spread_tokens / rate
+            self.waited_s_total += delay
+            await self._sleep(delay)
+
 
 async def apply_paced(
     pacer: RepairPacer, apply: Callable[[list[Record]], int], records: list[Record]
 ) -> int:
-    """``apply`` ``records`` in small slices, each paced, yielding to the loop between them.
+    """``apply`` ``records`` in small slices, each paced, pausing between them.
 
     Slices hold at most APPLY_SLICE_BYTES and APPLY_SLICE_RECORDS (a larger
-    record goes alone). Returns the sum of what ``apply`` returned (records
-    that changed data). Each slice is its own batch: anti-entropy repairs key by
-    key anyway.
+    record goes alone); after each, the loop is left to other work for a
+    time in proportion to its bytes (``RepairPacer.spread``). Returns the sum
+    of what ``apply`` returned (records that changed data). Each slice is its
+    own batch: anti-entropy repairs key by key anyway.
     """
     applied = 0
     for batch in record_batches(records, APPLY_SLICE_BYTES, APPLY_SLICE_RECORDS):
-        await pacer.pace(sum(record_cost(key, record) for key, record in batch))
+        cost = sum(record_cost(key, record) for key, record in batch)
+        await pacer.pace(cost)
         applied += apply(batch)
-        await asyncio.sleep(0)  # reads that arrived meanwhile go before the next slice
+        await pacer.spread(cost)  # reads that arrived meanwhile go before the next slice
     return applied

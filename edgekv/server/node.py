@@ -268,7 +268,7 @@ class Node(PeerPlaneStarter):
             limiter=self._limiter,
             http_endpoint=endpoint_of(spec.http_listen, http_port) if http else "",
             http_inflight=(lambda: http.inflight) if http is not None else None,
-            pacer=replication.antientropy.pacer if replication is not None else None,
+            pace=replication.pace if replication is not None else None,
         )
         levels = request_levels(engine, router, config, replication, senders)  # SESSION, receipts
         drain = StreamDrain(spec.id)

@@ -23,6 +23,7 @@ from edgekv.coordinator.levels import new_frontier
 from edgekv.replication.antientropy import AntiEntropy, SyncStats
 from edgekv.replication.changefeed import ChangeFeed
 from edgekv.replication.frontier import AppliedFrontier
+from edgekv.replication.pacecontrol import PaceController, default_floor, run_lag_probe
 from edgekv.replication.refusals import PeerRefusals
 from edgekv.replication.sender import PeerSender, SenderSettings
 from edgekv.replication.trimmer import LogTrimmer
@@ -45,6 +46,7 @@ class PeerPlane:
     antientropy: AntiEntropy
     senders: dict[str, PeerSender]  # peer id -> its sender, in cluster-file order
     frontier: AppliedFrontier  # per origin, how far its writes are applied here in order
+    pace: PaceController  # anti-entropy's pace, yielding to the loop's other work
 
 
 class PeerPlaneStarter:
@@ -99,6 +101,14 @@ class PeerPlaneStarter:
             on_synced=on_synced,
             page_bytes=self._max_message,
             bytes_per_s=settings.antientropy_bytes_per_s,
+        )
+        # The pace of repair follows the loop's lateness (replication/pacecontrol.py).
+        pace = PaceController(
+            antientropy.pacer,
+            max_bytes_per_s=settings.antientropy_bytes_per_s,
+            min_bytes_per_s=settings.antientropy_min_bytes_per_s
+            or default_floor(settings.antientropy_bytes_per_s),
+            lag_target_s=settings.antientropy_lag_target_ms / 1000.0,
         )
         peer_service = PeerService(
             engine,
@@ -166,7 +176,8 @@ class PeerPlaneStarter:
         )
         self._spawn(membership.run_heartbeats(), "heartbeats")
         self._spawn(antientropy.run_antientropy(), "antientropy")
+        self._spawn(run_lag_probe(pace), "lag-probe")
         self._spawn(trimmer.run_log_trimmer(), "log-trimmer")
         held, interval_s = (lambda: engine.quarantine), membership.interval_s
         self._spawn(run_quarantine_release(held, engine.apply_many, interval_s), "quarantine")
-        return PeerPlane(peer_server, peer_port, membership, antientropy, senders, frontier)
+        return PeerPlane(peer_server, peer_port, membership, antientropy, senders, frontier, pace)

@@ -19,7 +19,7 @@ from edgekv.replication.antientropy import PeerSyncState
 from edgekv.replication.changefeed import ChangeFeed
 from edgekv.replication.collector import Collector
 from edgekv.replication.handoff import Handoff
-from edgekv.replication.pacer import RepairPacer
+from edgekv.replication.pacecontrol import PaceController
 from edgekv.replication.refusals import PeerRefusals
 from edgekv.replication.sender import PeerSender
 from edgekv.server.interceptors import InflightLimiter
@@ -84,6 +84,12 @@ class RepairPacing:
     bytes_per_s: int  # the budget; 0 for a node without peers
     bytes_total: int  # listing and record bytes anti-entropy moved through this node
     waited_s_total: float  # time repair work waited for the budget
+    # The pace now, which follows the event loop's lateness (replication/pacecontrol.py),
+    # how many times it was cut, and the loop probes taken and found late.
+    pace_bytes_per_s: int = 0
+    cuts_total: int = 0
+    loop_probes_total: int = 0
+    loop_late_probes_total: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +110,7 @@ class NodeView:
 
     __slots__ = (
         "_collector", "_engine", "_feed", "_handoff", "_health", "_http_inflight", "_limiter",
-        "_metrics_endpoint", "_pacer", "_refusals", "_router", "_senders", "_sync",
+        "_metrics_endpoint", "_pace", "_refusals", "_router", "_senders", "_sync",
         "cluster", "endpoint", "http_endpoint", "node_id", "peer_endpoint", "region",
         "sync_writes",
     )  # fmt: skip
@@ -131,7 +137,7 @@ class NodeView:
         limiter: InflightLimiter | None = None,
         http_endpoint: str = "",
         http_inflight: Callable[[], int] | None = None,
-        pacer: RepairPacer | None = None,  # None: a node without peers
+        pace: PaceController | None = None,  # None: a node without peers
     ) -> None:
         """``senders``, ``peer_health`` and ``sync_state`` each hold every peer (or none)."""
         self.node_id = node_id
@@ -153,7 +159,7 @@ class NodeView:
         self._limiter = limiter
         self.http_endpoint = http_endpoint  # the HTTP door, host as configured ("" if none)
         self._http_inflight = http_inflight
-        self._pacer = pacer
+        self._pace = pace
 
     @property
     def metrics_endpoint(self) -> str:
@@ -216,10 +222,14 @@ class NodeView:
         return dict(self._refusals.calls), dict(self._refusals.records)
 
     def repair_pacing(self) -> RepairPacing:
-        pacer = self._pacer
-        if pacer is None:
+        pace = self._pace
+        if pace is None:
             return RepairPacing(0, 0, 0.0)
-        return RepairPacing(pacer.bytes_per_s, pacer.bytes_total, pacer.waited_s_total)
+        pacer = pace.pacer
+        return RepairPacing(
+            pace.max_bytes_per_s, pacer.bytes_total, pacer.waited_s_total, pacer.bytes_per_s,
+            pace.cuts_total, pace.probes_total, pace.late_probes_total,
+        )  # fmt: skip
 
     def purge_stats(self) -> PurgeStats:
         handoff = self._handoff

@@ -699,6 +699,30 @@ def test_antientropy_bytes_per_s_parsed_with_a_default(doc: dict[str, Any]) -> N
     assert parse(doc).replication.antientropy_bytes_per_s == 8 * 1024 * 1024
 
 
+def test_antientropy_lag_target_and_floor_parsed_with_defaults(doc: dict[str, Any]) -> None:
+    settings = parse(doc).replication
+    assert (settings.antientropy_lag_target_ms, settings.antientropy_min_bytes_per_s) == (2, 0)
+    doc["replication"] = {"antientropy_lag_target_ms": 5, "antientropy_min_bytes_per_s": 4 << 20}
+    settings = parse(doc).replication
+    assert settings.antientropy_lag_target_ms == 5
+    assert settings.antientropy_min_bytes_per_s == 4 << 20
+
+
+def test_antientropy_floor_above_the_pace_rejected(doc: dict[str, Any]) -> None:
+    doc["replication"] = {
+        "antientropy_bytes_per_s": 4 << 20,
+        "antientropy_min_bytes_per_s": 8 << 20,
+    }
+    assert error_of(doc) == (
+        "replication.antientropy_min_bytes_per_s: 8388608 is more than "
+        "antientropy_bytes_per_s (4194304)"
+    )
+    doc["replication"] = {"antientropy_lag_target_ms": 0}
+    assert error_of(doc) == (
+        "replication.antientropy_lag_target_ms: 0 is too small; allowed: an integer >= 1"
+    )
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [

@@ -14,6 +14,7 @@ import pytest
 from edgekv.replication.pacer import (
     APPLY_SLICE_BYTES,
     APPLY_SLICE_RECORDS,
+    APPLY_SPREAD,
     SLICE_BYTES,
     RepairPacer,
     apply_paced,
@@ -36,6 +37,7 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.now += seconds
+        await asyncio.sleep(0)  # a real sleep lets the loop's other work run
 
 
 @pytest.fixture
@@ -135,8 +137,11 @@ async def test_apply_paced_applies_every_record_in_slices_at_the_pace(clock: Fak
     assert slices[-1] == [records[-1]] and len(slices) >= 100
     total = sum(record_cost(k, r) for k, r in records)
     assert pacer.bytes_total == total
-    # Everything past the first burst waited at 1 MiB/s.
-    assert sum(clock.slept) == pytest.approx((total - SLICE_BYTES) / MIB)
+    # Everything past the first burst waited at 1 MiB/s, and the last slice's pause: its
+    # bytes at twice the pace, less the one slice the spreading bucket saved meanwhile.
+    last = sum(record_cost(k, r) for k, r in slices[-1])
+    spread = (last - APPLY_SLICE_BYTES) / (APPLY_SPREAD * MIB)
+    assert sum(clock.slept) == pytest.approx((total - SLICE_BYTES) / MIB + spread)
 
 
 async def test_apply_paced_cuts_small_records_into_short_slices_and_yields(
@@ -167,3 +172,63 @@ async def test_apply_paced_cuts_small_records_into_short_slices_and_yields(
     assert max(n for n, _ in seen) <= APPLY_SLICE_RECORDS
     assert sum(n for n, _ in seen) == 1000
     assert all(b > a for (_, a), (_, b) in itertools.pairwise(seen))
+
+
+async def test_apply_paced_spreads_a_page_over_its_time_at_the_pace(clock: FakeClock) -> None:
+    """A page the bucket could take at once (ten 24 KiB values within the burst) is not
+    applied in one burst: each slice is followed by a pause of its bytes at twice the pace,
+    so the loop idles between slices (reads and gRPC's threads run)."""
+    rate = 16 * MIB
+    pacer = pacer_at(clock, bytes_per_s=rate, burst_bytes=SLICE_BYTES)
+    records = [(b"k%04d" % i, b"v" * 24 * 1024) for i in range(10)]  # within one burst
+    applied_at: list[float] = []
+
+    def apply(batch: list[tuple[bytes, bytes]]) -> int:
+        applied_at.append(clock.now)
+        return len(batch)
+
+    assert await apply_paced(pacer, apply, records) == 10
+    cost = record_cost(*records[0])
+    gaps = [b - a for a, b in itertools.pairwise(applied_at)]
+    assert len(gaps) == 9
+    assert all(gap == pytest.approx(cost / (APPLY_SPREAD * rate)) for gap in gaps)
+    # Spread over half the time the pace gives the page: the bucket still sets the rate.
+    assert applied_at[-1] - applied_at[0] >= 9 * cost / (2 * rate) - 1e-9
+
+
+async def test_a_pause_that_ran_long_shortens_the_next(clock: FakeClock) -> None:
+    """uvloop wakes a 0.7 ms sleep 1-2 ms later: the spreading bucket keeps what the
+    pause gained (up to one slice), so the page still goes at twice the pace on average."""
+    rate = 16 * MIB
+    records = [(b"k%04d" % i, b"v" * 24 * 1024) for i in range(10)]
+    cost = record_cost(*records[0])
+    late_by = 0.0005
+
+    async def late_sleep(seconds: float) -> None:
+        await clock.sleep(seconds + late_by)
+
+    pacer = RepairPacer(rate, burst_bytes=SLICE_BYTES, clock=clock, sleep=late_sleep)
+    applied_at: list[float] = []
+
+    def apply(batch: list[tuple[bytes, bytes]]) -> int:
+        applied_at.append(clock.now)
+        return len(batch)
+
+    await apply_paced(pacer, apply, records)
+    gaps = [b - a for a, b in itertools.pairwise(applied_at)]
+    # After a pause 0.5 ms too long, the next one is 0.5 ms shorter (then late again).
+    nominal = cost / (APPLY_SPREAD * rate)
+    assert gaps[0] == pytest.approx(nominal + late_by)
+    assert gaps[1] == pytest.approx(nominal)
+    assert applied_at[-1] - applied_at[0] <= 9 * nominal + late_by + 1e-9
+
+
+def test_set_rate_keeps_what_the_bucket_gained_at_the_old_rate(clock: FakeClock) -> None:
+    pacer = pacer_at(clock, bytes_per_s=MIB, burst_bytes=MIB)
+    pacer.reserve(MIB)  # empty
+    clock.now += 0.5  # half a MiB gained at 1 MiB/s
+    pacer.set_rate(4 * MIB)
+    assert pacer.reserve(MIB // 2) == 0.0
+    assert pacer.reserve(MIB) == pytest.approx(0.25)  # the debt, at the new rate
+    with pytest.raises(ValueError, match="positive"):
+        pacer.set_rate(0)
