@@ -131,9 +131,9 @@ class RepairPacer:
         if delay > 0:
             await self._sleep(delay)
 
-    async def spread(self, n: int) -> None:
+    async def spread(self, n: int) -> float:
         """Pause after applying ``n`` bytes: until the spreading bucket, at APPLY_SPREAD x
-        the pace, has paid for them (see above)."""
+        the pace, has paid for them (see above). Returns the pause (0: none was due)."""
         now = self._clock()
         rate = self.bytes_per_s * APPLY_SPREAD
         refill = (now - self._spread_last) * rate
@@ -143,6 +143,8 @@ class RepairPacer:
             delay = -self._spread_tokens / rate
             self.waited_s_total += delay
             await self._sleep(delay)
+            return delay
+        return 0.0
 
 
 async def apply_paced(
@@ -161,5 +163,6 @@ async def apply_paced(
         cost = sum(record_cost(key, record) for key, record in batch)
         await pacer.pace(cost)
         applied += apply(batch)
-        await pacer.spread(cost)  # reads that arrived meanwhile go before the next slice
+        if not await pacer.spread(cost):
+            await asyncio.sleep(0)  # reads that arrived meanwhile go before the next slice
     return applied
