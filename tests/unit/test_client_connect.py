@@ -9,7 +9,8 @@ from connectrpc.errors import ConnectError
 
 from edgekv.client._codec import error_from_rpc
 from edgekv.client._connect import _SERVICES, ConnectRpcError, ConnectUnary, _method_name, is_url
-from edgekv.client._http1 import NOT_CONNECTED, NOT_HTTP1, Http1Pool, proxy_applies
+from edgekv.client._http1 import NOT_CONNECTED, Http1Pool, proxy_applies
+from edgekv.client._http1_reader import NOT_HTTP1
 from edgekv.client.discovery import Topology
 from edgekv.errors import Unavailable, never_sent
 from edgekv.v1 import cluster_pb2
