@@ -35,12 +35,12 @@ from edgekv.client._http1 import (
     fresh_failed,
     not_connected,
     past_deadline,
-    quiet,
+    peeker,
     retry_on_fresh,
 )
 from edgekv.client._http1_reader import Response, Stale
 
-_RECV_BYTES = 256 * 1024  # at most per recv(); a small answer comes in one
+_RECV_BYTES = 64 * 1024  # per recv(): more would be a large allocation (mmap) per call
 
 
 def _timeout(deadline: float | None) -> float | None:
@@ -60,16 +60,13 @@ class _Connection(PooledConnection):
     def __init__(self, sock: socket.socket, read_max_bytes: int) -> None:
         super().__init__(read_max_bytes)
         self.sock = sock
+        self._quiet = peeker(sock.fileno())
 
     def quiet(self) -> bool:
         sock = self.sock
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return False  # decrypted bytes nobody asked for
-        try:
-            sock.settimeout(0.0)  # a peek that cannot wait
-        except OSError:
-            return False
-        return quiet(sock, socket.MSG_PEEK)
+        return self._quiet()
 
     def exchange(self, request: bytes, deadline: float | None) -> Response:
         """Write ``request`` and read its response. On failure the connection is
