@@ -61,13 +61,14 @@ def _method_name(method: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", method).lower()
 
 
-class AsyncStub:
-    """``stub.Method(request, timeout=, metadata=)`` over an async Connect client.
+class _Stub:
+    """``stub.Method(request, timeout=, metadata=)`` over a node's Connect door.
 
     Unary methods go through ``unary`` (the lean HTTP/1.1 pool) when given, else
     through the generated client ``client()`` makes (connectrpc on pyqwest), as
     Watch always does; that client is made on first use. Each method is looked
-    up once and kept on the stub.
+    up once and kept on the stub. ``AsyncStub`` and ``SyncStub`` say how a
+    generated client's methods become stub methods.
     """
 
     def __init__(self, client: Callable[[], Any], unary: ConnectUnary | None = None) -> None:
@@ -90,6 +91,14 @@ class AsyncStub:
 
     @staticmethod
     def _via_client(method: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        raise NotImplementedError
+
+
+class AsyncStub(_Stub):
+    """The asyncio client's stub: coroutine methods (``unary`` on an asyncio pool)."""
+
+    @staticmethod
+    def _via_client(method: str, call: Callable[..., Any]) -> Callable[..., Any]:
         """A method of a generated async client, as a gRPC-style stub method."""
         if method == "Watch":
             return lambda request, timeout=None, metadata=None: _AsyncStream(
@@ -107,9 +116,9 @@ class AsyncStub:
         return unary
 
 
-class SyncStub(AsyncStub):
-    """``stub.Method(request, timeout=, metadata=)`` over a blocking Connect client:
-    as ``AsyncStub``, with blocking methods (``unary`` on a blocking pool)."""
+class SyncStub(_Stub):
+    """The blocking client's stub: blocking methods (``unary`` on a blocking pool),
+    safe to call from many threads."""
 
     @staticmethod
     def _via_client(method: str, call: Callable[..., Any]) -> Callable[..., Any]:
@@ -200,7 +209,7 @@ class ConnectDoors:
                     make: Any = (
                         kv_connect.KVClient if service == "kv" else cluster_connect.ClusterClient
                     )
-                    kind: type[AsyncStub] = AsyncStub
+                    kind: type[_Stub] = AsyncStub
                 else:
                     make = (
                         kv_connect.KVClientSync

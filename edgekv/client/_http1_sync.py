@@ -11,8 +11,9 @@ pyqwest (bench/e2e/http_client.py).
 Thread-safe: many threads call ``post`` at once; each call has a connection to
 itself (an idle one or a new one) for as long as it runs, and the pool's lock
 guards its lists only, never I/O. The call's deadline bounds connecting (each
-address tried gets what is left of it), the TLS handshake, writing and reading:
-every socket operation's timeout is the time left. ``close()`` fails the calls
+address tried gets what is left of it; the name lookup before is the OS's, not
+bounded), the TLS handshake, writing and reading: every socket operation's
+timeout is the time left. ``close()`` fails the calls
 in flight CANCELED (it shuts their sockets down; their threads close them).
 """
 
