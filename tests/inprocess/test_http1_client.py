@@ -545,6 +545,7 @@ def test_threads_share_the_blocking_pool_each_call_on_a_connection_of_its_own(se
     idle = pool._idle.take()
     assert idle is not None
     assert idle.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    idle.close()
     pool.close()
     assert len(server.requests) == 200 and len(server.conns) <= 8
 
