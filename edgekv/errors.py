@@ -196,7 +196,7 @@ def http_status_for(exc: EdgeKVError) -> int:
 _NOT_CONNECTED = (
     "failed to connect to all addresses",
     "client error (Connect)",
-    "cannot connect over HTTP/1.1",  # client/_http1.py (the asyncio SDK's unary calls)
+    "cannot connect over HTTP/1.1",  # client/_http1.py (both SDK clients' unary calls)
 )
 
 

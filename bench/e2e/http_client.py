@@ -1,19 +1,24 @@
-"""The asyncio SDK over a node's HTTP door: its HTTP/1.1 transport against the ones it replaced.
+"""The SDK over a node's HTTP door: its HTTP/1.1 transports against the ones they replaced.
 
 Run: .venv/bin/python -m bench.e2e.http_client [--samples 3000] [--rounds 3] [--loop uvloop]
      [--json out.json]
 
 Starts one `edgekv serve` with http_listen, preloads 1000 keys of 100 bytes,
-and measures one sequential asyncio caller per path, the paths shuffled and
+and measures one sequential caller per path, the paths shuffled and
 interleaved over --rounds rounds so that machine noise hits them alike:
 
 * ``sdk get`` / ``sdk put``: ``AsyncClient("http://...")`` get and put, with
-  its unary calls on the lean HTTP/1.1 pool (client/_http1.py, ``new``) or on
-  connectrpc's generated client over pyqwest (``old``, what it used before);
+  its unary calls on the lean asyncio HTTP/1.1 pool (client/_http1.py,
+  ``new``) or on connectrpc's generated client over pyqwest (``old``, what it
+  used before);
+* ``sync get`` / ``sync put``: the blocking ``Client("http://...")``, on the
+  lean blocking pool (client/_http1_sync.py, ``new``) or on connectrpc's
+  blocking client over pyqwest (``old``); called on the loop's thread, so
+  nothing else runs meanwhile;
 * ``POST Get`` through each HTTP client alone (a prebuilt Connect unary Get,
-  its answer decoded): the pool (``http1``), pyqwest, aiohttp (when
-  installed; not a dependency) and the blocking stdlib http.client (on the
-  loop's thread: nothing else runs meanwhile).
+  its answer decoded): the asyncio pool (``http1``), the blocking pool
+  (``http1 sync``), pyqwest, aiohttp (when installed; not a dependency) and
+  the blocking stdlib http.client (the blocking ones on the loop's thread).
 
 For each: p50/p99 (µs), the client's CPU per call (this process, every
 thread: pyqwest runs its I/O on threads of its own) and the node's (user +
@@ -35,9 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.e2e.http_door import cpu_s
-from edgekv import AsyncClient
+from edgekv import AsyncClient, Client
 from edgekv.client._connect import READ_MAX_BYTES
 from edgekv.client._http1 import Http1Pool
+from edgekv.client._http1_sync import Http1SyncPool
 from edgekv.local.launcher import start_node, write_cluster_file
 from edgekv.v1 import kv_pb2
 
@@ -65,7 +71,21 @@ async def sdk_paths(url: str) -> tuple[dict[str, Call], list[Any]]:
             return c.put(KEYS[i % len(KEYS)], VALUE)
 
         calls[f"sdk get {side}"], calls[f"sdk put {side}"] = get, put
-    return calls, [new.close, old.close]
+    closers: list[Any] = [new.close, old.close]
+    for side in ("new", "old"):
+        blocking = Client(url, discover=False)
+        if side == "old":
+            blocking._connect_doors()._unary = lambda url, service: None  # type: ignore[method-assign]
+        closers.append(blocking.close)
+
+        async def sync_get(i: int, c: Client = blocking) -> Any:
+            return c.get(KEYS[i % len(KEYS)])
+
+        async def sync_put(i: int, c: Client = blocking) -> Any:
+            return c.put(KEYS[i % len(KEYS)], VALUE)
+
+        calls[f"sync get {side}"], calls[f"sync put {side}"] = sync_get, sync_put
+    return calls, closers
 
 
 def post_paths(url: str, endpoint: str) -> tuple[dict[str, Call], list[Any]]:
@@ -76,9 +96,15 @@ def post_paths(url: str, endpoint: str) -> tuple[dict[str, Call], list[Any]]:
     ).encode()
     requests = [head + b"content-length: %d\r\n\r\n" % len(b) + b for b in bodies]
     pool = Http1Pool(url, None, READ_MAX_BYTES)
+    sync_pool = Http1SyncPool(url, None, READ_MAX_BYTES)
 
     async def lean(i: int) -> Any:
         status, _, _, body = await pool.post(requests[i % len(requests)], 5.0, True)
+        assert status == 200
+        return kv_pb2.GetResponse.FromString(body)
+
+    async def lean_sync(i: int) -> Any:
+        status, _, _, body = sync_pool.post(requests[i % len(requests)], 5.0, True)
         assert status == 200
         return kv_pb2.GetResponse.FromString(body)
 
@@ -104,10 +130,11 @@ def post_paths(url: str, endpoint: str) -> tuple[dict[str, Call], list[Any]]:
 
     calls: dict[str, Call] = {
         "POST Get http1": lean,
+        "POST Get http1 sync": lean_sync,
         "POST Get pyqwest": pyqwest,
         "POST Get http.client": blocking,
     }
-    closers: list[Any] = [pool.close, transport.aclose, stdlib.close]
+    closers: list[Any] = [pool.close, sync_pool.close, transport.aclose, stdlib.close]
     try:
         import aiohttp
     except ImportError:
@@ -182,10 +209,10 @@ def report(figures: dict[str, dict[str, float]]) -> None:
             f"{name:<22} {f['p50_us']:8.1f} {f['p99_us']:8.1f} {f['client_cpu_us']:14.1f} "
             f"{f['server_cpu_us']:12.1f}"
         )
-    for verb in ("get", "put"):
-        new, old = figures[f"sdk {verb} new"], figures[f"sdk {verb} old"]
+    for sdk, verb in [(s, v) for s in ("sdk", "sync") for v in ("get", "put")]:
+        new, old = figures[f"{sdk} {verb} new"], figures[f"{sdk} {verb} old"]
         print(
-            f"sdk {verb} new / old: p50 x{new['p50_us'] / old['p50_us']:.2f}, "
+            f"{sdk} {verb} new / old: p50 x{new['p50_us'] / old['p50_us']:.2f}, "
             f"p99 x{new['p99_us'] / old['p99_us']:.2f}, "
             f"client CPU x{new['client_cpu_us'] / old['client_cpu_us']:.2f}"
         )

@@ -9,6 +9,7 @@ retry, how long to back off, which exception to raise — is made here or in
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ CHANNEL_OPTIONS = (
     ("grpc.max_reconnect_backoff_ms", 2_000),
 )
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+_DOORS_LOCK = threading.Lock()  # making a client's ConnectDoors (rare: once per client)
 
 
 class ClientClosed(EdgeKVError):
@@ -174,11 +176,15 @@ class ClientBase:
         return channel
 
     def _connect_doors(self) -> ConnectDoors:
-        if self._doors is None:
-            if self._closed:
-                raise ClientClosed("the client is closed; create a new one")
-            self._doors = ConnectDoors(self._grpc is not grpc, self._tls_ca_file)
-        return self._doors
+        doors = self._doors
+        if doors is None:
+            with _DOORS_LOCK:  # the blocking client's threads: one ConnectDoors, not one each
+                if self._closed:
+                    raise ClientClosed("the client is closed; create a new one")
+                if self._doors is None:
+                    self._doors = ConnectDoors(self._grpc is not grpc, self._tls_ca_file)
+                doors = self._doors
+        return doors
 
     def _kv(self, node: NodeRoute) -> kv_pb2_grpc.KVStub:
         if self._over_http:

@@ -1,15 +1,20 @@
-"""Keep-alive HTTP/1.1 connections on asyncio, for the asyncio SDK's unary Connect calls.
+"""Keep-alive HTTP/1.1 for the SDK's unary Connect calls: the rules, and the asyncio pool.
 
 Why hand-built on httptools (already the node's parser) rather than an HTTP
-library: for one asyncio caller sending sequential Connect unary calls to a
-node's door, the client CPU per call measured on this machine was 310-410 µs
-through pyqwest (connectrpc's transport), 350-400 µs through aiohttp and
-~255 µs through the blocking http.client, against ~100-140 µs for an asyncio
-Protocol feeding ``httptools.HttpResponseParser`` (bench/e2e/http_client.py).
-A unary call needs little of HTTP: one POST with a Content-Length body, one
-response, keep-alive; this module does that and no more, with bounds.
+library: for one caller sending sequential Connect unary calls to a node's
+door, the client CPU per call measured on this machine was 310-410 µs through
+pyqwest (connectrpc's transport, async or blocking), 350-400 µs through aiohttp
+and ~255 µs through the blocking http.client, against ~100-140 µs for an
+asyncio Protocol and ~75 µs for a blocking socket feeding
+``httptools.HttpResponseParser`` (bench/e2e/http_client.py). A unary call needs
+little of HTTP: one POST with a Content-Length body, one response, keep-alive;
+the pools do that and no more, with bounds.
 
-``Http1Pool`` is one origin's pool (``http://host:port`` or ``https://``):
+Two pools, one per kind of SDK client, follow the same rules: ``Http1Pool``
+here (asyncio, the ``AsyncClient``) and ``Http1SyncPool`` in
+client/_http1_sync.py (blocking sockets, the ``Client``); both parse with
+client/_http1_reader.py. A pool serves one origin (``http://host:port`` or
+``https://``):
 
 * one request in flight per connection (no pipelining); a connection goes back
   to the pool only after a complete response that allows keep-alive, and is
@@ -17,10 +22,10 @@ response, keep-alive; this module does that and no more, with bounds.
 * a connection that timed out, was cancelled or lost mid-response, got a
   malformed, oversized or unfinished response, ``connection: close``, or bytes
   out of turn is closed and never reused;
-* before an idle connection is reused it is checked for an end of stream the
-  event loop has not processed yet (a non-blocking peek): a connection the
-  server closed (its keep-alive timeout, a restart) is dropped before a byte
-  of the request is written on it, and the call goes on a fresh one;
+* before an idle connection is reused it is checked for an end of stream not
+  yet read (a non-blocking peek): a connection the server closed (its
+  keep-alive timeout, a restart) is dropped before a byte of the request is
+  written on it, and the call goes on a fresh one;
 * a request already written is sent again only when ``resend_safe`` (a read)
   and the reused connection ended before any byte of an answer: the server
   may have closed it just as the request went out. A write is never sent
@@ -34,117 +39,204 @@ client gives the same failure: UNAVAILABLE when no connection could be made
 (the message starts with ``NOT_CONNECTED``: the call never left) or the
 connection failed or broke, DEADLINE_EXCEEDED when the deadline passed,
 RESOURCE_EXHAUSTED for a response over a limit, CANCELED for a call in flight
-when the pool is closed. Cancelling the calling task cancels the call
-(CancelledError, as with grpc.aio). Not thread-safe: one event loop uses a pool.
+when the pool is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+import select
 import ssl
+import threading
 import time
 import urllib.request
-from typing import cast
+from collections.abc import Callable
+from typing import Generic, TypeVar, cast
 from urllib.parse import urlsplit
 
-import httptools
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
-MAX_HEAD_BYTES = 64 * 1024  # status line and header lines of one response
+from edgekv.client._http1_reader import Response, ResponseReader, Stale
+
 # Below the node's keep-alive (75 s) and common proxies' (60-75 s); a server that closes
 # sooner (uvicorn's and Node's 5 s defaults) is caught by the peek before reuse.
 IDLE_EXPIRY_S = 15.0
 MAX_IDLE = 32  # idle connections kept per origin
 # How a failure to make a connection starts its message (edgekv.errors.never_sent).
 NOT_CONNECTED = "cannot connect over HTTP/1.1"
-# How a response that is no HTTP/1.1 at all starts its message (client/_codec.py).
-NOT_HTTP1 = "the answer is not HTTP/1.1"
-# Peek at the socket without reading or blocking; 0 where the OS has no MSG_DONTWAIT.
-_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT if hasattr(socket, "MSG_DONTWAIT") else 0
-# The first bytes of a TLS record (alert or handshake): a TLS port answered plain HTTP.
-_TLS_RECORDS = (b"\x15\x03", b"\x16\x03")
-
-# (status, content-type, content-encoding, body) of one response.
-Response = tuple[int, bytes, bytes, bytes]
 
 
-class _Failure(Exception):
-    """Raised from a parser callback to stop parsing (the call's error is ``_failure``)."""
-
-
-class _Stale(Exception):
-    """The connection ended before any byte of an answer (the server may have closed it first)."""
-
-
-class _NotSent(Exception):
+class NotSent(Exception):
     """The connection was found closed before a byte of the request was written on it."""
 
 
-class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection: writes a request, parses its response; owned by one pool."""
+class Origin:
+    """Where a pool connects: ``url`` is ``http://host:port`` or ``https://host:port``
+    (a trailing slash is ignored); ``ssl_context`` is used for https."""
+
+    def __init__(self, url: str, ssl_context: ssl.SSLContext | None) -> None:
+        parts = urlsplit(url.rstrip("/"))
+        self.host = parts.netloc  # the Host header
+        default_port = 443 if parts.scheme == "https" else 80
+        self.address = (parts.hostname or "", parts.port or default_port)
+        self.ssl = ssl_context if parts.scheme == "https" else None
+
+
+class PooledConnection:
+    """What both pools' connections share: a response reader, and what the idle list reads."""
+
+    def __init__(self, read_max_bytes: int) -> None:
+        self.reader = ResponseReader(read_max_bytes)
+        self.closed = False  # for good, or not reusable: never goes back to the pool
+        self.idle_since = 0.0  # time.monotonic() when it last went back to the pool
+
+    @property
+    def keep_alive(self) -> bool:
+        return self.reader.keep_alive
+
+    def quiet(self) -> bool:
+        """Whether this idle connection can carry a request now (nothing came in meanwhile)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+C = TypeVar("C", bound=PooledConnection)
+
+
+class IdleConnections(Generic[C]):
+    """The idle connections of one pool, newest last. Thread-safe: a lock guards
+    the list only, never a check or a close (the blocking pool's threads share it)."""
+
+    def __init__(self) -> None:
+        self._conns: list[C] = []
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def take(self) -> C | None:
+        """The newest idle connection that can carry a request now, or None;
+        closes those found expired, closed, or with anything to read."""
+        if not self._conns:
+            return None
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._conns:
+                    return None
+                conn = self._conns.pop()
+            if not conn.closed and now - conn.idle_since <= IDLE_EXPIRY_S and conn.quiet():
+                return conn
+            conn.close()
+
+    def keep(self, conn: C) -> bool:
+        """Keep ``conn`` after a complete response, if it allows keep-alive and
+        there is room; False when the caller must close it."""
+        if not conn.keep_alive or conn.closed:
+            return False
+        conn.idle_since = time.monotonic()
+        with self._lock:
+            if len(self._conns) >= MAX_IDLE:
+                return False
+            self._conns.append(conn)
+        return True
+
+    def clear(self) -> list[C]:
+        """Empty the list; returns what it held."""
+        with self._lock:
+            conns, self._conns = self._conns, []
+        return conns
+
+
+def peeker(fd: int) -> Callable[[], bool]:
+    """``quiet()`` for the socket ``fd``: whether it has nothing to read, looked at
+    without reading or waiting (one poll(2), ~1 µs; on the TCP socket, under TLS
+    too). An end of stream (the server closed it), bytes out of turn or a closed
+    descriptor: not quiet. Always quiet where the OS has no poll(2)."""
+    if not hasattr(select, "poll"):
+        return lambda: True
+    poll = select.poll()
+    poll.register(fd, select.POLLIN)
+    return lambda: not poll.poll(0)
+
+
+def retry_on_fresh(error: NotSent | Stale, resend_safe: bool) -> None:
+    """After a reused connection failed before any answer: returns when the call
+    may go on a fresh connection, raises when it may not (a write maybe applied)."""
+    if isinstance(error, Stale) and not resend_safe:
+        raise ConnectError(
+            Code.UNAVAILABLE,
+            "the server closed a kept-alive connection as the request went out; "
+            "it may or may not have been applied",
+        ) from None
+
+
+def fresh_failed(error: NotSent | Stale, tls: bool) -> ConnectError:
+    """What a fresh connection that ended before any answer means."""
+    if isinstance(error, NotSent):
+        return ConnectError(
+            Code.UNAVAILABLE, f"{NOT_CONNECTED}: the connection closed as soon as it opened"
+        )
+    hint = "" if tls else " (a TLS port does so to plain HTTP: then use https://)"
+    return ConnectError(
+        Code.UNAVAILABLE, f"the server closed the connection without answering{hint}"
+    )
+
+
+def not_connected(exc: BaseException | str) -> ConnectError:
+    """No connection could be made: the call never left (edgekv.errors.never_sent)."""
+    return ConnectError(Code.UNAVAILABLE, f"{NOT_CONNECTED}: {exc}")
+
+
+def past_deadline(connected: bool) -> ConnectError:
+    """The call's deadline passed, before a connection was made or before the answer."""
+    what = "answer" if connected else "connection"
+    return ConnectError(Code.DEADLINE_EXCEEDED, f"no {what} before the call's deadline")
+
+
+def closed_during_call() -> ConnectError:
+    """A call in flight when its pool closed (as on a closed gRPC channel)."""
+    return ConnectError(Code.CANCELED, "the client was closed during the call")
+
+
+class _Connection(asyncio.Protocol, PooledConnection):
+    """One HTTP/1.1 connection on asyncio: writes a request, feeds its response to a
+    ``ResponseReader``; owned by one pool."""
 
     def __init__(self, pool: Http1Pool) -> None:
+        PooledConnection.__init__(self, pool.read_max_bytes)
         self._pool = pool
-        self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
-        self._peek: socket.socket | None = None  # a duplicate of the socket, to peek at
+        self._quiet: Callable[[], bool] | None = None  # peeks at the socket (peeker)
         self._waiter: asyncio.Future[Response] | None = None  # set while a request waits
-        self.closed = False
-        self.keep_alive = False
-        self.idle_since = 0.0
-        self._new_response()
-
-    def _new_response(self) -> None:
-        self._received = False  # any byte of this response yet
-        self._raw_bytes = 0  # read while the head is incomplete
-        self._head_bytes = 0  # of the header lines parsed
-        self._head_done = False
-        self._until_eof = False  # no length, not chunked: the body ends with the connection
-        self._content_type = b""
-        self._encoding = b""
-        self._length = -1
-        self._chunked = False
-        self._body: list[bytes] = []
-        self._body_bytes = 0
-        self._failure: ConnectError | None = None
 
     # -- the pool's side -----------------------------------------------------------
 
-    def reusable(self, now: float) -> bool:
-        """Whether this idle connection can carry a request now (nothing came in meanwhile)."""
+    def quiet(self) -> bool:
         transport = self.transport
-        if self.closed or transport is None or transport.is_closing():
+        if transport is None or transport.is_closing():
             return False
-        if now - self.idle_since > IDLE_EXPIRY_S:
-            return False
-        if self._peek is not None:
-            try:
-                self._peek.recv(1, _PEEK)  # b"": the server closed it; bytes: out of turn
-            except BlockingIOError:
-                return True
-            except OSError:
-                return False
-            return False
-        return True
+        return self._quiet is None or self._quiet()
 
     async def exchange(self, request: bytes, deadline: float | None) -> Response:
         """Write ``request`` and wait for its response; ends the connection on any failure."""
         transport = self.transport
         if transport is None or transport.is_closing():
             self.close()
-            raise _NotSent
+            raise NotSent
         loop = self._pool.loop
         waiter: asyncio.Future[Response] = loop.create_future()
         self._waiter = waiter
-        self._new_response()
+        self.reader.start()
         try:
             transport.write(request)
         except (OSError, RuntimeError):  # the transport went away: nothing was sent
             self.close()
-            raise _NotSent from None
+            raise NotSent from None
         timer = None if deadline is None else loop.call_at(deadline, self._on_deadline)
         try:
             response = await waiter
@@ -162,14 +254,11 @@ class _Connection(asyncio.Protocol):
         if error is not None:
             self._fail(error)
         self.closed = True
-        if self._peek is not None:  # first: the duplicate would hold the connection open
-            self._peek.close()
-            self._peek = None
         if self.transport is not None:
             self.transport.abort()
 
     def _on_deadline(self) -> None:
-        self._fail(ConnectError(Code.DEADLINE_EXCEEDED, "no answer before the call's deadline"))
+        self._fail(past_deadline(connected=True))
         self.close()
 
     def _fail(self, error: BaseException) -> None:
@@ -183,37 +272,24 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are no subclass
         self._pool.opened(self)
         sock = self.transport.get_extra_info("socket")
-        if _PEEK and sock is not None:
-            with contextlib.suppress(OSError, AttributeError):
-                self._peek = socket.fromfd(sock.fileno(), sock.family, sock.type)
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError, ValueError):
+                self._quiet = peeker(sock.fileno())
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None:  # nothing was asked: never reuse this connection
+        waiter = self._waiter
+        if waiter is None:  # nothing was asked: never reuse this connection
             self.close()
             return
-        if not self._received and data.startswith(_TLS_RECORDS):
-            self._fail_with(
-                "the server answered in TLS: this is a TLS port; give the endpoint as https://"
-            )
-            return
-        self._received = True
-        if not self._head_done:
-            self._raw_bytes += len(data)
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            if self._failure is not None:
-                self._fail(self._failure)
-            elif not self._head_done:  # a gRPC port answers with an HTTP/2 frame
-                self._fail_with(f"{NOT_HTTP1} ({exc}): {bytes(data[:40])!r}")
-            else:
-                self._fail_with(f"malformed HTTP/1.1 response ({exc}): {bytes(data[:40])!r}")
-            self.close()
+            response = self.reader.feed(data)
+        except ConnectError as exc:
+            self.close(exc)
             return
-        # Still in the head: every byte read belongs to it (a line may be incomplete).
-        if not self._head_done and self._raw_bytes > MAX_HEAD_BYTES:
-            self._fail(self._head_too_large(self._raw_bytes))
-            self.close()
+        if response is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(response)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost says what it meant
@@ -221,111 +297,32 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.close()
         self._pool.lost(self)
-        if self._waiter is None or self._waiter.done():
+        waiter = self._waiter
+        if waiter is None or waiter.done():
             return
-        if self._until_eof and self._head_done and self._failure is None:
-            self.keep_alive = False
-            self._complete()
-        elif not self._received:
-            self._fail(_Stale())
-        else:
-            why = f": {exc}" if exc else ""
-            self._fail_with(f"the connection closed in the middle of the response{why}")
-
-    # -- httptools callbacks -------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        if self._waiter is None:  # a second response in one read: bytes out of turn
-            self.closed = True  # not reused (exchange closes it once the call has its answer)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
-        if self._head_bytes > MAX_HEAD_BYTES:
-            raise self._stop(self._head_too_large(self._head_bytes))
-        lower = name.lower()
-        if lower == b"content-type":
-            self._content_type = value
-        elif lower == b"content-encoding":
-            self._encoding = value
-        elif lower == b"content-length":
-            self._length = int(value) if value.isdigit() else -1
-        elif lower == b"transfer-encoding":
-            self._chunked = b"chunked" in value.lower()
-
-    def on_headers_complete(self) -> None:
-        self._head_done = True
-        status = self._parser.get_status_code()
-        limit = self._pool.read_max_bytes
-        if self._length > limit:
-            raise self._stop(self._too_large(self._length, limit))
-        if self._length < 0 and not self._chunked and status >= 200 and status not in (204, 304):
-            self._until_eof = True
-
-    def on_body(self, body: bytes) -> None:
-        self._body_bytes += len(body)
-        limit = self._pool.read_max_bytes
-        if self._body_bytes > limit:
-            raise self._stop(self._too_large(self._body_bytes, limit))
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        if self._parser.get_status_code() < 200:  # 1xx: an interim answer, the real one follows
-            self._new_response()
-            self._received = True
+        try:
+            response = self.reader.ended(exc)
+        except (ConnectError, Stale) as error:
+            self._fail(error)
             return
-        self.keep_alive = self._parser.should_keep_alive()
-        self._complete()
-
-    # -- helpers -------------------------------------------------------------------
-
-    def _complete(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-            status = self._parser.get_status_code()
-            waiter.set_result((status, self._content_type, self._encoding, body))
-
-    def _stop(self, error: ConnectError) -> _Failure:
-        self._failure = error
-        return _Failure(error.message)
-
-    def _fail_with(self, message: str) -> None:
-        self._fail(ConnectError(Code.UNAVAILABLE, message))
-        self.close()
-
-    @staticmethod
-    def _head_too_large(size: int) -> ConnectError:
-        return ConnectError(
-            Code.RESOURCE_EXHAUSTED,
-            f"the response head is {size} bytes or more; this client reads at most "
-            f"{MAX_HEAD_BYTES} (MAX_HEAD_BYTES)",
-        )
-
-    @staticmethod
-    def _too_large(size: int, limit: int) -> ConnectError:
-        # gRPC's words for the same limit, so the SDK explains both alike (client/_codec.py).
-        return ConnectError(
-            Code.RESOURCE_EXHAUSTED, f"Received message larger than max ({size} vs. {limit})"
-        )
+        self._waiter = None
+        waiter.set_result(response)
 
 
 class Http1Pool:
-    """Keep-alive HTTP/1.1 connections to one origin; see the module docstring.
+    """Keep-alive HTTP/1.1 connections to one origin on asyncio; see the module docstring.
 
-    ``url`` is ``http://host:port`` or ``https://host:port`` (a trailing slash
-    is ignored); ``ssl_context`` is used for https. Bound to the event loop of
-    its first call.
+    Cancelling the calling task cancels the call (CancelledError, as with
+    grpc.aio). Bound to the event loop of its first call; not thread-safe: one
+    event loop uses a pool.
     """
 
     def __init__(self, url: str, ssl_context: ssl.SSLContext | None, read_max_bytes: int) -> None:
-        parts = urlsplit(url.rstrip("/"))
-        self.host = parts.netloc  # the Host header
-        default_port = 443 if parts.scheme == "https" else 80
-        self._address = (parts.hostname or "", parts.port or default_port)
-        self._ssl = ssl_context if parts.scheme == "https" else None
+        self._origin = Origin(url, ssl_context)
+        self.host = self._origin.host
         self.read_max_bytes = read_max_bytes
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
-        self._idle: list[_Connection] = []
+        self._idle: IdleConnections[_Connection] = IdleConnections()
         self._open: set[_Connection] = set()
         self._closed = False
 
@@ -340,74 +337,44 @@ class Http1Pool:
             self._idle.clear()
             self.loop = loop
         deadline = None if timeout_s is None else loop.time() + timeout_s
-        conn = self._reuse()
+        conn = self._idle.take()
         if conn is not None:
             try:
                 return await conn.exchange(request, deadline)
-            except _NotSent:
-                pass
-            except _Stale:
-                if not resend_safe:
-                    raise ConnectError(
-                        Code.UNAVAILABLE,
-                        "the server closed a kept-alive connection as the request went out; "
-                        "it may or may not have been applied",
-                    ) from None
+            except (NotSent, Stale) as error:
+                retry_on_fresh(error, resend_safe)
         conn = await self._connect(deadline)
         try:
             return await conn.exchange(request, deadline)
-        except _NotSent:
-            raise ConnectError(
-                Code.UNAVAILABLE, f"{NOT_CONNECTED}: the connection closed as soon as it opened"
-            ) from None
-        except _Stale:
-            hint = "" if self._ssl else " (a TLS port does so to plain HTTP: then use https://)"
-            raise ConnectError(
-                Code.UNAVAILABLE, f"the server closed the connection without answering{hint}"
-            ) from None
+        except (NotSent, Stale) as error:
+            raise fresh_failed(error, self._origin.ssl is not None) from None
 
     def close(self) -> None:
         """Close every connection, idle or busy (a busy call fails CANCELED, as on a
         closed grpc.aio channel); later calls fail UNAVAILABLE, never sent."""
         self._closed = True
-        closing = ConnectError(Code.CANCELED, "the client was closed during the call")
+        closing = closed_during_call()
         for conn in list(self._open):
             conn.close(closing)
         self._idle.clear()
 
     # -- connections -----------------------------------------------------------------
 
-    def _reuse(self) -> _Connection | None:
-        idle = self._idle
-        if not idle:
-            return None
-        now = time.monotonic()
-        while idle:
-            conn = idle.pop()
-            if conn.reusable(now):
-                return conn
-            conn.close()
-        return None
-
     async def _connect(self, deadline: float | None) -> _Connection:
         if self._closed:
-            raise ConnectError(
-                Code.UNAVAILABLE, f"{NOT_CONNECTED}: the client closed its connections"
-            )
-        host, port = self._address
+            raise not_connected("the client closed its connections")
+        (host, port), tls = self._origin.address, self._origin.ssl
         try:
             async with asyncio.timeout_at(deadline):
                 _, conn = await self.loop.create_connection(
-                    lambda: _Connection(self), host, port, ssl=self._ssl,
-                    server_hostname=host if self._ssl is not None else None,
+                    lambda: _Connection(self), host, port, ssl=tls,
+                    server_hostname=host if tls is not None else None,
                 )  # fmt: skip
         except TimeoutError:
-            raise ConnectError(
-                Code.DEADLINE_EXCEEDED, "no connection before the call's deadline"
-            ) from None
+            raise past_deadline(connected=False) from None
         # Refused, unreachable, DNS, TLS (ssl.SSLError is an OSError), a host name IDNA refuses.
         except (OSError, UnicodeError) as exc:
-            raise ConnectError(Code.UNAVAILABLE, f"{NOT_CONNECTED}: {exc}") from None
+            raise not_connected(exc) from None
         return conn
 
     def opened(self, conn: _Connection) -> None:
@@ -418,10 +385,7 @@ class Http1Pool:
 
     def release(self, conn: _Connection) -> None:
         """After a complete response: keep ``conn`` for the next call, or close it."""
-        if conn.keep_alive and not conn.closed and not self._closed and len(self._idle) < MAX_IDLE:
-            conn.idle_since = time.monotonic()
-            self._idle.append(conn)
-        else:
+        if self._closed or not self._idle.keep(conn):
             conn.close()
 
 
@@ -438,7 +402,7 @@ def client_ssl_context(ca_pem: bytes | None) -> ssl.SSLContext:
 
 def proxy_applies(url: str) -> bool:
     """Whether a proxy setting of the environment (``HTTP_PROXY``, ``HTTPS_PROXY``,
-    ``ALL_PROXY``, minus ``NO_PROXY``) covers ``url``: this pool never uses a proxy."""
+    ``ALL_PROXY``, minus ``NO_PROXY``) covers ``url``: the pools never use a proxy."""
     proxies = urllib.request.getproxies()
     parts = urlsplit(url)
     if not (proxies.get(parts.scheme) or proxies.get("all")):

@@ -1,21 +1,28 @@
-"""The asyncio SDK's HTTP/1.1 pool (client/_http1.py) against a scripted server, on both loops.
+"""The SDK's HTTP/1.1 pools against a scripted server: the asyncio pool (client/_http1.py)
+on both loops, and the blocking pool (client/_http1_sync.py).
 
 The server is a blocking socket server in a thread of the test process that
 reads each request whole and answers as the test says: so a test can close a
 connection, cut a response short or stall, and hold the client's event loop
-still (a blocking sleep) while the server's side moves. Every test body runs
-on asyncio's loop and on uvloop.
+still (a blocking sleep) while the server's side moves. Every test body is a
+coroutine run three ways (``kind``): on the asyncio pool on asyncio's loop and
+on uvloop, and on the blocking pool, each of its calls on a thread of its own
+(``Threaded``), so the same edge cases hold for both pools.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -26,10 +33,13 @@ from connectrpc.errors import ConnectError
 
 from edgekv.client import _http1
 from edgekv.client._connect import _SERVICES, ConnectRpcError, ConnectUnary
-from edgekv.client._http1 import MAX_HEAD_BYTES, NOT_CONNECTED, Http1Pool
+from edgekv.client._http1 import NOT_CONNECTED, Http1Pool, client_ssl_context
+from edgekv.client._http1_reader import MAX_HEAD_BYTES
+from edgekv.client._http1_sync import Http1SyncPool
 from edgekv.condition_status import CURRENT_VERSION_METADATA
 from edgekv.errors import never_sent
 from edgekv.local.launcher import free_port
+from edgekv.tls import create_ca, issue_cert
 from edgekv.v1 import common_pb2, kv_pb2
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
@@ -42,10 +52,12 @@ Answer = Callable[[int, socket.socket], Any]
 class ScriptedServer:
     """Reads whole requests (head + Content-Length body); answers each with ``answer``."""
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, tls: ssl.SSLContext | None = None) -> None:
         self._answer = answer
+        self._tls = tls
         self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self._listener.getsockname()[1]}"
         self.requests: list[bytes] = []
         self.conns: list[socket.socket] = []
         self.eofs = 0  # connections the client closed
@@ -58,13 +70,15 @@ class ScriptedServer:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
-            with self._lock:
-                self.conns.append(conn)
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         buf = b""
         with contextlib.suppress(OSError):
+            if self._tls is not None:
+                conn = self._tls.wrap_socket(conn, server_side=True)
+            with self._lock:
+                self.conns.append(conn)
             while True:
                 while b"\r\n\r\n" not in buf:
                     data = conn.recv(65536)
@@ -95,37 +109,101 @@ class ScriptedServer:
         """Close every connection from the server's side (a keep-alive timeout)."""
         with self._lock:
             for conn in self.conns:
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):  # the TCP connection's, under TLS too
+                    socket.socket.shutdown(conn, socket.SHUT_RDWR)
 
     def close(self) -> None:
         self._listener.close()
         self.drop()
 
 
-Runner = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
+Scenario = Callable[[], Coroutine[Any, Any, None]]
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Runner:
-    def runner(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        (uvloop.run if request.param == "uvloop" else asyncio.run)(scenario())
+class Threaded:
+    """The blocking pool driven from a test's event loop: each call on a thread of its own."""
 
-    return runner
+    def __init__(self, pool: Http1SyncPool, threads: ThreadPoolExecutor) -> None:
+        self.pool = pool
+        self._threads = threads
+
+    async def post(self, request: bytes, timeout_s: float | None, resend_safe: bool) -> Any:
+        return await self.call(self.pool.post, request, timeout_s, resend_safe)
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class Kind:
+    """Which pool a test runs on, and how: ``asyncio``, ``uvloop`` or ``blocking``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.blocking = name == "blocking"
+        self.threads = ThreadPoolExecutor(16)  # the blocking pool's callers
+
+    def run(self, scenario: Scenario) -> None:
+        (uvloop.run if self.name == "uvloop" else asyncio.run)(scenario())
+
+    def pool(self, url: str, limit: int = 1000, tls: ssl.SSLContext | None = None) -> Any:
+        """A pool of this kind for ``url``, with ``post(request, timeout_s, resend_safe)``."""
+        if self.blocking:
+            return Threaded(Http1SyncPool(url, tls, limit), self.threads)
+        return Http1Pool(url, tls, limit)
+
+    def method(self, pool: Any, service: str, name: str) -> Callable[..., Any]:
+        """``ConnectUnary``'s method ``name`` on ``pool``, as a coroutine function."""
+        if not self.blocking:
+            return ConnectUnary(pool, _SERVICES[service]).method(name)
+        blocking = ConnectUnary(pool.pool, _SERVICES[service]).method(name)
+        return functools.partial(pool.call, blocking)
+
+
+@pytest.fixture(params=["asyncio", "uvloop", "blocking"])
+def kind(request: pytest.FixtureRequest) -> Iterator[Kind]:
+    made = Kind(request.param)
+    yield made
+    made.threads.shutdown(wait=False)
 
 
 @pytest.fixture
 def serve() -> Iterator[Callable[[Answer], ScriptedServer]]:
     started: list[ScriptedServer] = []
 
-    def start(answer: Answer) -> ScriptedServer:
-        server = ScriptedServer(answer)
+    def start(answer: Answer, tls: ssl.SSLContext | None = None) -> ScriptedServer:
+        server = ScriptedServer(answer, tls)
         started.append(server)
         return server
 
     yield start
     for server in started:
         server.close()
+
+
+# (the server's TLS, the client's), or no TLS: (None, None)
+TLS = tuple[ssl.SSLContext | None, ssl.SSLContext | None]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("http1-pki")
+    create_ca(directory)
+    issue_cert(directory, "server", ["127.0.0.1"])
+    return directory
+
+
+@pytest.fixture(params=["http", "https"])
+def tls(request: pytest.FixtureRequest) -> TLS:
+    if request.param == "http":
+        return None, None
+    pki: Path = request.getfixturevalue("pki")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(pki / "server.pem", pki / "server-key.pem")
+    return server, client_ssl_context((pki / "ca.pem").read_bytes())
 
 
 def request(path: str = "/x") -> bytes:
@@ -136,78 +214,80 @@ def rpc_error(exc: pytest.ExceptionInfo[ConnectError]) -> tuple[Code, str]:
     return exc.value.code, exc.value.message
 
 
-def test_a_kept_alive_connection_carries_call_after_call(run: Runner, serve: Any) -> None:
-    server = serve(lambda n, conn: OK)
+def test_a_kept_alive_connection_carries_call_after_call(kind: Kind, serve: Any, tls: TLS) -> None:
+    server = serve(lambda n, conn: OK, tls[0])
 
     async def scenario() -> None:
-        pool = Http1Pool(server.url, None, 1000)
+        pool = kind.pool(server.url, tls=tls[1])
         for _ in range(3):
             assert await pool.post(request(), 5, False) == (200, b"", b"", b"ok")
         pool.close()
 
-    run(scenario)
+    kind.run(scenario)
     assert len(server.requests) == 3 and len(server.conns) == 1
 
 
 def test_concurrent_calls_each_take_a_connection_and_leave_it_for_the_next(
-    run: Runner, serve: Any
+    kind: Kind, serve: Any
 ) -> None:
+    together = threading.Barrier(8)
+
     def answer(n: int, conn: socket.socket) -> bytes:
-        time.sleep(0.02)  # long enough for the calls to overlap
+        together.wait(5)  # no answer before all 8 calls are in: they overlap
         return OK
 
     server = serve(answer)
 
     async def scenario() -> None:
-        pool = Http1Pool(server.url, None, 1000)
+        pool = kind.pool(server.url)
         for _ in range(2):
             answers = await asyncio.gather(*(pool.post(request(), 5, False) for _ in range(8)))
             assert {a[3] for a in answers} == {b"ok"}
         pool.close()
 
-    run(scenario)
+    kind.run(scenario)
     assert len(server.requests) == 16 and len(server.conns) == 8  # no pipelining, all reused
 
 
 def test_a_connection_idle_past_the_expiry_is_not_reused(
-    run: Runner, serve: Any, monkeypatch: pytest.MonkeyPatch
+    kind: Kind, serve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_http1, "IDLE_EXPIRY_S", 0.05)
     server = serve(lambda n, conn: OK)
 
     async def scenario() -> None:
-        pool = Http1Pool(server.url, None, 1000)
+        pool = kind.pool(server.url)
         await pool.post(request(), 5, False)
         await asyncio.sleep(0.1)
         await pool.post(request(), 5, False)
         pool.close()
 
-    run(scenario)
+    kind.run(scenario)
     assert len(server.conns) == 2
 
 
-def test_connection_close_is_never_reused(run: Runner, serve: Any) -> None:
+def test_connection_close_is_never_reused(kind: Kind, serve: Any) -> None:
     server = serve(
         lambda n, conn: b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
     )
 
     async def scenario() -> None:
-        pool = Http1Pool(server.url, None, 1000)
+        pool = kind.pool(server.url)
         for _ in range(2):
             assert (await pool.post(request(), 5, False))[0] == 200
         pool.close()
 
-    run(scenario)  # the server keeps each connection open: only the client can tell
+    kind.run(scenario)  # the server keeps each connection open: only the client can tell
     assert len(server.conns) == 2
 
 
 def test_a_write_never_goes_out_on_a_connection_the_server_closed_while_idle(
-    run: Runner, serve: Any
+    kind: Kind, serve: Any, tls: TLS
 ) -> None:
-    server = serve(lambda n, conn: OK)
+    server = serve(lambda n, conn: OK, tls[0])
 
     async def scenario() -> None:
-        pool = Http1Pool(server.url, None, 1000)
+        pool = kind.pool(server.url, tls=tls[1])
         await pool.post(request(), 5, False)
         server.drop()
         # Hold the loop: the server's FIN arrives, unseen by the event loop.
@@ -215,33 +295,33 @@ def test_a_write_never_goes_out_on_a_connection_the_server_closed_while_idle(
         assert (await pool.post(request("/put"), 5, resend_safe=False))[0] == 200
         pool.close()
 
-    run(scenario)
+    kind.run(scenario)
     assert [r.split(b" ")[1] for r in server.requests] == [b"/x", b"/put"]
     assert len(server.conns) == 2
 
 
 def test_a_read_is_sent_again_when_the_kept_alive_connection_closes_unanswered(
-    run: Runner, serve: Any
+    kind: Kind, serve: Any
 ) -> None:
     server = serve(lambda n, conn: CLOSE if n == 1 else OK)
 
     async def scenario() -> None:
-        pool = Http1Pool(server.url, None, 1000)
+        pool = kind.pool(server.url)
         await pool.post(request(), 5, False)
         assert (await pool.post(request("/get"), 5, resend_safe=True))[3] == b"ok"
         pool.close()
 
-    run(scenario)
+    kind.run(scenario)
     assert [r.split(b" ")[1] for r in server.requests] == [b"/x", b"/get", b"/get"]
 
 
 def test_a_write_is_never_sent_twice_when_the_connection_closes_unanswered(
-    run: Runner, serve: Any
+    kind: Kind, serve: Any
 ) -> None:
     server = serve(lambda n, conn: CLOSE if n == 1 else OK)
 
     async def scenario() -> None:
-        pool = Http1Pool(server.url, None, 1000)
+        pool = kind.pool(server.url)
         await pool.post(request(), 5, False)
         with pytest.raises(ConnectError) as exc:
             await pool.post(request("/put"), 5, resend_safe=False)
@@ -250,20 +330,20 @@ def test_a_write_is_never_sent_twice_when_the_connection_closes_unanswered(
         assert not never_sent(grpc.StatusCode.UNAVAILABLE, message)
         pool.close()
 
-    run(scenario)
+    kind.run(scenario)
     assert [r.split(b" ")[1] for r in server.requests] == [b"/x", b"/put"]
 
 
-def test_a_refused_connection_is_a_call_never_sent(run: Runner) -> None:
+def test_a_refused_connection_is_a_call_never_sent(kind: Kind) -> None:
     async def scenario() -> None:
-        pool = Http1Pool(f"http://127.0.0.1:{free_port()}", None, 1000)
+        pool = kind.pool(f"http://127.0.0.1:{free_port()}")
         with pytest.raises(ConnectError) as exc:
             await pool.post(request(), 5, False)
         code, message = rpc_error(exc)
         assert code is Code.UNAVAILABLE and message.startswith(NOT_CONNECTED)
         assert never_sent(grpc.StatusCode.UNAVAILABLE, message)
 
-    run(scenario)
+    kind.run(scenario)
 
 
 @pytest.mark.parametrize(
@@ -278,12 +358,12 @@ def test_a_refused_connection_is_a_call_never_sent(run: Runner) -> None:
     ids=["body-cut", "head-cut", "not-http", "out-of-turn"],
 )  # fmt: skip
 def test_a_cut_short_or_malformed_response_fails_and_its_connection_is_dropped(
-    run: Runner, serve: Any, answer: Any, words: str | None
+    kind: Kind, serve: Any, answer: Any, words: str | None
 ) -> None:
     server = serve(lambda n, conn: answer if n == 0 else OK)
 
     async def scenario() -> None:
-        pool = Http1Pool(server.url, None, 1000)
+        pool = kind.pool(server.url)
         if words is None:  # bytes after the answer: it stands, the connection does not
             assert (await pool.post(request(), 5, False))[3] == b"ok"
         else:
@@ -294,7 +374,7 @@ def test_a_cut_short_or_malformed_response_fails_and_its_connection_is_dropped(
         assert (await pool.post(request(), 5, False))[3] == b"ok"
         pool.close()
 
-    run(scenario)
+    kind.run(scenario)
     assert len(server.conns) == 2
 
 
@@ -306,11 +386,11 @@ def test_a_cut_short_or_malformed_response_fails_and_its_connection_is_dropped(
      b"HTTP/1.1 200 OK\r\nx: " + b"y" * MAX_HEAD_BYTES + b"\r\n\r\n"],
     ids=["length", "chunked", "head"],
 )  # fmt: skip
-def test_a_response_over_the_limits_is_refused(run: Runner, serve: Any, answer: bytes) -> None:
+def test_a_response_over_the_limits_is_refused(kind: Kind, serve: Any, answer: bytes) -> None:
     server = serve(lambda n, conn: answer if n == 0 else OK)
 
     async def scenario() -> None:
-        pool = Http1Pool(server.url, None, 1000)
+        pool = kind.pool(server.url)
         with pytest.raises(ConnectError) as exc:
             await pool.post(request(), 5, False)
         code, message = rpc_error(exc)
@@ -321,12 +401,12 @@ def test_a_response_over_the_limits_is_refused(run: Runner, serve: Any, answer: 
         assert (await pool.post(request(), 5, False))[3] == b"ok"
         pool.close()
 
-    run(scenario)
+    kind.run(scenario)
     assert len(server.conns) == 2  # the first one dropped
 
 
 def test_a_slow_answer_ends_at_the_deadline_and_drops_the_connection(
-    run: Runner, serve: Any
+    kind: Kind, serve: Any
 ) -> None:
     def answer(n: int, conn: socket.socket) -> bytes:
         if n == 0:
@@ -336,7 +416,7 @@ def test_a_slow_answer_ends_at_the_deadline_and_drops_the_connection(
     server = serve(answer)
 
     async def scenario() -> None:
-        pool = Http1Pool(server.url, None, 1000)
+        pool = kind.pool(server.url)
         start = time.monotonic()
         with pytest.raises(ConnectError) as exc:
             await pool.post(request(), 0.2, False)
@@ -345,11 +425,13 @@ def test_a_slow_answer_ends_at_the_deadline_and_drops_the_connection(
         assert (await pool.post(request(), 5, False))[3] == b"ok"
         pool.close()
 
-    run(scenario)
+    kind.run(scenario)
     assert len(server.conns) == 2
 
 
-def test_a_call_cancelled_mid_response_closes_its_connection(run: Runner, serve: Any) -> None:
+def test_a_call_cancelled_mid_response_closes_its_connection(kind: Kind, serve: Any) -> None:
+    if kind.blocking:
+        pytest.skip("a blocking call cannot be cancelled: it ends at its deadline or on close()")
     started = threading.Event()
 
     def answer(n: int, conn: socket.socket) -> Any:
@@ -364,7 +446,7 @@ def test_a_call_cancelled_mid_response_closes_its_connection(run: Runner, serve:
     server = serve(answer)
 
     async def scenario() -> None:
-        pool = Http1Pool(server.url, None, 1000)
+        pool = kind.pool(server.url)
         call = asyncio.ensure_future(pool.post(request(), 5, False))
         await asyncio.to_thread(started.wait, 5)
         await asyncio.sleep(0.05)  # the first bytes arrive
@@ -375,7 +457,7 @@ def test_a_call_cancelled_mid_response_closes_its_connection(run: Runner, serve:
         assert (await pool.post(request(), 5, False))[3] == b"ok"
         pool.close()
 
-    run(scenario)
+    kind.run(scenario)
     assert len(server.conns) == 2
 
 
@@ -386,22 +468,22 @@ def test_a_call_cancelled_mid_response_closes_its_connection(run: Runner, serve:
      b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n" + OK],
     ids=["until-eof", "chunked", "interim"],
 )  # fmt: skip
-def test_bodies_of_every_framing_are_read_whole(run: Runner, serve: Any, answer: Any) -> None:
+def test_bodies_of_every_framing_are_read_whole(kind: Kind, serve: Any, answer: Any) -> None:
     server = serve(lambda n, conn: answer)
 
     async def scenario() -> None:
-        pool = Http1Pool(server.url, None, 1000)
+        pool = kind.pool(server.url)
         assert (await pool.post(request(), 5, False))[3] == b"ok"
         pool.close()
 
-    run(scenario)
+    kind.run(scenario)
 
 
-def test_close_ends_idle_connections_and_later_calls(run: Runner, serve: Any) -> None:
+def test_close_ends_idle_connections_and_later_calls(kind: Kind, serve: Any) -> None:
     server = serve(lambda n, conn: OK)
 
     async def scenario() -> None:
-        pool = Http1Pool(server.url, None, 1000)
+        pool = kind.pool(server.url)
         await pool.post(request(), 5, False)
         pool.close()
         with pytest.raises(ConnectError) as exc:
@@ -412,11 +494,11 @@ def test_close_ends_idle_connections_and_later_calls(run: Runner, serve: Any) ->
                 break
             await asyncio.sleep(0.01)
 
-    run(scenario)
+    kind.run(scenario)
     assert server.eofs == 1
 
 
-def test_close_cancels_a_call_in_flight(run: Runner, serve: Any) -> None:
+def test_close_cancels_a_call_in_flight(kind: Kind, serve: Any) -> None:
     started = threading.Event()
 
     def answer(n: int, conn: socket.socket) -> Any:
@@ -428,16 +510,44 @@ def test_close_cancels_a_call_in_flight(run: Runner, serve: Any) -> None:
     server = serve(answer)
 
     async def scenario() -> None:
-        pool = Http1Pool(server.url, None, 1000)
+        pool = kind.pool(server.url)
         call = asyncio.ensure_future(pool.post(request(), 5, True))
         await asyncio.to_thread(started.wait, 5)
+        start = time.monotonic()
         pool.close()
         with pytest.raises(ConnectError) as exc:
             await call
         assert exc.value.code is Code.CANCELED
+        assert time.monotonic() - start < 4  # at once, not when the server gives up (5 s)
 
-    run(scenario)
+    kind.run(scenario)
     assert len(server.requests) == 1  # a read, not sent again after close
+
+
+# -- the blocking pool from many threads -----------------------------------------------------
+
+
+def test_threads_share_the_blocking_pool_each_call_on_a_connection_of_its_own(serve: Any) -> None:
+    def answer(n: int, conn: socket.socket) -> bytes:
+        path = server.requests[n].split(b" ")[1]  # each answer names its request
+        return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(path) + path
+
+    server = serve(answer)
+    pool = Http1SyncPool(server.url, None, 1000)
+
+    def caller(thread: int) -> None:
+        for i in range(25):
+            path = f"/{thread}/{i}"
+            assert pool.post(request(path), 5, False)[3] == path.encode()
+
+    with ThreadPoolExecutor(8) as threads:
+        list(threads.map(caller, range(8)))
+    idle = pool._idle.take()
+    assert idle is not None
+    assert idle.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    idle.close()
+    pool.close()
+    assert len(server.requests) == 200 and len(server.conns) <= 8
 
 
 # -- the Connect unary protocol over the pool (ConnectUnary) -------------------------------
@@ -457,18 +567,18 @@ def proto(message: Any) -> bytes:
     return head % len(body) + body
 
 
-def test_unary_calls_speak_connect_as_connectrpc_does(run: Runner, serve: Any) -> None:
+def test_unary_calls_speak_connect_as_connectrpc_does(kind: Kind, serve: Any) -> None:
     server = serve(lambda n, conn: proto(kv_pb2.GetResponse(found=True, value=b"v")))
 
     async def scenario() -> None:
-        pool = Http1Pool(server.url, None, 1000)
-        get = ConnectUnary(pool, _SERVICES["kv"]).method("Get")
+        pool = kind.pool(server.url)
+        get = kind.method(pool, "kv", "Get")
         metadata = (("authorization", "Bearer t"),)
         answer = await get(kv_pb2.GetRequest(key=b"k"), timeout=1.5, metadata=metadata)
         assert answer == kv_pb2.GetResponse(found=True, value=b"v")
         pool.close()
 
-    run(scenario)
+    kind.run(scenario)
     head, _, body = server.requests[0].partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
     assert lines[0] == "POST /edgekv.v1.KV/Get HTTP/1.1"
@@ -480,7 +590,7 @@ def test_unary_calls_speak_connect_as_connectrpc_does(run: Runner, serve: Any) -
     assert kv_pb2.GetRequest.FromString(body) == kv_pb2.GetRequest(key=b"k")
 
 
-def test_connect_errors_keep_their_code_message_and_version_detail(run: Runner, serve: Any) -> None:
+def test_connect_errors_keep_their_code_message_and_version_detail(kind: Kind, serve: Any) -> None:
     version = common_pb2.Version(timestamp=7, origin="n1").SerializeToString()
     value = __import__("base64").b64encode(version).decode().rstrip("=")
     detail = f', "details": [{{"type": "edgekv.v1.Version", "value": "{value}"}}]'
@@ -494,8 +604,8 @@ def test_connect_errors_keep_their_code_message_and_version_detail(run: Runner, 
     server = serve(lambda n, conn: answers[n])
 
     async def scenario() -> None:
-        pool = Http1Pool(server.url, None, 1000)
-        put = ConnectUnary(pool, _SERVICES["kv"]).method("Put")
+        pool = kind.pool(server.url)
+        put = kind.method(pool, "kv", "Put")
         seen = []
         for _ in answers:
             with pytest.raises(ConnectRpcError) as exc:
@@ -512,20 +622,20 @@ def test_connect_errors_keep_their_code_message_and_version_detail(run: Runner, 
         assert seen[3].code() == grpc.StatusCode.UNKNOWN and "text/plain" in seen[3].details()
         pool.close()
 
-    run(scenario)
+    kind.run(scenario)
 
 
-def test_metadata_that_is_no_http_header_is_refused_unsent(run: Runner, serve: Any) -> None:
+def test_metadata_that_is_no_http_header_is_refused_unsent(kind: Kind, serve: Any) -> None:
     server = serve(lambda n, conn: OK)
 
     async def scenario() -> None:
-        pool = Http1Pool(server.url, None, 1000)
-        get = ConnectUnary(pool, _SERVICES["kv"]).method("Get")
+        pool = kind.pool(server.url)
+        get = kind.method(pool, "kv", "Get")
         with pytest.raises(ConnectRpcError) as exc:
             await get(kv_pb2.GetRequest(key=b"k"), metadata=(("authorization", "a\r\nx: y"),))
         assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "'authorization'" in exc.value.details()
         pool.close()
 
-    run(scenario)
+    kind.run(scenario)
     assert server.requests == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 import edgekv
 from edgekv import Delete, Put, errors
 from edgekv.client import AsyncClient, Client
+from edgekv.client._http1 import Http1Pool
 from edgekv.client._testing import FLAVORS, Flavor
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.launcher import free_port, running_node, write_cluster_file
@@ -201,9 +203,27 @@ def test_async_unary_calls_keep_one_http1_connection_alive(cluster: LocalCluster
                 assert await client.get(f"alive/{i}") is not None
             pools = client._connect_doors()._pools
             assert list(pools) == [url(cluster, "iad-1")]
-            assert len(pools[url(cluster, "iad-1")]._open) == 1
+            pool = pools[url(cluster, "iad-1")]
+            assert isinstance(pool, Http1Pool) and len(pool._open) == 1
 
     asyncio.run(scenario())
+
+
+def test_sync_unary_calls_from_threads_keep_http1_connections_alive(cluster: LocalCluster) -> None:
+    door = url(cluster, "iad-1")
+    with Client(door, token=TOKEN, discover=False) as client:
+
+        def calls(thread: int) -> None:
+            for i in range(10):
+                client.put(f"sync/alive/{thread}/{i}", b"v")
+                assert client.get(f"sync/alive/{thread}/{i}") is not None
+
+        with ThreadPoolExecutor(4) as threads:
+            list(threads.map(calls, range(4)))  # raises what a thread raised
+        doors = client._connect_doors()
+        assert list(doors._pools) == [door]
+        assert 1 <= len(doors._pools[door]._idle) <= 4  # one per thread at most, kept
+        assert doors._http is None  # no pyqwest client: Watch would make it
 
 
 @pytest.fixture(scope="module")

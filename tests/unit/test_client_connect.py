@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import grpc
 import pytest
 from connectrpc.code import Code
@@ -9,7 +12,9 @@ from connectrpc.errors import ConnectError
 
 from edgekv.client._codec import error_from_rpc
 from edgekv.client._connect import _SERVICES, ConnectRpcError, ConnectUnary, _method_name, is_url
-from edgekv.client._http1 import NOT_CONNECTED, NOT_HTTP1, Http1Pool, proxy_applies
+from edgekv.client._http1 import NOT_CONNECTED, Http1Pool, proxy_applies
+from edgekv.client._http1_reader import NOT_HTTP1
+from edgekv.client._http1_sync import Http1SyncPool
 from edgekv.client.discovery import Topology
 from edgekv.errors import Unavailable, never_sent
 from edgekv.v1 import cluster_pb2
@@ -131,9 +136,11 @@ def test_a_proxy_of_the_environment_keeps_the_url_on_pyqwest(
     assert not proxy_applies("http://10.0.0.1:8101")
 
 
-def test_only_unary_methods_go_through_the_http1_pool() -> None:
-    unary = ConnectUnary(Http1Pool("http://h:1", None, 1), _SERVICES["kv"])
-    assert callable(unary.method("Get"))
+@pytest.mark.parametrize("pool", [Http1Pool, Http1SyncPool])
+def test_only_unary_methods_go_through_the_http1_pool(pool: Any) -> None:
+    unary = ConnectUnary(pool("http://h:1", None, 1), _SERVICES["kv"])
+    # Coroutines for the asyncio client, blocking calls for the blocking one.
+    assert inspect.iscoroutinefunction(unary.method("Get")) == (pool is Http1Pool)
     for name in ("Watch", "Stream", "Nothing"):
         with pytest.raises(AttributeError, match=name):
             unary.method(name)
