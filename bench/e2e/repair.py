@@ -296,6 +296,9 @@ def main() -> None:
     if args.read_from:
         read_forever(args.read_from)
         return
+    # A SIGTERM (kill, a CI timeout) unwinds like Ctrl-C: the nodes and the reader
+    # are stopped and the 2.5 GB temporary directory removed, not left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     replication = {"antientropy_interval_s": 3600, "heartbeat_interval_s": 0.5}
     if args.antientropy_bytes_per_s is not None:
         replication["antientropy_bytes_per_s"] = args.antientropy_bytes_per_s
