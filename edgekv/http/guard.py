@@ -34,6 +34,7 @@ from edgekv.config.model import (
     HttpSettings,
 )
 from edgekv.http.coalesce import CoalescingTransport
+from edgekv.http.direct import DirectUnary
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 # The bytes of a header line besides its name and value (": " and CRLF).
@@ -51,6 +52,8 @@ class GuardedProtocol(HttpToolsProtocol):
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     # Calls answered in the step that read them (the door's Connect unary KV calls).
     eager_paths: frozenset[str] = frozenset()
+    # Answers those that arrived whole without an ASGI call (direct.py); None: ASGI only.
+    direct: DirectUnary | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -139,9 +142,13 @@ class GuardedProtocol(HttpToolsProtocol):
     def _answer_now(self, cycle: Any, app: Any) -> None:
         """Run the call in this step; only a call that has to wait (its body is still
         arriving, it is forwarded or replicated) goes on in a task. A local read
-        is answered with no task and no loop turn (edgekv/eager.py)."""
+        is answered with no task and no loop turn (edgekv/eager.py); a call whose
+        request is whole here, with no ASGI call either (direct.py)."""
         if self.transport.is_closing():
             super()._start_asgi_task(cycle, app)
+            return
+        direct = self.direct
+        if direct is not None and app is self.app and direct.start(self, cycle):
             return
         _, task = eager.start(cycle.run_asgi(app), self.loop)
         if task is not None:  # uvicorn's shutdown waits for the calls in self.tasks
@@ -196,10 +203,13 @@ class GuardedProtocol(HttpToolsProtocol):
 
 
 def guarded_protocol(
-    settings: HttpSettings, eager_paths: frozenset[str] = frozenset()
+    settings: HttpSettings,
+    eager_paths: frozenset[str] = frozenset(),
+    direct: DirectUnary | None = None,
 ) -> type[GuardedProtocol]:
     """The protocol class for uvicorn's ``http`` setting, with ``settings``' bounds;
-    calls to ``eager_paths`` are answered in the step that read them."""
+    calls to ``eager_paths`` are answered in the step that read them, by ``direct``
+    (without an ASGI call) when it can."""
     return type(
         "GuardedProtocol",
         (GuardedProtocol,),
@@ -207,6 +217,7 @@ def guarded_protocol(
             "max_header_bytes": settings.max_header_bytes,
             "request_timeout_s": settings.request_timeout_s,
             "eager_paths": eager_paths,
+            "direct": direct,
         },
     )
 
