@@ -6,7 +6,7 @@ behind them is a stand-in that answers like KVConnect (response headers) and
 can be told to wait, fail or raise. The same request, whole in one read (the
 direct path) and with its body in a later read (the ASGI path), must give the
 same bytes but for the date and the measured durations. Real nodes and sockets:
-tests/integration/test_http_direct.py.
+tests/integration/test_http_direct_paths.py.
 """
 
 from __future__ import annotations
