@@ -11,7 +11,9 @@ its call's admission slot. :func:`guarded_protocol` adds, per connection:
   arrives, so at most about one network read more is ever held;
 - ``http.request_timeout_s``: a request must arrive whole (head and body) this
   long after its first byte: otherwise 408 (head incomplete) or the connection
-  is closed (body incomplete: the call sees the client go away);
+  is closed (body incomplete: the call sees the client go away). The timer is
+  set only when a read ends with a request still arriving, so a request that
+  comes whole in one read (most) costs no timer;
 - a new connection that sends nothing is closed after the keep-alive timeout,
   like a connection idle between requests.
 
@@ -61,6 +63,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # of the head being read: parsed lines, or whole reads
         self._raw_head_bytes = 0  # reads that fell entirely inside the head
         self._request_timer: asyncio.TimerHandle | None = None
+        # loop.time() at the first byte of the request being read; None between requests.
+        self._request_started: float | None = None
         self._refusing = False
         self._reading = False  # inside data_received: calls wait for the end of the read
         self._deferred: tuple[Any, Any] | None = None  # the call to answer after this read
@@ -88,6 +92,15 @@ class GuardedProtocol(HttpToolsProtocol):
             super().data_received(data)
         finally:
             self._reading = False
+        if (
+            self._request_started is not None
+            and self._request_timer is None
+            and not self.transport.is_closing()
+        ):
+            # A request is still arriving after this read: bound it now. A request
+            # that came whole in one read (most) never needs a timer.
+            left = self._request_started + self.request_timeout_s - self.loop.time()
+            self._request_timer = self.loop.call_later(max(left, 0.0), self._on_timeout)
         deferred, self._deferred = self._deferred, None
         if deferred is not None:
             self._answer_now(*deferred)
@@ -109,7 +122,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = self._raw_head_bytes = 0
         self._cancel_request_timer()
-        self._request_timer = self.loop.call_later(self.request_timeout_s, self._on_timeout)
+        self._request_started = self.loop.time()  # the timer starts at the end of this read
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -125,6 +138,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._cancel_request_timer()
+        self._request_started = None
         super().on_message_complete()
 
     # -- starting calls ------------------------------------------------------------
