@@ -49,7 +49,10 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         regions=(("eu-west", 50.1, 8.7), ("us-east", 38.9, -77.4)),
         nodes=(("fra-1", "eu-west"), ("iad-1", "us-east")),
         placement=(("eu/", ["eu-west"]),),
-        extra={"security": security, "limits": {"max_value_bytes": MAX_VALUE}},
+        extra={
+            "security": security,
+            "limits": {"max_value_bytes": MAX_VALUE, "max_message_bytes": 16384},
+        },
         metrics=True,
         http=True,
     )
@@ -212,6 +215,13 @@ def test_put_answered_alike_both_ways(door: LocalCluster) -> None:
             put(b"direct/big", b"x" * (MAX_VALUE + 1)),
             400,
             b"invalid_argument",
+        ),
+        (
+            # max_value_bytes + 64 KiB of framing: refused as declared, read or not
+            "body over max_message_bytes",
+            put(b"direct/huge", b"x" * (MAX_VALUE + 70 * 1024)),
+            429,
+            b"resource_exhausted",
         ),
         ("no token", get(b"k", token=None), 401, b"unauthenticated"),
         (
