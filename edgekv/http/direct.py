@@ -27,6 +27,7 @@ import time
 from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
     HEADER_VALUE_RE,
     STATUS_LINE,
     HttpToolsProtocol,
@@ -95,6 +96,8 @@ class DirectUnary:
         head = _head(conn, status)
         try:
             for name, value in headers:
+                if HEADER_RE.search(name):
+                    raise RuntimeError("Invalid HTTP header name.")
                 if HEADER_VALUE_RE.search(value):
                     raise RuntimeError("Invalid HTTP header value.")
                 head += name.lower() + b": " + value + b"\r\n"

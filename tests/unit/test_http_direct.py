@@ -75,6 +75,8 @@ class _KV:
         if request.key == b"boom":
             raise RuntimeError("a bug")
         ctx.response_headers["edgekv-served-by"] = "n1"
+        if request.key == b"bad-header":  # a value that would split the head
+            ctx.response_headers["edgekv-served-by"] = "n1\r\nx-injected: 1"
         ctx.response_headers["server-timing"] = "kv;dur=0.010"
         return kv_pb2.GetResponse(found=True, value=b"v:" + request.key, served_by="n1")
 
@@ -256,3 +258,14 @@ async def test_requests_it_cannot_answer_take_the_asgi_path() -> None:
         assert door.app_calls == 1, request
         for _ in range(10):
             await asyncio.sleep(0)
+
+
+async def test_header_value_that_would_split_the_head_closes_the_connection_unanswered() -> None:
+    door = _Door()
+    direct = await door.answer(_get(b"bad-header"))
+    other = _Door()
+    asgi = await other.answer(*_split(_get(b"bad-header")))
+    assert direct == asgi == b"" and door.transport.closed and other.transport.closed
+    assert (
+        door.requests("/edgekv.v1.KV/Get", "200") == 1 == other.requests("/edgekv.v1.KV/Get", "200")
+    )
