@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -43,20 +43,23 @@ class NodeMetrics:
         # edgekv_requests_total and edgekv_request_duration_seconds (gRPC port).
         self.calls = CallMetrics(_BUCKETS)
         self.registry.register(self.calls)
-        self.http_requests = Counter(
-            "edgekv_http_requests",
-            "Requests served by the HTTP door (Connect, gRPC-Web, REST), by route and HTTP "
-            "status (gRPC-Web and Connect streams answer 200 and carry their code in the body).",
-            ("route", "status"),
-            registry=self.registry,
+        # edgekv_http_requests_total and edgekv_http_request_duration_seconds, kept the
+        # same way (plain ints on the loop), per route and HTTP status.
+        self.http_calls = CallMetrics(
+            _BUCKETS,
+            requests=(
+                "edgekv_http_requests",
+                "Requests served by the HTTP door (Connect, gRPC-Web, REST), by route and HTTP "
+                "status (gRPC-Web and Connect streams answer 200 and carry their code in the "
+                "body).",
+            ),
+            latency=(
+                "edgekv_http_request_duration_seconds",
+                "HTTP door latency on the server until the response starts, by route.",
+            ),
+            labels=("route", "status"),
         )
-        self.http_latency = Histogram(
-            "edgekv_http_request_duration_seconds",
-            "HTTP door latency on the server until the response starts, by route.",
-            ("route",),
-            buckets=_BUCKETS,
-            registry=self.registry,
-        )
+        self.registry.register(self.http_calls)
         self._state: _NodeStateExporter | None = None
         self._server: Any = None
         self._port = 0
@@ -109,26 +112,19 @@ class NodeMetrics:
 
 
 class HttpRecorder:
-    """Counts and times HTTP door requests; label children cached per route and status."""
+    """Counts and times HTTP door requests, per route and status. Event-loop only."""
 
-    __slots__ = ("_counts", "_latency", "_metrics", "_timers")
+    __slots__ = ("_calls", "_stats")
 
     def __init__(self, metrics: NodeMetrics) -> None:
-        self._metrics = metrics
-        self._counts: dict[tuple[str, int], Any] = {}
-        self._timers: dict[str, Any] = {}
+        self._calls = metrics.http_calls
+        self._stats: dict[str, MethodStats] = {}
 
     def record(self, route: str, status: int, seconds: float) -> None:
-        counter = self._counts.get((route, status))
-        if counter is None:
-            counter = self._metrics.http_requests.labels(route, str(status))
-            self._counts[(route, status)] = counter
-        counter.inc()
-        timer = self._timers.get(route)
-        if timer is None:
-            timer = self._metrics.http_latency.labels(route)
-            self._timers[route] = timer
-        timer.observe(seconds)
+        stats = self._stats.get(route)
+        if stats is None:
+            stats = self._stats[route] = self._calls.stats(route)
+        stats.record(status, seconds)
 
 
 class OperationRecorder:

@@ -102,6 +102,12 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+def total_timing(started: float) -> tuple[bytes, bytes]:
+    """The ``Server-Timing: total`` header of an answer whose request was read at
+    ``started`` (time.perf_counter()), as every answer of the door carries it."""
+    return (b"server-timing", b"total;dur=%.3f" % ((time.perf_counter() - started) * 1000))
+
+
 class HttpApp:
     """The door's ASGI callable. ``rpc`` maps a path prefix to a connectrpc application;
     ``rest`` serves ``/v1/kv``; ``openapi`` is the document's JSON bytes."""
@@ -135,11 +141,7 @@ class HttpApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                total = (time.perf_counter() - started) * 1000
-                message["headers"] = [
-                    *message.get("headers", ()),
-                    (b"server-timing", f"total;dur={total:.3f}".encode()),
-                ]
+                message["headers"] = [*message.get("headers", ()), total_timing(started)]
             await send(message)
 
         route = path
@@ -230,4 +232,4 @@ def with_cors(app: ASGIApp, origins: tuple[str, ...]) -> ASGIApp:
     )
 
 
-__all__ = ["HttpApp", "error_body", "send_error", "with_cors"]
+__all__ = ["HttpApp", "error_body", "send_error", "total_timing", "with_cors"]

@@ -8,7 +8,7 @@ holds what is written during one turn of the event loop and writes it at the
 end of that turn (``call_soon``) as one buffer: one syscall, one segment, one
 wake-up for a small answer. Nothing waits longer than the current turn, and
 ``close()`` writes what is held first; ``abort()`` drops it, as the transport
-would.
+would. :meth:`write_now` writes a whole answer at once (edgekv/http/direct.py).
 """
 
 from __future__ import annotations
@@ -33,6 +33,15 @@ class CoalescingTransport:
         if not self._held:
             self._loop.call_soon(self._flush)
         self._held.append(bytes(data))
+
+    def write_now(self, data: bytes) -> None:
+        """Write ``data`` at once, after anything held, in one write (a whole answer
+        that is complete now: holding it to the end of the turn gains nothing)."""
+        if self._held:
+            self._held.append(data)
+            self._flush()
+        elif not self._transport.is_closing():
+            self._transport.write(data)
 
     def writelines(self, chunks: Any) -> None:
         for chunk in chunks:

@@ -13,6 +13,7 @@ from edgekv.config.model import ClusterConfig
 from edgekv.coordinator import Coordinator
 from edgekv.http.app import HttpApp, with_cors
 from edgekv.http.calls import Admission
+from edgekv.http.direct import DirectUnary
 from edgekv.http.listener import HttpListener
 from edgekv.http.openapi import openapi_json
 from edgekv.http.rest import RestFace
@@ -55,15 +56,21 @@ class HttpDoor:
         messages = KVMessages(coordinator)
         kv = KVConnect(messages, auth, self._admission)
         status = ClusterConnect(cluster, auth, self._admission, messages.node_id)
+        unary = ConnectUnary(kv, limits.message_bytes)
+        recorder = metrics.http_recorder()
         app = HttpApp(
             rpc=rpc_apps(kv, status, limits.message_bytes),
-            unary=ConnectUnary(kv, limits.message_bytes),
+            unary=unary,
             rest=RestFace(coordinator, auth, self._admission, limits),
             openapi=openapi_json(),
             limits=limits,
-            recorder=metrics.http_recorder(),
+            recorder=recorder,
         )
-        await self._listener.start(with_cors(app, self._config.http.cors_allow_origins))
+        served = with_cors(app, self._config.http.cors_allow_origins)
+        # Calls answered without ASGI must get what the served app adds: CORS adds
+        # headers to every answer (even without an Origin), so with CORS, ASGI only.
+        direct = DirectUnary(unary, recorder) if served is app else None
+        await self._listener.start(served, direct)
 
     async def stop(self, grace_s: float) -> None:
         await self._listener.stop(grace_s)

@@ -11,7 +11,9 @@ its call's admission slot. :func:`guarded_protocol` adds, per connection:
   arrives, so at most about one network read more is ever held;
 - ``http.request_timeout_s``: a request must arrive whole (head and body) this
   long after its first byte: otherwise 408 (head incomplete) or the connection
-  is closed (body incomplete: the call sees the client go away);
+  is closed (body incomplete: the call sees the client go away). The timer is
+  set only when a read ends with a request still arriving, so a request that
+  comes whole in one read (most) costs no timer;
 - a new connection that sends nothing is closed after the keep-alive timeout,
   like a connection idle between requests.
 
@@ -34,6 +36,7 @@ from edgekv.config.model import (
     HttpSettings,
 )
 from edgekv.http.coalesce import CoalescingTransport
+from edgekv.http.direct import DirectUnary
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 # The bytes of a header line besides its name and value (": " and CRLF).
@@ -51,6 +54,8 @@ class GuardedProtocol(HttpToolsProtocol):
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     # Calls answered in the step that read them (the door's Connect unary KV calls).
     eager_paths: frozenset[str] = frozenset()
+    # Answers those that arrived whole without an ASGI call (direct.py); None: ASGI only.
+    direct: DirectUnary | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -58,6 +63,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # of the head being read: parsed lines, or whole reads
         self._raw_head_bytes = 0  # reads that fell entirely inside the head
         self._request_timer: asyncio.TimerHandle | None = None
+        # loop.time() at the first byte of the request being read; None between requests.
+        self._request_started: float | None = None
         self._refusing = False
         self._reading = False  # inside data_received: calls wait for the end of the read
         self._deferred: tuple[Any, Any] | None = None  # the call to answer after this read
@@ -85,6 +92,15 @@ class GuardedProtocol(HttpToolsProtocol):
             super().data_received(data)
         finally:
             self._reading = False
+        if (
+            self._request_started is not None
+            and self._request_timer is None
+            and not self.transport.is_closing()
+        ):
+            # A request is still arriving after this read: bound it now. A request
+            # that came whole in one read (most) never needs a timer.
+            left = self._request_started + self.request_timeout_s - self.loop.time()
+            self._request_timer = self.loop.call_later(max(left, 0.0), self._on_timeout)
         deferred, self._deferred = self._deferred, None
         if deferred is not None:
             self._answer_now(*deferred)
@@ -106,7 +122,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = self._raw_head_bytes = 0
         self._cancel_request_timer()
-        self._request_timer = self.loop.call_later(self.request_timeout_s, self._on_timeout)
+        self._request_started = self.loop.time()  # the timer starts at the end of this read
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -122,6 +138,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._cancel_request_timer()
+        self._request_started = None
         super().on_message_complete()
 
     # -- starting calls ------------------------------------------------------------
@@ -139,9 +156,13 @@ class GuardedProtocol(HttpToolsProtocol):
     def _answer_now(self, cycle: Any, app: Any) -> None:
         """Run the call in this step; only a call that has to wait (its body is still
         arriving, it is forwarded or replicated) goes on in a task. A local read
-        is answered with no task and no loop turn (edgekv/eager.py)."""
+        is answered with no task and no loop turn (edgekv/eager.py); a call whose
+        request is whole here, with no ASGI call either (direct.py)."""
         if self.transport.is_closing():
             super()._start_asgi_task(cycle, app)
+            return
+        direct = self.direct
+        if direct is not None and app is self.app and direct.start(self, cycle):
             return
         _, task = eager.start(cycle.run_asgi(app), self.loop)
         if task is not None:  # uvicorn's shutdown waits for the calls in self.tasks
@@ -196,10 +217,13 @@ class GuardedProtocol(HttpToolsProtocol):
 
 
 def guarded_protocol(
-    settings: HttpSettings, eager_paths: frozenset[str] = frozenset()
+    settings: HttpSettings,
+    eager_paths: frozenset[str] = frozenset(),
+    direct: DirectUnary | None = None,
 ) -> type[GuardedProtocol]:
     """The protocol class for uvicorn's ``http`` setting, with ``settings``' bounds;
-    calls to ``eager_paths`` are answered in the step that read them."""
+    calls to ``eager_paths`` are answered in the step that read them, by ``direct``
+    (without an ASGI call) when it can."""
     return type(
         "GuardedProtocol",
         (GuardedProtocol,),
@@ -207,6 +231,7 @@ def guarded_protocol(
             "max_header_bytes": settings.max_header_bytes,
             "request_timeout_s": settings.request_timeout_s,
             "eager_paths": eager_paths,
+            "direct": direct,
         },
     )
 

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from edgekv.config.model import HttpSettings, TlsSettings
 from edgekv.config.values import parse_host_port
 from edgekv.errors import EdgeKVError
+from edgekv.http.direct import DirectUnary
 from edgekv.http.guard import guarded_protocol
 from edgekv.http.unary import UNARY_PATHS
 
@@ -91,8 +92,10 @@ class HttpListener:
         self._sock = sock
         return int(sock.getsockname()[1])
 
-    async def start(self, app: Any) -> None:
-        """Serve ``app`` (ASGI) on the bound socket."""
+    async def start(self, app: Any, direct: DirectUnary | None = None) -> None:
+        """Serve ``app`` (ASGI) on the bound socket; uvicorn's connections answer the
+        Connect unary KV calls that arrive whole through ``direct`` (direct.py), when
+        given: it must answer them as ``app`` would."""
         assert self._sock is not None, "bind() first"
         tls = None
         if self._tls is not None:
@@ -110,7 +113,7 @@ class HttpListener:
         else:
             from edgekv.http.uvicorn_server import UvicornServer
 
-            protocol = guarded_protocol(self._settings, UNARY_PATHS)
+            protocol = guarded_protocol(self._settings, UNARY_PATHS, direct)
             server = UvicornServer(self._sock, tls, self._node_id, KEEP_ALIVE_S, protocol)
         await server.start(app)
         self._server = server

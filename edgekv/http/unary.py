@@ -42,10 +42,6 @@ _CODECS = {
     b"application/proto": google_protobuf_binary_codec(),
     b"application/json": google_protobuf_json_codec(),
 }
-_CONTENT_TYPES = {
-    b"application/proto": b"application/proto",
-    b"application/json": b"application/json",
-}
 
 
 # The calls this module answers (KV's unary methods over Connect), by path.
@@ -79,8 +75,42 @@ class _Context:
         return (self._deadline - time.monotonic()) * 1000.0
 
 
+# A whole answer: status, headers (lower-case names), body.
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+class UnaryRequest:
+    """A Connect unary KV call this module answers, read from its request head."""
+
+    __slots__ = ("codec", "content_type", "declared", "handler", "headers", "request_class",
+                 "timeout_ms")  # fmt: skip
+
+    def __init__(
+        self,
+        handler: _Handler,
+        request_class: type,
+        content_type: bytes,
+        declared: int,
+        timeout_ms: int | None,
+        headers: dict[str, str],
+    ) -> None:
+        self.handler = handler
+        self.request_class = request_class
+        self.content_type = content_type
+        self.codec = _CODECS[content_type]
+        self.declared = declared  # Content-Length, -1 when absent or not a number
+        self.timeout_ms = timeout_ms
+        self.headers = headers  # the other request headers, for the handler
+
+
 class ConnectUnary:
-    """Serves the Connect unary calls of KV it can; one per node, on its event loop."""
+    """Serves the Connect unary calls of KV it can; one per node, on its event loop.
+
+    One implementation for both ways a call reaches it: :meth:`serve` (an ASGI
+    call, from HttpApp) and :meth:`prepare` + :meth:`answer` (a call whose
+    request arrived whole in one read, answered straight from the connection by
+    edgekv/http/direct.py); :meth:`serve` is those two around ASGI messages.
+    """
 
     def __init__(self, service: KVConnect, message_bytes: int) -> None:
         self._message_bytes = message_bytes
@@ -94,11 +124,11 @@ class ConnectUnary:
         }
         assert set(self._methods) == UNARY_PATHS
 
-    async def serve(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        """Answer the call and return True, or return False (untouched) for connectrpc."""
+    def prepare(self, scope: Scope) -> UnaryRequest | None:
+        """The call in ``scope`` (an ASGI HTTP scope), or None when it is connectrpc's."""
         method = self._methods.get(scope["path"])
         if method is None or scope["method"] != "POST":
-            return False
+            return None
         content_type = None
         declared = -1
         timeout_ms = None
@@ -110,52 +140,65 @@ class ConnectUnary:
                 declared = int(value) if value.isdigit() else -1
             elif name == b"content-encoding":
                 if value != b"identity":
-                    return False
+                    return None
             elif name == b"connect-timeout-ms":
                 # The protocol's 1 to 10 ASCII digits; anything else is connectrpc's
                 # to refuse (int() of thousands of digits raises, of hundreds overflows).
                 if not (0 < len(value) <= 10 and value.isdigit()):
-                    return False
+                    return None
                 timeout_ms = int(value)
             else:
                 headers[name.decode("latin-1")] = value.decode("latin-1")
-        codec = _CODECS.get(content_type)  # type: ignore[arg-type]
-        if codec is None:
-            return False
+        if content_type not in _CODECS:
+            return None
         assert content_type is not None
         handler, request_class = method
+        return UnaryRequest(handler, request_class, content_type, declared, timeout_ms, headers)
+
+    async def answer(
+        self, call: UnaryRequest, body: bytes | Receive, client: tuple[str, int] | None
+    ) -> Answer:
+        """Run ``call`` on ``body`` (its bytes, or the ASGI ``receive`` to read them from)
+        and return its answer; a ConnectError becomes Connect error JSON."""
         try:
-            if declared > self._message_bytes:
+            if call.declared > self._message_bytes:
                 raise ConnectError(
                     Code.RESOURCE_EXHAUSTED,
-                    f"request body is {declared} bytes; the limit is {self._message_bytes} "
+                    f"request body is {call.declared} bytes; the limit is {self._message_bytes} "
                     "(max_message_bytes, at least max_value_bytes plus framing)",
                 )
-            body = await self._read(receive)
+            if not isinstance(body, bytes):
+                body = await self._read(body)
             try:
-                request = codec.decode(body, request_class)
+                request = call.codec.decode(body, call.request_class)
             except Exception as exc:
                 raise ConnectError(Code.INVALID_ARGUMENT, f"unmarshal message: {exc}") from exc
-            client = scope.get("client")
+            timeout_ms = call.timeout_ms
             deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
-            ctx = _Context(headers, f"{client[0]}:{client[1]}" if client else None, deadline)
-            response = await handler(request, cast(RequestContext, ctx))
-            answer = codec.encode(response)
+            address = f"{client[0]}:{client[1]}" if client else None
+            ctx = _Context(call.headers, address, deadline)
+            response = await call.handler(request, cast(RequestContext, ctx))
+            encoded = call.codec.encode(response)
         except ConnectError as exc:
-            await _send_error(send, exc)
-            return True
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", _CONTENT_TYPES[content_type]),
-                    (b"content-length", str(len(answer)).encode()),
-                    *((k.encode(), v.encode()) for k, v in ctx.response_headers.items()),
-                ],
-            }
+            return error_answer(exc)
+        return (
+            200,
+            [
+                (b"content-type", call.content_type),
+                (b"content-length", b"%d" % len(encoded)),
+                *((k.encode(), v.encode()) for k, v in ctx.response_headers.items()),
+            ],
+            encoded,
         )
-        await send({"type": "http.response.body", "body": answer})
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer the call and return True, or return False (untouched) for connectrpc."""
+        call = self.prepare(scope)
+        if call is None:
+            return False
+        status, headers, body = await self.answer(call, receive, scope.get("client"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
         return True
 
     async def _read(self, receive: Receive) -> bytes:
@@ -183,7 +226,8 @@ class ConnectUnary:
         return b"".join(chunks)
 
 
-async def _send_error(send: Send, exc: ConnectError) -> None:
+def error_answer(exc: ConnectError) -> Answer:
+    """``exc`` as connectrpc writes a unary error: its HTTP status and Connect error JSON."""
     error: dict[str, Any] = {"code": exc.code.value, "message": exc.message}
     if exc.details:  # as connectrpc writes them: base64 without padding
         error["details"] = [
@@ -191,14 +235,8 @@ async def _send_error(send: Send, exc: ConnectError) -> None:
             for d in exc.details
         ]
     body = json.dumps(error).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": _status_of(exc.code),
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
+    return (
+        _status_of(exc.code),
+        [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+        body,
     )
-    await send({"type": "http.response.body", "body": body})

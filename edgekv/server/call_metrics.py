@@ -31,12 +31,13 @@ class MethodStats:
 
     def __init__(self, bounds: Sequence[float]) -> None:
         self._bounds = bounds
-        self.codes: dict[str, int] = {}
+        self.codes: dict[str | int, int] = {}  # by gRPC code name or HTTP status
         self.buckets = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
         self.seconds = 0.0
 
-    def record(self, code: str, seconds: float) -> None:
-        """Count one call that ended with status ``code`` (a StatusCode name) after ``seconds``."""
+    def record(self, code: str | int, seconds: float) -> None:
+        """Count one call that ended with status ``code`` (a StatusCode name, or an HTTP
+        status) after ``seconds``."""
         codes = self.codes
         codes[code] = codes.get(code, 0) + 1
         self.buckets[bisect.bisect_left(self._bounds, seconds)] += 1
@@ -44,38 +45,51 @@ class MethodStats:
 
 
 class CallMetrics(Collector):
-    """Every method's :class:`MethodStats`, exported as Prometheus series when scraped."""
+    """Every method's :class:`MethodStats`, exported as Prometheus series when scraped.
 
-    def __init__(self, bounds: Sequence[float]) -> None:
+    By default the gRPC port's series; ``requests`` and ``latency`` (name, help)
+    and ``labels`` (what a key is, then the label of the status) name others:
+    the HTTP door's ``edgekv_http_requests_total{route,status}`` and
+    ``edgekv_http_request_duration_seconds{route}`` (metrics.py).
+    """
+
+    def __init__(
+        self,
+        bounds: Sequence[float],
+        requests: tuple[str, str] = ("edgekv_requests", "gRPC calls served, by service, method "
+                                     "and status code."),
+        latency: tuple[str, str] = ("edgekv_request_duration_seconds", "gRPC call latency on "
+                                    "the server, by service and method."),
+        labels: tuple[str, ...] = ("service", "method", "code"),
+    ) -> None:  # fmt: skip
         self._bounds = tuple(bounds)
-        self._methods: dict[tuple[str, str], MethodStats] = {}
+        self._requests = requests
+        self._latency = latency
+        self._labels = labels
+        self._methods: dict[tuple[str, ...], MethodStats] = {}
 
     def method(self, service: str, method: str) -> MethodStats:
         """The stats of ``service``/``method`` (created on first use; keep the object)."""
-        stats = self._methods.get((service, method))
+        return self.stats(service, method)
+
+    def stats(self, *key: str) -> MethodStats:
+        """The stats of ``key`` (the label values but the status; created on first use)."""
+        stats = self._methods.get(key)
         if stats is None:
-            stats = self._methods[(service, method)] = MethodStats(self._bounds)
+            stats = self._methods[key] = MethodStats(self._bounds)
         return stats
 
     def collect(self) -> Iterator[Any]:
-        requests = CounterMetricFamily(
-            "edgekv_requests",
-            "gRPC calls served, by service, method and status code.",
-            labels=("service", "method", "code"),
-        )
-        latency = HistogramMetricFamily(
-            "edgekv_request_duration_seconds",
-            "gRPC call latency on the server, by service and method.",
-            labels=("service", "method"),
-        )
-        for (service, method), stats in list(self._methods.items()):
+        requests = CounterMetricFamily(*self._requests, labels=self._labels)
+        latency = HistogramMetricFamily(*self._latency, labels=self._labels[:-1])
+        bounds = (*map(floatToGoString, self._bounds), "+Inf")
+        for key, stats in list(self._methods.items()):
             for code, count in list(stats.codes.items()):
-                requests.add_metric((service, method, code), count)
+                requests.add_metric((*key, str(code)), count)
             cumulative, buckets = 0, []
-            bounds = (*map(floatToGoString, self._bounds), "+Inf")
             for bound, count in zip(bounds, list(stats.buckets), strict=True):
                 cumulative += count
                 buckets.append((bound, cumulative))
-            latency.add_metric((service, method), buckets, stats.seconds)
+            latency.add_metric(key, buckets, stats.seconds)
         yield requests
         yield latency

@@ -186,3 +186,37 @@ async def test_connect_unary_call_is_answered_in_the_step_that_read_it() -> None
         await asyncio.sleep(0)
     assert ran[2] == "/v1/kv/a" and not protocol.tasks
     assert transport.written.count(b"HTTP/1.1 200 OK") == 3
+
+
+class _CountingLoop:
+    """The running loop, counting the timers asked of it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.delays: list[float] = []
+
+    def call_later(self, delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        self.delays.append(delay)
+        return self._loop.call_later(delay, callback, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+
+async def test_request_that_arrives_whole_sets_no_request_timer() -> None:
+    # A timer made and cancelled in the same read is pure cost on every call.
+    protocol, transport = _connection(HttpSettings(request_timeout_s=0.3), app=_answers)
+    loop = _CountingLoop(protocol.loop)
+    protocol.loop = loop
+    protocol.data_received(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert loop.delays == []
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert transport.written.startswith(b"HTTP/1.1 200 OK\r\n")
+    # A request still arriving after a read is bounded from its first byte.
+    protocol.data_received(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 9\r\n\r\nabc")
+    assert len(loop.delays) == 2 and 0.2 < loop.delays[-1] <= 0.3, (
+        loop.delays
+    )  # keep-alive, request
+    await asyncio.sleep(0.5)  # past the 0.3 s bound under test: the late body's connection closes
+    assert transport.closed
