@@ -245,17 +245,26 @@ def split_by_pauses(
     return running, in_pause
 
 
-def handler_buckets(address: str) -> dict[float, float]:
+# The node's latency histogram of KV.Get, per door: (series, label of the Get calls).
+HANDLER_SERIES = {
+    "grpc": ("edgekv_request_duration_seconds_bucket", 'method="Get"'),
+    "http": ("edgekv_http_request_duration_seconds_bucket", 'route="/edgekv.v1.KV/Get"'),
+}
+
+
+def handler_buckets(address: str, door: str) -> dict[float, float]:
     """iad-1's cumulative counts of KV.Get calls by its own time (le bound, seconds).
 
-    The node times a call from its interceptor to its answer: what a read waits
-    before (gRPC's threads, the event loop's queue) or after is not in it.
+    The node times a call from its interceptor (gRPC) or its request's arrival
+    (HTTP) to its answer: what a read waits before (gRPC's threads, the event
+    loop's queue) or after is not in it.
     """
-    got = scrape(address, "edgekv_request_duration_seconds_bucket")
+    series, label = HANDLER_SERIES[door]
+    got = scrape(address, series)
     return {
         float(name.split('le="')[1].split('"')[0]): value
         for name, value in got.items()
-        if 'method="Get"' in name
+        if label in name
     }
 
 
@@ -314,6 +323,11 @@ def main() -> None:
         help="nice value of every thread of fra-1, which shares CPU 0 with the client "
         "(default 19: it stands for a PoP on another machine; 0: the client's priority)",
     )  # fmt: skip
+    parser.add_argument(
+        "--read-over", choices=("grpc", "http"), default="grpc",
+        help="the door the client reads through: the gRPC port (the SDK's default) or "
+        "the HTTP door (Client over http://, the SDK's HTTP/1.1 pool)",
+    )  # fmt: skip
     parser.add_argument("--read-from", help=argparse.SUPPRESS)  # the reader process
     parser.add_argument(
         "--antientropy-bytes-per-s", type=int, default=None,
@@ -335,7 +349,7 @@ def main() -> None:
     pace = args.antientropy_bytes_per_s or DEFAULT_ANTIENTROPY_BYTES_PER_S
     print(
         f"machine: {os.cpu_count()} CPUs; iad-1 on CPU 1, fra-1, the client and the bench "
-        f"on CPU 0 (every thread), fra-1 at nice {args.peer_nice};\n"
+        f"on CPU 0 (every thread), fra-1 at nice {args.peer_nice}; reads over {args.read_over};\n"
         f"repairing {args.keys} keys of {args.value_bytes} bytes ({total_mb:.0f} MB); "
         f"antientropy_bytes_per_s {pace} ({pace / 1e6:.1f} MB/s), "
         f"antientropy_min_bytes_per_s {args.antientropy_min_bytes_per_s or 'default'}"
@@ -343,11 +357,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgekv-repair-") as tmp:
         path = write_cluster_file(
             tmp, regions=REGIONS, nodes=NODES, cluster="bench",
-            extra={"replication": replication}, metrics=True,
+            extra={"replication": replication}, metrics=True, http=args.read_over == "http",
         )  # fmt: skip
-        metrics_at = {
-            n["id"]: n["metrics_listen"] for n in yaml.safe_load(path.read_text())["nodes"]
-        }
+        nodes = yaml.safe_load(path.read_text())["nodes"]
+        metrics_at = {n["id"]: n["metrics_listen"] for n in nodes}
+        http_at = {n["id"]: n.get("http_listen") for n in nodes}
         t0 = time.perf_counter()
         preload(path, args.keys, args.value_bytes)
         print(f"preloaded offline in {time.perf_counter() - t0:.1f} s")
@@ -356,16 +370,19 @@ def main() -> None:
             iad = cluster.nodes["iad-1"]
             pin_all(iad.pid, 1)
             pin_all(os.getpid(), 0)
-            reader = Reader(iad.endpoint, 0)
+            endpoint = iad.endpoint
+            if args.read_over == "http":
+                endpoint = "http://" + http_at["iad-1"]
+            reader = Reader(endpoint, 0)
             reader.start()
             reader.wait_for(500)  # warm up
             reader.take()
             cpu0, t0 = cpu_s(iad.pid), time.perf_counter()
-            handled = handler_buckets(metrics_at["iad-1"])
+            handled = handler_buckets(metrics_at["iad-1"], args.read_over)
             reader.wait_for(args.samples)
             idle_s, idle_cpu = time.perf_counter() - t0, cpu_s(iad.pid) - cpu0
             idle = report("read at iad-1, idle", reader.take(), idle_s, idle_cpu)
-            report_handler(handled, handled := handler_buckets(metrics_at["iad-1"]))
+            report_handler(handled, handled := handler_buckets(metrics_at["iad-1"], args.read_over))
 
             cpu0, t0 = cpu_s(iad.pid), time.perf_counter()
             cluster.start(["fra-1"])
@@ -388,17 +405,17 @@ def main() -> None:
             timed = reader.take_timed()
             repairing, in_pause = split_by_pauses(timed, paused)
             during = report("read at iad-1, during repair", repairing, repair_s, repair_cpu)
-            report_handler(handled, handled := handler_buckets(metrics_at["iad-1"]))
+            report_handler(handled, handled := handler_buckets(metrics_at["iad-1"], args.read_over))
             if paused:
                 windows = report("  fra-1 paused (interleaved)", in_pause, paused_s, None)
             report_traffic(metrics_at, total_mb)
             reader.take()  # what it read while the bench counted: in no phase
             cpu0, t0 = cpu_s(iad.pid), time.perf_counter()
-            handled = handler_buckets(metrics_at["iad-1"])
+            handled = handler_buckets(metrics_at["iad-1"], args.read_over)
             reader.wait_for(args.samples)
             after_s, after_cpu = time.perf_counter() - t0, cpu_s(iad.pid) - cpu0
             after = report("read at iad-1, idle after", reader.take(), after_s, after_cpu)
-            report_handler(handled, handler_buckets(metrics_at["iad-1"]))
+            report_handler(handled, handler_buckets(metrics_at["iad-1"], args.read_over))
             reader.stop()
     ratio = during["p99"] / idle["p99"]
     print()
