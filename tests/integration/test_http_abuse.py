@@ -18,10 +18,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from doorcluster import token_entry, write_door_cluster
 
 from edgekv.local.cluster import LocalCluster
-from edgekv.local.launcher import write_cluster_file
-from edgekv.server.auth import hash_token
 
 pytestmark = pytest.mark.integration
 
@@ -33,31 +32,13 @@ REQUEST_TIMEOUT_S = 1.5
 
 @pytest.fixture(scope="module")
 def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    security = {
-        "auth": {
-            "mode": "tokens",
-            "tokens": [
-                {"name": "writer", "sha256": hash_token(WRITER).hex(), "scope": "write"},
-                {
-                    "name": "apps",
-                    "sha256": hash_token(APPS).hex(),
-                    "scope": "write",
-                    "prefixes": ["app/"],
-                },
-            ],
-        },
-        "insecure_peer_plane": True,
-    }
-    path = write_cluster_file(
+    path = write_door_cluster(
         tmp_path_factory.mktemp("http-abuse"),
-        regions=(("eu-west", 50.1, 8.7), ("us-east", 38.9, -77.4)),
-        nodes=(("fra-1", "eu-west"), ("iad-1", "us-east")),
-        placement=(("eu/", ["eu-west"]),),
-        extra={
-            "security": security,
-            "http": {"max_header_bytes": HEAD_LIMIT, "request_timeout_s": REQUEST_TIMEOUT_S},
-        },
-        http=True,
+        tokens=[
+            token_entry("writer", WRITER, "write"),
+            token_entry("apps", APPS, "write", ["app/"]),
+        ],
+        extra={"http": {"max_header_bytes": HEAD_LIMIT, "request_timeout_s": REQUEST_TIMEOUT_S}},
     )
     with LocalCluster(path, proxies=False) as cluster:
         cluster.start()

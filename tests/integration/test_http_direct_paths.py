@@ -18,11 +18,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from doorcluster import token_entry, write_door_cluster
 
 from edgekv.local.cluster import LocalCluster
-from edgekv.local.launcher import write_cluster_file
 from edgekv.local.wait import scrape_metrics
-from edgekv.server.auth import hash_token
 from edgekv.v1 import kv_pb2
 
 pytestmark = pytest.mark.integration
@@ -34,27 +33,11 @@ _DURATION = re.compile(rb"dur=[0-9.]+")
 
 @pytest.fixture(scope="module")
 def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    security = {
-        "auth": {
-            "mode": "tokens",
-            "tokens": [
-                {"name": "writer", "sha256": hash_token(WRITER).hex(), "scope": "write"},
-                {"name": "reader", "sha256": hash_token(READER).hex(), "scope": "read"},
-            ],
-        },
-        "insecure_peer_plane": True,
-    }
-    path = write_cluster_file(
+    path = write_door_cluster(
         tmp_path_factory.mktemp("http-direct"),
-        regions=(("eu-west", 50.1, 8.7), ("us-east", 38.9, -77.4)),
-        nodes=(("fra-1", "eu-west"), ("iad-1", "us-east")),
-        placement=(("eu/", ["eu-west"]),),
-        extra={
-            "security": security,
-            "limits": {"max_value_bytes": MAX_VALUE, "max_message_bytes": 16384},
-        },
+        tokens=[token_entry("writer", WRITER, "write"), token_entry("reader", READER, "read")],
+        extra={"limits": {"max_value_bytes": MAX_VALUE, "max_message_bytes": 16384}},
         metrics=True,
-        http=True,
     )
     with LocalCluster(path, proxies=False) as cluster:
         cluster.start()

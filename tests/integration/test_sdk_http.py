@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from doorcluster import token_entry, write_door_cluster
 
 import edgekv
 from edgekv import Delete, Put, errors
@@ -23,7 +24,6 @@ from edgekv.client._testing import FLAVORS, Flavor
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.launcher import free_port, running_node, write_cluster_file
 from edgekv.local.wait import wait_until
-from edgekv.server.auth import hash_token
 from edgekv.tls import create_ca, issue_cert
 
 pytestmark = pytest.mark.integration
@@ -34,20 +34,10 @@ MAX_VALUE = 64 * 1024
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    security = {
-        "auth": {
-            "mode": "tokens",
-            "tokens": [{"name": "app", "sha256": hash_token(TOKEN).hex(), "scope": "write"}],
-        },
-        "insecure_peer_plane": True,
-    }
-    path = write_cluster_file(
+    path = write_door_cluster(
         tmp_path_factory.mktemp("sdk-http"),
-        regions=(("eu-west", 50.1, 8.7), ("us-east", 38.9, -77.4)),
-        nodes=(("fra-1", "eu-west"), ("iad-1", "us-east")),
-        placement=(("eu/", ["eu-west"]),),
-        extra={"security": security, "limits": {"max_value_bytes": MAX_VALUE}},
-        http=True,
+        tokens=[token_entry("app", TOKEN, "write")],
+        extra={"limits": {"max_value_bytes": MAX_VALUE}},
     )
     with LocalCluster(path, proxies=False) as started:
         started.start()
