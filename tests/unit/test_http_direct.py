@@ -19,6 +19,7 @@ from typing import Any, cast
 import uvicorn
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
+from fake_transport import RecordingTransport
 from uvicorn.server import ServerState
 
 from edgekv.config.model import HttpSettings
@@ -31,33 +32,6 @@ from edgekv.v1 import kv_pb2
 
 _DURATION = re.compile(rb"dur=[0-9.]+")
 _DATE = re.compile(rb"date: [^\r]*\r\n")
-
-
-class _Transport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = b""
-        self.writes = 0
-        self.closed = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += bytes(data)
-        self.writes += 1
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 5555), "sockname": ("127.0.0.1", 80)}.get(name, default)
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 class _KV:
@@ -112,7 +86,7 @@ class _Door:
         self.state = ServerState()
         protocol_class = guarded_protocol(HttpSettings(), UNARY_PATHS, DirectUnary(unary, recorder))
         self.protocol = protocol_class(config=config, server_state=self.state, app_state={})
-        self.transport = _Transport()
+        self.transport = RecordingTransport()
         self.protocol.connection_made(self.transport)
 
     @staticmethod

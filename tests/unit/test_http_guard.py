@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from fake_transport import RecordingTransport
 from uvicorn.server import ServerState
 
 from edgekv.config.loader import parse_config
@@ -27,35 +28,6 @@ DOC: dict[str, Any] = {
     "regions": [{"name": "r", "location": [0, 0]}],
     "nodes": [{"id": "n1", "region": "r", "listen": "127.0.0.1:7101", "data_dir": "d"}],
 }
-
-
-class _Transport(asyncio.Transport):
-    """Records the bytes written and the close, like a socket's transport."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = b""
-        self.writes = 0  # write calls: the segments a socket would send
-        self.closed = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += bytes(data)
-        self.writes += 1
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 5555), "sockname": ("127.0.0.1", 80)}.get(name, default)
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 async def _app(scope: Any, receive: Any, send: Any) -> None:  # never reached in these tests
@@ -73,15 +45,15 @@ async def _answers(scope: Any, receive: Any, send: Any) -> None:
 
 def _connection(
     settings: HttpSettings, keep_alive_s: float = 5.0, app: Any = _app
-) -> tuple[Any, _Transport]:
+) -> tuple[Any, RecordingTransport]:
     config = uvicorn.Config(app, lifespan="off", log_config=None, timeout_keep_alive=keep_alive_s)
     protocol = guarded_protocol(settings)(config=config, server_state=ServerState(), app_state={})
-    transport = _Transport()
+    transport = RecordingTransport()
     protocol.connection_made(transport)
     return protocol, transport
 
 
-def _answer(transport: _Transport) -> tuple[bytes, dict[str, str]]:
+def _answer(transport: RecordingTransport) -> tuple[bytes, dict[str, str]]:
     head, _, body = transport.written.partition(b"\r\n\r\n")
     return head.split(b"\r\n", 1)[0], json.loads(body)
 
@@ -170,7 +142,7 @@ async def test_connect_unary_call_is_answered_in_the_step_that_read_it() -> None
     protocol = guarded_protocol(settings, frozenset({"/edgekv.v1.KV/Get"}))(
         config=config, server_state=ServerState(), app_state={}
     )
-    transport = _Transport()
+    transport = RecordingTransport()
     protocol.connection_made(transport)
     call = b"POST /edgekv.v1.KV/Get HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc"
     protocol.data_received(call)
