@@ -13,7 +13,7 @@ import pytest
 
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.launcher import write_cluster_file
-from edgekv.local.wait import assert_converged, dump_node, wait_until
+from edgekv.local.wait import assert_converged, dump_node, scrape_metrics, wait_until
 from edgekv.v1 import cluster_pb2, cluster_pb2_grpc, kv_pb2, kv_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -23,9 +23,13 @@ NODES = (("fra-1", "eu-west"), ("iad-1", "us-east"), ("nrt-1", "ap-northeast"))
 FAST = {"heartbeat_interval_s": 0.2, "antientropy_interval_s": 1.0, "log_trim_interval_s": 0.2}
 
 
-def make_cluster(tmp_path: Path, **replication: Any) -> LocalCluster:
+def make_cluster(tmp_path: Path, *, metrics: bool = False, **replication: Any) -> LocalCluster:
     path = write_cluster_file(
-        tmp_path, regions=REGIONS, nodes=NODES, extra={"replication": {**FAST, **replication}}
+        tmp_path,
+        regions=REGIONS,
+        nodes=NODES,
+        extra={"replication": {**FAST, **replication}},
+        metrics=metrics,
     )
     return LocalCluster(path)
 
@@ -39,6 +43,23 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 
 def stub(cluster: LocalCluster, node: str) -> kv_pb2_grpc.KVStub:
     return kv_pb2_grpc.KVStub(grpc.insecure_channel(cluster.endpoint(node)))
+
+
+def start_syncs_done(cluster: LocalCluster) -> bool:
+    """Whether every pair of nodes completed an anti-entropy sync, one way or the other.
+
+    Each node syncs every peer once at start; with a peer not up yet, that
+    attempt fails and waits for the interval, but the peer's own attempt, made
+    once it is up, succeeds.
+    """
+    pairs = set()
+    for node in cluster.node_ids:
+        port = cluster.nodes[node].info["metrics_port"]
+        for labels, value in scrape_metrics(port).get("edgekv_antientropy_syncs_total", []):
+            if value >= 1:
+                pairs.add(frozenset((node, labels["peer"])))
+    ids = cluster.node_ids
+    return all(frozenset((a, b)) in pairs for i, a in enumerate(ids) for b in ids[i + 1 :])
 
 
 def endpoints(cluster: LocalCluster) -> dict[str, str]:
@@ -190,9 +211,15 @@ def test_a_write_batch_is_atomic_on_peers_too(tmp_path: Path) -> None:
     # bucket), so a Write it repairs becomes visible on a peer one key at a time
     # (docs/architecture.md); on a loaded machine it ran before the log stream
     # caught up and the reader saw {absent, gen-30}. This test is about the log.
+    # Each node also syncs every peer once at start: on a loaded machine that sync
+    # ran late, during the writes ({absent, gen-05, gen-06}), so the writes wait
+    # for it.
     keys = [b"atomic/%02d" % i for i in range(60)]
-    with make_cluster(tmp_path, batch_entries=8, antientropy_interval_s=600) as cluster:
+    with make_cluster(
+        tmp_path, metrics=True, batch_entries=8, antientropy_interval_s=600
+    ) as cluster:
         cluster.start()
+        wait_until(lambda: start_syncs_done(cluster), timeout_s=30, what="the syncs at start")
         fra, iad = stub(cluster, "fra-1"), stub(cluster, "iad-1")
         mixed: list[set[bytes]] = []
         done = threading.Event()
