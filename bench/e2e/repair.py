@@ -30,9 +30,11 @@ repair at 16 MB/s, it kept the client's reads waiting for the CPU (read p99
 "idle after", fra-1 up and idle, was 1.7-2.2 ms with it at the client's
 priority, 1.1 ms at nice 19). So every thread of fra-1 runs at nice
 --peer-nice (default 19; 0: as before), and the client gets CPU 0 when it
-needs it. Reads during repair
-include the CPU iad-1 spends applying records, so the CPU per read is a cost of
-the repair, not of the reads.
+needs it. Reads during repair include the CPU iad-1 spends applying records,
+so the CPU per read is a cost of the repair, not of the reads. Each phase also
+prints iad-1's own time per read, from its request metrics: what it leaves out
+is the time a read waits outside the handler. --read-over http reads through
+the HTTP door instead of the gRPC port.
 """
 
 from __future__ import annotations
