@@ -17,7 +17,8 @@ and interleaved over --rounds rounds so machine noise hits them alike:
 
 For each path: p50/p99 latency, throughput, and the server's CPU per call
 (user + system time of the node or echo process from /proc, over that path's
-calls only). Servers are pinned to CPU 1 and the client to CPU 0 on a
+calls only) and the client's own CPU per call (this process, grpc's threads
+included). Servers are pinned to CPU 1 and the client to CPU 0 on a
 2-CPU machine, as bench/e2e/load.py does. The goal (issue 14): streamed SDK get
 p50 <= 1.3x the bidi floor of the same client stack.
 """
@@ -62,25 +63,26 @@ Sync = Callable[[int], Any]
 Async = Callable[[int], Awaitable[Any]]
 
 
-def timed(call: Sync, n: int, pid: int) -> tuple[list[float], float]:
-    """Latencies (us) of ``n`` calls and the CPU (us) process ``pid`` spent meanwhile."""
+def timed(call: Sync, n: int, pid: int) -> tuple[list[float], float, float]:
+    """Latencies (us) of ``n`` calls, the CPU (us) process ``pid`` spent meanwhile and
+    this process's CPU (us, every thread: grpc's included)."""
     lat = []
-    before = cpu_s(pid)
+    before, mine = cpu_s(pid), time.process_time()
     for i in range(n):
         t0 = time.perf_counter_ns()
         call(i)
         lat.append((time.perf_counter_ns() - t0) / 1000.0)
-    return lat, (cpu_s(pid) - before) * 1e6
+    return lat, (cpu_s(pid) - before) * 1e6, (time.process_time() - mine) * 1e6
 
 
-async def timed_async(call: Async, n: int, pid: int) -> tuple[list[float], float]:
+async def timed_async(call: Async, n: int, pid: int) -> tuple[list[float], float, float]:
     lat = []
-    before = cpu_s(pid)
+    before, mine = cpu_s(pid), time.process_time()
     for i in range(n):
         t0 = time.perf_counter_ns()
         await call(i)
         lat.append((time.perf_counter_ns() - t0) / 1000.0)
-    return lat, (cpu_s(pid) - before) * 1e6
+    return lat, (cpu_s(pid) - before) * 1e6, (time.process_time() - mine) * 1e6
 
 
 async def concurrent(
@@ -241,6 +243,7 @@ def run(
         loop.run_until_complete(timed_async(acall, 300, node_pid))
     lat: dict[str, list[float]] = {name: [] for name in [*sync_paths, *async_paths]}
     cpu: dict[str, float] = dict.fromkeys(lat, 0.0)
+    client_cpu: dict[str, float] = dict.fromkeys(lat, 0.0)
     conc: dict[str, list[float]] = {name: [0, 0.0, 0.0] for name in many}
     order = [*sync_paths, *async_paths, *many]
     for _ in range(args.rounds):
@@ -248,10 +251,12 @@ def run(
         for name in order:
             if name in sync_paths:
                 call, pid = sync_paths[name]
-                samples, used = timed(call, args.samples, pid)
+                samples, used, mine = timed(call, args.samples, pid)
             elif name in async_paths:
                 acall, pid = async_paths[name]
-                samples, used = loop.run_until_complete(timed_async(acall, args.samples, pid))
+                samples, used, mine = loop.run_until_complete(
+                    timed_async(acall, args.samples, pid)
+                )
             else:
                 done, took, used = loop.run_until_complete(
                     concurrent(many[name], 8, args.seconds, node_pid)
@@ -263,6 +268,7 @@ def run(
                 continue
             lat[name] += samples
             cpu[name] += used
+            client_cpu[name] += mine
     figures: dict[str, dict[str, float]] = {}
     for name, samples in lat.items():
         p = percentiles(samples)
@@ -271,6 +277,7 @@ def run(
             "p99_us": p["p99"],
             "ops_per_s": 1e6 * len(samples) / sum(samples),
             "server_cpu_us": cpu[name] / len(samples),
+            "client_cpu_us": client_cpu[name] / len(samples),
         }
     for name, (calls, seconds, used_us) in conc.items():
         figures[name] = {"ops_per_s": calls / seconds, "server_cpu_us": used_us / max(1, calls)}
@@ -286,14 +293,16 @@ def report(figures: dict[str, dict[str, float]], args: argparse.Namespace) -> No
         f"machine: {os.cpu_count()} CPUs (servers on CPU 1, client on CPU 0), "
         f"{args.keys} keys of 100 bytes, {args.rounds} rounds x {args.samples} calls per path",
         "",
-        "| path | p50 µs | p99 µs | ops/s | server CPU µs/op |",
-        "|---|---:|---:|---:|---:|",
+        "| path | p50 µs | p99 µs | ops/s | server CPU µs/op | client CPU µs/op |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, f in figures.items():
         p50 = f"{f['p50_us']:.0f}" if "p50_us" in f else "—"
         p99 = f"{f['p99_us']:.0f}" if "p99_us" in f else "—"
+        client = f"{f['client_cpu_us']:.0f}" if "client_cpu_us" in f else "—"
         lines.append(
-            f"| {name} | {p50} | {p99} | {f['ops_per_s']:,.0f} | {f['server_cpu_us']:.0f} |"
+            f"| {name} | {p50} | {p99} | {f['ops_per_s']:,.0f} | {f['server_cpu_us']:.0f} "
+            f"| {client} |"
         )
     lines.append("")
 
