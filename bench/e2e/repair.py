@@ -120,9 +120,10 @@ class Reader:
     the digests, counting) holds the reads' GIL: the figures are the node's.
     """
 
-    def __init__(self, endpoint: str, cpu: int) -> None:
+    def __init__(self, endpoint: str, cpu: int, transport: str = "unary", rate: float = 0) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.e2e.repair", "--read-from", endpoint],
+            [sys.executable, "-m", "bench.e2e.repair", "--read-from", endpoint,
+             "--transport", transport, "--rate", str(rate)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             cwd=Path(__file__).resolve().parents[2],
         )  # fmt: skip
@@ -159,18 +160,33 @@ class Reader:
         self._proc.wait(30)
 
 
-def read_forever(endpoint: str) -> None:
-    """The reader process: time gets of probe keys; answer count/take/stop on stdin."""
+def read_forever(endpoint: str, transport: str, rate: float) -> None:
+    """The reader process: time gets of probe keys; answer count/take/stop on stdin.
+
+    ``rate`` 0: one get after another (closed loop). Else gets start at
+    Poisson arrivals of ``rate`` a second (open loop); a get that starts late
+    because the one before ran long is timed from when it should have started,
+    so a stall counts against every read it delayed (no coordinated omission).
+    """
     samples: list[tuple[float, float]] = []  # (monotonic s at the end, us)
     lock = threading.Lock()
     stopping = threading.Event()
 
     def read() -> None:
         rnd = random.Random(7)
-        with Client(endpoint, discover=False) as client:
+        over_http = endpoint.startswith("http")
+        due = time.perf_counter_ns()
+        with Client(endpoint, discover=False, transport=None if over_http else transport) as client:
             while not stopping.is_set():
                 key = b"probe/%04d" % rnd.randrange(PROBES)
                 t0 = time.perf_counter_ns()
+                if rate:
+                    due += int(rnd.expovariate(rate) * 1e9)
+                    if due > t0:  # on time: wait, and time the get from its start
+                        time.sleep((due - t0) / 1e9)
+                        t0 = time.perf_counter_ns()
+                    else:  # behind: the wait for the get before counts
+                        t0 = due
                 entry = client.get(key)
                 elapsed_us = (time.perf_counter_ns() - t0) / 1000.0
                 assert entry is not None
@@ -330,6 +346,16 @@ def main() -> None:
         help="the door the client reads through: the gRPC port (the SDK's default) or "
         "the HTTP door (Client over http://, the SDK's HTTP/1.1 pool)",
     )  # fmt: skip
+    parser.add_argument(
+        "--transport", choices=("unary", "stream"), default="unary",
+        help="over the gRPC port: unary Get calls (the blocking Client's default) or "
+        "operations of one KV.Stream (transport=\"stream\", the AsyncClient's default)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rate", type=float, default=0.0, metavar="N",
+        help="reads a second, at Poisson arrivals (open loop; a late read is timed from "
+        "when it was due); default 0: one client reading as fast as it can (closed loop)",
+    )  # fmt: skip
     parser.add_argument("--read-from", help=argparse.SUPPRESS)  # the reader process
     parser.add_argument(
         "--antientropy-bytes-per-s", type=int, default=None,
@@ -337,7 +363,7 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
     if args.read_from:
-        read_forever(args.read_from)
+        read_forever(args.read_from, args.transport, args.rate)
         return
     # A SIGTERM (kill, a CI timeout) unwinds like Ctrl-C: the nodes and the reader
     # are stopped and the 2.5 GB temporary directory removed, not left behind.
@@ -351,7 +377,9 @@ def main() -> None:
     pace = args.antientropy_bytes_per_s or DEFAULT_ANTIENTROPY_BYTES_PER_S
     print(
         f"machine: {os.cpu_count()} CPUs; iad-1 on CPU 1, fra-1, the client and the bench "
-        f"on CPU 0 (every thread), fra-1 at nice {args.peer_nice}; reads over {args.read_over};\n"
+        f"on CPU 0 (every thread), fra-1 at nice {args.peer_nice}; reads over {args.read_over}"
+        f"{'' if args.read_over == 'http' else ' (' + args.transport + ')'}, "
+        f"{f'{args.rate:g} a second (open loop)' if args.rate else 'one after another'};\n"
         f"repairing {args.keys} keys of {args.value_bytes} bytes ({total_mb:.0f} MB); "
         f"antientropy_bytes_per_s {pace} ({pace / 1e6:.1f} MB/s), "
         f"antientropy_min_bytes_per_s {args.antientropy_min_bytes_per_s or 'default'}"
@@ -375,7 +403,7 @@ def main() -> None:
             endpoint = iad.endpoint
             if args.read_over == "http":
                 endpoint = "http://" + http_at["iad-1"]
-            reader = Reader(endpoint, 0)
+            reader = Reader(endpoint, 0, args.transport, args.rate)
             reader.start()
             reader.wait_for(500)  # warm up
             reader.take()

@@ -254,9 +254,7 @@ def run(
                 samples, used, mine = timed(call, args.samples, pid)
             elif name in async_paths:
                 acall, pid = async_paths[name]
-                samples, used, mine = loop.run_until_complete(
-                    timed_async(acall, args.samples, pid)
-                )
+                samples, used, mine = loop.run_until_complete(timed_async(acall, args.samples, pid))
             else:
                 done, took, used = loop.run_until_complete(
                     concurrent(many[name], 8, args.seconds, node_pid)
