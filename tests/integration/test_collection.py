@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 REGIONS = (("eu-west", 50.11, 8.68), ("us-east", 38.95, -77.45), ("ap-northeast", 35.68, 139.69))
 NODES = (("fra-1", "eu-west"), ("iad-1", "us-east"), ("nrt-1", "ap-northeast"))
-GRACE_S = 2.0
+GRACE_S = 1.0  # at least antientropy_interval_s; the cut-off test watches 3 of them
 FAST = {
     "heartbeat_interval_s": 0.2,
     "antientropy_interval_s": 0.5,
