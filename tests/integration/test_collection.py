@@ -77,8 +77,7 @@ def test_tombstones_and_expired_records_are_collected_everywhere(cluster: LocalC
         wait_until(lambda node=node: collected(cluster, node) >= 11, timeout_s=30,
                    what=f"collection on {node}")  # fmt: skip
     assert len(assert_converged(endpoints, b"g/", timeout_s=15)) == 10
-    for node in cluster.node_ids:
-        cluster.stop(node)
+    cluster.stop_all()
     want = {b"g/%02d" % i for i in range(10, 20)}
     for node in cluster.node_ids:
         assert set(stored_records(cluster, node)) == want, node
