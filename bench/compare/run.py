@@ -28,7 +28,7 @@ from bench.compare.adapter import Adapter
 from edgekv.local import launcher
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-SMOKE = {"keys": 200, "samples": 40, "seconds": 0.3, "rounds": 2}
+SMOKE = {"keys": 200, "samples": 40, "seconds": 0.15, "rounds": 2}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -82,8 +82,7 @@ def test_pinned_key_written_through_us_node_never_leaves_eu(cluster: LocalCluste
     for node in ("fra-1", "iad-1", "nrt-1"):
         code, report = run_audit(cluster, node)
         assert (code, report["violations"], report["mode"]) == (0, 0, "live"), report
-    for node in cluster.node_ids:
-        assert cluster.stop(node) == 0
+    assert cluster.stop_all() == {node: 0 for node in cluster.node_ids}
     # Offline: no trace of the value or the keys in any file of the US and AP nodes.
     for node in ("iad-1", "nrt-1"):
         blob = all_bytes_under(cluster.config.node(node).data_dir)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -64,11 +65,17 @@ def test_nftables_partition_drops_the_link_and_heal_converges(tmp_path: Path) ->
             cluster.partition(["a-1"], ["b-1"])
             assert net.address["b-1"] in net.rules("a-1")
             assert net.address["a-1"] in net.rules("b-1")
-            assert not _connects(cluster, "a-1", "b-1")  # dropped: the connect times out
-            assert not _connects(cluster, "b-1", "a-1")
             a.put("n/during-a", "1")  # both sides keep serving their clients
             b.put("n/during-b", "1")
-            time.sleep(2.0)
+            written = time.monotonic()
+            # Dropped: each connect times out (1.5 s), so both directions are tried at
+            # once, while the writes have their chance to cross (they must not).
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                ab, ba = pool.map(
+                    lambda ends: _connects(cluster, *ends), [("a-1", "b-1"), ("b-1", "a-1")]
+                )
+            assert not ab and not ba, (ab, ba)
+            time.sleep(max(0.0, written + 2.0 - time.monotonic()))  # 2 s since the writes
             assert b.get("n/during-a") is None and a.get("n/during-b") is None
 
             cluster.heal()
