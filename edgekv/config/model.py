@@ -128,7 +128,8 @@ class ReplicationSettings:
     # (replication/pacer.py): reads stay fast while a node is repaired.
     antientropy_bytes_per_s: int = DEFAULT_ANTIENTROPY_BYTES_PER_S
     # The repair pace yields to foreground work (replication/pacecontrol.py): it
-    # is cut while the event loop runs later than this, never below the floor
+    # is cut while more than 1% of the event loop's wake-ups come later than
+    # this (its p99 lateness, what reads wait for), never below the floor
     # (0: an eighth of antientropy_bytes_per_s, at least 1 MiB/s).
     antientropy_lag_target_ms: int = 2
     antientropy_min_bytes_per_s: int = 0
