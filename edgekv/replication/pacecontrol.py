@@ -22,7 +22,7 @@ percentile waits for: a read arriving at a random moment waits for the loop
 as a probe does. (With a tenth of the probes, as first built, the loop's
 lateness stayed above 2 ms in only ~1% of the probes during a repair, the
 pace was hardly ever cut, and read p99 at the repaired node was 2.2-4.9x idle;
-with 1%, 1.3-1.6x: bench/e2e/repair.py, README.) The rate never falls below the floor
+with 1%, 1.2-1.6x: bench/e2e/repair.py, README.) The rate never falls below the floor
 (replication.antientropy_min_bytes_per_s), so a repair always progresses,
 even on a node whose loop is late for reasons of its own.
 
