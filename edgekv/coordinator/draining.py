@@ -10,7 +10,7 @@ the SDK resumes a Watch from its last token there, and reopens its KV.Stream.
 A stream busy with an item ends before it waits for the next one, so nothing
 half-done is cut: KV.Stream answers what it started first (kv_stream.py).
 
-Only a task parked in :meth:`StreamDrain.next` is cancelled, where the
+Only a task parked in :meth:`Parked.read` (or :meth:`StreamDrain.next`) is cancelled, where the
 cancellation is ours to turn into UNAVAILABLE; one inside gRPC's or the HTTP
 server's own code is left alone (a cancellation there would end the call as
 CANCELLED, which a client takes as its own doing, and stop resuming).
@@ -19,12 +19,40 @@ CANCELLED, which a client takes as its own doing, and stop resuming).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from edgekv.errors import Unavailable
 
 _T = TypeVar("_T")
+
+
+class Parked:
+    """One stream's handler task as :class:`StreamDrain` sees it: registered once per
+    stream (not per item, which is what a KV.Stream carries thousands of a second)."""
+
+    __slots__ = ("_drain", "task", "waiting")
+
+    def __init__(self, drain: StreamDrain, task: asyncio.Task[object]) -> None:
+        self._drain = drain
+        self.task = task
+        self.waiting = False  # parked in read(): the only place start() cancels it
+
+    async def read(self, next_item: Callable[[], Awaitable[_T]]) -> _T:
+        """``await next_item()``, or Unavailable once the node is draining."""
+        drain = self._drain
+        if drain.draining:
+            raise drain.error()
+        self.waiting = True
+        try:
+            return await next_item()
+        except asyncio.CancelledError:
+            if not drain.draining:
+                raise
+            self.task.uncancel()  # our cancellation: it ends the stream with a status instead
+            raise drain.error() from None
+        finally:
+            self.waiting = False
 
 
 class StreamDrain:
@@ -35,7 +63,7 @@ class StreamDrain:
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
         self.draining = False
-        self._parked: set[asyncio.Task[object]] = set()
+        self._parked: set[Parked] = set()
 
     def error(self) -> Unavailable:
         return Unavailable(
@@ -43,31 +71,34 @@ class StreamDrain:
             "(a Watch resumes there from its last resume_token)"
         )
 
-    async def next(self, items: AsyncIterator[_T]) -> _T:
-        """The next of ``items`` (StopAsyncIteration at its end), or Unavailable once draining."""
-        if self.draining:
-            raise self.error()
+    def park(self) -> Parked:
+        """The current task, registered until :meth:`unpark`: read its stream's items
+        through ``Parked.read``."""
         task = asyncio.current_task()
         assert task is not None
-        self._parked.add(task)
+        parked = Parked(self, task)
+        self._parked.add(parked)
+        return parked
+
+    def unpark(self, parked: Parked) -> None:
+        self._parked.discard(parked)
+
+    async def next(self, items: AsyncIterator[_T]) -> _T:
+        """The next of ``items`` (StopAsyncIteration at its end), or Unavailable once draining."""
+        parked = self.park()
         try:
-            return await anext(items)
-        except asyncio.CancelledError:
-            if not self.draining:
-                raise
-            task.uncancel()  # our cancellation: it ends the stream with a status instead
-            raise self.error() from None
+            return await parked.read(items.__anext__)
         finally:
-            self._parked.discard(task)
+            self.unpark(parked)
 
     def start(self) -> int:
         """End every stream waiting for its next item now, and the others before their next
         one; the number ended now."""
         self.draining = True
-        parked, self._parked = self._parked, set()
-        for task in parked:
-            task.cancel()
-        return len(parked)
+        waiting = [parked for parked in self._parked if parked.waiting]
+        for parked in waiting:
+            parked.task.cancel()
+        return len(waiting)
 
 
-__all__ = ["StreamDrain"]
+__all__ = ["Parked", "StreamDrain"]

@@ -258,6 +258,14 @@ class _Undecodable:
         self.reason = reason
 
 
+def undecodable_reason(request: object) -> str:
+    """Why ``request``, which is not the message its handler expects, was refused: a
+    handler that reads with ``context.read()`` (KV.Stream) gets what did not parse as is."""
+    if isinstance(request, _Undecodable):
+        return request.reason
+    return f"the request is not a valid message: got {type(request).__name__}"
+
+
 class MalformedRequests(grpc.aio.ServerInterceptor):
     """A request that does not parse as its message ends with INVALID_ARGUMENT.
 

@@ -116,5 +116,5 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def Stream(
         self, requests: AsyncIterator[kv_pb2.StreamRequest], context: grpc.aio.ServicerContext
     ) -> None:
-        client = client_of(context.peer())
-        await self._stream.serve(requests, context, self._call(context), client)
+        client = client_of(context.peer())  # ``requests`` unused: StreamOps reads the context
+        await self._stream.serve(context, self._call(context), client)

@@ -40,7 +40,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import grpc
@@ -57,13 +57,16 @@ from edgekv.errors import (
     Unavailable,
     grpc_code_for,
 )
+from edgekv.server.interceptors import undecodable_reason
 from edgekv.server.kv_messages import KVMessages
 from edgekv.server.status import trailing_metadata_of
 from edgekv.v1 import kv_pb2
 
 log = logging.getLogger(__name__)
 
+_StreamRequest = kv_pb2.StreamRequest
 _StreamResponse = kv_pb2.StreamResponse
+_EOF = grpc.aio.EOF
 _StreamError = kv_pb2.StreamError
 # The operations of a StreamRequest: oneof field -> the unary method's name (for metrics).
 METHOD_OF_OP = {
@@ -140,15 +143,18 @@ class StreamOps:
 
     async def serve(
         self,
-        requests: AsyncIterator[kv_pb2.StreamRequest],
         context: grpc.aio.ServicerContext,
         call: Call,
         client: str = "",
     ) -> None:
         """Answer every operation of one stream; returns once the client half-closed
         and every answer is written. Raises InvalidArgument for a broken client.
-        ``client``: the caller's address, as the admission counts it."""
-        await _OneStream(self, context, call, client).run(requests)
+        ``client``: the caller's address, as the admission counts it.
+
+        Requests are read with ``context.read()``, not through the handler's request
+        iterator: that iterator is two async generators around the same read (grpc's
+        and the malformed-request check's), a measurable share of a streamed get."""
+        await _OneStream(self, context, call, client).run(context.read)
 
 
 class _OneStream:
@@ -205,18 +211,22 @@ class _OneStream:
         self._write_failed: BaseException | None = None  # the stream cannot be written to
         self._on_written = self._written  # one bound method for every write
 
-    async def run(self, requests: AsyncIterator[kv_pb2.StreamRequest]) -> None:
+    async def run(self, read: Callable[[], Awaitable[Any]]) -> None:
+        """Serve the requests ``read()`` returns until it returns ``grpc.aio.EOF``."""
         limit = self._ops._max_inflight
-        next_of = self._ops._drain.next
+        drain = self._ops._drain
+        parked = drain.park()
         try:
             while True:
                 try:
-                    request = await next_of(requests)
-                except StopAsyncIteration:
-                    break
+                    request = await parked.read(read)
                 except Unavailable:  # the node is stopping: answer what runs, then end
                     await self._answered()
                     raise
+                if type(request) is not _StreamRequest:
+                    if request is _EOF:
+                        break
+                    raise InvalidArgument(undecodable_reason(request))
                 kind = request.WhichOneof("op")
                 request_id = request.id
                 if kind == "cancel":
@@ -258,6 +268,7 @@ class _OneStream:
                 self._start(request_id, kind, getattr(request, kind), request.timeout_ms)
             await self._answered()  # half-closed: answer what is still running
         finally:
+            drain.unpark(parked)
             for task in list(self._running.values()):
                 task.cancel()
             admission, left, self._admitted = self._ops._admission, self._admitted, 0
@@ -327,10 +338,11 @@ class _OneStream:
                 self._running.pop(request_id, None)
             if self._cancelled:  # a cancel that came too late to matter
                 self._cancelled.pop(request_id, None)
+        elapsed = time.perf_counter() - started
+        self._queue(answer, None)  # the answer leaves first; counting it is off its path
         recorder = self._ops._recorder
         if recorder is not None:
-            recorder.record(METHOD_OF_OP[kind], code, time.perf_counter() - started)
-        self._queue(answer, None)
+            recorder.record(METHOD_OF_OP[kind], code, elapsed)
 
     def _queue(self, answer: kv_pb2.StreamResponse, written: asyncio.Future[None] | None) -> None:
         """Write ``answer`` now if no write is in flight, else after those queued."""

@@ -49,11 +49,26 @@ class Messages:
     batch_get = delete = write = put
 
 
-class Context:
-    """The servicer context: ``write`` records answers (and waits while ``blocked``)."""
+class Stream:
+    """The request side: the test puts requests; None half-closes."""
 
     def __init__(self) -> None:
-        self.answers: list[kv_pb2.StreamResponse] = []
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def read(self) -> Any:
+        request = await self.queue.get()
+        return grpc.aio.EOF if request is None else request
+
+
+class Context:
+    """The servicer context: ``read`` takes the requests of ``requests``; ``write`` records
+    answers (and waits while ``unblocked`` is clear)."""
+
+    def __init__(
+        self, requests: Stream, answers: list[kv_pb2.StreamResponse] | None = None
+    ) -> None:
+        self.read = requests.read
+        self.answers: list[kv_pb2.StreamResponse] = [] if answers is None else answers
         self.unblocked = asyncio.Event()
         self.unblocked.set()
 
@@ -62,26 +77,11 @@ class Context:
         self.answers.append(answer)
 
 
-class Stream:
-    """The request side: the test puts requests; None half-closes."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Op | None] = asyncio.Queue()
-
-    def __aiter__(self) -> Stream:
-        return self
-
-    async def __anext__(self) -> Op:
-        request = await self.queue.get()
-        if request is None:
-            raise StopAsyncIteration
-        return request
-
-
 async def started(limit: int = 8) -> tuple[Messages, Context, Stream, asyncio.Task[None]]:
-    messages, context, requests = Messages(), Context(), Stream()
+    messages, requests = Messages(), Stream()
+    context = Context(requests)
     ops = StreamOps(messages, limit)  # type: ignore[arg-type]
-    serving = asyncio.ensure_future(ops.serve(requests, context, Call(ANYONE)))  # type: ignore[arg-type]
+    serving = asyncio.ensure_future(ops.serve(context, Call(ANYONE)))
     return messages, context, requests, serving
 
 
@@ -218,11 +218,12 @@ async def test_each_operation_has_a_call_of_its_own() -> None:
 
 async def test_operations_count_as_their_clients_calls_across_streams() -> None:
     limiter = InflightLimiter(max_inflight_per_client=3)
-    messages, context = Messages(), Context()
+    messages = Messages()
+    answers: list[kv_pb2.StreamResponse] = []  # both streams' answers, in the order written
     ops = StreamOps(messages, 8, admission=limiter)  # type: ignore[arg-type]
     one, two = Stream(), Stream()
     serving = [
-        asyncio.ensure_future(ops.serve(s, context, Call(ANYONE), "ipv4:10.0.0.1"))  # type: ignore[arg-type]
+        asyncio.ensure_future(ops.serve(Context(s, answers), Call(ANYONE), "ipv4:10.0.0.1"))
         for s in (one, two)
     ]
     limiter.enter_call("ipv4:10.0.0.1")  # a unary call of the same client
@@ -231,8 +232,8 @@ async def test_operations_count_as_their_clients_calls_across_streams() -> None:
     await until(lambda: len(messages.calls) == 2)
     assert limiter.inflight == {"ipv4:10.0.0.1": 3}
     two.queue.put_nowait(Op(id=2, get=kv_pb2.GetRequest(key=b"c")))  # a 4th call: refused
-    await until(lambda: len(context.answers) == 1)
-    assert context.answers[0].id == 2 and context.answers[0].error.message == (
+    await until(lambda: len(answers) == 1)
+    assert answers[0].id == 2 and answers[0].error.message == (
         "client ipv4:10.0.0.1 has 3 calls in flight; the limit is 3 (max_inflight_per_client)"
     )
     messages.release[b"a"].set()  # answered: its slot is free again
