@@ -138,6 +138,18 @@ def broken_error(exc: BaseException | None) -> grpc.RpcError:
     return StreamRpcError(grpc.StatusCode.UNAVAILABLE, f"the stream failed: {exc!r}")
 
 
+class _Yield:
+    """Awaiting it gives the event loop one turn (asyncio.sleep(0) without its frame)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Any:
+        yield
+
+
+_CALLER_FIRST = _Yield()
+
+
 def _expired(timeout: float | None) -> StreamRpcError:
     return StreamRpcError(_DEADLINE, f"Deadline Exceeded (the operation's {timeout} s ran out)")
 
@@ -225,6 +237,9 @@ class AsyncOpStream:
                 answer = pending.pop(response.id, None)
                 if answer is not None and not answer.done():
                     answer.set_result(response)
+                    # Let its caller resume first: starting grpc's next read (a core batch)
+                    # before it ran put ~15 us on every streamed call's latency.
+                    await _CALLER_FIRST
         except grpc.RpcError as exc:
             failure = exc
         except asyncio.CancelledError:
