@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from edgekv.consistency import token_of_versions
-from edgekv.coordinator import Call, Coordinator, WriteAck
+from edgekv.coordinator import Call, Coordinator, GetResult, WriteAck
 from edgekv.errors import InvalidArgument
 from edgekv.replication.receipts import AwaitSpec
 from edgekv.storage.batch import DeleteOp, PutOp
@@ -35,35 +35,49 @@ class KVMessages:
     and concurrent calls on the node's event loop. Methods raise EdgeKVError.
     """
 
-    __slots__ = ("_kv", "_node_id", "_not_found", "node_id")
+    __slots__ = ("_kv", "_node_id", "node_id")
 
     def __init__(self, coordinator: Coordinator) -> None:
         self._kv = coordinator
         self._node_id = self.node_id = coordinator.node_id
-        self._not_found = _GetResponse(found=False, served_by=coordinator.node_id)
 
     async def get(self, request: kv_pb2.GetRequest, call: Call) -> kv_pb2.GetResponse:
         if request.consistency or request.session_token:
             _read_level(request, call)
-        result = await self._kv.get(request.key, call)
+        response = _GetResponse()
+        self._fill_get(await self._kv.get(request.key, call), response)
+        return response
+
+    def get_now(self, request: kv_pb2.GetRequest, call: Call, out: kv_pb2.GetResponse) -> bool:
+        """Fill ``out`` with ``get``'s response when the coordinator has it without
+        waiting (a LOCAL read held here: Coordinator.get_now) and return True; else
+        False, ``out`` untouched. Changes nothing on ``call``. ``out`` may be a field of
+        another message (KV.Stream's answer): filled in place, it is never copied."""
+        if request.consistency or request.session_token:
+            return False
+        result = self._kv.get_now(request.key, call)
+        if result is None:
+            return False
+        self._fill_get(result, out)
+        return True
+
+    @staticmethod
+    def _fill_get(result: GetResult, out: kv_pb2.GetResponse) -> None:
+        out.SetInParent()  # present even when every field is its default
+        out.served_by = result.served_by
+        if result.session_token:  # a level or a token was asked for: LOCAL pays nothing
+            out.session_token = result.session_token
         found = result.found
         if found is None:
-            if result.served_by == self._node_id and not result.session_token:
-                return self._not_found
-            return _GetResponse(
-                found=False, served_by=result.served_by, session_token=result.session_token
-            )
+            return
         value, timestamp, origin, expires_at_ms = found
-        response = _GetResponse(
-            found=True,
-            value=value,
-            version=_Version(timestamp=timestamp, origin=origin),
-            served_by=result.served_by,
-            expires_at_ms=expires_at_ms,
-        )
-        if result.session_token:  # a level or a token was asked for: LOCAL pays nothing
-            response.session_token = result.session_token
-        return response
+        out.found = True
+        out.value = value
+        version = out.version
+        version.timestamp = timestamp
+        version.origin = origin
+        if expires_at_ms:
+            out.expires_at_ms = expires_at_ms
 
     async def batch_get(
         self, request: kv_pb2.BatchGetRequest, call: Call

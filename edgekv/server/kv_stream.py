@@ -118,7 +118,7 @@ class StreamOps:
     streams do not multiply what one client address may run.
     """
 
-    __slots__ = ("_admission", "_drain", "_max_inflight", "_ops", "_recorder")
+    __slots__ = ("_admission", "_drain", "_get_now", "_max_inflight", "_ops", "_recorder")
 
     def __init__(
         self,
@@ -135,6 +135,7 @@ class StreamOps:
             "batch_get": messages.batch_get,
             "write": messages.write,
         }
+        self._get_now = messages.get_now  # a LOCAL read answered without waiting
         self._max_inflight = max_inflight
         self._recorder = recorder
         # Ends every stream with UNAVAILABLE when the node stops (coordinator/draining.py).
@@ -282,9 +283,23 @@ class _OneStream:
             await self._drained
 
     def _start(self, request_id: int, kind: str, op: Any, timeout_ms: int) -> None:
+        self._outstanding += 1
+        started = time.perf_counter()
+        base = self._call
+        if kind == "get":
+            # A LOCAL read of a key held here is answered now, with no Call, coroutine or
+            # task of its own (get_now changes nothing on the stream's Call).
+            answer = _StreamResponse(id=request_id)
+            try:
+                done = self._ops._get_now(op, base, answer.get)
+            except Exception as exc:
+                self._finish(kind, *self._failed(request_id, kind, exc), started)
+                return
+            if done:
+                self._finish(kind, answer, _OK, started)
+                return
         # A Call of its own: the request layer sets its read level and session token on
         # it (kv_messages.py), which must not leak into the stream's other operations.
-        base = self._call
         remaining = base.time_remaining
         deadline = 0.0
         if timeout_ms:
@@ -292,8 +307,6 @@ class _OneStream:
             deadline = loop.time() + timeout_ms / 1000.0
             remaining = lambda: deadline - loop.time()  # noqa: E731
         call = Call(base.principal, base.credentials, base.forwarded_by, remaining)
-        self._outstanding += 1
-        started = time.perf_counter()
         # Runs now; only an operation that suspends becomes a task (and gets a timer):
         # one that finishes in this step cannot be cancelled nor outlive its deadline.
         coro = self._run_op(request_id, kind, self._ops._ops[kind](op, call), started)
@@ -327,17 +340,27 @@ class _OneStream:
                 self._wake_drained()
                 raise  # the stream is ending
             answer, code = error_response(request_id, why), grpc_code_for(why).name
-        except EdgeKVError as exc:
-            answer, code = error_response(request_id, exc), grpc_code_for(exc).name
-        except Exception as exc:  # a bug: this operation fails, the stream goes on
-            log.exception("KV.Stream operation %s (%s) failed", request_id, kind)
-            unknown = OtherStatus(f"unexpected error: {exc!r}", grpc.StatusCode.UNKNOWN)
-            answer, code = error_response(request_id, unknown), "UNKNOWN"
+        except Exception as exc:
+            answer, code = self._failed(request_id, kind, exc)
         finally:
             if self._running:
                 self._running.pop(request_id, None)
             if self._cancelled:  # a cancel that came too late to matter
                 self._cancelled.pop(request_id, None)
+        self._finish(kind, answer, code, started)
+
+    @staticmethod
+    def _failed(request_id: int, kind: str, exc: Exception) -> tuple[kv_pb2.StreamResponse, str]:
+        """The answer and status code of an operation that raised ``exc``."""
+        if isinstance(exc, EdgeKVError):
+            return error_response(request_id, exc), grpc_code_for(exc).name
+        # A bug: this operation fails, the stream goes on.
+        log.exception("KV.Stream operation %s (%s) failed", request_id, kind, exc_info=exc)
+        unknown = OtherStatus(f"unexpected error: {exc!r}", grpc.StatusCode.UNKNOWN)
+        return error_response(request_id, unknown), "UNKNOWN"
+
+    def _finish(self, kind: str, answer: kv_pb2.StreamResponse, code: str, started: float) -> None:
+        """Send an operation's answer, then count it."""
         elapsed = time.perf_counter() - started
         self._queue(answer, None)  # the answer leaves first; counting it is off its path
         recorder = self._ops._recorder

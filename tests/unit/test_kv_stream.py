@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from edgekv.coordinator import Call
-from edgekv.errors import InvalidArgument
+from edgekv.errors import InvalidArgument, PermissionDenied
 from edgekv.principal import ANYONE
 from edgekv.server.interceptors import InflightLimiter
 from edgekv.server.kv_stream import StreamOps
@@ -40,6 +40,14 @@ class Messages:
             self.cancelled.append(request.key)
             raise
         return kv_pb2.GetResponse(found=True, value=request.key)
+
+    def get_now(self, request: kv_pb2.GetRequest, call: Call, out: kv_pb2.GetResponse) -> bool:
+        if request.key.startswith(b"now/"):  # KVMessages.get_now: a LOCAL read held here
+            out.found, out.value = True, request.key
+            return True
+        if request.key == b"denied":
+            raise PermissionDenied("token may not read key b'denied'")
+        return False  # the others wait in get()
 
     async def put(self, request: kv_pb2.PutRequest, call: Call) -> kv_pb2.PutResponse:
         if not request.key:
@@ -196,6 +204,24 @@ async def test_operation_that_finishes_at_once_is_answered_in_order() -> None:
     await serving
     assert [a.id for a in context.answers] == [1, 2, 3, 4, 5]
     assert all(result(a) == "put" for a in context.answers)
+
+
+async def test_local_read_is_answered_without_waiting_and_fails_as_unary() -> None:
+    # A get that get_now answers (a LOCAL read held here) is answered from the step
+    # that read it, before a slow get read earlier; get_now's error is its answer.
+    messages, context, requests, serving = await started()
+    requests.queue.put_nowait(Op(id=1, get=kv_pb2.GetRequest(key=b"slow")))
+    requests.queue.put_nowait(Op(id=2, get=kv_pb2.GetRequest(key=b"now/a")))
+    requests.queue.put_nowait(Op(id=3, get=kv_pb2.GetRequest(key=b"denied")))
+    await until(lambda: len(context.answers) == 2)
+    assert [(a.id, result(a)) for a in context.answers] == [(2, "get"), (3, "error")]
+    assert context.answers[0].get.value == b"now/a"
+    assert context.answers[1].error.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    assert context.answers[1].error.message == "token may not read key b'denied'"
+    messages.release[b"slow"].set()
+    requests.queue.put_nowait(None)
+    await serving
+    assert [a.id for a in context.answers] == [2, 3, 1]
 
 
 async def test_each_operation_has_a_call_of_its_own() -> None:
