@@ -10,10 +10,11 @@ the SDK resumes a Watch from its last token there, and reopens its KV.Stream.
 A stream busy with an item ends before it waits for the next one, so nothing
 half-done is cut: KV.Stream answers what it started first (kv_stream.py).
 
-Only a task parked in :meth:`Parked.read` (or :meth:`StreamDrain.next`) is cancelled, where the
-cancellation is ours to turn into UNAVAILABLE; one inside gRPC's or the HTTP
-server's own code is left alone (a cancellation there would end the call as
-CANCELLED, which a client takes as its own doing, and stop resuming).
+Only a task parked in :meth:`Parked.read` (or :meth:`StreamDrain.next`) is
+cancelled, where the cancellation is ours to turn into UNAVAILABLE; one inside
+gRPC's or the HTTP server's own code (writing an answer) is left alone (a
+cancellation there would end the call as CANCELLED, which a client takes as its
+own doing, and stop resuming).
 """
 
 from __future__ import annotations

@@ -12,10 +12,11 @@ the same errors, so a rule exists once. What is the stream's own:
   gets its own deadline (``timeout_ms``, else the stream's).
 * **Concurrency**: every operation starts as soon as it is read and, if it
   has to wait (a replica, a forwarded call), goes on as a task of its own
-  while the stream reads on; one that finishes at once (a local read) costs
-  no task (edgekv/eager.py). At most ``max_stream_inflight`` of one stream run
-  or wait to be answered at once, and the next is answered RESOURCE_EXHAUSTED
-  (naming the limit) without running.
+  while the stream reads on; one that finishes at once costs no task
+  (edgekv/eager.py), and a LOCAL get of a key held here not even a coroutine
+  (``KVMessages.get_now``, answered in the step that read it). At most
+  ``max_stream_inflight`` of one stream run or wait to be answered at once, and
+  the next is answered RESOURCE_EXHAUSTED (naming the limit) without running.
 * **Backpressure**: answers are written one at a time (one in flight, the
   others queued) and a write waits for HTTP/2 flow control, so a client that stops
   reading stops the operations' answers, then the refusals, then the reading
