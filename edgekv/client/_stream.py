@@ -44,6 +44,7 @@ from typing import Any
 import grpc
 
 from edgekv import eager
+from edgekv.client._deadlines import Deadlines
 from edgekv.v1 import kv_pb2
 
 # Unary method -> the StreamRequest/StreamResponse oneof field that carries it.
@@ -150,10 +151,6 @@ class _Yield:
 _CALLER_FIRST = _Yield()
 
 
-def _expired(timeout: float | None) -> StreamRpcError:
-    return StreamRpcError(_DEADLINE, f"Deadline Exceeded (the operation's {timeout} s ran out)")
-
-
 class AsyncOpStream:
     """One KV.Stream to one node, shared by the coroutines of one AsyncClient.
 
@@ -169,6 +166,7 @@ class AsyncOpStream:
         self._writer: _Writer | None = None  # writes on _call
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._deadlines = Deadlines(self._expire)  # one timer for the operations' deadlines
         self._tasks: list[asyncio.Task[None]] = []
         self._ids = itertools.count(1)
         self._methods: dict[str, Callable[..., Any]] = {}
@@ -194,7 +192,8 @@ class AsyncOpStream:
         answer = loop.create_future()
         self._pending[request_id] = answer
         writer.send(request_of(kind, request_id, request, timeout))
-        timer = None if timeout is None else loop.call_later(timeout, self._expire, request_id)
+        if timeout is not None:
+            self._deadlines.add(request_id, loop.time() + timeout)
         try:
             response = await answer
         except asyncio.CancelledError:
@@ -202,8 +201,8 @@ class AsyncOpStream:
                 self._send(_StreamRequest(id=next(self._ids), cancel=request_id))
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
+            if timeout is not None:
+                self._deadlines.discard(request_id)
         return result_of(response)
 
     def _expire(self, request_id: int) -> None:
@@ -221,6 +220,7 @@ class AsyncOpStream:
             raise StreamRpcError(grpc.StatusCode.CANCELLED, "the client is closed")
         call = self._stub.Stream(metadata=self._metadata)
         loop = self._loop = asyncio.get_running_loop()
+        self._deadlines.loop = loop
         self._call = call
         self._writer = _Writer(call, loop)
         self._tasks = [loop.create_task(self._run_reader(call, self._writer))]
@@ -274,6 +274,7 @@ class AsyncOpStream:
         for answer in pending.values():
             if not answer.done():
                 answer.set_exception(error)
+        self._deadlines.clear()
 
     async def close(self) -> None:
         """Cancel the stream; operations in flight fail with CANCELLED. Idempotent."""
