@@ -189,9 +189,11 @@ class AsyncOpStream:
         loop = self._loop
         assert loop is not None
         request_id = next(self._ids)
+        writer.send(request_of(kind, request_id, request, timeout))
+        # Its answer cannot be read before this step ends: what only waiting needs
+        # comes after the write started.
         answer = loop.create_future()
         self._pending[request_id] = answer
-        writer.send(request_of(kind, request_id, request, timeout))
         if timeout is not None:
             self._deadlines.add(request_id, loop.time() + timeout)
         try:
