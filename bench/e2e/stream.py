@@ -108,20 +108,23 @@ async def concurrent(
 class SyncPingPong:
     """A bidi ping-pong on grpc's blocking stack (a queue feeds the request iterator)."""
 
-    def __init__(self, channel: grpc.Channel) -> None:
+    def __init__(
+        self, channel: grpc.Channel, method: str = ECHO_STREAM, payload: bytes = PAYLOAD
+    ) -> None:
         import queue
 
         self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._payload = payload
         outbox = self._outbox
 
         def requests() -> Any:
             while (msg := outbox.get()) is not None:
                 yield msg
 
-        self._responses = channel.stream_stream(ECHO_STREAM)(requests())
+        self._responses = channel.stream_stream(method)(requests())
 
     def __call__(self, i: int) -> None:
-        self._outbox.put(PAYLOAD)
+        self._outbox.put(self._payload)
         next(self._responses)
 
     def close(self) -> None:
@@ -207,12 +210,16 @@ def run(
     get_op = kv_pb2.StreamRequest(id=1, timeout_ms=5000, get=kv_pb2.GetRequest(key=keys[0]))
     # KV.Stream itself, without the SDK: one coroutine writes a get and reads its answer.
     raw_stream = AsyncPingPong(node_channel, "/edgekv.v1.KV/Stream", get_op.SerializeToString())
+    sync_node_channel = grpc.insecure_channel(endpoint)
+    raw_sync = SyncPingPong(sync_node_channel, "/edgekv.v1.KV/Stream", get_op.SerializeToString())
     closers += [sync_pingpong.close, async_pingpong.close, raw_stream.close, node_channel.close]
+    closers += [raw_sync.close, sync_node_channel.close]
     unary_echo = channel.unary_unary(ECHO)
     aunary_echo = achannel.unary_unary(ECHO)
 
     sync_paths: dict[str, tuple[Sync, int]] = {
         "floor bidi (grpc)": (sync_pingpong, echo_pid),
+        "KV.Stream get ping-pong, no SDK (grpc)": (raw_sync, node_pid),
         "floor unary (grpc)": (lambda i: unary_echo(PAYLOAD), echo_pid),
         "Client get unary": (lambda i: clients["unary"].get(picks[i % n_picks]), node_pid),
         "Client get stream": (lambda i: clients["stream"].get(picks[i % n_picks]), node_pid),
@@ -317,16 +324,19 @@ def report(figures: dict[str, dict[str, float]], args: argparse.Namespace) -> No
             "(AsyncClient) of the unary echo floor's"
         )
 
-    raw = "KV.Stream get ping-pong, no SDK (grpc.aio)"
-    lines.append(
-        f"- KV.Stream without the SDK: p50 {ratio(raw, 'floor bidi (grpc.aio)', 'p50_us')} and "
-        f"server CPU {ratio(raw, 'floor bidi (grpc.aio)', 'server_cpu_us')} of the bidi floor"
-    )
-    for kind, floor in (("AsyncClient", "floor bidi (grpc.aio)"), ("Client", "floor bidi (grpc)")):
+    for stack in ("grpc.aio", "grpc"):
+        raw, floor = f"KV.Stream get ping-pong, no SDK ({stack})", f"floor bidi ({stack})"
+        lines.append(
+            f"- KV.Stream without the SDK ({stack}): p50 {ratio(raw, floor, 'p50_us')} and "
+            f"server CPU {ratio(raw, floor, 'server_cpu_us')} of the bidi floor"
+        )
+    for kind, stack in (("AsyncClient", "grpc.aio"), ("Client", "grpc")):
         stream, unary = f"{kind} get stream", f"{kind} get unary"
+        floor, raw = f"floor bidi ({stack})", f"KV.Stream get ping-pong, no SDK ({stack})"
         lines.append(
             f"- {kind}: streamed get p50 {ratio(stream, floor, 'p50_us')} of the bidi floor "
-            f"(goal <= x1.3); p50 {ratio(stream, unary, 'p50_us')} and server CPU "
+            f"(goal <= x1.3), {ratio(stream, raw, 'p50_us')} of KV.Stream without the SDK; "
+            f"p50 {ratio(stream, unary, 'p50_us')} and server CPU "
             f"{ratio(stream, unary, 'server_cpu_us')} of unary get"
         )
     lines.append(
