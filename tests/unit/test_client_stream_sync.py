@@ -10,6 +10,7 @@ they tell "on time" from "never" or "only after the 5 s the others wait".
 from __future__ import annotations
 
 import queue
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -254,3 +255,57 @@ def test_blocking_client_over_the_scripted_stream_maps_errors(
         with pytest.raises(errors.DeadlineExceeded, match=EP):
             client.get("k", timeout_s=0.2)
         assert time.monotonic() - started < 0.2 + SLACK_S
+
+
+def test_many_threads_answers_shuffled_some_never_every_caller_returns_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """8 threads x 60 gets on one stream; a node thread answers in shuffled batches and
+    leaves every 7th unanswered: each caller gets its own answer, or DEADLINE_EXCEEDED
+    for the unanswered ones, and nobody waits for ever."""
+    monkeypatch.setattr(_stream_sync, "SILENCE_S", 5.0)  # a starved node thread is no hang
+    stub = Stub()
+    stream = SyncOpStream(stub, None)
+    rpc = stream.method("Get")
+    stop = threading.Event()
+
+    def node() -> None:
+        rnd = random.Random(5)
+        while not stop.is_set():
+            while not stub.streams:
+                time.sleep(0.001)
+            scripted, batch = stub.streams[-1], []
+            try:
+                batch.append(scripted.written.get(timeout=0.05))
+                while len(batch) < 4:
+                    batch.append(scripted.written.get_nowait())
+            except queue.Empty:
+                pass
+            rnd.shuffle(batch)
+            for request in batch:
+                if request.HasField("get") and int(request.get.key.split(b"/")[1]) % 7:
+                    scripted.answer(request)
+
+    failures: list[str] = []
+
+    def caller(t: int) -> None:
+        for i in range(60):
+            key = b"%d/%d" % (t, i)
+            try:
+                got = rpc(kv_pb2.GetRequest(key=key), timeout=0.3)
+                if i % 7 == 0 or got.value != key:
+                    failures.append(f"{key!r} got {got.value!r}")
+            except grpc.RpcError as exc:
+                if i % 7 or exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    failures.append(f"{key!r}: {exc!r}")
+
+    threading.Thread(target=node, daemon=True).start()
+    threads = [threading.Thread(target=caller, args=(t,), daemon=True) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    stop.set()
+    assert not any(t.is_alive() for t in threads), "a caller never returned"
+    assert not failures, failures[:5]
+    stream.close()
