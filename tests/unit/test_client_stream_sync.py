@@ -161,7 +161,10 @@ def test_waiter_deadline_while_another_reads_cancels_only_its_operation() -> Non
     assert reader.join().result.value == b"r" and not scripted.cancelled.is_set()
 
 
-def test_reader_deadline_with_others_in_flight_leaves_with_the_next_answer() -> None:
+def test_reader_deadline_with_others_in_flight_leaves_with_the_next_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_stream_sync, "SILENCE_S", 5.0)  # a slow test thread is no silence
     stub = Stub()
     stream = SyncOpStream(stub, None)
     (reader, _), (other, req_o) = start(stub, stream, b"r", 0.2), start(stub, stream, b"o")
