@@ -312,3 +312,21 @@ def test_many_threads_answers_shuffled_some_never_every_caller_returns_its_own(
     assert not any(t.is_alive() for t in threads), "a caller never returned"
     assert not failures, failures[:5]
     stream.close()
+
+
+def test_reader_interrupted_ends_the_stream_others_fail_and_it_reopens() -> None:
+    """A KeyboardInterrupt in the reader's next() leaves grpc's receive half-done: the
+    stream is ended (not read again by another thread), the interrupt goes on up, the
+    others fail UNAVAILABLE, and the next call opens a new stream."""
+    stub = Stub()
+    stream = SyncOpStream(stub, None)
+    (reader, _), (waiter, _) = start(stub, stream, b"r"), start(stub, stream, b"w")
+    stub.streams[0].answers.put(KeyboardInterrupt())
+    assert isinstance(reader.join().error, KeyboardInterrupt)
+    assert (
+        waiter.join().code() == grpc.StatusCode.UNAVAILABLE and stub.streams[0].cancelled.is_set()
+    )
+    again, req = start(stub, stream, b"a", on=1)
+    stub.streams[1].answer(req)
+    assert again.join().result.value == b"a"
+    stream.close()
