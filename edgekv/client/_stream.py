@@ -17,7 +17,8 @@ trailing metadata, so the clients' retry and failover rules (``_base.py``,
   (``errors.never_sent``: "failed to connect to all addresses"), as unary;
 * a deadline that passes fails the operation with DEADLINE_EXCEEDED and tells
   the node to cancel it; so does cancelling the coroutine that awaits it
-  (asyncio), and the stream goes on;
+  (asyncio), and the stream goes on (the blocking client bounds the wait of the
+  caller that reads the stream otherwise: ``_stream_sync.py``);
 * a node without KV.Stream (UNIMPLEMENTED: an older node) is served by unary
   calls from then on.
 
