@@ -11,7 +11,7 @@ its own answer comes; then it gives the role to the oldest caller still waiting
 bare bidi ping-pong does, with no thread hand-off (before: grpc's thread, then
 our reader thread, then the caller: one more wake-up and GIL hand-off per
 operation; bench/e2e/stream_ab.py measured the multiplexer at x1.10-1.19 the
-bare ping-pong's p50 then, x1.05-1.11 now).
+bare ping-pong's p50 then, x1.05-1.12 now).
 
 Deadlines. A caller that waits for its answer waits on its own lock, with its
 deadline. The reader cannot leave ``next()`` before something arrives, and grpc
