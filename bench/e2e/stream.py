@@ -10,10 +10,12 @@ and interleaved over --rounds rounds so machine noise hits them alike:
 
 * floors: a bidi ping-pong on the echo server's EchoStream (write one message,
   read its echo) and a unary echo call, each with the same client stack as the
-  SDK path it is the floor of: grpc.aio for AsyncClient, grpc for Client;
+  SDK path it is the floor of: grpc.aio for AsyncClient, grpc for Client; and
+  a ping-pong of serialized gets on the node's KV.Stream (no SDK) on each stack;
 * SDK get and put with ``transport="unary"`` and ``transport="stream"``, for
   AsyncClient (on uvloop) and Client;
-* 8 coroutines sharing one AsyncClient for --seconds: get, unary and streamed.
+* 8 coroutines sharing one AsyncClient, and 8 threads sharing one Client, for
+  --seconds: get, unary and streamed.
 
 For each path: p50/p99 latency, throughput, and the server's CPU per call
 (user + system time of the node or echo process from /proc, over that path's
@@ -27,10 +29,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import random
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -105,23 +109,51 @@ async def concurrent(
     return done, time.perf_counter() - start, (cpu_s(pid) - before) * 1e6
 
 
+def threaded(
+    call: Sync, callers: int, seconds: float, pid: int
+) -> tuple[list[float], float, float]:
+    """Latencies (us) of ``callers`` threads calling for ``seconds``, the wall seconds and
+    the CPU (us) process ``pid`` spent meanwhile."""
+    lat: list[list[float]] = [[] for _ in range(callers)]
+    deadline = time.perf_counter() + seconds
+
+    def worker(w: int) -> None:
+        mine, i = lat[w], w
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter_ns()
+            call(i)
+            mine.append((time.perf_counter_ns() - t0) / 1000.0)
+            i += callers
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(callers)]
+    before, start = cpu_s(pid), time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [x for w in lat for x in w], time.perf_counter() - start, (cpu_s(pid) - before) * 1e6
+
+
 class SyncPingPong:
     """A bidi ping-pong on grpc's blocking stack (a queue feeds the request iterator)."""
 
-    def __init__(self, channel: grpc.Channel) -> None:
+    def __init__(
+        self, channel: grpc.Channel, method: str = ECHO_STREAM, payload: bytes = PAYLOAD
+    ) -> None:
         import queue
 
         self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._payload = payload
         outbox = self._outbox
 
         def requests() -> Any:
             while (msg := outbox.get()) is not None:
                 yield msg
 
-        self._responses = channel.stream_stream(ECHO_STREAM)(requests())
+        self._responses = channel.stream_stream(method)(requests())
 
     def __call__(self, i: int) -> None:
-        self._outbox.put(PAYLOAD)
+        self._outbox.put(self._payload)
         next(self._responses)
 
     def close(self) -> None:
@@ -207,12 +239,16 @@ def run(
     get_op = kv_pb2.StreamRequest(id=1, timeout_ms=5000, get=kv_pb2.GetRequest(key=keys[0]))
     # KV.Stream itself, without the SDK: one coroutine writes a get and reads its answer.
     raw_stream = AsyncPingPong(node_channel, "/edgekv.v1.KV/Stream", get_op.SerializeToString())
+    sync_node_channel = grpc.insecure_channel(endpoint)
+    raw_sync = SyncPingPong(sync_node_channel, "/edgekv.v1.KV/Stream", get_op.SerializeToString())
     closers += [sync_pingpong.close, async_pingpong.close, raw_stream.close, node_channel.close]
+    closers += [raw_sync.close, sync_node_channel.close]
     unary_echo = channel.unary_unary(ECHO)
     aunary_echo = achannel.unary_unary(ECHO)
 
     sync_paths: dict[str, tuple[Sync, int]] = {
         "floor bidi (grpc)": (sync_pingpong, echo_pid),
+        "KV.Stream get ping-pong, no SDK (grpc)": (raw_sync, node_pid),
         "floor unary (grpc)": (lambda i: unary_echo(PAYLOAD), echo_pid),
         "Client get unary": (lambda i: clients["unary"].get(picks[i % n_picks]), node_pid),
         "Client get stream": (lambda i: clients["stream"].get(picks[i % n_picks]), node_pid),
@@ -232,8 +268,12 @@ def run(
             picks[i % n_picks]
         ),
     }
+    many_threads: dict[str, Sync] = {
+        f"Client get {t}, 8 threads": functools.partial(_get, clients[t], picks)
+        for t in ("unary", "stream")
+    }
     if args.only:
-        for paths in (sync_paths, async_paths, many):
+        for paths in (sync_paths, async_paths, many, many_threads):
             for name in [n for n in paths if not any(o in n for o in args.only.split("|"))]:
                 del paths[name]
     for call, _ in sync_paths.values():  # warm every path
@@ -244,14 +284,22 @@ def run(
     lat: dict[str, list[float]] = {name: [] for name in [*sync_paths, *async_paths]}
     cpu: dict[str, float] = dict.fromkeys(lat, 0.0)
     client_cpu: dict[str, float] = dict.fromkeys(lat, 0.0)
-    conc: dict[str, list[float]] = {name: [0, 0.0, 0.0] for name in many}
-    order = [*sync_paths, *async_paths, *many]
+    conc: dict[str, list[float]] = {name: [0, 0.0, 0.0] for name in [*many, *many_threads]}
+    for name in many_threads:
+        lat[name] = []
+    order = [*sync_paths, *async_paths, *many, *many_threads]
     for _ in range(args.rounds):
         random.shuffle(order)
         for name in order:
             if name in sync_paths:
                 call, pid = sync_paths[name]
                 samples, used, mine = timed(call, args.samples, pid)
+            elif name in many_threads:
+                samples, took, used = threaded(many_threads[name], 8, args.seconds, node_pid)
+                lat[name] += samples
+                conc[name][1] += took
+                conc[name][2] += used
+                continue
             elif name in async_paths:
                 acall, pid = async_paths[name]
                 samples, used, mine = loop.run_until_complete(timed_async(acall, args.samples, pid))
@@ -268,6 +316,16 @@ def run(
             cpu[name] += used
             client_cpu[name] += mine
     figures: dict[str, dict[str, float]] = {}
+    for name in many_threads:
+        samples = lat.pop(name)
+        p = percentiles(samples)
+        took, used = conc.pop(name)[1:]
+        figures[name] = {
+            "p50_us": p["p50"],
+            "p99_us": p["p99"],
+            "ops_per_s": len(samples) / took,
+            "server_cpu_us": used / max(1, len(samples)),
+        }
     for name, samples in lat.items():
         p = percentiles(samples)
         figures[name] = {
@@ -280,6 +338,10 @@ def run(
     for name, (calls, seconds, used_us) in conc.items():
         figures[name] = {"ops_per_s": calls / seconds, "server_cpu_us": used_us / max(1, calls)}
     return figures
+
+
+def _get(client: Client, picks: list[bytes], i: int) -> Any:
+    return client.get(picks[i % len(picks)])
 
 
 async def _aio_channel(endpoint: str) -> grpc.aio.Channel:
@@ -317,16 +379,19 @@ def report(figures: dict[str, dict[str, float]], args: argparse.Namespace) -> No
             "(AsyncClient) of the unary echo floor's"
         )
 
-    raw = "KV.Stream get ping-pong, no SDK (grpc.aio)"
-    lines.append(
-        f"- KV.Stream without the SDK: p50 {ratio(raw, 'floor bidi (grpc.aio)', 'p50_us')} and "
-        f"server CPU {ratio(raw, 'floor bidi (grpc.aio)', 'server_cpu_us')} of the bidi floor"
-    )
-    for kind, floor in (("AsyncClient", "floor bidi (grpc.aio)"), ("Client", "floor bidi (grpc)")):
+    for stack in ("grpc.aio", "grpc"):
+        raw, floor = f"KV.Stream get ping-pong, no SDK ({stack})", f"floor bidi ({stack})"
+        lines.append(
+            f"- KV.Stream without the SDK ({stack}): p50 {ratio(raw, floor, 'p50_us')} and "
+            f"server CPU {ratio(raw, floor, 'server_cpu_us')} of the bidi floor"
+        )
+    for kind, stack in (("AsyncClient", "grpc.aio"), ("Client", "grpc")):
         stream, unary = f"{kind} get stream", f"{kind} get unary"
+        floor, raw = f"floor bidi ({stack})", f"KV.Stream get ping-pong, no SDK ({stack})"
         lines.append(
             f"- {kind}: streamed get p50 {ratio(stream, floor, 'p50_us')} of the bidi floor "
-            f"(goal <= x1.3); p50 {ratio(stream, unary, 'p50_us')} and server CPU "
+            f"(goal <= x1.3), {ratio(stream, raw, 'p50_us')} of KV.Stream without the SDK; "
+            f"p50 {ratio(stream, unary, 'p50_us')} and server CPU "
             f"{ratio(stream, unary, 'server_cpu_us')} of unary get"
         )
     lines.append(
@@ -337,6 +402,12 @@ def report(figures: dict[str, dict[str, float]], args: argparse.Namespace) -> No
     s8, u8 = "AsyncClient get stream, 8 coroutines", "AsyncClient get unary, 8 coroutines"
     lines.append(
         f"- 8 coroutines: streamed get {ratio(s8, u8, 'ops_per_s')} the throughput of unary, "
+        f"server CPU per get {ratio(s8, u8, 'server_cpu_us')}"
+    )
+    s8, u8 = "Client get stream, 8 threads", "Client get unary, 8 threads"
+    lines.append(
+        f"- 8 threads: streamed get {ratio(s8, u8, 'ops_per_s')} the throughput of unary, "
+        f"p50 {ratio(s8, u8, 'p50_us')}, p99 {ratio(s8, u8, 'p99_us')}, "
         f"server CPU per get {ratio(s8, u8, 'server_cpu_us')}"
     )
     text = "\n".join(lines)

@@ -10,7 +10,10 @@ the paths shuffled and interleaved over --rounds rounds of --samples gets:
   StreamRequest and reads its answer): the node's side of a streamed get;
 * ``sdk``: the SDK's stream multiplexer (``AsyncOpStream.call``, each tree's own
   edgekv/client/_stream.py) against that tree's node: what a streamed
-  AsyncClient get adds to it, without the client's routing and retries.
+  AsyncClient get adds to it, without the client's routing and retries;
+* ``bare-sync`` and ``sync``: the same two on grpc's blocking stack (a queue feeds
+  the request iterator, the caller reads the answer) and the blocking Client's
+  multiplexer (each tree's ``SyncOpStream``, from _stream_sync.py or _stream.py).
 
 For each: p50/p99 and the node's CPU per get, and the after/before ratios.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import queue
 import random
 import tempfile
 import time
@@ -50,6 +54,50 @@ def stream_module(tree: Path) -> ModuleType:
     return module
 
 
+def sync_stream_class(tree: Path) -> Any:
+    """``tree``'s SyncOpStream: from edgekv/client/_stream_sync.py where there is one."""
+    path = tree / "edgekv/client/_stream_sync.py"
+    if not path.exists():
+        return stream_module(tree).SyncOpStream
+    spec = importlib.util.spec_from_file_location(f"_stream_sync_{abs(hash(tree))}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SyncOpStream
+
+
+def sync_calls(endpoint: str, tree: Path, closers: list[Any]) -> tuple[Any, Any]:
+    """(bare ping-pong, SyncOpStream get) on grpc's blocking stack to ``endpoint``."""
+    channel = grpc.insecure_channel(endpoint)
+    outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+    def requests() -> Any:
+        while (msg := outbox.get()) is not None:
+            yield msg
+
+    responses = channel.stream_stream("/edgekv.v1.KV/Stream")(requests())
+    wire = [
+        kv_pb2.StreamRequest(
+            id=1, timeout_ms=5000, get=kv_pb2.GetRequest(key=k)
+        ).SerializeToString()
+        for k in KEYS
+    ]
+
+    def bare(i: int) -> Any:
+        outbox.put(wire[i % len(wire)])
+        return next(responses)
+
+    stream = sync_stream_class(tree)(kv_pb2_grpc.KVStub(channel), None)
+    get = stream.method("Get")
+    gets = [kv_pb2.GetRequest(key=k) for k in KEYS]
+
+    def sdk(i: int) -> Any:
+        return get(gets[i % len(gets)], timeout=5.0)
+
+    closers += [lambda: outbox.put(None), stream.close, channel.close]
+    return bare, sdk
+
+
 async def measure(
     endpoints: dict[str, str], pids: dict[str, int], trees: dict[str, Path], args: Any
 ) -> dict[str, tuple[list[float], float]]:
@@ -76,6 +124,8 @@ async def measure(
 
         calls[f"node {side}"], calls[f"sdk {side}"] = node, sdk
         closers += [raw.cancel, stream.close, channel.close]
+        bare, sync = sync_calls(endpoint, trees[side], closers)
+        calls[f"bare-sync {side}"], calls[f"sync {side}"] = _awaitable(bare), _awaitable(sync)
     out: dict[str, tuple[list[float], float]] = {name: ([], 0.0) for name in calls}
     for call in calls.values():  # warm up
         for i in range(300):
@@ -96,6 +146,15 @@ async def measure(
         if asyncio.iscoroutine(result):
             await result
     return out
+
+
+def _awaitable(call: Any) -> Any:
+    """A blocking call measured by the same loop: nothing else runs meanwhile."""
+
+    async def run(i: int) -> Any:
+        return call(i)
+
+    return run
 
 
 def main() -> None:
@@ -132,13 +191,15 @@ def main() -> None:
         summary[name] = (p["p50"], p["p99"], cpu_us / len(lat))
         print(f"{name:<12} p50 {p['p50']:7.1f} us  p99 {p['p99']:8.1f} us  "
               f"node CPU {summary[name][2]:6.1f} us/get")  # fmt: skip
-    for what in ("node", "sdk"):
+    for what in ("node", "sdk", "bare-sync", "sync"):
         b, a = summary[f"{what} before"], summary[f"{what} after"]
         print(f"{what}: after / before p50 x{a[0] / b[0]:.3f}, p99 x{a[1] / b[1]:.3f}, "
               f"node CPU x{a[2] / b[2]:.3f}")  # fmt: skip
     for side in ("before", "after"):
         sdk, bare = summary[f"sdk {side}"], summary[f"node {side}"]
         print(f"{side}: the SDK's multiplexer adds x{sdk[0] / bare[0]:.3f} to the node's p50")
+        sync, bare = summary[f"sync {side}"], summary[f"bare-sync {side}"]
+        print(f"{side}: the blocking SDK's multiplexer adds x{sync[0] / bare[0]:.3f} to its p50")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ import grpc
 from edgekv.client import _codec as codec
 from edgekv.client._connect import ConnectDoors, is_url
 from edgekv.client._session import Session
-from edgekv.client._stream import STREAMED_METHODS, AsyncOpStream, SyncOpStream, check_transport
+from edgekv.client._stream import STREAMED_METHODS, AsyncOpStream, check_transport
+from edgekv.client._stream_sync import SyncOpStream
 from edgekv.client._types import Staleness
 from edgekv.client.discovery import NodeRoute, Topology
 from edgekv.client.embedded import EmbeddedReader, open_embedded

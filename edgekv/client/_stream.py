@@ -17,28 +17,27 @@ trailing metadata, so the clients' retry and failover rules (``_base.py``,
   (``errors.never_sent``: "failed to connect to all addresses"), as unary;
 * a deadline that passes fails the operation with DEADLINE_EXCEEDED and tells
   the node to cancel it; so does cancelling the coroutine that awaits it
-  (asyncio), and the stream goes on;
+  (asyncio), and the stream goes on (the blocking client bounds the wait of the
+  caller that reads the stream otherwise: ``_stream_sync.py``);
 * a node without KV.Stream (UNIMPLEMENTED: an older node) is served by unary
   calls from then on.
 
 :class:`AsyncOpStream` (grpc.aio) keeps one reader task per stream; a caller
 starts the write of its request itself when no write is in flight, without
 awaiting it (edgekv/eager.py), so cancelling a caller cannot cancel the
-stream. :class:`SyncOpStream` (grpc's blocking stack) has grpc's
-request-consuming thread and one reader thread; callers block on a future.
+stream. ``SyncOpStream`` (grpc's blocking stack, ``_stream_sync.py``) has
+grpc's request-consuming thread, and its callers read the stream themselves,
+one at a time (leader/follower).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import functools
 import itertools
 import math
-import queue
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -137,6 +136,11 @@ def broken_error(exc: BaseException | None) -> grpc.RpcError:
             grpc.StatusCode.UNAVAILABLE, "the node ended the stream (it is shutting down?)"
         )
     return StreamRpcError(grpc.StatusCode.UNAVAILABLE, f"the stream failed: {exc!r}")
+
+
+def expired_error(timeout: float | None) -> StreamRpcError:
+    """What an operation whose deadline passed before its answer fails with."""
+    return StreamRpcError(_DEADLINE, f"Deadline Exceeded (the operation's {timeout} s ran out)")
 
 
 class _Yield:
@@ -331,119 +335,11 @@ class _Writer:
         self._outbox.clear()
 
 
-class SyncOpStream:
-    """One KV.Stream to one node, shared by the threads of one Client.
-
-    grpc's blocking stack sends the requests from its own thread (consuming an
-    iterator over a queue) and one reader thread of ours completes each
-    caller's future. Thread-safe.
-    """
-
-    def __init__(self, stub: Any, metadata: Any) -> None:
-        self._stub = stub
-        self._metadata = metadata
-        self._lock = threading.Lock()  # guards _call, _outbox and _pending together
-        self._call: Any = None  # grpc's response iterator (a Call) while open
-        self._outbox: queue.SimpleQueue[Any] | None = None
-        self._pending: dict[int, concurrent.futures.Future[Any]] = {}
-        self._ids = itertools.count(1)
-        self._methods: dict[str, Callable[..., Any]] = {}
-        self.unsupported = False
-        self.closed = False
-
-    def method(self, name: str) -> Callable[..., Any]:
-        rpc = self._methods.get(name)
-        if rpc is None:
-            rpc = self._methods[name] = functools.partial(self.call, STREAMED_METHODS[name])
-        return rpc
-
-    def call(
-        self, kind: str, request: Any, timeout: float | None = None, metadata: Any = None
-    ) -> Any:
-        """Send ``request`` as a ``kind`` operation and block for its answer (or raise)."""
-        answer: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        with self._lock:
-            outbox = self._outbox
-            if outbox is None:
-                outbox = self._open()
-            request_id = next(self._ids)
-            self._pending[request_id] = answer
-        outbox.put(request_of(kind, request_id, request, timeout))
-        try:
-            response = answer.result(timeout)
-        except concurrent.futures.TimeoutError:
-            with self._lock:
-                self._pending.pop(request_id, None)
-            outbox.put(_StreamRequest(id=next(self._ids), cancel=request_id))
-            if not answer.done():
-                raise StreamRpcError(_DEADLINE, "Deadline Exceeded") from None
-            response = answer.result()  # answered just now
-        return result_of(response)
-
-    def _open(self) -> queue.SimpleQueue[Any]:
-        if self.closed:
-            raise StreamRpcError(grpc.StatusCode.CANCELLED, "the client is closed")
-        outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        call = self._stub.Stream(_drain(outbox), metadata=self._metadata)
-        self._call, self._outbox = call, outbox
-        reader = threading.Thread(
-            target=self._run_reader, args=(call, outbox), name="edgekv-stream", daemon=True
-        )
-        reader.start()
-        return outbox
-
-    def _run_reader(self, call: Any, outbox: queue.SimpleQueue[Any]) -> None:
-        failure: BaseException | None = None
-        try:
-            for response in call:
-                with self._lock:
-                    answer = self._pending.pop(response.id, None)
-                if answer is not None and not answer.done():
-                    answer.set_result(response)
-        except grpc.RpcError as exc:
-            failure = exc
-        except Exception as exc:  # a bug: end this stream, its callers get an error
-            failure = exc
-            call.cancel()
-        outbox.put(None)  # ends grpc's request thread
-        error = broken_error(failure)
-        with self._lock:
-            if self._call is not call:
-                return
-            self._call = self._outbox = None
-            if error.code() == grpc.StatusCode.UNIMPLEMENTED:
-                self.unsupported = True
-            pending, self._pending = self._pending, {}
-        for answer in pending.values():
-            if not answer.done():
-                answer.set_exception(error)
-
-    def close(self) -> None:
-        """Cancel the stream; operations in flight fail with CANCELLED. Idempotent."""
-        with self._lock:
-            self.closed = True
-            call, outbox = self._call, self._outbox
-        if call is not None:
-            call.cancel()
-        if outbox is not None:
-            outbox.put(None)
-
-
-def _drain(outbox: queue.SimpleQueue[Any]) -> Iterator[Any]:
-    """The requests of one stream, until its end marker (None)."""
-    while True:
-        request = outbox.get()
-        if request is None:
-            return
-        yield request
-
-
 __all__ = [
     "STREAMED_METHODS",
     "TRANSPORTS",
     "AsyncOpStream",
     "StreamRpcError",
-    "SyncOpStream",
     "check_transport",
     "timeout_ms_of",
 ]

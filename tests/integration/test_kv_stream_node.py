@@ -8,6 +8,8 @@ broken client, and backpressure on a client that stops reading.
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +19,8 @@ from typing import Any
 import grpc
 import pytest
 
-from edgekv import Client
+from edgekv import Client, RetryPolicy, errors
+from edgekv.client._stream_sync import SILENCE_S
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.launcher import NodeProcess, start_node, write_cluster_file
 from edgekv.local.wait import scrape_metrics, wait_until
@@ -308,3 +311,46 @@ def test_streamed_sdk_reconnects_after_the_node_restarts(tmp_path: Path) -> None
             assert c.put("r", "2").served_by == "node-1"
     finally:
         node.stop()
+
+
+def test_streamed_client_waits_no_longer_than_its_deadline_on_a_hung_node(
+    node: NodeProcess,
+) -> None:
+    """A node that stops answering (SIGSTOP: its connection stays open, nothing comes
+    back). The blocking client's callers read the stream themselves, and a reader
+    cannot leave grpc's next(): yet a lone caller returns by its deadline, and of
+    several concurrent callers none waits more than SILENCE_S past its own."""
+    slack_s = 2.0  # a loaded machine; the failure this catches is waiting for ever
+    once = RetryPolicy(max_attempts=1)
+    with Client(node.endpoint, discover=False, transport="stream", retry=once) as c:
+        c.put("hung/k", "1")
+        os.kill(node.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(errors.DeadlineExceeded):
+                c.get("hung/k", timeout_s=0.5)
+            assert time.monotonic() - started < 0.5 + slack_s
+            outcomes: list[tuple[str, float]] = []
+            go = threading.Barrier(4)
+
+            def one() -> None:
+                go.wait(10)
+                started = time.monotonic()
+                try:
+                    c.get("hung/k", timeout_s=1.0)
+                except errors.EdgeKVError as exc:
+                    outcomes.append((type(exc).__name__, time.monotonic() - started))
+
+            callers = [threading.Thread(target=one) for _ in range(4)]
+            for t in callers:
+                t.start()
+            for t in callers:
+                t.join(30)
+            assert len(outcomes) == 4, outcomes
+            for name, took_s in outcomes:
+                assert name in ("DeadlineExceeded", "Unavailable"), outcomes
+                assert took_s < 1.0 + SILENCE_S + slack_s, outcomes
+        finally:
+            os.kill(node.pid, signal.SIGCONT)
+        entry = wait_until(lambda: c.get("hung/k", timeout_s=5), timeout_s=30, what="the node back")
+        assert entry is not None and entry.value == b"1"
