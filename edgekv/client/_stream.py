@@ -155,7 +155,24 @@ class _Yield:
 _CALLER_FIRST = _Yield()
 
 
-class AsyncOpStream:
+class StreamMethods:
+    """``method(name)``: the callable a client uses in place of the unary stub method
+    ``name`` (``rpc(request, timeout=, metadata=)``), one per method, sending it as an
+    operation of this stream through ``self.call(kind, ...)``."""
+
+    call: Callable[..., Any]
+
+    def __init__(self) -> None:
+        self._methods: dict[str, Callable[..., Any]] = {}
+
+    def method(self, name: str) -> Callable[..., Any]:
+        rpc = self._methods.get(name)
+        if rpc is None:
+            rpc = self._methods[name] = functools.partial(self.call, STREAMED_METHODS[name])
+        return rpc
+
+
+class AsyncOpStream(StreamMethods):
     """One KV.Stream to one node, shared by the coroutines of one AsyncClient.
 
     Opened on the first operation and again after it broke; bound to the event
@@ -164,6 +181,7 @@ class AsyncOpStream:
     """
 
     def __init__(self, stub: Any, metadata: Any) -> None:
+        super().__init__()
         self._stub = stub
         self._metadata = metadata
         self._call: Any = None  # the grpc.aio StreamStreamCall while open
@@ -173,15 +191,8 @@ class AsyncOpStream:
         self._deadlines = Deadlines(self._expire)  # one timer for the operations' deadlines
         self._tasks: list[asyncio.Task[None]] = []
         self._ids = itertools.count(1)
-        self._methods: dict[str, Callable[..., Any]] = {}
         self.unsupported = False  # the node answered UNIMPLEMENTED: use unary calls
         self.closed = False
-
-    def method(self, name: str) -> Callable[..., Any]:
-        rpc = self._methods.get(name)
-        if rpc is None:
-            rpc = self._methods[name] = functools.partial(self.call, STREAMED_METHODS[name])
-        return rpc
 
     async def call(
         self, kind: str, request: Any, timeout: float | None = None, metadata: Any = None
@@ -339,6 +350,7 @@ __all__ = [
     "STREAMED_METHODS",
     "TRANSPORTS",
     "AsyncOpStream",
+    "StreamMethods",
     "StreamRpcError",
     "check_transport",
     "timeout_ms_of",

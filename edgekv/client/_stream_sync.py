@@ -32,19 +32,18 @@ breaks (reads are retried by the policy). So a caller waits at most
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 
 from edgekv.client._stream import (
-    STREAMED_METHODS,
+    StreamMethods,
     StreamRpcError,
     broken_error,
     expired_error,
@@ -98,7 +97,7 @@ class _Op:
         return result_of(outcome)
 
 
-class SyncOpStream:
+class SyncOpStream(StreamMethods):
     """One KV.Stream to one node, shared by the threads of one Client. Thread-safe.
 
     ``method(name)`` gives a callable with the signature of the unary stub
@@ -108,6 +107,7 @@ class SyncOpStream:
     """
 
     def __init__(self, stub: Any, metadata: Any) -> None:
+        super().__init__()
         self._stub = stub
         self._metadata = metadata
         self._lock = threading.Lock()  # guards every field below but _stub, _metadata, _ids
@@ -119,15 +119,8 @@ class SyncOpStream:
         self._watch = threading.Condition(self._lock)  # wakes the watchdog
         self._watch_at = -math.inf  # when the watchdog wakes next; -inf: no watchdog
         self._ids = itertools.count(1)
-        self._methods: dict[str, Callable[..., Any]] = {}
         self.unsupported = False  # the node answered UNIMPLEMENTED: use unary calls
         self.closed = False
-
-    def method(self, name: str) -> Callable[..., Any]:
-        rpc = self._methods.get(name)
-        if rpc is None:
-            rpc = self._methods[name] = functools.partial(self.call, STREAMED_METHODS[name])
-        return rpc
 
     def call(
         self, kind: str, request: Any, timeout: float | None = None, metadata: Any = None
