@@ -307,3 +307,104 @@ def record_hash(key: bytes, record: bytes) -> int:
     h = _fnv1a(h ^ 0xFF, record[OFF_TIMESTAMP:OFF_EXPIRES])
     h = _fnv1a(h, record[OFF_ORIGIN:off])
     return _fmix64(h)
+
+
+# -- KV.Stream's LOCAL get on the wire (native/wire.pyx) -------------------------
+
+_TAG_ID, _TAG_TIMEOUT_MS, _TAG_REQ_GET, _TAG_KEY = 0x08, 0x10, 0x1A, 0x0A
+
+
+def _read_varint(raw: bytes, i: int, end: int) -> tuple[int, int]:
+    """(value, offset after it) of the varint at raw[i:end]; offset -1 if malformed."""
+    value = shift = 0
+    while i < end and shift < 64:
+        byte = raw[i]
+        value |= (byte & 0x7F) << shift
+        i += 1
+        if byte < 0x80:
+            return value & MAX_U64, i
+        shift += 7
+    return 0, -1
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: int, data: bytes) -> bytes:
+    return bytes((tag,)) + _varint(len(data)) + data
+
+
+def stream_plain_get(raw: bytes) -> tuple[int, int, bytes] | None:
+    """``(id, timeout_ms, key)`` if ``raw`` is a StreamRequest whose operation is a get
+    that sets only its key (a LOCAL read), each field once and no other field; None
+    for anything else, which the caller decodes with protobuf."""
+    _require_bytes("raw", raw)
+    n, i, seen = len(raw), 0, set()
+    request_id = timeout_ms = 0
+    key: bytes | None = None
+    while i < n:
+        tag, i = _read_varint(raw, i, n)
+        if i < 0 or tag in seen:
+            return None
+        seen.add(tag)
+        if tag == _TAG_ID:
+            request_id, i = _read_varint(raw, i, n)
+        elif tag == _TAG_TIMEOUT_MS:
+            timeout_ms, i = _read_varint(raw, i, n)
+            if timeout_ms > 0xFFFFFFFF:
+                return None
+        elif tag == _TAG_REQ_GET:
+            length, i = _read_varint(raw, i, n)
+            if i < 0 or length > n - i or length == 0:
+                return None
+            end = i + length
+            inner, i = _read_varint(raw, i, end)
+            if i < 0 or inner != _TAG_KEY:
+                return None
+            length, i = _read_varint(raw, i, end)
+            if i < 0 or length != end - i:
+                return None
+            key, i = raw[i:end], end
+        else:
+            return None
+        if i < 0:
+            return None
+    return None if key is None else (request_id, timeout_ms, key)
+
+
+def stream_get_answer(
+    request_id: int, found: tuple[bytes, int, str, int] | None, served_by: str
+) -> bytes:
+    """The StreamResponse answering get ``request_id`` with ``found`` ((value, timestamp,
+    origin, expires_at_ms) or None: not found) read on node ``served_by``: the bytes
+    protobuf writes for the message KVMessages.get_now fills."""
+    rid = _as_c_int("request_id", request_id, 0, MAX_U64)
+    if type(served_by) is not str:
+        got = type(served_by).__name__
+        raise TypeError(f"Argument 'served_by' has incorrect type (expected str, got {got})")
+    get = b""
+    if found is not None:
+        value, timestamp, origin, expires_at_ms = found
+        if type(value) is not bytes or type(origin) is not str:
+            raise TypeError(
+                f"found must be (bytes, int, str, int), got ({type(value).__name__}, "
+                f"{type(timestamp).__name__}, {type(origin).__name__}, "
+                f"{type(expires_at_ms).__name__})"
+            )
+        _as_c_int("timestamp", timestamp, 0, MAX_U64)
+        _as_c_int("expires_at_ms", expires_at_ms, 0, MAX_U64)
+        version = (b"\x08" + _varint(timestamp) if timestamp else b"") + (
+            _field(0x12, origin.encode()) if origin else b""
+        )
+        get = b"\x08\x01" + (_field(0x12, value) if value else b"") + _field(0x1A, version)
+    if served_by:
+        get += _field(0x22, served_by.encode())
+    if found is not None and found[3]:
+        get += b"\x28" + _varint(found[3])
+    return (b"\x08" + _varint(rid) if rid else b"") + _field(0x12, get)

@@ -43,6 +43,8 @@ key_bucket = _impl.key_bucket
 version_hash = _impl.version_hash
 record_hash = _impl.record_hash
 RECORD_LAYOUT = _impl.RECORD_LAYOUT
+stream_plain_get = _impl.stream_plain_get
+stream_get_answer = _impl.stream_get_answer
 
 __all__ = [
     "ACTIVE",
@@ -53,5 +55,7 @@ __all__ = [
     "key_bucket",
     "record_hash",
     "record_version",
+    "stream_get_answer",
+    "stream_plain_get",
     "version_hash",
 ]

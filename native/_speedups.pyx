@@ -11,6 +11,7 @@ include "consts.pxi"
 include "record.pyx"
 include "lookup.pyx"
 include "digest.pyx"
+include "wire.pyx"
 
 # Every constant of consts.pxi, as compiled: tests/parity compares it with
 # edgekv/storage/record.py's LAYOUT.

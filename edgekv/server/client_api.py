@@ -13,7 +13,8 @@ from grpc_reflection.v1alpha import reflection
 
 from edgekv.server.cluster_service import ClusterService
 from edgekv.server.kv_service import KVService
-from edgekv.v1 import cluster_pb2, cluster_pb2_grpc, kv_pb2, kv_pb2_grpc
+from edgekv.server.stream_wire import add_kv_service
+from edgekv.v1 import cluster_pb2, cluster_pb2_grpc, kv_pb2
 
 
 async def set_health(health: health_aio.HealthServicer, writable: bool) -> None:
@@ -34,7 +35,7 @@ def add_client_services(
     health: health_aio.HealthServicer,
 ) -> None:
     """Register the client services on ``server`` (before it starts)."""
-    kv_pb2_grpc.add_KVServicer_to_server(kv, server)
+    add_kv_service(kv, server)  # the generated registration, with KV.Stream's own codec
     cluster_pb2_grpc.add_ClusterServicer_to_server(cluster, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

@@ -61,6 +61,12 @@ class KVMessages:
         self._fill_get(result, out)
         return True
 
+    def get_key_now(self, key: bytes, call: Call) -> GetResult | None:
+        """The result of a get that sets only ``key`` (a LOCAL read) when the coordinator
+        has it without waiting, else None: KV.Stream's get read off the wire
+        (native.stream_plain_get) and answered without protobuf objects."""
+        return self._kv.get_now(key, call)
+
     @staticmethod
     def _fill_get(result: GetResult, out: kv_pb2.GetResponse) -> None:
         out.SetInParent()  # present even when every field is its default

@@ -58,9 +58,10 @@ from edgekv.errors import (
     Unavailable,
     grpc_code_for,
 )
+from edgekv.native import stream_get_answer
 from edgekv.server.interceptors import undecodable_reason
 from edgekv.server.kv_messages import KVMessages
-from edgekv.server.status import trailing_metadata_of
+from edgekv.server.stream_wire import ANSWER, Answer, error_response
 from edgekv.v1 import kv_pb2
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,6 @@ log = logging.getLogger(__name__)
 _StreamRequest = kv_pb2.StreamRequest
 _StreamResponse = kv_pb2.StreamResponse
 _EOF = grpc.aio.EOF
-_StreamError = kv_pb2.StreamError
 # The operations of a StreamRequest: oneof field -> the unary method's name (for metrics).
 METHOD_OF_OP = {
     "get": "Get",
@@ -77,28 +77,15 @@ METHOD_OF_OP = {
     "batch_get": "BatchGet",
     "write": "Write",
 }
-_ANSWER: dict[str, Callable[[int, Any], kv_pb2.StreamResponse]] = {
-    "get": lambda i, r: _StreamResponse(id=i, get=r),
-    "put": lambda i, r: _StreamResponse(id=i, put=r),
-    "delete": lambda i, r: _StreamResponse(id=i, delete=r),
-    "batch_get": lambda i, r: _StreamResponse(id=i, batch_get=r),
-    "write": lambda i, r: _StreamResponse(id=i, write=r),
-}
 _OK = "OK"
+# The kind of a LOCAL get that native.stream_plain_get read (stream_wire.py): (id, timeout, key).
+_PLAIN_GET = "plain get"
 
 
 class OperationRecorder(Protocol):
     """Counts and times one finished operation (edgekv.metrics.OperationRecorder)."""
 
     def record(self, method: str, code: str, seconds: float) -> None: ...
-
-
-def error_response(request_id: int, exc: EdgeKVError) -> kv_pb2.StreamResponse:
-    """The StreamResponse failing operation ``request_id`` as the unary method fails."""
-    error = _StreamError(code=grpc_code_for(exc).value[0], message=str(exc))
-    for key, value in trailing_metadata_of(exc):
-        error.metadata[key] = value if isinstance(value, bytes) else value.encode()
-    return _StreamResponse(id=request_id, error=error)
 
 
 class CallAdmission(Protocol):
@@ -119,7 +106,15 @@ class StreamOps:
     streams do not multiply what one client address may run.
     """
 
-    __slots__ = ("_admission", "_drain", "_get_now", "_max_inflight", "_ops", "_recorder")
+    __slots__ = (
+        "_admission",
+        "_drain",
+        "_get_key_now",
+        "_get_now",
+        "_max_inflight",
+        "_ops",
+        "_recorder",
+    )
 
     def __init__(
         self,
@@ -137,6 +132,7 @@ class StreamOps:
             "write": messages.write,
         }
         self._get_now = messages.get_now  # a LOCAL read answered without waiting
+        self._get_key_now = messages.get_key_now  # the same, for a get read off the wire
         self._max_inflight = max_inflight
         self._recorder = recorder
         # Ends every stream with UNAVAILABLE when the node stops (coordinator/draining.py).
@@ -206,9 +202,9 @@ class _OneStream:
         self._drained: asyncio.Future[None] | None = None
         # Answers waiting for the writer, each with the future to resolve once it is
         # written (None: an operation's answer, counted in _outstanding).
-        self._outbox: collections.deque[
-            tuple[kv_pb2.StreamResponse, asyncio.Future[None] | None]
-        ] = collections.deque()
+        self._outbox: collections.deque[tuple[Answer, asyncio.Future[None] | None]] = (
+            collections.deque()
+        )
         self._writing: asyncio.Future[None] | None = None  # the answer being written
         self._write_failed: BaseException | None = None  # the stream cannot be written to
         self._on_written = self._written  # one bound method for every write
@@ -225,23 +221,28 @@ class _OneStream:
                 except Unavailable:  # the node is stopping: answer what runs, then end
                     await self._answered()
                     raise
-                if type(request) is not _StreamRequest:
-                    if request is _EOF:
-                        break
+                if type(request) is tuple:  # a LOCAL get, read without protobuf: stream_wire.py
+                    request_id, timeout_ms, op = request
+                    kind = _PLAIN_GET
+                elif type(request) is _StreamRequest:
+                    kind = request.WhichOneof("op")
+                    request_id = request.id
+                    if kind == "cancel":
+                        self._cancel(request.cancel, OtherStatus(
+                            f"operation {request.cancel} was cancelled by the client",
+                            grpc.StatusCode.CANCELLED,
+                        ))  # fmt: skip
+                        continue
+                    if kind is None:
+                        raise InvalidArgument(
+                            f"stream request id {request_id} carries no operation; set one of "
+                            "get, put, delete, batch_get, write or cancel"
+                        )
+                    op, timeout_ms = getattr(request, kind), request.timeout_ms
+                elif request is _EOF:
+                    break
+                else:
                     raise InvalidArgument(undecodable_reason(request))
-                kind = request.WhichOneof("op")
-                request_id = request.id
-                if kind == "cancel":
-                    self._cancel(request.cancel, OtherStatus(
-                        f"operation {request.cancel} was cancelled by the client",
-                        grpc.StatusCode.CANCELLED,
-                    ))  # fmt: skip
-                    continue
-                if kind is None:
-                    raise InvalidArgument(
-                        f"stream request id {request_id} carries no operation; set one of "
-                        "get, put, delete, batch_get, write or cancel"
-                    )
                 if request_id in self._running:
                     raise InvalidArgument(
                         f"stream request id {request_id} is already in flight on this stream; "
@@ -267,7 +268,7 @@ class _OneStream:
                         await refused
                         continue
                     self._admitted += 1
-                self._start(request_id, kind, getattr(request, kind), request.timeout_ms)
+                self._start(request_id, kind, op, timeout_ms)
             await self._answered()  # half-closed: answer what is still running
         finally:
             drain.unpark(parked)
@@ -287,6 +288,18 @@ class _OneStream:
         self._outstanding += 1
         started = time.perf_counter()
         base = self._call
+        if kind is _PLAIN_GET:  # ``op`` is the key: the answer is written without protobuf
+            kind = "get"
+            try:
+                result = self._ops._get_key_now(op, base)
+            except Exception as exc:
+                self._finish(kind, *self._failed(request_id, kind, exc), started)
+                return
+            if result is not None and not result.session_token:
+                answer = stream_get_answer(request_id, result.found, result.served_by)
+                self._finish(kind, answer, _OK, started)
+                return
+            op = kv_pb2.GetRequest(key=op)  # it has to wait: as any other get
         if kind == "get":
             # A LOCAL read of a key held here is answered now, with no Call, coroutine or
             # task of its own (get_now changes nothing on the stream's Call).
@@ -332,7 +345,7 @@ class _OneStream:
     ) -> None:
         code = _OK
         try:
-            answer = _ANSWER[kind](request_id, await running)
+            answer = ANSWER[kind](request_id, await running)
         except asyncio.CancelledError:
             why = self._cancelled.pop(request_id, None)
             if why is None:
@@ -360,7 +373,7 @@ class _OneStream:
         unknown = OtherStatus(f"unexpected error: {exc!r}", grpc.StatusCode.UNKNOWN)
         return error_response(request_id, unknown), "UNKNOWN"
 
-    def _finish(self, kind: str, answer: kv_pb2.StreamResponse, code: str, started: float) -> None:
+    def _finish(self, kind: str, answer: Answer, code: str, started: float) -> None:
         """Send an operation's answer, then count it."""
         elapsed = time.perf_counter() - started
         self._queue(answer, None)  # the answer leaves first; counting it is off its path
@@ -368,7 +381,7 @@ class _OneStream:
         if recorder is not None:
             recorder.record(METHOD_OF_OP[kind], code, elapsed)
 
-    def _queue(self, answer: kv_pb2.StreamResponse, written: asyncio.Future[None] | None) -> None:
+    def _queue(self, answer: Answer, written: asyncio.Future[None] | None) -> None:
         """Write ``answer`` now if no write is in flight, else after those queued."""
         if self._writing is None and self._write_failed is None:
             self._write(answer, written)
@@ -377,7 +390,7 @@ class _OneStream:
             if self._write_failed is not None:
                 self._written(self._write_failed)
 
-    def _write(self, answer: kv_pb2.StreamResponse, written: asyncio.Future[None] | None) -> None:
+    def _write(self, answer: Answer, written: asyncio.Future[None] | None) -> None:
         # One write in flight per call (grpc's rule); a write waits for flow control.
         self._writing = _NO_WAITER if written is None else written
         eager.drive(self._context.write(answer), self._on_written, self._loop)
@@ -419,4 +432,4 @@ class _OneStream:
 _NO_WAITER: Any = object()
 
 
-__all__ = ["METHOD_OF_OP", "CallAdmission", "OperationRecorder", "StreamOps", "error_response"]
+__all__ = ["METHOD_OF_OP", "CallAdmission", "OperationRecorder", "StreamOps"]

@@ -11,7 +11,8 @@ import pytest
 from edgekv import native
 
 NAMES = ["decode_record", "encode_record", "record_version", "Reader", "key_bucket",
-         "version_hash", "record_hash", "RECORD_LAYOUT"]  # fmt: skip
+         "version_hash", "record_hash", "RECORD_LAYOUT", "stream_plain_get",
+         "stream_get_answer"]  # fmt: skip
 
 
 def run_python(code: str, **env: str | None) -> subprocess.CompletedProcess[str]:

@@ -28,7 +28,7 @@ from edgekv.limits import MAX_KEY_BYTES
 from edgekv.storage import record
 
 FUNCTIONS = ["decode_record", "encode_record", "record_version", "key_bucket", "version_hash",
-             "record_hash"]  # fmt: skip
+             "record_hash", "stream_plain_get", "stream_get_answer"]  # fmt: skip
 READER_METHODS = ["Reader.get", "Reader.get_many", "Reader.scan", "Reader.rebind"]
 STUB = Path(edgekv.__file__).with_name("_speedups.pyi")
 MAX_U64 = 2**64 - 1

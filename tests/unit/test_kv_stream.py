@@ -13,11 +13,12 @@ from typing import Any
 import grpc
 import pytest
 
-from edgekv.coordinator import Call
+from edgekv.coordinator import Call, GetResult
 from edgekv.errors import InvalidArgument, PermissionDenied
 from edgekv.principal import ANYONE
 from edgekv.server.interceptors import InflightLimiter
 from edgekv.server.kv_stream import StreamOps
+from edgekv.server.stream_wire import encode_response
 from edgekv.v1 import kv_pb2
 
 Op = kv_pb2.StreamRequest
@@ -49,6 +50,13 @@ class Messages:
             raise PermissionDenied("token may not read key b'denied'")
         return False  # the others wait in get()
 
+    def get_key_now(self, key: bytes, call: Call) -> GetResult | None:
+        if key.startswith(b"now/"):
+            return GetResult((key, 7, "n1", 0), "n1")
+        if key == b"denied":
+            raise PermissionDenied("token may not read key b'denied'")
+        return None
+
     async def put(self, request: kv_pb2.PutRequest, call: Call) -> kv_pb2.PutResponse:
         if not request.key:
             raise InvalidArgument("key is empty; keys are 1 to 1024 bytes")
@@ -79,10 +87,13 @@ class Context:
         self.answers: list[kv_pb2.StreamResponse] = [] if answers is None else answers
         self.unblocked = asyncio.Event()
         self.unblocked.set()
+        self.written_as: list[type] = []
 
-    async def write(self, answer: kv_pb2.StreamResponse) -> None:
+    async def write(self, answer: kv_pb2.StreamResponse | bytes) -> None:
         await self.unblocked.wait()
-        self.answers.append(answer)
+        self.written_as.append(type(answer))
+        # as the client reads it: what grpc writes through the stream's encoder
+        self.answers.append(kv_pb2.StreamResponse.FromString(encode_response(answer)))
 
 
 async def started(limit: int = 8) -> tuple[Messages, Context, Stream, asyncio.Task[None]]:
@@ -222,6 +233,27 @@ async def test_local_read_is_answered_without_waiting_and_fails_as_unary() -> No
     requests.queue.put_nowait(None)
     await serving
     assert [a.id for a in context.answers] == [2, 3, 1]
+
+
+async def test_local_read_off_the_wire_is_answered_in_bytes_and_fails_as_unary() -> None:
+    # What stream_wire.decode_request makes of a plain LOCAL get: (id, timeout_ms, key).
+    # Held here: answered now, as bytes; one that has to wait goes to get() as any get.
+    messages, context, requests, serving = await started()
+    requests.queue.put_nowait((1, 0, b"slow"))
+    requests.queue.put_nowait((2, 0, b"now/a"))
+    requests.queue.put_nowait((3, 0, b"denied"))
+    await until(lambda: len(context.answers) == 2)
+    assert [(a.id, result(a)) for a in context.answers] == [(2, "get"), (3, "error")]
+    assert context.written_as == [bytes, kv_pb2.StreamResponse]
+    assert context.answers[0].get.value == b"now/a"
+    assert context.answers[0].get.version.origin == "n1"
+    assert context.answers[1].error.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    assert context.answers[1].error.message == "token may not read key b'denied'"
+    assert [call for call in messages.calls] and messages.release.keys() == {b"slow"}
+    requests.queue.put_nowait((4, 0, b"slow2"))  # ids in flight: the same rule as any op
+    requests.queue.put_nowait((1, 0, b"now/b"))
+    with pytest.raises(InvalidArgument, match="id 1 is already in flight"):
+        await serving
 
 
 async def test_each_operation_has_a_call_of_its_own() -> None:
