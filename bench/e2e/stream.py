@@ -1,12 +1,16 @@
 """The streamed SDK against the unary SDK and the bare bidi ping-pong floor, in one run.
 
-Run: .venv/bin/python -m bench.e2e.stream [--samples 3000] [--rounds 3] [--seconds 3]
-     [--keys 10000] [--json out.json] [--markdown bench/results/stream.md]
+Run: .venv/bin/python -m bench.e2e.stream [--samples 3000] [--rounds 2] [--restarts 3]
+     [--seconds 3] [--keys 10000] [--json out.json] [--markdown bench/results/stream.md]
 
 Starts one `edgekv serve` and one echo server (bench/e2e/echo_server.py: grpc.aio
 on uvloop, handlers that return their request bytes), preloads --keys keys of
 100 bytes, then measures one sequential caller per path, the paths shuffled
-and interleaved over --rounds rounds so machine noise hits them alike:
+and interleaved over --rounds rounds so machine noise hits them alike. All of
+that --restarts times, with fresh processes: a process's speed differs from
+one start to the next (the echo floor's p50 by 5-8% here), which interleaving
+within one run cannot even out. Each figure is the mean of the restarts' own
+figures, and the goal ratio of each restart is printed too. The paths:
 
 * floors: a bidi ping-pong on the echo server's EchoStream (write one message,
   read its echo) and a unary echo call, each with the same client stack as the
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import json
 import os
@@ -181,7 +186,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--samples", type=int, default=3000, help="calls per path per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per restart")
+    parser.add_argument(
+        "--restarts", type=int, default=3, help="fresh node and echo server processes"
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="per concurrent path/round")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
@@ -191,26 +199,30 @@ def main() -> None:
     args = parser.parse_args()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
+    runs: list[dict[str, dict[str, float]]] = []  # each restart's figures
     with tempfile.TemporaryDirectory(prefix="edgekv-stream-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        node = start_node(write_cluster_file(tmp), "node-1", log_level="warning")
-        echo, echo_ep = start_echo(tmp)
-        closers: list[Callable[[], Any]] = []
-        try:
-            pin(node.pid, 1)
-            pin(echo.pid, 1)
-            pin(0, 0)
-            figures = run(args, loop, node.endpoint, node.pid, echo_ep, echo.pid, closers)
-        finally:
-            for close in reversed(closers):
-                result = close()
-                if asyncio.iscoroutine(result):
-                    loop.run_until_complete(result)
-            echo.terminate()
-            echo.wait(10)
-            node.stop()
-            loop.close()
-    report(figures, args)
+        for restart in range(args.restarts):
+            tmp = Path(tmp_name) / f"restart-{restart}"
+            tmp.mkdir()
+            node = start_node(write_cluster_file(tmp), "node-1", log_level="warning")
+            echo, echo_ep = start_echo(tmp)
+            closers: list[Callable[[], Any]] = []
+            try:
+                pin(node.pid, 1)
+                pin(echo.pid, 1)
+                pin(0, 0)
+                samples = run(args, loop, node.endpoint, node.pid, echo_ep, echo.pid, closers)
+            finally:
+                for close in reversed(closers):
+                    result = close()
+                    if asyncio.iscoroutine(result):
+                        loop.run_until_complete(result)
+                echo.terminate()
+                echo.wait(10)
+                node.stop()
+            runs.append(figures_of(samples))
+    loop.close()
+    report(mean_of(runs), [goal_ratios(figures) for figures in runs], args)
 
 
 def run(
@@ -221,7 +233,7 @@ def run(
     echo_ep: str,
     echo_pid: int,
     closers: list[Callable[[], Any]],
-) -> dict[str, dict[str, float]]:
+) -> Samples:
     keys = [b"k%08d" % i for i in range(args.keys)]
     rnd = random.Random(7)
     picks = [rnd.choice(keys) for _ in range(max(args.samples, 10_000))]
@@ -315,29 +327,67 @@ def run(
             lat[name] += samples
             cpu[name] += used
             client_cpu[name] += mine
+    return Samples(lat, cpu, client_cpu, conc, set(many_threads))
+
+
+@dataclasses.dataclass
+class Samples:
+    """What the paths of one run measured."""
+
+    lat: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    cpu: dict[str, float] = dataclasses.field(default_factory=dict)
+    client_cpu: dict[str, float] = dataclasses.field(default_factory=dict)
+    conc: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    threaded: set[str] = dataclasses.field(default_factory=set)
+
+
+def figures_of(samples: Samples) -> dict[str, dict[str, float]]:
+    lat, conc = dict(samples.lat), samples.conc
     figures: dict[str, dict[str, float]] = {}
-    for name in many_threads:
-        samples = lat.pop(name)
-        p = percentiles(samples)
-        took, used = conc.pop(name)[1:]
+    for name in samples.threaded:
+        measured = lat.pop(name)
+        p = percentiles(measured)
+        took, used = conc[name][1:]
         figures[name] = {
             "p50_us": p["p50"],
             "p99_us": p["p99"],
-            "ops_per_s": len(samples) / took,
-            "server_cpu_us": used / max(1, len(samples)),
+            "ops_per_s": len(measured) / took,
+            "server_cpu_us": used / max(1, len(measured)),
         }
-    for name, samples in lat.items():
-        p = percentiles(samples)
+    for name, measured in lat.items():
+        p = percentiles(measured)
         figures[name] = {
             "p50_us": p["p50"],
             "p99_us": p["p99"],
-            "ops_per_s": 1e6 * len(samples) / sum(samples),
-            "server_cpu_us": cpu[name] / len(samples),
-            "client_cpu_us": client_cpu[name] / len(samples),
+            "ops_per_s": 1e6 * len(measured) / sum(measured),
+            "server_cpu_us": samples.cpu[name] / len(measured),
+            "client_cpu_us": samples.client_cpu[name] / len(measured),
         }
     for name, (calls, seconds, used_us) in conc.items():
-        figures[name] = {"ops_per_s": calls / seconds, "server_cpu_us": used_us / max(1, calls)}
+        if name not in samples.threaded:
+            figures[name] = {"ops_per_s": calls / seconds, "server_cpu_us": used_us / max(1, calls)}
     return figures
+
+
+def mean_of(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each figure's mean over the restarts (a p50 is each run's own p50, averaged: the
+    median of pooled samples lands anywhere between two runs' modes)."""
+    return {
+        name: {key: sum(run[name][key] for run in runs) / len(runs) for key in figures}
+        for name, figures in runs[0].items()
+    }
+
+
+GOALS = {"AsyncClient": "grpc.aio", "Client": "grpc"}  # SDK -> its floor's client stack
+
+
+def goal_ratios(figures: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Streamed get p50 over the bidi floor's, per SDK (issue 14: <= 1.3)."""
+    return {
+        kind: figures[f"{kind} get stream"]["p50_us"] / figures[f"floor bidi ({stack})"]["p50_us"]
+        for kind, stack in GOALS.items()
+        if f"{kind} get stream" in figures and f"floor bidi ({stack})" in figures
+    }
 
 
 def _get(client: Client, picks: list[bytes], i: int) -> Any:
@@ -348,10 +398,15 @@ async def _aio_channel(endpoint: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(endpoint)
 
 
-def report(figures: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+def report(
+    figures: dict[str, dict[str, float]],
+    goals: list[dict[str, float]],
+    args: argparse.Namespace,
+) -> None:
     lines = [
         f"machine: {os.cpu_count()} CPUs (servers on CPU 1, client on CPU 0), "
-        f"{args.keys} keys of 100 bytes, {args.rounds} rounds x {args.samples} calls per path",
+        f"{args.keys} keys of 100 bytes, {args.restarts} restarts x {args.rounds} rounds x "
+        f"{args.samples} calls per path; each figure is the mean of the restarts' figures",
         "",
         "| path | p50 µs | p99 µs | ops/s | server CPU µs/op | client CPU µs/op |",
         "|---|---:|---:|---:|---:|---:|",
@@ -394,6 +449,9 @@ def report(figures: dict[str, dict[str, float]], args: argparse.Namespace) -> No
             f"p50 {ratio(stream, unary, 'p50_us')} and server CPU "
             f"{ratio(stream, unary, 'server_cpu_us')} of unary get"
         )
+    for kind in GOALS:
+        each = ", ".join(f"x{goal[kind]:.2f}" for goal in goals if kind in goal)
+        lines.append(f"- {kind}: streamed get p50 over the bidi floor, restart by restart: {each}")
     lines.append(
         "- AsyncClient put: streamed p50 "
         f"{ratio('AsyncClient put stream', 'AsyncClient put unary', 'p50_us')}, server CPU "
@@ -417,7 +475,8 @@ def report(figures: dict[str, dict[str, float]], args: argparse.Namespace) -> No
         args.markdown.write_text(
             "# Streamed SDK vs unary vs the bidi floor (bench/e2e/stream.py)\n\n"
             f"`.venv/bin/python -m bench.e2e.stream --samples {args.samples} --rounds "
-            f"{args.rounds} --seconds {args.seconds} --keys {args.keys}`\n\n" + text + "\n"
+            f"{args.rounds} --restarts {args.restarts} --seconds {args.seconds} "
+            f"--keys {args.keys}`\n\n" + text + "\n"
         )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
