@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
+import functools
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
@@ -50,7 +51,10 @@ def _step(
     coro: Coroutine[Any, Any, Any],
     on_done: Callable[[BaseException | None], None],
     loop: asyncio.AbstractEventLoop,
+    _awaited: object = None,
 ) -> None:
+    # ``_awaited``: the future it waited on, when called back by that future's
+    # add_done_callback (through a partial: no frame of its own, unlike a lambda).
     try:
         waiting = coro.send(None)
     except StopIteration:
@@ -63,7 +67,7 @@ def _step(
         loop.call_soon(_step, coro, on_done, loop)
     else:
         waiting._asyncio_future_blocking = False  # as Task.__step does
-        waiting.add_done_callback(lambda _: _step(coro, on_done, loop))
+        waiting.add_done_callback(functools.partial(_step, coro, on_done, loop))
 
 
 def start(

@@ -106,9 +106,9 @@ def timeout_ms_of(timeout: float | None) -> int:
     return min(_MAX_TIMEOUT_MS, max(1, math.ceil(timeout * 1000.0)))
 
 
-def request_of(kind: str, request_id: int, request: Any, timeout: float | None) -> Any:
+def request_of(kind: str, request_id: int, request: Any, timeout_ms: int) -> Any:
     """The StreamRequest carrying ``request`` (the unary request message) as ``kind``."""
-    out = _StreamRequest(id=request_id, timeout_ms=timeout_ms_of(timeout))
+    out = _StreamRequest(id=request_id, timeout_ms=timeout_ms)
     getattr(out, kind).CopyFrom(request)
     return out
 
@@ -191,6 +191,8 @@ class AsyncOpStream(StreamMethods):
         self._deadlines = Deadlines(self._expire)  # one timer for the operations' deadlines
         self._tasks: list[asyncio.Task[None]] = []
         self._ids = itertools.count(1)
+        self._timeout: float | None = None  # the last operation's, as timeout_ms_of made it
+        self._timeout_ms = 0
         self.unsupported = False  # the node answered UNIMPLEMENTED: use unary calls
         self.closed = False
 
@@ -204,7 +206,9 @@ class AsyncOpStream(StreamMethods):
         loop = self._loop
         assert loop is not None
         request_id = next(self._ids)
-        writer.send(request_of(kind, request_id, request, timeout))
+        if timeout != self._timeout:  # nearly always the client's default: converted once
+            self._timeout, self._timeout_ms = timeout, timeout_ms_of(timeout)
+        writer.send(request_of(kind, request_id, request, self._timeout_ms))
         # Its answer cannot be read before this step ends: what only waiting needs
         # comes after the write started.
         answer = loop.create_future()

@@ -49,6 +49,7 @@ from edgekv.client._stream import (
     expired_error,
     request_of,
     result_of,
+    timeout_ms_of,
 )
 from edgekv.v1 import kv_pb2
 
@@ -139,7 +140,7 @@ class SyncOpStream(StreamMethods):
                 self._lead(op)
             else:
                 wait = op.wait_lock()
-        outbox.put(request_of(kind, op.id, request, timeout))
+        outbox.put(request_of(kind, op.id, request, timeout_ms_of(timeout)))
         if wait is None or self._follow(op, wait):
             self._read(call, op)
         return op.result()

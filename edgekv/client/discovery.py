@@ -33,6 +33,7 @@ class Topology:
     def __init__(self, nodes: Sequence[NodeRoute], rules: PlacementRules) -> None:
         self.nodes = list(nodes)
         self.rules = rules
+        self._global = rules.is_global()  # every key anywhere: route() is the nearest order
         self._ordered: list[NodeRoute] = list(nodes)
         self._by_regions: dict[frozenset[str], list[NodeRoute]] = {}
         self.reorder()
@@ -92,7 +93,7 @@ class Topology:
         With ``write``, a homed key's home comes first: it applies every write
         to the key, and any other node would only forward it there.
         """
-        if self.rules.is_global():
+        if self._global:
             return self._ordered
         if write and self.rules.has_homes and (home := self.rules.home_of(key)):
             return sorted(self.route(key), key=lambda n: n.node_id != home)

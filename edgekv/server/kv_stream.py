@@ -41,7 +41,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 import grpc
@@ -139,20 +139,21 @@ class StreamOps:
         self._drain = drain or StreamDrain("this node")
         self._admission = admission
 
-    async def serve(
+    def serve(
         self,
         context: grpc.aio.ServicerContext,
         call: Call,
         client: str = "",
-    ) -> None:
-        """Answer every operation of one stream; returns once the client half-closed
-        and every answer is written. Raises InvalidArgument for a broken client.
-        ``client``: the caller's address, as the admission counts it.
+    ) -> Coroutine[Any, Any, None]:
+        """Answer every operation of one stream (await it); done once the client
+        half-closed and every answer is written. Raises InvalidArgument for a broken
+        client. ``client``: the caller's address, as the admission counts it.
 
         Requests are read with ``context.read()``, not through the handler's request
         iterator: that iterator is two async generators around the same read (grpc's
-        and the malformed-request check's), a measurable share of a streamed get."""
-        await _OneStream(self, context, call, client).run(context.read)
+        and the malformed-request check's), a measurable share of a streamed get.
+        Not a coroutine itself: one frame less to resume on every request read."""
+        return _OneStream(self, context, call, client).run(context.read)
 
 
 class _OneStream:
