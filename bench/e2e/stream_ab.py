@@ -25,6 +25,7 @@ import asyncio
 import importlib.util
 import queue
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -62,7 +63,14 @@ def sync_stream_class(tree: Path) -> Any:
     spec = importlib.util.spec_from_file_location(f"_stream_sync_{abs(hash(tree))}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # It imports edgekv.client._stream: the one of its own tree, not this one's.
+    name, own = "edgekv.client._stream", stream_module(tree)
+    this = sys.modules[name]
+    sys.modules[name] = own
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules[name] = this
     return module.SyncOpStream
 
 
