@@ -115,9 +115,11 @@ class Target:
             )
 
     def client(self, **kwargs: Any) -> Client:
-        """A client of exactly this node (no discovery, so no re-routing; it may forward)."""
+        """A client of exactly this node (no discovery, so no re-routing; it may forward),
+        calling unary: a command makes a call or a few, which a stream would only delay."""
         from edgekv.client import Client
 
+        kwargs.setdefault("transport", "unary")
         return Client(
             self.endpoint, timeout_s=self.timeout_s, discover=False, token=self.token,
             tls_ca_file=self.ca_file, **kwargs,

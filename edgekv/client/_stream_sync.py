@@ -130,6 +130,10 @@ class SyncOpStream(StreamMethods):
         op = _Op(timeout)
         wait: threading.Lock | None = None
         with self._lock:
+            if self._call is not None and not self._call.is_active() and self._reader is None:
+                # It ended while no one read it (the node stopped and ended its idle
+                # streams): what is put on it now would never be sent. A new one.
+                self._broken(broken_error(self._call))
             if self._outbox is None:
                 self._open()
             call, outbox = self._call, self._outbox

@@ -132,6 +132,9 @@ class _SyncFakeStream:
     def cancel(self) -> bool:
         return True
 
+    def is_active(self) -> bool:
+        return True
+
 
 class _AioFakeStream:
     """A grpc.aio StreamStreamCall of KV.Stream (write/read/cancel) over a fake stub."""

@@ -14,7 +14,9 @@ the same errors, so a rule exists once. What is the stream's own:
   has to wait (a replica, a forwarded call), goes on as a task of its own
   while the stream reads on; one that finishes at once costs no task
   (edgekv/eager.py), and a LOCAL get of a key held here not even a coroutine
-  (``KVMessages.get_now``, answered in the step that read it). At most
+  (``KVMessages.get_key_now``, answered in the step that read it; such a get is
+  read off the wire and answered in bytes, without protobuf objects:
+  stream_wire.py). At most
   ``max_stream_inflight`` of one stream run or wait to be answered at once, and
   the next is answered RESOURCE_EXHAUSTED (naming the limit) without running.
 * **Backpressure**: answers are written one at a time (one in flight, the

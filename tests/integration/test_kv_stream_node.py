@@ -309,6 +309,12 @@ def test_streamed_sdk_reconnects_after_the_node_restarts(tmp_path: Path) -> None
                     time.sleep(0.2)
             assert entry is not None and entry.value == b"1"
             assert c.put("r", "2").served_by == "node-1"
+            # A graceful restart ends the idle stream; the next operation, a write,
+            # goes on a new stream (one put on the ended stream would never be sent).
+            node.stop()
+            node = start_node(path, "node-1")
+            assert c.put("r", "3").served_by == "node-1"
+            assert c.get("r").value == b"3"  # type: ignore[union-attr]
     finally:
         node.stop()
 

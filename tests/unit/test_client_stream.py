@@ -84,7 +84,7 @@ def test_transport_names_are_checked_and_defaults_measured() -> None:
         Client(EP, discover=False, transport="grpc")
     assert timeout_ms_of(None) == 0 and timeout_ms_of(0.000001) == 1 and timeout_ms_of(2.5) == 2500
     with Client(EP, discover=False) as sync_client:
-        assert sync_client.transport == "unary"
+        assert sync_client.transport == "stream"
     assert AsyncClient(EP, discover=False).transport == "stream"
     # The HTTP door has no KV.Stream: such a client sends unary calls whatever it was asked.
     assert not AsyncClient("http://127.0.0.1:1", discover=False, transport="stream")._streamed

@@ -59,6 +59,16 @@ class ScriptedStream:
         self.answers.put(StreamRpcError(grpc.StatusCode.CANCELLED, "Locally cancelled"))
         return True
 
+    def is_active(self) -> bool:
+        return self.ended is None
+
+    def end(self, code: grpc.StatusCode, details: str) -> None:
+        """The node ends the stream; nobody has read that yet."""
+        self.ended = StreamRpcError(code, details)
+        self.answers.put(self.ended)
+
+    ended: StreamRpcError | None = None
+
     def next_request(self) -> kv_pb2.StreamRequest:
         return self.written.get(timeout=10)
 
@@ -245,6 +255,23 @@ def test_broken_stream_fails_all_in_flight_and_the_next_call_reopens() -> None:
     stub.streams[1].answers.put(StreamRpcError(grpc.StatusCode.UNIMPLEMENTED, "no Stream"))
     last, _ = start(stub, stream, b"z", on=1)
     assert last.join().code() == grpc.StatusCode.UNIMPLEMENTED and stream.unsupported
+
+
+def test_stream_that_ended_while_idle_is_replaced_before_the_next_operation() -> None:
+    # The node stopped and ended its idle streams; nobody read that end. An operation
+    # put on that stream would never be sent (and a write fail with an unknown
+    # outcome): it goes on a new stream instead.
+    stub = Stub()
+    stream = SyncOpStream(stub, None)
+    first, req = start(stub, stream, b"a")
+    stub.streams[0].answer(req)
+    assert first.join().result.value == b"a"
+    stub.streams[0].end(grpc.StatusCode.UNAVAILABLE, "node node-1 is shutting down")
+    again, req = start(stub, stream, b"b", on=1)
+    stub.streams[1].answer(req)
+    assert again.join().result.value == b"b" and stub.streams[1].readers == ["b"]
+    assert stub.streams[0].readers == ["a"]  # the ended stream was never read again
+    stream.close()
 
 
 def test_blocking_client_over_the_scripted_stream_maps_errors(
