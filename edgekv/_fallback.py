@@ -327,6 +327,14 @@ def _read_varint(raw: bytes, i: int, end: int) -> tuple[int, int]:
     return 0, -1
 
 
+def _read_size(raw: bytes, i: int, end: int) -> tuple[int, int]:
+    """A length prefix: a varint of at most 5 bytes, minimal, under 2**31; offset -1 if not."""
+    value, after = _read_varint(raw, i, min(end, i + 5))
+    if after < 0 or value > 0x7FFFFFFF or (after - i > 1 and raw[after - 1] == 0):
+        return 0, -1
+    return value, after
+
+
 def _varint(value: int) -> bytes:
     out = bytearray()
     while value >= 0x80:
@@ -349,8 +357,8 @@ def stream_plain_get(raw: bytes) -> tuple[int, int, bytes] | None:
     request_id = timeout_ms = 0
     key: bytes | None = None
     while i < n:
-        tag, i = _read_varint(raw, i, n)
-        if i < 0 or tag in seen:
+        tag, i = raw[i], i + 1  # one byte: a longer (padded) tag is protobuf's to judge
+        if tag in seen:
             return None
         seen.add(tag)
         if tag == _TAG_ID:
@@ -360,14 +368,11 @@ def stream_plain_get(raw: bytes) -> tuple[int, int, bytes] | None:
             if timeout_ms > 0xFFFFFFFF:
                 return None
         elif tag == _TAG_REQ_GET:
-            length, i = _read_varint(raw, i, n)
-            if i < 0 or length > n - i or length == 0:
+            length, i = _read_size(raw, i, n)
+            if i < 0 or length > n - i or length == 0 or raw[i] != _TAG_KEY:
                 return None
             end = i + length
-            inner, i = _read_varint(raw, i, end)
-            if i < 0 or inner != _TAG_KEY:
-                return None
-            length, i = _read_varint(raw, i, end)
+            length, i = _read_size(raw, i + 1, end)
             if i < 0 or length != end - i:
                 return None
             key, i = raw[i:end], end

@@ -33,6 +33,16 @@ cdef inline Py_ssize_t read_varint(const uint8_t* p, Py_ssize_t i, Py_ssize_t en
     return -1
 
 
+cdef inline Py_ssize_t read_size(const uint8_t* p, Py_ssize_t i, Py_ssize_t end,
+                                 uint64_t* out) noexcept nogil:
+    """A length prefix: a varint of at most 5 bytes, minimal, under 2**31 (what every
+    encoder writes); -1 for anything else, which protobuf may judge otherwise."""
+    cdef Py_ssize_t after = read_varint(p, i, end if end - i <= 5 else i + 5, out)
+    if after < 0 or out[0] > 0x7FFFFFFF or (after - i > 1 and p[after - 1] == 0):
+        return -1
+    return after
+
+
 cdef inline Py_ssize_t varint_size(uint64_t v) noexcept nogil:
     cdef Py_ssize_t n = 1
     while v >= 0x80:
@@ -68,9 +78,8 @@ def stream_plain_get(bytes raw not None):
     cdef uint64_t tag, length, request_id = 0, timeout_ms = 0
     cdef int seen = 0  # bit 1: id, 2: timeout_ms, 4: get
     while i < n:
-        i = read_varint(p, i, n, &tag)
-        if i < 0:
-            return None
+        tag = p[i]  # every tag here is one byte; a longer one (padded) is protobuf's to judge
+        i += 1
         if tag == TAG_ID and not seen & 1:
             seen |= 1
             i = read_varint(p, i, n, &request_id)
@@ -81,16 +90,13 @@ def stream_plain_get(bytes raw not None):
                 return None
         elif tag == TAG_REQ_GET and not seen & 4:
             seen |= 4
-            i = read_varint(p, i, n, &length)
+            i = read_size(p, i, n, &length)
             if i < 0 or length > <uint64_t>(n - i):
                 return None
             get_end = i + <Py_ssize_t>length
-            if i == get_end:
+            if i == get_end or p[i] != TAG_KEY:  # the key, alone in the GetRequest
                 return None
-            i = read_varint(p, i, get_end, &tag)  # the key, alone in the GetRequest
-            if i < 0 or tag != TAG_KEY:
-                return None
-            i = read_varint(p, i, get_end, &length)
+            i = read_size(p, i + 1, get_end, &length)
             if i < 0 or length != <uint64_t>(get_end - i):
                 return None
             key_at, key_len, i = i, <Py_ssize_t>length, get_end

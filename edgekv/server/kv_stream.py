@@ -291,19 +291,21 @@ class _OneStream:
         self._outstanding += 1
         started = time.perf_counter()
         base = self._call
+        wire = None
         if kind is _PLAIN_GET:  # ``op`` is the key: the answer is written without protobuf
             kind = "get"
             try:
                 result = self._ops._get_key_now(op, base)
+                if result is not None and not result.session_token:
+                    wire = stream_get_answer(request_id, result.found, result.served_by)
             except Exception as exc:
                 self._finish(kind, *self._failed(request_id, kind, exc), started)
                 return
-            if result is not None and not result.session_token:
-                answer = stream_get_answer(request_id, result.found, result.served_by)
-                self._finish(kind, answer, _OK, started)
+            if wire is not None:
+                self._finish(kind, wire, _OK, started)
                 return
-            op = kv_pb2.GetRequest(key=op)  # it has to wait: as any other get
-        if kind == "get":
+            op = kv_pb2.GetRequest(key=op)  # it has to wait: as any other get (not tried again)
+        elif kind == "get":
             # A LOCAL read of a key held here is answered now, with no Call, coroutine or
             # task of its own (get_now changes nothing on the stream's Call).
             answer = _StreamResponse(id=request_id)

@@ -101,6 +101,12 @@ def test_what_it_leaves_to_protobuf() -> None:
         + b"\x10\x80\x80\x80\x80\x10" + b"\x1a\x03\x0a\x01k",
         "a truncated key": ok[:-1],
         "an unknown field": ok + b"\x78\x01",
+        # padded varints in tags and lengths, which upb refuses (helper-38's review)
+        "a 6-byte id tag": bytes.fromhex("888080808000051a030a016b"),
+        "a 6-byte get length": bytes.fromhex("1a8380808080000a016b"),
+        "a 6-byte key tag": bytes.fromhex("1a088a8080808000016b"),
+        "a 6-byte key length": bytes.fromhex("1a080a8180808080006b"),
+        "a padded 2-byte key length": bytes.fromhex("1a040a81006b"),
     }  # fmt: skip
     for impl in (_speedups, _fallback):
         assert impl.stream_plain_get(ok) == (7, 250, b"k")
