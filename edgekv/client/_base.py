@@ -19,7 +19,7 @@ import grpc
 from edgekv.client import _codec as codec
 from edgekv.client._connect import ConnectDoors, is_url
 from edgekv.client._session import Session
-from edgekv.client._stream import STREAMED_METHODS, AsyncOpStream, check_transport
+from edgekv.client._stream import STREAMED_METHODS, AsyncOpStream, StreamRefused, check_transport
 from edgekv.client._stream_sync import SyncOpStream
 from edgekv.client._types import Staleness
 from edgekv.client.discovery import NodeRoute, Topology
@@ -209,7 +209,7 @@ class ClientBase:
             if stream is None:
                 kind = AsyncOpStream if self._grpc is not grpc else SyncOpStream
                 stream = self._streams[node.endpoint] = kind(self._kv(node), self._metadata)
-            if not stream.unsupported:
+            if not stream.unsupported or stream.stream_again():
                 return stream.method(method)
         return getattr(self._kv(node), method)
 
@@ -252,6 +252,8 @@ class ClientBase:
         for a write that may have reached the node: its outcome is unknown, and
         sending it to the next node could store it twice, under two versions.
         """
+        if type(exc) is StreamRefused:  # its operations never ran: again at once, unary
+            return 0.0
         code = exc.code()
         if code != _UNAVAILABLE:
             raise self._error(exc, node) from None

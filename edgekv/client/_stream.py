@@ -37,6 +37,7 @@ import collections
 import functools
 import itertools
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -155,15 +156,60 @@ class _Yield:
 _CALLER_FIRST = _Yield()
 
 
+class StreamRefused(StreamRpcError):
+    """The node refused to open the stream (its per-client stream limit): the
+    operations sent on it never ran, and the client sends them again at once, as
+    unary calls (client/_base.py), for ``REFUSED_RETRY_S`` before it tries a stream
+    again. Without this, the 65th client process on a host would fail every call."""
+
+
+# How long a client calls a node unary after the node refused its stream.
+REFUSED_RETRY_S = 60.0
+
+
+def refused(error: grpc.RpcError) -> bool:
+    """Whether a stream ended because the node would not open it for this client
+    (server/interceptors.py: over ``max_streams_per_client``)."""
+    return error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and (
+        "(max_streams_per_client)" in (error.details() or "")
+    )
+
+
 class StreamMethods:
     """``method(name)``: the callable a client uses in place of the unary stub method
     ``name`` (``rpc(request, timeout=, metadata=)``), one per method, sending it as an
-    operation of this stream through ``self.call(kind, ...)``."""
+    operation of this stream through ``self.call(kind, ...)``. ``unsupported``: use
+    unary calls instead (for good: a node without KV.Stream; for a while: one that
+    refused this client's stream, see ``stream_again``)."""
 
     call: Callable[..., Any]
 
     def __init__(self) -> None:
         self._methods: dict[str, Callable[..., Any]] = {}
+        self.unsupported = False
+        self._unary_until = 0.0  # refused: unary calls until this monotonic time
+
+    def stream_again(self) -> bool:
+        """Whether it is time to try a stream again after a refusal (then it is tried)."""
+        if self._unary_until and time.monotonic() >= self._unary_until:
+            self.unsupported, self._unary_until = False, 0.0
+            return True
+        return False
+
+    def ended(self, error: grpc.RpcError) -> grpc.RpcError:
+        """What the operations in flight fail with when the stream ended with ``error``;
+        notes a node without KV.Stream, or one that refused it."""
+        if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+            self.unsupported = True
+        elif refused(error):
+            self.unsupported = True
+            self._unary_until = time.monotonic() + REFUSED_RETRY_S
+            return StreamRefused(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the node refused the stream, so this client calls it unary for "
+                f"{REFUSED_RETRY_S:.0f} s: {error.details()}",
+            )
+        return error
 
     def method(self, name: str) -> Callable[..., Any]:
         rpc = self._methods.get(name)
@@ -193,7 +239,6 @@ class AsyncOpStream(StreamMethods):
         self._ids = itertools.count(1)
         self._timeout: float | None = None  # the last operation's, as timeout_ms_of made it
         self._timeout_ms = 0
-        self.unsupported = False  # the node answered UNIMPLEMENTED: use unary calls
         self.closed = False
 
     async def call(
@@ -282,8 +327,7 @@ class AsyncOpStream(StreamMethods):
         if self._call is not call:
             return
         self._call = None
-        if error.code() == grpc.StatusCode.UNIMPLEMENTED:
-            self.unsupported = True
+        error = self.ended(error)
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
@@ -355,6 +399,7 @@ __all__ = [
     "TRANSPORTS",
     "AsyncOpStream",
     "StreamMethods",
+    "StreamRefused",
     "StreamRpcError",
     "check_transport",
     "timeout_ms_of",

@@ -120,7 +120,6 @@ class SyncOpStream(StreamMethods):
         self._watch = threading.Condition(self._lock)  # wakes the watchdog
         self._watch_at = -math.inf  # when the watchdog wakes next; -inf: no watchdog
         self._ids = itertools.count(1)
-        self.unsupported = False  # the node answered UNIMPLEMENTED: use unary calls
         self.closed = False
 
     def call(
@@ -244,8 +243,7 @@ class SyncOpStream(StreamMethods):
         """The current stream ended (under the lock): fail what was in flight."""
         outbox = self._outbox
         self._call = self._outbox = self._reader = None
-        if error.code() == grpc.StatusCode.UNIMPLEMENTED:
-            self.unsupported = True
+        error = self.ended(error)
         pending, self._pending = self._pending, {}
         for op in pending.values():
             op.fail(error)

@@ -180,10 +180,11 @@ class Client(Reads):
         last: grpc.RpcError | None = None
         last_node: NodeRoute | None = None
         for node in nodes:
-            rpc = getattr(stubs(node), method) if stubs else self._kv_method(node, method)
             attempt = 0
             while True:
                 attempt += 1
+                # Per attempt: a node that refused its stream is called unary on the next.
+                rpc = getattr(stubs(node), method) if stubs else self._kv_method(node, method)
                 try:
                     resp = rpc(request, timeout=timeout, metadata=metadata)
                 except grpc.RpcError as exc:

@@ -181,6 +181,26 @@ def test_stream_limits_operations_in_flight_and_streams_per_client(tmp_path: Pat
         node.stop()
 
 
+def test_clients_over_the_stream_limit_are_served_unary(tmp_path: Path) -> None:
+    # More SDK clients on one host than max_streams_per_client: the node refuses the
+    # extra streams, and those clients' calls (writes included) go unary, not fail.
+    limits = {"max_streams_per_client": 1}
+    node = start_node(write_cluster_file(tmp_path, extra={"limits": limits}), "node-1")
+    try:
+        with (
+            Client(node.endpoint, discover=False) as first,
+            Client(node.endpoint, discover=False) as second,
+        ):
+            assert first.put("s/1", "a").served_by == "node-1"  # holds the one stream
+            assert second.put("s/2", "b").served_by == "node-1"  # refused: unary
+            assert second.get("s/1").value == b"a"  # type: ignore[union-attr]
+            assert first.get("s/2").value == b"b"  # type: ignore[union-attr]
+            stream = second._streams[node.endpoint]
+            assert stream.unsupported and stream._unary_until > 0
+    finally:
+        node.stop()
+
+
 def test_a_client_that_stops_reading_stops_the_stream(tmp_path: Path) -> None:
     """The node stops reading requests once it cannot write answers: the client's
     sends block (HTTP/2 flow control) instead of the node's memory growing. Its

@@ -16,6 +16,7 @@ import pytest
 
 import edgekv
 from edgekv import AsyncClient, Client, errors
+from edgekv.client import _stream
 from edgekv.client._stream import StreamRpcError, check_transport, timeout_ms_of
 from edgekv.v1 import common_pb2, kv_pb2
 
@@ -182,6 +183,48 @@ async def test_node_without_kv_stream_is_served_by_unary_calls() -> None:
     with pytest.raises(errors.Unimplemented):
         await first  # that one was sent on the stream; the next ones are unary
     assert (await client.get("k")) is not None and stub.unary_gets == 1
+    await client.close()
+
+
+async def test_a_refused_stream_is_served_unary_then_tried_again(monkeypatch: Any) -> None:
+    # A node over its per-client stream limit ends the stream RESOURCE_EXHAUSTED before
+    # it reads a request: what was sent on it never ran, and goes unary at once.
+    monkeypatch.setattr(_stream, "REFUSED_RETRY_S", 1.0)
+    stub = Stub()
+    client = streamed_client(stub)
+    first = asyncio.ensure_future(client.get("k"))
+    stream = await _stream_of(stub)
+    await stream.next_request()
+    stream.answers.put_nowait(StreamRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "client 127.0.0.1 has 64 bidi streams (KV.Stream) open; the limit is 64 "
+        "(max_streams_per_client)",
+    ))  # fmt: skip
+    assert (await first) is not None and stub.unary_gets == 1
+    assert (await client.get("k")) is not None and stub.unary_gets == 2
+    assert len(stub.streams) == 1
+    await asyncio.sleep(1.1)  # then the stream is tried again
+    again = asyncio.ensure_future(client.get("k"))
+    while len(stub.streams) < 2:
+        await asyncio.sleep(0.001)
+    request = await stub.streams[1].next_request()
+    stub.streams[1].answers.put_nowait(kv_pb2.StreamResponse(id=request.id, get=FOUND))
+    assert (await again) is not None and stub.unary_gets == 2
+    await client.close()
+
+
+async def test_other_resource_exhausted_ends_of_the_stream_are_not_refusals() -> None:
+    stub = Stub()
+    client = streamed_client(stub)
+    first = asyncio.ensure_future(client.get("k"))
+    stream = await _stream_of(stub)
+    await stream.next_request()
+    stream.answers.put_nowait(StreamRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max (5000012 vs. 4194304)"
+    ))  # fmt: skip
+    with pytest.raises(errors.ResourceExhausted):
+        await first
+    assert stub.unary_gets == 0
     await client.close()
 
 
