@@ -197,8 +197,8 @@ class ClientBase:
 
     def _default_transport(self) -> str:
         """The transport measured faster for this client (README, bench/e2e/stream.py):
-        the stream, for both (the blocking Client's since 2026-12-07: p50 x0.54-0.61 and
-        p99 below unary's in 7 runs of 7)."""
+        the stream, for both (the blocking Client's since 2026-12-07: p50 x0.54-0.64 and
+        p99 below unary's in 8 runs of 8)."""
         return "stream"
 
     def _kv_method(self, node: NodeRoute, method: str) -> Any:

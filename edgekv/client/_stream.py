@@ -20,7 +20,9 @@ trailing metadata, so the clients' retry and failover rules (``_base.py``,
   (asyncio), and the stream goes on (the blocking client bounds the wait of the
   caller that reads the stream otherwise: ``_stream_sync.py``);
 * a node without KV.Stream (UNIMPLEMENTED: an older node) is served by unary
-  calls from then on.
+  calls from then on; one that refuses the stream (over its per-client stream
+  limit) for ``REFUSED_RETRY_S``, and what was sent on the refused stream, which
+  never ran, is sent again at once as unary calls (``StreamRefused``).
 
 :class:`AsyncOpStream` (grpc.aio) keeps one reader task per stream; a caller
 starts the write of its request itself when no write is in flight, without

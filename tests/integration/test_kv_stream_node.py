@@ -7,6 +7,7 @@ broken client, and backpressure on a client that stops reading.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import signal
@@ -19,7 +20,7 @@ from typing import Any
 import grpc
 import pytest
 
-from edgekv import Client, RetryPolicy, errors
+from edgekv import AsyncClient, Client, RetryPolicy, errors
 from edgekv.client._stream_sync import SILENCE_S
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.launcher import NodeProcess, start_node, write_cluster_file
@@ -197,6 +198,13 @@ def test_clients_over_the_stream_limit_are_served_unary(tmp_path: Path) -> None:
             assert first.get("s/2").value == b"b"  # type: ignore[union-attr]
             stream = second._streams[node.endpoint]
             assert stream.unsupported and stream._unary_until > 0
+
+            async def third() -> bytes:
+                async with AsyncClient(node.endpoint, discover=False) as kv:
+                    await kv.put("s/3", "c")  # refused too: unary, on asyncio
+                    return (await kv.get("s/3")).value  # type: ignore[union-attr]
+
+            assert asyncio.run(third()) == b"c"
     finally:
         node.stop()
 

@@ -173,13 +173,23 @@ async def test_broken_stream_fails_what_was_in_flight_and_reopens() -> None:
     await client.close()
 
 
-async def test_node_without_kv_stream_is_served_by_unary_calls() -> None:
+async def _first_stream_ends(
+    error: StreamRpcError,
+) -> tuple[Stub, AsyncClient, asyncio.Future[Any]]:
+    """A client whose first get is sent on a stream that then ends with ``error``."""
     stub = Stub()
     client = streamed_client(stub)
     first = asyncio.ensure_future(client.get("k"))
     stream = await _stream_of(stub)
     await stream.next_request()
-    stream.answers.put_nowait(StreamRpcError(grpc.StatusCode.UNIMPLEMENTED, "Method not found!"))
+    stream.answers.put_nowait(error)
+    return stub, client, first
+
+
+async def test_node_without_kv_stream_is_served_by_unary_calls() -> None:
+    stub, client, first = await _first_stream_ends(
+        StreamRpcError(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+    )
     with pytest.raises(errors.Unimplemented):
         await first  # that one was sent on the stream; the next ones are unary
     assert (await client.get("k")) is not None and stub.unary_gets == 1
@@ -190,12 +200,7 @@ async def test_a_refused_stream_is_served_unary_then_tried_again(monkeypatch: An
     # A node over its per-client stream limit ends the stream RESOURCE_EXHAUSTED before
     # it reads a request: what was sent on it never ran, and goes unary at once.
     monkeypatch.setattr(_stream, "REFUSED_RETRY_S", 1.0)
-    stub = Stub()
-    client = streamed_client(stub)
-    first = asyncio.ensure_future(client.get("k"))
-    stream = await _stream_of(stub)
-    await stream.next_request()
-    stream.answers.put_nowait(StreamRpcError(
+    stub, client, first = await _first_stream_ends(StreamRpcError(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "client 127.0.0.1 has 64 bidi streams (KV.Stream) open; the limit is 64 "
         "(max_streams_per_client)",
@@ -205,21 +210,15 @@ async def test_a_refused_stream_is_served_unary_then_tried_again(monkeypatch: An
     assert len(stub.streams) == 1
     await asyncio.sleep(1.1)  # then the stream is tried again
     again = asyncio.ensure_future(client.get("k"))
-    while len(stub.streams) < 2:
-        await asyncio.sleep(0.001)
-    request = await stub.streams[1].next_request()
-    stub.streams[1].answers.put_nowait(kv_pb2.StreamResponse(id=request.id, get=FOUND))
+    fresh = await _stream_of(stub, 1)
+    request = await fresh.next_request()
+    fresh.answers.put_nowait(kv_pb2.StreamResponse(id=request.id, get=FOUND))
     assert (await again) is not None and stub.unary_gets == 2
     await client.close()
 
 
 async def test_other_resource_exhausted_ends_of_the_stream_are_not_refusals() -> None:
-    stub = Stub()
-    client = streamed_client(stub)
-    first = asyncio.ensure_future(client.get("k"))
-    stream = await _stream_of(stub)
-    await stream.next_request()
-    stream.answers.put_nowait(StreamRpcError(
+    stub, client, first = await _first_stream_ends(StreamRpcError(
         grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max (5000012 vs. 4194304)"
     ))  # fmt: skip
     with pytest.raises(errors.ResourceExhausted):
@@ -228,7 +227,8 @@ async def test_other_resource_exhausted_ends_of_the_stream_are_not_refusals() ->
     await client.close()
 
 
-async def _stream_of(stub: Stub) -> ScriptedStream:
-    while not stub.streams:
+async def _stream_of(stub: Stub, n: int = 0) -> ScriptedStream:
+    """The ``n``-th stream the client opened, once it has."""
+    while len(stub.streams) <= n:
         await asyncio.sleep(0.001)
-    return stub.streams[0]
+    return stub.streams[n]
