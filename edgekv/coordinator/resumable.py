@@ -31,13 +31,13 @@ client holds a token before the first change.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from typing import NamedTuple
 
 from edgekv import native
+from edgekv.aiowait import wait_event
 from edgekv.config.watch import WatchSettings
 from edgekv.coordinator.results import ChangeEvent
 from edgekv.coordinator.watchtoken import WatchToken, decode_token, encode_token
@@ -198,8 +198,7 @@ class FeedWatches:
                     await asyncio.sleep(0)  # more to replay: let the loop serve others first
                     continue
                 if not entries:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(signal.wait(), interval_s - idle_s)
+                    await wait_event(signal, interval_s - idle_s)
         finally:
             self._signals.unsignal(signal)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,7 +36,7 @@ from edgekv.config.loader import load_config
 from edgekv.config.model import ClusterConfig
 from edgekv.local.faultproxy import FaultProxy
 from edgekv.local.launcher import PlacementSpec, write_cluster_file
-from edgekv.local.wait import Dump, diff_dumps, wait_until_async
+from edgekv.local.wait import Dump, describe_tasks, diff_dumps, wait_until_async
 from edgekv.server.node import Node
 from edgekv.storage.engine import Engine
 
@@ -226,18 +226,26 @@ class InProcessCluster:
             raise errors[0]
 
     @staticmethod
-    async def _close_step(what: str, step: Awaitable[object], errors: list[BaseException]) -> None:
+    async def _close_step(
+        what: str, step: Coroutine[Any, Any, object], errors: list[BaseException]
+    ) -> None:
+        task = asyncio.ensure_future(step)
         try:
-            await asyncio.wait_for(step, CLOSE_STEP_TIMEOUT_S)
-        except TimeoutError:
+            done, _ = await asyncio.wait([task], timeout=CLOSE_STEP_TIMEOUT_S)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:  # describe the tasks, this one too, before cancelling it
             errors.append(
                 AssertionError(
                     f"{what} did not finish within {CLOSE_STEP_TIMEOUT_S}s; "
                     f"pending tasks: {describe_tasks()}"
                 )
             )
-        except Exception as exc:  # close the rest anyway, report the first failure
-            errors.append(exc)
+            task.cancel()
+            await asyncio.wait([task])
+        elif (error := task.exception()) is not None:  # close the rest, report the first
+            errors.append(error)
 
     def running_tasks(self) -> list[asyncio.Task[Any]]:
         """The long-lived tasks of this cluster's nodes on the loop (none once closed)."""
@@ -419,23 +427,6 @@ class InProcessCluster:
 
 # What the ``make_cluster`` test fixture hands out: ``await make_cluster(**kwargs)``.
 ClusterFactory = Callable[..., Awaitable[InProcessCluster]]
-
-
-def describe_tasks() -> str:
-    """Every other task on the loop and the innermost line it waits at, for hang reports."""
-    lines = []
-    for task in asyncio.all_tasks():
-        if task is asyncio.current_task() or task.done():
-            continue
-        chain = []
-        awaited: Any = task.get_coro()
-        while awaited is not None:  # follow the await chain down to the innermost frame
-            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
-            if frame is not None:
-                chain.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno}")
-            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
-        lines.append(f"{task.get_name()} at {' > '.join(chain[-3:]) or '?'}")
-    return "; ".join(sorted(lines)) or "none"
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

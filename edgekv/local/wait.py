@@ -6,7 +6,8 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 # A node's live data under a prefix: key -> (value, timestamp, origin).
@@ -151,3 +152,22 @@ def scrape_metrics(
         for sample in family.samples:
             out.setdefault(sample.name, []).append((sample.labels, sample.value))
     return out
+
+
+def describe_tasks() -> str:
+    """Every other task on the loop, where it started and where it waits: for hang reports."""
+    lines = []
+    for task in asyncio.all_tasks():
+        if task is asyncio.current_task() or task.done():
+            continue
+        chain = []
+        awaited: Any = task.get_coro()
+        while awaited is not None:  # follow the await chain down to the innermost frame
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is not None:
+                chain.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+        # The outermost frame says what the task is, the innermost where it waits.
+        shown = chain if len(chain) <= 4 else [chain[0], "...", *chain[-3:]]
+        lines.append(f"{task.get_name()} at {' > '.join(shown) or '?'}")
+    return "; ".join(sorted(lines)) or "none"

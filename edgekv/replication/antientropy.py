@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from edgekv.aiowait import wait_event
 from edgekv.errors import DiskFull, EdgeKVError
 from edgekv.limits import DEFAULT_ANTIENTROPY_BYTES_PER_S, DEFAULT_MAX_MESSAGE_BYTES
 from edgekv.replication.listing import page_range_in_steps
@@ -390,11 +391,8 @@ class AntiEntropy:
 
     async def run_antientropy(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(
-                    self._kick.wait(), self.interval_s * (0.75 + random.random() / 2)
-                )
-            except TimeoutError:
+            interval_s = self.interval_s * (0.75 + random.random() / 2)
+            if not await wait_event(self._kick, interval_s):
                 self._due.update(self.state)
             self._kick.clear()
             due, self._due = self._due, set()

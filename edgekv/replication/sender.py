@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import grpc
 
 from edgekv import native
+from edgekv.aiowait import wait_event
 from edgekv.errors import EdgeKVError
 from edgekv.replication.paging import record_cost
 from edgekv.storage.clock import physical_ms, wall_ms
@@ -298,9 +299,7 @@ class PeerSender:
                 limit = max(1, min(limit, settings.max_batch_bytes // self._entry_bytes + 1))
             entries = whole_writes(engine, engine.read_log(next_seq, limit), limit)
             if not entries:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), settings.keepalive_s)
-                except TimeoutError:
+                if not await wait_event(self._wake, settings.keepalive_s):
                     inflight.sent(next_seq - 1, 0)
                     await call.write(self._batch([], next_seq - 1, next_seq))
                 continue

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from edgekv.local import inprocess
 from edgekv.local.inprocess import ClusterFactory, InProcessCluster, port_is_free
 from edgekv.storage.engine import Engine
 
@@ -36,6 +38,32 @@ async def test_close_after_a_failing_test_body_still_stops_everything(tmp_path: 
             raise RuntimeError("the test failed")
     assert cluster.nodes == {} and cluster.running_tasks() == []
     assert all(port_is_free(p) for p in cluster.ports())
+
+
+async def test_a_close_step_that_hangs_is_reported_where_it_waits_then_cancelled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(inprocess, "CLOSE_STEP_TIMEOUT_S", 0.2)
+    cancelled = asyncio.Event()
+
+    async def stop_that_hangs() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def stop_that_fails() -> None:
+        raise RuntimeError("engine would not close")
+
+    errors: list[BaseException] = []
+    await InProcessCluster._close_step("stopping node x", stop_that_hangs(), errors)
+    await InProcessCluster._close_step("stopping node y", stop_that_fails(), errors)
+    assert cancelled.is_set()
+    hung, failed = errors
+    assert "stopping node x did not finish within 0.2s" in str(hung)
+    assert "test_harness.py:" in str(hung)  # the hung step's own frame, not only its children
+    assert isinstance(failed, RuntimeError)
 
 
 async def test_nodes_in_one_process_keep_their_metrics_apart(cluster: InProcessCluster) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from edgekv.local.cluster import LocalCluster
 from edgekv.local.launcher import running_node, write_cluster_file
-from edgekv.local.wait import assert_converged, wait_until
+from edgekv.local.wait import assert_converged, scrape_metrics, wait_until
 from edgekv.storage.backup import MARKER, create_checkpoint
 from edgekv.storage.engine import Engine
 from edgekv.v1 import kv_pb2, kv_pb2_grpc
@@ -28,12 +28,19 @@ def edgekv(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def synced(cluster: LocalCluster, node: str) -> float:
+    """The fewest completed anti-entropy syncs of ``node`` with one of its peers."""
+    samples = scrape_metrics(cluster.nodes[node].info["metrics_port"])
+    return min((value for _, value in samples.get("edgekv_antientropy_syncs_total", [])), default=0)
+
+
 def test_backup_under_load_restores_to_a_node_that_converges(tmp_path: Path) -> None:
     path = write_cluster_file(
         tmp_path,
         regions=(("r1", 0.0, 0.0), ("r2", 1.0, 1.0)),
         nodes=(("a-1", "r1"), ("b-1", "r2")),
         extra={"replication": {"heartbeat_interval_s": 0.2, "antientropy_interval_s": 1.0}},
+        metrics=True,
     )
     with LocalCluster(path) as cluster:
         cluster.start()
@@ -54,6 +61,9 @@ def test_backup_under_load_restores_to_a_node_that_converges(tmp_path: Path) -> 
         writer.start()
         try:
             wait_until(lambda: len(acked) > 300, timeout_s=30, what="writes before the backup")
+            # A backup is restorable once its node has completed a sync with every peer
+            # (it holds every delete): on a fast machine 300 writes beat the first one.
+            wait_until(lambda: synced(cluster, "b-1") >= 1, timeout_s=30, what="b-1's first syncs")
             dest = tmp_path / "backups" / "b-1"
             out = edgekv("backup", "--dest", str(dest), "--endpoint", cluster.endpoint("b-1"))
             assert out.returncode == 0, out.stderr

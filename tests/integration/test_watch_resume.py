@@ -194,13 +194,23 @@ async def test_too_old_token_is_out_of_range_then_rescan_and_resume(tmp_path: Pa
             old = await client.watch_token("o/")
             for i in range(100):
                 await client.put(f"o/{i:03d}", "v")
+            raw = kv_pb2_grpc.KVStub(grpc.insecure_channel(c.endpoint("fra-1")))
+
+            def old_token_refused() -> bool:
+                call = raw.Watch(kv_pb2.WatchRequest(prefix=b"o/", resume_token=old), timeout=10)
+                try:
+                    next(iter(call))
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.OUT_OF_RANGE, exc
+                    return True
+                finally:
+                    call.cancel()
+                return False  # replayed: the 100 writes fit between two trims (50 ms)
+
+            await wait_until_async(old_token_refused, what="the feed trimmed past the old token")
             with pytest.raises(WatchTokenExpired, match="rescan"):
                 async for _ in client.watch("o/", resume_token=old):
                     pass
-            raw = kv_pb2_grpc.KVStub(grpc.insecure_channel(c.endpoint("fra-1")))
-            with pytest.raises(grpc.RpcError) as info:
-                next(iter(raw.Watch(kv_pb2.WatchRequest(prefix=b"o/", resume_token=old))))
-            assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE
             # The rescue: a token, a scan, then the watch from that token misses nothing.
             token = await client.watch_token("o/")
             copy = {e.key: e.value async for e in client.scan("o/")}
