@@ -20,10 +20,11 @@ from edgekv.cluster.membership import Membership
 from edgekv.cluster.placement import PlacementRules
 from edgekv.config.model import ClusterConfig, NodeSpec
 from edgekv.coordinator.levels import new_frontier
-from edgekv.replication.antientropy import AntiEntropy, SyncStats
+from edgekv.replication.antientropy import AntiEntropy
 from edgekv.replication.changefeed import ChangeFeed
 from edgekv.replication.frontier import AppliedFrontier
 from edgekv.replication.pacecontrol import PaceController, default_floor, run_lag_probe
+from edgekv.replication.reconcile import SyncStats
 from edgekv.replication.refusals import PeerRefusals
 from edgekv.replication.sender import PeerSender, SenderSettings
 from edgekv.replication.trimmer import LogTrimmer

@@ -25,6 +25,11 @@ def repair_families(peers: Sequence[PeerStats], pacing: RepairPacing) -> Iterato
     syncs = CounterMetricFamily(
         "edgekv_antientropy_syncs", "Completed anti-entropy syncs with a peer.", labels=["peer"]
     )
+    failed = CounterMetricFamily(
+        "edgekv_antientropy_failed_syncs",
+        "Anti-entropy syncs with a peer that ended in an error (retried after 1, 2, 4 ... s, "
+        "then every replication.antientropy_interval_s).", labels=["peer"],
+    )  # fmt: skip
     synced_from = GaugeMetricFamily(
         "edgekv_antientropy_synced_from_timestamp_seconds",
         "Start of the last complete anti-entropy sync with a peer (0: none since start).",
@@ -34,8 +39,9 @@ def repair_families(peers: Sequence[PeerStats], pacing: RepairPacing) -> Iterato
         repairs.add_metric([peer.peer_id, "pulled"], peer.pulled_total)
         repairs.add_metric([peer.peer_id, "pushed"], peer.pushed_total)
         syncs.add_metric([peer.peer_id], peer.syncs)
+        failed.add_metric([peer.peer_id], peer.failed_syncs)
         synced_from.add_metric([peer.peer_id], peer.synced_from_ms / 1000.0)
-    yield from (repairs, syncs, synced_from)
+    yield from (repairs, syncs, failed, synced_from)
     yield CounterMetricFamily(
         "edgekv_antientropy_bytes", "Listing and record bytes anti-entropy moved through "
         "this node, in and out (paced at replication.antientropy_bytes_per_s).",

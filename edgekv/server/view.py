@@ -66,6 +66,7 @@ class PeerStats:
     pulled_total: int  # records anti-entropy fetched from the peer
     pushed_total: int  # records anti-entropy sent to the peer
     syncs: int  # completed anti-entropy syncs
+    failed_syncs: int  # anti-entropy syncs that ended in an error
     synced_from_ms: int  # start of the last complete sync (wall ms; 0: none since start)
 
 
@@ -208,6 +209,7 @@ class NodeView:
                     pulled_total=sync.pulled_total,
                     pushed_total=sync.pushed_total,
                     syncs=sync.syncs,
+                    failed_syncs=sync.failed_syncs,
                     synced_from_ms=sync.synced_from_ms,
                 )
             )

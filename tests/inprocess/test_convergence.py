@@ -128,6 +128,24 @@ async def test_peer_cut_past_log_retention_is_repaired_by_antientropy(
     )
 
 
+async def test_a_sync_that_failed_at_start_is_retried_within_seconds(
+    make_cluster: ClusterFactory,
+) -> None:
+    # A 10-minute interval: only the retry after a failure can sync within the test.
+    cluster = await make_cluster(replication={"antientropy_interval_s": 600})
+    cluster.cut("fra-1", "nrt-1")
+    await cluster.restart("fra-1")  # its start-up sync with nrt-1 fails
+
+    def count(sample: str) -> float:
+        return cluster.metric("fra-1", f"edgekv_antientropy_{sample}_total", peer="nrt-1")
+
+    await cluster.wait_until(lambda: count("failed_syncs") >= 1, what="the failed sync")
+    assert count("syncs") == 0
+    cluster.restore("fra-1", "nrt-1")
+    await cluster.wait_until(lambda: count("syncs") >= 1, timeout_s=20, what="the retried sync")
+    assert cluster.metric("fra-1", "edgekv_antientropy_syncs_total", peer="iad-1") >= 1
+
+
 FOUR_NODES = (("fra-1", "eu-west"), ("fra-2", "eu-west"), ("iad-1", "us-east"),
               ("nrt-1", "ap-northeast"))  # fmt: skip
 PLACEMENT = (("eu/", ["eu-west"]), ("eu/shared/", ["eu-west", "us-east", "ap-northeast"]))
