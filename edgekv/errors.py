@@ -189,14 +189,19 @@ def http_status_for(exc: EdgeKVError) -> int:
     return HTTP_STATUS_BY_CODE.get(grpc_code_for(exc), 500)
 
 
+# What the SDK's streamed transport adds to the status of an operation that its
+# stream ended before the operation was written to it (client/_stream.py).
+NOT_SENT_ON_STREAM = "not sent: the stream had ended"
+
 # The words of a call that failed before it was sent: gRPC core's when no
 # subchannel could connect (connection refused, unreachable, handshake failed),
-# and the HTTP client's under the SDK's http(s):// endpoints (pyqwest: the
-# connection, TCP or TLS, could not be made).
+# the HTTP client's under the SDK's http(s):// endpoints (pyqwest: the
+# connection, TCP or TLS, could not be made), and the streamed transport's.
 _NOT_CONNECTED = (
     "failed to connect to all addresses",
     "client error (Connect)",
     "cannot connect over HTTP/1.1",  # client/_http1.py (both SDK clients' unary calls)
+    NOT_SENT_ON_STREAM,
 )
 
 

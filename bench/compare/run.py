@@ -67,7 +67,15 @@ def adapters(node: edgekv_paths.SharedNode, only: list[str] | None) -> list[Adap
     return every
 
 
-def _sigterm(signum: int, frame: FrameType | None) -> None:
+# The signal that stopped the run: raised again at the next block, because uvloop
+# swallows a KeyboardInterrupt raised inside one of its callbacks (it logs "Fatal
+# error on transport" and goes on), as a SIGINT that lands in a read can be.
+_stopped_by: int | None = None
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    global _stopped_by
+    _stopped_by = signum
     raise KeyboardInterrupt(f"signal {signum}")  # unwinds through every finally: below
 
 
@@ -76,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER")  # the smoke test, on an xdist worker:
     if worker:  # pick ports only from that worker's share, as its own clusters do
         launcher.share_ports(int(worker[2:]), int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     plan = measure.Plan.make(args.keys, args.samples, args.rounds, args.seconds)
     started = time.time()
     load_at_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -103,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                 if (why := adapter.async_unavailable()) is not None:
                     skipped[f"{adapter.name}, {measure.CLIENTS} concurrent clients"] = why
             _measure(live, plan, results, skipped)
+            if _stopped_by is not None:  # swallowed in the last block
+                raise KeyboardInterrupt(f"signal {_stopped_by}")
         finally:
             for adapter in live:
                 with contextlib.suppress(Exception):
@@ -143,6 +154,8 @@ def _measure(
         for workload in measure.WORKLOADS:
             random.shuffle(order)
             for adapter in order:
+                if _stopped_by is not None:
+                    raise KeyboardInterrupt(f"signal {_stopped_by}")
                 if adapter.name in skipped:
                     continue
                 if workload.concurrent and adapter.async_unavailable() is not None:

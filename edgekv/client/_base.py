@@ -19,7 +19,13 @@ import grpc
 from edgekv.client import _codec as codec
 from edgekv.client._connect import ConnectDoors, is_url
 from edgekv.client._session import Session
-from edgekv.client._stream import STREAMED_METHODS, AsyncOpStream, StreamRefused, check_transport
+from edgekv.client._stream import (
+    STREAMED_METHODS,
+    AsyncOpStream,
+    StreamNotSent,
+    StreamRefused,
+    check_transport,
+)
 from edgekv.client._stream_sync import SyncOpStream
 from edgekv.client._types import Staleness
 from edgekv.client.discovery import NodeRoute, Topology
@@ -251,9 +257,13 @@ class ClientBase:
         mapped EdgeKVError when the code is final (anything but UNAVAILABLE), and
         for a write that may have reached the node: its outcome is unknown, and
         sending it to the next node could store it twice, under two versions.
+        An operation a refused stream carried, or one its stream ended before it
+        was written to it (StreamNotSent, first attempt), goes again at once.
         """
         if type(exc) is StreamRefused:  # its operations never ran: again at once, unary
             return 0.0
+        if type(exc) is StreamNotSent and attempt == 1:
+            return 0.0  # never sent: once again at once, on a new stream, as grpc would
         code = exc.code()
         if code != _UNAVAILABLE:
             raise self._error(exc, node) from None

@@ -13,8 +13,9 @@ trailing metadata, so the clients' retry and failover rules (``_base.py``,
 * a stream that breaks fails every operation in flight with the stream's
   status, and the next operation opens a new stream (reconnection). Sent
   operations may have been applied: reads are retried by the policy; a write
-  moves to another node only when the stream never connected
-  (``errors.never_sent``: "failed to connect to all addresses"), as unary;
+  moves to another node only when it was never sent: the stream never
+  connected ("failed to connect to all addresses"), or it ended before the
+  write was written to it (``unsent_error``; both ``errors.never_sent``);
 * a deadline that passes fails the operation with DEADLINE_EXCEEDED and tells
   the node to cancel it; so does cancelling the coroutine that awaits it
   (asyncio), and the stream goes on (the blocking client bounds the wait of the
@@ -47,6 +48,7 @@ import grpc
 
 from edgekv import eager
 from edgekv.client._deadlines import Deadlines
+from edgekv.errors import NOT_SENT_ON_STREAM, never_sent
 from edgekv.v1 import kv_pb2
 
 # Unary method -> the StreamRequest/StreamResponse oneof field that carries it.
@@ -62,6 +64,7 @@ _StreamRequest = kv_pb2.StreamRequest
 _MAX_TIMEOUT_MS = (1 << 32) - 1
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 _DEADLINE = grpc.StatusCode.DEADLINE_EXCEEDED
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
 
 class StreamRpcError(grpc.RpcError):
@@ -139,6 +142,27 @@ def broken_error(exc: BaseException | None) -> grpc.RpcError:
             grpc.StatusCode.UNAVAILABLE, "the node ended the stream (it is shutting down?)"
         )
     return StreamRpcError(grpc.StatusCode.UNAVAILABLE, f"the stream failed: {exc!r}")
+
+
+class StreamNotSent(StreamRpcError):
+    """The stream ended (UNAVAILABLE) before this operation was written to it, so it
+    is sent again at once on a new stream, writes too, as grpc retries a unary call
+    it had not sent (client/_base.py); if that fails so too, it is a call that never
+    connected (``errors.never_sent``): reads back off, a write moves on."""
+
+
+def unsent_error(error: grpc.RpcError) -> grpc.RpcError:
+    """What an operation fails with when its stream ended with ``error`` before the
+    operation was written to it: a StreamNotSent for UNAVAILABLE, whose words
+    ``errors.never_sent`` knows. Unchanged: another status (the client closed it;
+    a refused stream's operations are sent again anyway), and a stream that never
+    connected (never_sent already: no retry at once, the policy's back-off)."""
+    code, details = error.code(), error.details()
+    if code != _UNAVAILABLE or isinstance(error, StreamRefused) or never_sent(code, details):
+        return error
+    trailing = getattr(error, "trailing_metadata", None)  # not every grpc.RpcError has it
+    metadata = (trailing() if trailing is not None else None) or ()
+    return StreamNotSent(_UNAVAILABLE, f"{details} ({NOT_SENT_ON_STREAM})", metadata)
 
 
 def expired_error(timeout: float | None) -> StreamRpcError:
@@ -334,13 +358,15 @@ class AsyncOpStream(StreamMethods):
             if task is not asyncio.current_task():
                 task.cancel()
         self._tasks = []
+        unsent: set[int] = set()
         if self._writer is not None:
             self._writer.stop()
+            unsent = self._writer.unsent
             self._writer = None
         pending, self._pending = self._pending, {}
-        for answer in pending.values():
+        for request_id, answer in pending.items():
             if not answer.done():
-                answer.set_exception(error)
+                answer.set_exception(unsent_error(error) if request_id in unsent else error)
         self._deadlines.clear()
 
     async def close(self) -> None:
@@ -363,36 +389,48 @@ class _Writer:
     writer task has to be woken first.
     """
 
-    __slots__ = ("_busy", "_call", "_loop", "_on_written", "_outbox", "_stopped", "failed")
+    __slots__ = ("_busy", "_call", "_loop", "_on_written", "_outbox", "_stopped", "_writing",
+                 "failed", "unsent")  # fmt: skip
 
     def __init__(self, call: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._call = call
         self._loop = loop
         self._outbox: collections.deque[Any] = collections.deque()
         self._busy = False  # a write is in flight
+        self._writing = 0  # the id of the request being written
         self._stopped = False  # the stream ended: drop what is left
         self.failed = False  # a write failed: the call had ended
+        # Ids of the requests that never went out: left in the outbox, sent after the
+        # stop, or whose write failed (grpc fails a write before it sends it whole).
+        self.unsent: set[int] = set()
         self._on_written = self._written
 
     def send(self, request: Any) -> None:
-        if self._busy:
+        if self._stopped:
+            self.unsent.add(request.id)
+        elif self._busy:
             self._outbox.append(request)
-        elif not self._stopped:
+        else:
             self._busy = True
+            self._writing = request.id
             eager.drive(self._call.write(request), self._on_written, self._loop)
 
     def _written(self, failure: BaseException | None) -> None:
         # A failed write means the call ended: its reader fails what was in flight.
         if failure is None and self._outbox and not self._stopped:
-            eager.drive(self._call.write(self._outbox.popleft()), self._on_written, self._loop)
+            request = self._outbox.popleft()
+            self._writing = request.id
+            eager.drive(self._call.write(request), self._on_written, self._loop)
         else:
             self._busy = False
             if failure is not None:
                 self.failed = True
+                self.unsent.add(self._writing)
                 self.stop()
 
     def stop(self) -> None:
         self._stopped = True
+        self.unsent.update(request.id for request in self._outbox)
         self._outbox.clear()
 
 
@@ -401,8 +439,10 @@ __all__ = [
     "TRANSPORTS",
     "AsyncOpStream",
     "StreamMethods",
+    "StreamNotSent",
     "StreamRefused",
     "StreamRpcError",
     "check_transport",
     "timeout_ms_of",
+    "unsent_error",
 ]

@@ -32,6 +32,7 @@ breaks (reads are retried by the policy). So a caller waits at most
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import queue
@@ -50,6 +51,7 @@ from edgekv.client._stream import (
     request_of,
     result_of,
     timeout_ms_of,
+    unsent_error,
 )
 from edgekv.v1 import kv_pb2
 
@@ -127,6 +129,8 @@ class SyncOpStream(StreamMethods):
     ) -> Any:
         """Send ``request`` as a ``kind`` operation and block for its answer (or raise)."""
         op = _Op(timeout)
+        op.id = next(self._ids)
+        stream_request = request_of(kind, op.id, request, timeout_ms_of(timeout))
         wait: threading.Lock | None = None
         with self._lock:
             if self._call is not None and not self._call.is_active() and self._reader is None:
@@ -137,13 +141,13 @@ class SyncOpStream(StreamMethods):
                 self._open()
             call, outbox = self._call, self._outbox
             assert outbox is not None
-            op.id = next(self._ids)
             self._pending[op.id] = op
+            # Queued under the lock: _broken takes what grpc has not, as never sent.
+            outbox.put(stream_request)
             if self._reader is None:
                 self._lead(op)
             else:
                 wait = op.wait_lock()
-        outbox.put(request_of(kind, op.id, request, timeout_ms_of(timeout)))
         if wait is None or self._follow(op, wait):
             self._read(call, op)
         return op.result()
@@ -240,15 +244,20 @@ class SyncOpStream(StreamMethods):
             raise failure
 
     def _broken(self, error: grpc.RpcError) -> None:
-        """The current stream ended (under the lock): fail what was in flight."""
+        """The current stream ended (under the lock): fail what was in flight; what
+        grpc's request thread had not taken from the outbox was never sent."""
         outbox = self._outbox
         self._call = self._outbox = self._reader = None
         error = self.ended(error)
+        unsent: set[int] = set()
+        if outbox is not None:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    unsent.add(outbox.get_nowait().id)
+            outbox.put(None)  # ends grpc's request thread
         pending, self._pending = self._pending, {}
         for op in pending.values():
-            op.fail(error)
-        if outbox is not None:
-            outbox.put(None)  # ends grpc's request thread
+            op.fail(unsent_error(error) if op.id in unsent else error)
 
     def _run_watchdog(self) -> None:
         """Bound the reader's wait: see the module docstring. One per stream."""

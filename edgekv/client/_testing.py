@@ -149,10 +149,10 @@ class _AioFakeStream:
             raise self._failed
         try:
             answer = _answer(self._fake, request)
-        except grpc.RpcError as exc:
-            self._failed = exc
+        except grpc.RpcError as exc:  # the node had the request, then the stream ended:
+            self._failed = exc  # this write went through; the next ones fail
             self._answers.put_nowait(exc)
-            raise
+            return
         if answer is not None:
             self._answers.put_nowait(answer)
 

@@ -243,9 +243,9 @@ class InProcessCluster:
                 )
             )
             task.cancel()
-            await asyncio.wait([task])
-        elif (error := task.exception()) is not None:  # close the rest, report the first
-            errors.append(error)
+            await asyncio.wait([task], timeout=CLOSE_STEP_TIMEOUT_S)  # it may ignore that too
+        elif not task.cancelled() and (error := task.exception()) is not None:
+            errors.append(error)  # close the rest anyway, report the first failure
 
     def running_tasks(self) -> list[asyncio.Task[Any]]:
         """The long-lived tasks of this cluster's nodes on the loop (none once closed)."""

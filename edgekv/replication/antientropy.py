@@ -46,7 +46,7 @@ class PeerSyncState:
     syncs: int = 0
     failed_syncs: int = 0  # attempts that ended in an error, since start
     failures_in_a_row: int = 0  # since the last complete sync: sets the retry delay
-    retry: asyncio.TimerHandle | None = None  # the one pending retry after a failure
+    retry: asyncio.TimerHandle | None = None  # the one pending re-sync (failed, or gave way)
     pulled_total: int = 0
     pushed_total: int = 0
 
@@ -126,78 +126,93 @@ class AntiEntropy:
             total.duration_s += stats.duration_s
         return total
 
-    def _failed(self, peer_id: str, error: str) -> None:
+    def _failed(self, peer_id: str, error: str, *, retry: bool = True) -> None:
         """Record a failed sync, and try again soon rather than a whole interval later.
 
         A node that starts before its peers (a cluster's first start, a restart
         during a peer's) would otherwise wait ``interval_s`` (30 s by default) for
         its first complete sync, and until then its backups are not restorable
         (storage/backup.py) and whatever it missed is not repaired. Retries come
-        after 1, 2, 4 ... s (jittered), one pending per peer; once the delay
-        reaches the interval the periodic syncs take over.
+        after 1, 2, 4 ... s (jittered); once the delay reaches the interval the
+        periodic sweeps take over. ``retry=False``: only those (a full disk here).
         """
         state = self.state[peer_id]
         state.last_error = error
         state.failed_syncs += 1
         state.failures_in_a_row += 1
         delay_s = RETRY_FIRST_S * 2 ** min(state.failures_in_a_row - 1, 30)
-        if delay_s >= self.interval_s:
-            return
+        if retry and delay_s < self.interval_s:
+            self._retry_in(peer_id, delay_s * (0.5 + random.random() / 2))
+
+    def _retry_in(self, peer_id: str, delay_s: float) -> None:
+        """Sync with ``peer_id`` again in ``delay_s``: one such timer per peer."""
+        state = self.state[peer_id]
         if state.retry is not None:
             state.retry.cancel()
-        loop = asyncio.get_running_loop()
-        state.retry = loop.call_later(delay_s * (0.5 + random.random() / 2), self.trigger, peer_id)
+        state.retry = asyncio.get_running_loop().call_later(delay_s, self.trigger, peer_id)
 
     async def run_antientropy(self) -> None:
-        while True:
-            interval_s = self.interval_s * (0.75 + random.random() / 2)
-            if not await wait_event(self._kick, interval_s):
-                self._due.update(self.state)
-            self._kick.clear()
-            due, self._due = self._due, set()
-            for peer_id in sorted(due):
-                state = self.state[peer_id]
-                started_ms = wall_ms()
-                try:
-                    stats = await self.sync_peer(peer_id)
-                except asyncio.CancelledError:
-                    raise
-                except SyncYielded as exc:  # the peer's sync repairs both sides; try later
-                    log.debug("anti-entropy with %s: %s", peer_id, exc)
-                    asyncio.get_running_loop().call_later(
-                        self.turns.active_s, self.trigger, peer_id
-                    )
-                    continue
-                except grpc.aio.AioRpcError as exc:
-                    self._failed(peer_id, f"{exc.code().name}: {exc.details()}")
-                    log.debug("anti-entropy with %s failed: %s", peer_id, state.last_error)
-                    continue
-                except DiskFull as exc:  # logged once by the engine (storage/recovery.py)
-                    self._failed(peer_id, str(exc))
-                    continue
-                except Exception as exc:  # task boundary: log and carry on with the next peer
-                    self._failed(peer_id, repr(exc))
-                    log.exception("anti-entropy with %s failed", peer_id)
-                    continue
-                self.turns.completed(peer_id)
-                state.last_error = ""
-                state.failures_in_a_row = 0
-                if state.retry is not None:  # not needed any more
+        loop = asyncio.get_running_loop()
+        next_sweep = 0.0  # every peer is due at once (__init__), then every interval
+        try:
+            while True:
+                # A retry or a trigger syncs its peer only; the sweep of every peer
+                # keeps its time, so a peer that keeps failing holds up no other.
+                await wait_event(self._kick, max(0.0, next_sweep - loop.time()))
+                if loop.time() >= next_sweep:
+                    self._due.update(self.state)
+                    next_sweep = loop.time() + self.interval_s * (0.75 + random.random() / 2)
+                self._kick.clear()
+                due, self._due = self._due, set()
+                for peer_id in sorted(due):
+                    await self._sync_one(peer_id)
+        finally:  # a stopped node leaves no timer behind
+            for state in self.state.values():
+                if state.retry is not None:
                     state.retry.cancel()
-                state.syncs += 1
-                state.synced_from_ms = started_ms
-                state.last_stats = stats
-                state.pulled_total += stats.pulled
-                state.pushed_total += stats.pushed
-                self.repaired_records += stats.pulled + stats.pushed
-                if stats.pulled or stats.pushed:
-                    log.info(
-                        "anti-entropy with %s: %d buckets differed, pulled %d, pushed %d in %.2fs",
-                        peer_id,
-                        stats.buckets_differing,
-                        stats.pulled,
-                        stats.pushed,
-                        stats.duration_s,
-                    )
-                if self._on_synced is not None:
-                    self._on_synced(peer_id, stats)
+
+    async def _sync_one(self, peer_id: str) -> None:
+        """One sync with ``peer_id`` in the loop, and its bookkeeping."""
+        state = self.state[peer_id]
+        started_ms = wall_ms()
+        try:
+            stats = await self.sync_peer(peer_id)
+        except asyncio.CancelledError:
+            raise
+        except SyncYielded as exc:  # the peer's sync repairs both sides; try later
+            log.debug("anti-entropy with %s: %s", peer_id, exc)
+            self._retry_in(peer_id, self.turns.active_s)
+            return
+        except grpc.aio.AioRpcError as exc:
+            self._failed(peer_id, f"{exc.code().name}: {exc.details()}")
+            log.debug("anti-entropy with %s failed: %s", peer_id, state.last_error)
+            return
+        except DiskFull as exc:  # logged once by the engine (storage/recovery.py)
+            self._failed(peer_id, str(exc), retry=False)  # room here comes back slowly
+            return
+        except Exception as exc:  # task boundary: log and carry on with the next peer
+            self._failed(peer_id, repr(exc))
+            log.exception("anti-entropy with %s failed", peer_id)
+            return
+        self.turns.completed(peer_id)
+        state.last_error = ""
+        state.failures_in_a_row = 0
+        if state.retry is not None:  # not needed any more
+            state.retry.cancel()
+        state.syncs += 1
+        state.synced_from_ms = started_ms
+        state.last_stats = stats
+        state.pulled_total += stats.pulled
+        state.pushed_total += stats.pushed
+        self.repaired_records += stats.pulled + stats.pushed
+        if stats.pulled or stats.pushed:
+            log.info(
+                "anti-entropy with %s: %d buckets differed, pulled %d, pushed %d in %.2fs",
+                peer_id,
+                stats.buckets_differing,
+                stats.pulled,
+                stats.pushed,
+                stats.duration_s,
+            )
+        if self._on_synced is not None:
+            self._on_synced(peer_id, stats)

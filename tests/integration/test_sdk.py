@@ -220,13 +220,15 @@ def test_retries_then_unavailable_once_the_node_is_stopped(
             sleeps.clear()
             with pytest.raises(edgekv.Unavailable, match=node.endpoint):
                 read()
-            assert sleeps == pytest.approx([0.02, 0.04, 0.08])  # 4 attempts, 3 waits
+            # 4 attempts, 3 waits. Streamed, the first may meet the stream the node ended
+            # on its way out: not sent there, it goes again at once (client/_stream.py).
+            assert sleeps in (pytest.approx([0.02, 0.04, 0.08]), [0.0, 0.04, 0.08])
         for write in (lambda: c.put("r/k", "w"), lambda: c.delete("r/k"),
                       lambda: c.write([Put("r/k", "w")])):  # fmt: skip
             sleeps.clear()
             with pytest.raises(edgekv.Unavailable):
                 write()
-            assert sleeps == []  # writes are never retried
+            assert sleeps in ([], [0.0])  # a write goes again only if it was never sent
 
 
 def test_pages_batches_and_errors(sdk: Flavor, node: NodeProcess) -> None:

@@ -29,12 +29,21 @@ FOUND = kv_pb2.GetResponse(
 class ScriptedStream:
     """A grpc.aio StreamStreamCall: records what is written; answers only what the test says."""
 
-    def __init__(self) -> None:
+    def __init__(self, ended: StreamRpcError | None = None) -> None:
         self.written: list[kv_pb2.StreamRequest] = []
         self.answers: asyncio.Queue[Any] = asyncio.Queue()
         self.wrote = asyncio.Event()
+        self.write_gate: asyncio.Event | None = None  # a write waits for it (in flight)
+        self.write_error: BaseException | None = None  # a write fails with it: the call ended
+        if ended is not None:  # the node ends it at once: no write goes through
+            self.write_error = ended
+            self.answers.put_nowait(ended)
 
     async def write(self, request: kv_pb2.StreamRequest) -> None:
+        if self.write_gate is not None:
+            await self.write_gate.wait()
+        if self.write_error is not None:
+            raise self.write_error
         self.written.append(request)
         self.wrote.set()
 
@@ -58,12 +67,13 @@ class ScriptedStream:
 class Stub:
     """A KV stub whose Stream calls are ScriptedStreams; unary Get answers FOUND."""
 
-    def __init__(self) -> None:
+    def __init__(self, ending: StreamRpcError | None = None) -> None:
         self.streams: list[ScriptedStream] = []
         self.unary_gets = 0
+        self.ending = ending  # every stream ends at once with it
 
     def Stream(self, metadata: Any = None) -> ScriptedStream:
-        self.streams.append(ScriptedStream())
+        self.streams.append(ScriptedStream(self.ending))
         return self.streams[-1]
 
     async def Get(self, request: Any, timeout: float | None = None, metadata: Any = None) -> Any:
@@ -173,6 +183,43 @@ async def test_broken_stream_fails_what_was_in_flight_and_reopens() -> None:
     await client.close()
 
 
+async def test_writes_the_ended_stream_never_sent_are_sent_again_on_a_new_one() -> None:
+    stub = Stub()
+    client = streamed_client(stub)
+    warm = asyncio.ensure_future(client.get("k"))
+    stream = await _stream_of(stub)
+    stream.answers.put_nowait(kv_pb2.StreamResponse(id=(await stream.next_request()).id, get=FOUND))
+    await warm
+    stream.write_gate = asyncio.Event()  # the first put's write is in flight ...
+    first = asyncio.ensure_future(client.put("a", "1"))
+    second = asyncio.ensure_future(client.put("b", "2"))  # ... the second waits behind it
+    await asyncio.sleep(0.01)
+    ended = StreamRpcError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+    stream.write_error = ended  # the node ended the stream: grpc fails the write, sends nothing
+    stream.write_gate.set()
+    stream.answers.put_nowait(ended)
+    fresh = await _stream_of(stub, 1)  # both go again, on a new stream
+    for _ in range(2):
+        request = await fresh.next_request()
+        version = common_pb2.Version(timestamp=int(request.put.value), origin="n1")
+        fresh.answers.put_nowait(kv_pb2.StreamResponse(id=request.id, put=kv_pb2.PutResponse(
+            version=version)))  # fmt: skip
+    assert ((await first).version.timestamp, (await second).version.timestamp) == (1, 2)
+    assert len(stub.streams) == 2 and not stream.written  # no put went out on the first
+    await client.close()
+
+
+async def test_a_write_no_stream_would_send_fails_unavailable_saying_it_was_not_sent() -> None:
+    # Every stream ends before it sends anything: after max_attempts streams the put
+    # fails, saying it was never sent (safe to send again), not with an unknown outcome.
+    stub = Stub(ending=StreamRpcError(grpc.StatusCode.UNAVAILABLE, "Socket closed"))
+    client = streamed_client(stub, retry=edgekv.RetryPolicy(max_attempts=2))
+    with pytest.raises(errors.Unavailable, match="not sent: the stream had ended"):
+        await client.put("k", "v")
+    assert len(stub.streams) == 2 and not any(s.written for s in stub.streams)
+    await client.close()
+
+
 async def _first_stream_ends(
     error: StreamRpcError,
 ) -> tuple[Stub, AsyncClient, asyncio.Future[Any]]:
@@ -228,7 +275,8 @@ async def test_other_resource_exhausted_ends_of_the_stream_are_not_refusals() ->
 
 
 async def _stream_of(stub: Stub, n: int = 0) -> ScriptedStream:
-    """The ``n``-th stream the client opened, once it has."""
-    while len(stub.streams) <= n:
-        await asyncio.sleep(0.001)
+    """The ``n``-th stream the client opened, once it has (within 10 s)."""
+    async with asyncio.timeout(10):
+        while len(stub.streams) <= n:
+            await asyncio.sleep(0.001)
     return stub.streams[n]

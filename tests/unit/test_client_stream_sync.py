@@ -21,9 +21,9 @@ import pytest
 
 from edgekv import Client, errors
 from edgekv.client import _stream_sync
-from edgekv.client._stream import StreamRpcError
+from edgekv.client._stream import StreamNotSent, StreamRpcError
 from edgekv.client._stream_sync import SILENCE_S, SyncOpStream
-from edgekv.v1 import kv_pb2
+from edgekv.v1 import common_pb2, kv_pb2
 
 EP = "127.0.0.1:1"
 SLACK_S = 2.0  # what a loaded machine may add to any wait
@@ -33,16 +33,21 @@ class ScriptedStream:
     """grpc's response iterator of a KV.Stream: a thread records the requests as grpc's
     request thread would consume them; it answers only what the test puts in ``answers``."""
 
-    def __init__(self, requests: Iterator[kv_pb2.StreamRequest]) -> None:
+    def __init__(self, requests: Iterator[kv_pb2.StreamRequest], take: int | None = None) -> None:
         self.written: queue.Queue[kv_pb2.StreamRequest] = queue.Queue()
         self.answers: queue.Queue[Any] = queue.Queue()
         self.readers: list[str] = []  # the thread of each next() call
         self.cancelled = threading.Event()
+        self._take = take  # None: every request; n: grpc's thread stalls after n
         threading.Thread(target=self._consume, args=(requests,), daemon=True).start()
 
     def _consume(self, requests: Iterator[kv_pb2.StreamRequest]) -> None:
-        for request in requests:
+        if self._take == 0:
+            return
+        for taken, request in enumerate(requests, 1):
             self.written.put(request)
+            if taken == self._take:
+                return
 
     def __iter__(self) -> ScriptedStream:
         return self
@@ -78,11 +83,12 @@ class ScriptedStream:
 
 
 class Stub:
-    def __init__(self) -> None:
+    def __init__(self, take: int | None = None) -> None:
         self.streams: list[ScriptedStream] = []
+        self.take = take  # of the first stream's requests (ScriptedStream)
 
     def Stream(self, requests: Any, metadata: Any = None) -> ScriptedStream:
-        self.streams.append(ScriptedStream(requests))
+        self.streams.append(ScriptedStream(requests, None if self.streams else self.take))
         return self.streams[-1]
 
 
@@ -253,7 +259,7 @@ def test_broken_stream_fails_all_in_flight_and_the_next_call_reopens() -> None:
     stub.streams[1].answer(req)
     assert again.join().result.value == b"a" and not stream.unsupported
     stub.streams[1].answers.put(StreamRpcError(grpc.StatusCode.UNIMPLEMENTED, "no Stream"))
-    last, _ = start(stub, stream, b"z", on=1)
+    last = Caller(stream, b"z", 5.0)  # grpc's thread may not even take it: the end is there
     assert last.join().code() == grpc.StatusCode.UNIMPLEMENTED and stream.unsupported
 
 
@@ -272,6 +278,48 @@ def test_stream_that_ended_while_idle_is_replaced_before_the_next_operation() ->
     assert again.join().result.value == b"b" and stub.streams[1].readers == ["b"]
     assert stub.streams[0].readers == ["a"]  # the ended stream was never read again
     stream.close()
+
+
+def test_operations_grpc_never_took_from_the_outbox_fail_as_never_sent() -> None:
+    # grpc's request thread took the first request, then stalled (flow control); the
+    # stream ends. The second never reached the node: StreamNotSent, which the client
+    # sends again at once (a write too); the first's outcome is unknown.
+    stub = Stub(take=1)
+    stream = SyncOpStream(stub, None)
+    sent, _ = start(stub, stream, b"sent")
+    queued = Caller(stream, b"queued", 5.0)
+    while len(stream._pending) < 2:
+        time.sleep(0.001)
+    stub.streams[0].end(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+    assert type(sent.join().error) is StreamRpcError
+    assert (
+        type(queued.join().error) is StreamNotSent and queued.code() == grpc.StatusCode.UNAVAILABLE
+    )
+    assert errors.never_sent(queued.code(), queued.error.details())  # type: ignore[union-attr]
+    stream.close()
+
+
+def test_blocking_client_sends_a_never_sent_write_again_on_a_new_stream() -> None:
+    stub = Stub(take=0)  # the first stream sends nothing before it ends
+    with Client(EP, discover=False, transport="stream") as client:
+        client._kv_stubs[EP] = stub  # type: ignore[assignment]
+        done: list[Any] = []
+        writer = threading.Thread(target=lambda: done.append(client.put("k", "v")), daemon=True)
+        writer.start()
+        while not stub.streams:
+            time.sleep(0.001)
+        stub.streams[0].end(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+        deadline = time.monotonic() + 10
+        while len(stub.streams) < 2 and writer.is_alive():
+            assert time.monotonic() < deadline, "no second stream"
+            time.sleep(0.001)
+        assert not done, "the put returned without a second stream"
+        request = stub.streams[1].next_request()
+        assert request.put.key == b"k"
+        put = kv_pb2.PutResponse(version=common_pb2.Version(timestamp=7, origin="n1"))
+        stub.streams[1].answers.put(kv_pb2.StreamResponse(id=request.id, put=put))
+        writer.join(10)
+        assert done and done[0].version.timestamp == 7
 
 
 def test_blocking_client_over_the_scripted_stream_maps_errors(

@@ -1,4 +1,4 @@
-"""A failed anti-entropy sync is retried after 1, 2, 4 ... s, one retry pending per peer."""
+"""The anti-entropy loop: retries after a failure (1, 2, 4 ... s, one pending per peer), sweeps."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgekv.replication.antientropy import RETRY_FIRST_S, AntiEntropy
+from edgekv.replication.reconcile import SyncStats
 from edgekv.replication.refusals import PeerRefusals
 from edgekv.storage.engine import Engine
 from edgekv.v1 import replication_pb2
@@ -65,3 +66,36 @@ async def test_a_retry_asks_for_that_peer_only(engine: Engine) -> None:
     assert antientropy.state["nrt-1"].retry is not None
     await asyncio.sleep(RETRY_FIRST_S + 0.05)
     assert antientropy._kick.is_set() and antientropy._due == {"nrt-1"}
+
+
+async def test_syncs_of_one_peer_in_between_do_not_put_off_the_sweep_of_all(
+    engine: Engine,
+) -> None:
+    # Retries (here: triggers every 0.1 s) of a failing peer used to restart the
+    # interval each time: the healthy peer was not synced again while they went on.
+    antientropy = loop_of(engine, interval_s=1.0)
+    synced: list[str] = []
+
+    async def sync_peer(peer_id: str) -> SyncStats:
+        synced.append(peer_id)
+        return SyncStats()
+
+    antientropy.sync_peer = sync_peer  # type: ignore[method-assign]
+    task = asyncio.create_task(antientropy.run_antientropy())
+    try:
+        for _ in range(25):  # 2.5 s: the sweep of every peer comes after 0.75-1.25 s
+            antientropy.trigger("nrt-1")
+            await asyncio.sleep(0.1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert synced.count("iad-1") >= 2, synced
+    assert all(
+        state.retry is None or state.retry.cancelled() for state in antientropy.state.values()
+    )
+
+
+async def test_a_full_disk_waits_for_the_next_sweep(engine: Engine) -> None:
+    antientropy = loop_of(engine, interval_s=30.0)
+    antientropy._failed("nrt-1", "disk full", retry=False)
+    assert antientropy.state["nrt-1"].retry is None and antientropy.state["nrt-1"].failed_syncs == 1
