@@ -10,6 +10,7 @@ tests/unit/test_unasync.py fails while the two disagree.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -167,8 +168,8 @@ class AsyncClient(AsyncReads):
 
     async def _probe(self, topology: Topology, node: NodeRoute) -> None:
         stub = self._cluster(node)
-        fastest_ms = 0.0
-        for probe in range(self._rtt_probes):
+        fastest_ms = math.inf
+        for _ in range(self._rtt_probes):
             start = time.perf_counter()
             try:
                 await stub.Status(
@@ -179,10 +180,9 @@ class AsyncClient(AsyncReads):
             except grpc.RpcError:
                 node.failures += 1
                 return
-            took_ms = (time.perf_counter() - start) * 1000.0
-            fastest_ms = took_ms if probe == 0 else min(fastest_ms, took_ms)
-        if self._rtt_probes:  # the fastest: the first pays for the connection, any may
-            topology.record_rtt(node, fastest_ms)  # meet a busy moment of this host
+            fastest_ms = min(fastest_ms, (time.perf_counter() - start) * 1000.0)
+        if fastest_ms < math.inf:  # the fastest: the first pays for the connection, any
+            topology.record_rtt(node, fastest_ms)  # may meet a busy moment of this host
 
     async def _call(
         self,

@@ -7,6 +7,7 @@ every line of logic. Edit aio.py, then run ``make unasync``.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -146,8 +147,8 @@ class Client(Reads):
 
     def _probe(self, topology: Topology, node: NodeRoute) -> None:
         stub = self._cluster(node)
-        fastest_ms = 0.0
-        for probe in range(self._rtt_probes):
+        fastest_ms = math.inf
+        for _ in range(self._rtt_probes):
             start = time.perf_counter()
             try:
                 stub.Status(
@@ -158,10 +159,9 @@ class Client(Reads):
             except grpc.RpcError:
                 node.failures += 1
                 return
-            took_ms = (time.perf_counter() - start) * 1000.0
-            fastest_ms = took_ms if probe == 0 else min(fastest_ms, took_ms)
-        if self._rtt_probes:  # the fastest: the first pays for the connection, any may
-            topology.record_rtt(node, fastest_ms)  # meet a busy moment of this host
+            fastest_ms = min(fastest_ms, (time.perf_counter() - start) * 1000.0)
+        if fastest_ms < math.inf:  # the fastest: the first pays for the connection, any
+            topology.record_rtt(node, fastest_ms)  # may meet a busy moment of this host
 
     def _call(
         self,
